@@ -1,0 +1,1 @@
+"""Analysis of psychinterp response tables."""

@@ -1,0 +1,3 @@
+from psychinterp.cli import main
+
+main()

@@ -1,0 +1,151 @@
+"""``make demo``: a whole study, offline, on a small model and procedural images."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+import typer
+import yaml
+from PIL import Image
+
+DEMO_MODEL_ID = "resnet18_demo"
+OBSERVERS = 3
+
+
+def _write_if_changed(path: Path, text: str) -> None:
+    if not path.exists() or path.read_text() != text:
+        path.write_text(text)
+
+
+def prepare_demo_inputs(workdir: Path) -> Path:
+    """Dataset, weights, models file and study config; returns the study config path."""
+    from stimuli.demo_data import write_demo_dataset
+
+    workdir.mkdir(parents=True, exist_ok=True)
+    write_demo_dataset(workdir / "images", images_per_class=80)
+    weights = workdir / "weights" / f"{DEMO_MODEL_ID}.pt"
+    if not weights.exists():
+        import torch
+
+        from stimuli.registry import build_architecture
+        from stimuli.specs import ModelSpec
+
+        torch.manual_seed(0)
+        spec = ModelSpec.model_validate(_model_entry(weights_file=None))
+        weights.parent.mkdir(parents=True, exist_ok=True)
+        torch.save(build_architecture(spec).state_dict(), weights)
+    _write_if_changed(
+        workdir / "models.yaml", yaml.safe_dump({"models": [_model_entry(Path("weights") / weights.name)]})
+    )
+    study = {
+        "study_id": "demo",
+        "title": "psychinterp demo study",
+        "models_file": "models.yaml",
+        "models": [DEMO_MODEL_ID],
+        "units_per_model": 4,
+        "dataset": {"path": "images", "batch_size": 32},
+        "exemplars": {"references": 9},
+        "feature_visualization": {"steps": 48, "image_size": 128, "padding": 8},
+        "conditions": ["natural", "synthetic"],
+        "trials_per_task": 8,
+        "seed": 0,
+    }
+    path = workdir / "study.yaml"
+    _write_if_changed(path, yaml.safe_dump(study, sort_keys=False))
+    return path
+
+
+def _model_entry(weights_file: Path | None) -> dict:
+    entry = {
+        "id": DEMO_MODEL_ID,
+        "display_name": "ResNet-18 (random init, demo)",
+        "source": "torchvision",
+        "constructor": "resnet18",
+        "layers": {"include": ["layer1.*", "layer2.*"]},
+        "metadata": {"train_images": 1},
+    }
+    if weights_file is not None:
+        entry["weights_file"] = weights_file.as_posix()
+    return entry
+
+
+def _pixel_colour(app_client, url: str) -> np.ndarray:
+    from io import BytesIO
+
+    data = app_client.get(url).data
+    return np.asarray(Image.open(BytesIO(data)).convert("RGB"), dtype=float).mean(axis=(0, 1))
+
+
+def run_observers(app, n_participants: int, seed: int = 0) -> None:
+    """Scripted participants answering through the real HTTP API: the query whose mean colour
+    is nearer the strongly activating references wins."""
+    rng = np.random.default_rng(seed)
+    client = app.test_client()
+    for _ in range(n_participants):
+        session = client.post("/api/sessions", json={"platform": "direct"}).get_json()
+        for index in range(session["n_trials"]):
+            trial = client.get(f"/api/sessions/{session['token']}/trials/{index}").get_json()
+            refs = trial["references"]
+            queries = [_pixel_colour(client, q) for q in trial["queries"]]
+            if refs["max"]:
+                to_max = np.mean([_pixel_colour(client, u) for u in refs["max"]], axis=0)
+                to_min = np.mean([_pixel_colour(client, u) for u in refs["min"]], axis=0)
+                score = [np.linalg.norm(q - to_min) - np.linalg.norm(q - to_max) for q in queries]
+            else:
+                score = list(rng.normal(size=2))
+            choice = int(np.argmax(score))
+            margin = abs(score[0] - score[1])
+            client.post(
+                f"/api/sessions/{session['token']}/responses",
+                json={
+                    "trial_index": index,
+                    "chosen_query": choice,
+                    "confidence": 3 if margin > 20 else 2 if margin > 5 else 1,
+                    "rt_ms": float(rng.uniform(1500, 6000)),
+                },
+            )
+        client.post(f"/api/sessions/{session['token']}/complete")
+
+
+def _fingerprint(*paths: Path) -> str:
+    digest = hashlib.sha256()
+    for path in paths:
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+def run_demo(workdir: Path, host: str = "127.0.0.1", port: int = 5000, serve: bool = True) -> None:
+    from analysis.report import write_report
+    from experiment_server import create_app
+    from experiment_server.export import export_csv
+    from stimuli.build import build_study
+    from stimuli.study import load_study_config
+
+    workdir = workdir.resolve()
+    study_path = prepare_demo_inputs(workdir)
+    bundle_dir = workdir / "bundle"
+    stamp = bundle_dir / ".built-from"
+    fingerprint = _fingerprint(study_path, workdir / "models.yaml")
+    if not stamp.exists() or stamp.read_text() != fingerprint:
+        typer.echo("building the demo bundle (first run only)")
+        build_study(load_study_config(study_path), bundle_dir)
+        stamp.write_text(fingerprint)
+        # Responses to an older bundle would not match its trials.
+        (workdir / "demo.db").unlink(missing_ok=True)
+        (workdir / ".observers-done").unlink(missing_ok=True)
+    database_url = f"sqlite:///{workdir / 'demo.db'}"
+    app = create_app({"bundle_dir": bundle_dir, "database_url": database_url})
+    marker = workdir / ".observers-done"
+    if not marker.exists():
+        run_observers(app, OBSERVERS)
+        marker.write_text(fingerprint)
+    responses = workdir / "responses.csv"
+    n = export_csv(app.extensions["psychinterp_bundle"], app.extensions["psychinterp_db"], responses)
+    page = write_report(responses, workdir / "report")
+    typer.echo(f"exported {n} responses to {responses}")
+    typer.echo(f"report: {page}")
+    if serve:
+        typer.echo(f"serving the demo study: participant URL http://{host}:{port}/  (Ctrl-C to stop)")
+        app.run(host=host, port=port, threaded=True)

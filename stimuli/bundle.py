@@ -1,0 +1,244 @@
+"""The study bundle: the contract between the stimulus generator and the server.
+
+Torch-free. See docs/bundle.md. A bundle is a directory::
+
+    manifest.json     what the server may show (no answers)
+    answer_key.json   which query is correct, per trial; never sent to browsers
+    images/<sha256>.png
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import tempfile
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from stimuli.errors import PsychinterpError, format_validation_error
+
+SCHEMA_VERSION = 1
+MANIFEST = "manifest.json"
+ANSWER_KEY = "answer_key.json"
+IMAGES = "images"
+_HASH = r"^[0-9a-f]{64}$"
+
+Condition = Literal["natural", "synthetic", "none"]
+Side = Literal["left", "right"]
+
+
+class BundleError(PsychinterpError):
+    pass
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class BundleModel(_Strict):
+    id: str
+    display_name: str
+    source: str
+    parameter_count: int = Field(gt=0)
+    train_images: int = Field(gt=0)
+    imagenet_top1: float | None = None
+
+
+class Unit(_Strict):
+    unit_id: str = Field(pattern=r"^[A-Za-z0-9_.\-]+$")
+    model_id: str
+    layer: str
+    channel: int = Field(ge=0)
+    layer_index: int = Field(ge=0)
+    n_layers: int = Field(gt=0)
+
+
+class ReferenceImage(_Strict):
+    """Metadata of a reference image for one unit (queries' metadata lives in the answer key)."""
+
+    sha256: str = Field(pattern=_HASH)
+    unit_id: str
+    kind: Literal["natural", "synthetic"]
+    direction: Literal["min", "max"]
+    activation: float
+    rank: int | None = Field(None, ge=1, description="rank from the extreme end, natural images only")
+    source: str | None = Field(None, description="dataset-relative path, natural images only")
+
+
+class References(_Strict):
+    min: list[str] = []
+    max: list[str] = []
+
+
+class Trial(_Strict):
+    trial_id: str
+    unit_id: str
+    condition: Condition
+    max_side: Side
+    references: References
+    queries: tuple[str, str]
+
+    @model_validator(mode="after")
+    def _references_match_condition(self) -> Trial:
+        has_refs = bool(self.references.min or self.references.max)
+        if (self.condition == "none") == has_refs:
+            raise ValueError(f"trial {self.trial_id}: condition {self.condition!r} with references={has_refs}")
+        if has_refs and len(self.references.min) != len(self.references.max):
+            raise ValueError(f"trial {self.trial_id}: min and max reference counts differ")
+        return self
+
+
+class Task(_Strict):
+    task_id: str
+    trials: list[Trial] = Field(min_length=1)
+
+
+class Manifest(_Strict):
+    schema_version: Literal[1]
+    study_id: str = Field(pattern=r"^[A-Za-z0-9_.\-]+$")
+    title: str = ""
+    models: list[BundleModel] = Field(min_length=1)
+    units: list[Unit] = Field(min_length=1)
+    conditions: list[Condition] = Field(min_length=1)
+    reference_images: list[ReferenceImage] = []
+    tasks: list[Task] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Manifest:
+        model_ids = {m.id for m in self.models}
+        unit_ids = {u.unit_id for u in self.units}
+        for unit in self.units:
+            if unit.model_id not in model_ids:
+                raise ValueError(f"unit {unit.unit_id}: unknown model_id {unit.model_id!r}")
+        seen: set[str] = set()
+        for task in self.tasks:
+            for trial in task.trials:
+                if trial.trial_id in seen:
+                    raise ValueError(f"trial_id {trial.trial_id!r} appears twice")
+                seen.add(trial.trial_id)
+                if trial.unit_id not in unit_ids:
+                    raise ValueError(f"trial {trial.trial_id}: unknown unit_id {trial.unit_id!r}")
+                if trial.condition not in self.conditions:
+                    raise ValueError(f"trial {trial.trial_id}: condition {trial.condition!r} not in conditions")
+        for image in self.reference_images:
+            if image.unit_id not in unit_ids:
+                raise ValueError(f"reference image {image.sha256}: unknown unit_id {image.unit_id!r}")
+        return self
+
+    def trials(self) -> dict[str, Trial]:
+        return {t.trial_id: t for task in self.tasks for t in task.trials}
+
+    def image_hashes(self) -> set[str]:
+        hashes = {image.sha256 for image in self.reference_images}
+        for trial in self.trials().values():
+            hashes.update(trial.references.min, trial.references.max, trial.queries)
+        return hashes
+
+
+class Answer(_Strict):
+    max_query: Literal[0, 1] = Field(description="index into Trial.queries of the more activating query")
+    query_activations: tuple[float, float]
+    query_ranks: tuple[int, int] = Field(description="rank of each query from its own extreme end")
+    query_sources: tuple[str, str]
+
+
+class AnswerKey(_Strict):
+    schema_version: Literal[1]
+    study_id: str
+    answers: dict[str, Answer]
+
+
+class Bundle(BaseModel):
+    model_config = ConfigDict(arbitrary_types_allowed=True, frozen=True)
+
+    root: Path
+    manifest: Manifest
+    answer_key: AnswerKey
+
+    def image_path(self, sha: str) -> Path:
+        return self.root / IMAGES / f"{sha}.png"
+
+
+# --- reading ----------------------------------------------------------------
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise BundleError(f"{path}: missing (is {path.parent} a study bundle?)") from None
+    except json.JSONDecodeError as exc:
+        raise BundleError(f"{path}: not valid JSON: {exc}") from None
+
+
+def _validate(cls: type[BaseModel], path: Path) -> Any:
+    raw = _read_json(path)
+    try:
+        return cls.model_validate(raw)
+    except ValidationError as exc:
+        raise BundleError(format_validation_error(path, exc, raw)) from None
+
+
+def load_bundle(root: str | Path, verify_hashes: bool = False) -> Bundle:
+    """Read and cross-check a bundle; errors name the file and the field."""
+    root = Path(root)
+    if not root.is_dir():
+        raise BundleError(f"{root}: not a directory")
+    manifest: Manifest = _validate(Manifest, root / MANIFEST)
+    key: AnswerKey = _validate(AnswerKey, root / ANSWER_KEY)
+    if key.study_id != manifest.study_id:
+        raise BundleError(f"{root / ANSWER_KEY}: study_id {key.study_id!r} != manifest's {manifest.study_id!r}")
+    missing = sorted(set(manifest.trials()) - set(key.answers))
+    if missing:
+        raise BundleError(f"{root / ANSWER_KEY}: answers: no entry for trial(s) {missing[:5]}")
+    for sha in sorted(manifest.image_hashes()):
+        if not re.match(_HASH, sha):
+            raise BundleError(f"{root / MANIFEST}: image name {sha!r} is not a sha256 hex digest")
+        path = root / IMAGES / f"{sha}.png"
+        if not path.is_file():
+            raise BundleError(f"{root / MANIFEST}: image {sha} is referenced but {path} is missing")
+        if verify_hashes and hashlib.sha256(path.read_bytes()).hexdigest() != sha:
+            raise BundleError(f"{path}: content does not match its name")
+    return Bundle(root=root, manifest=manifest, answer_key=key)
+
+
+# --- writing ----------------------------------------------------------------
+
+
+def write_json_atomic(path: Path, payload: Any) -> None:
+    """Write, fsync and rename, so a reader never sees half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "w") as fh:
+            json.dump(payload, fh, indent=1, sort_keys=True)
+            fh.write("\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_image_bytes(root: Path, data: bytes) -> str:
+    """Store PNG bytes under their content hash; returns the hash."""
+    sha = hashlib.sha256(data).hexdigest()
+    path = root / IMAGES / f"{sha}.png"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+    return sha
+
+
+def write_bundle(root: Path, manifest: Manifest, answer_key: AnswerKey) -> Bundle:
+    """Write manifest and answer key (images are already in place) and re-validate."""
+    write_json_atomic(root / ANSWER_KEY, answer_key.model_dump(mode="json"))
+    write_json_atomic(root / MANIFEST, manifest.model_dump(mode="json"))
+    return load_bundle(root)

@@ -1,0 +1,116 @@
+"""Declarative model specs: the schema of ``models.yaml``.
+
+Torch-free, so the server and the analysis can read model metadata too.
+Architecture (``source`` + ``constructor``) is kept apart from pretrained
+weights (``weights`` tag for the hub, ``weights_file`` for offline use).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from stimuli.errors import ConfigError, format_validation_error
+
+ModelSource = Literal["torchvision", "timm", "open_clip", "lucent"]
+DEFAULT_MODELS_FILE = Path(__file__).resolve().parent.parent / "models.yaml"
+
+
+class Preprocessing(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    resize: int = Field(256, gt=0)
+    crop: int = Field(224, gt=0)
+    mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
+    std: tuple[float, float, float] = (0.229, 0.224, 0.225)
+
+    @field_validator("std")
+    @classmethod
+    def _positive_std(cls, std: tuple[float, float, float]) -> tuple[float, float, float]:
+        if min(std) <= 0:
+            raise ValueError("every std value must be > 0")
+        return std
+
+
+class LayerPatterns(BaseModel):
+    """fnmatch patterns over ``named_modules()`` names of the analysed module."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    include: list[str] = Field(min_length=1)
+    exclude: list[str] = []
+
+
+class ModelMetadata(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    train_images: int = Field(gt=0, description="training-set size in images")
+    imagenet_top1: float | None = Field(None, ge=0, le=100)
+    top1_note: str | None = None
+
+
+class ModelSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    id: str = Field(pattern=r"^[a-z0-9][a-z0-9_]*$")
+    display_name: str
+    source: ModelSource
+    constructor: str
+    constructor_kwargs: dict[str, Any] = {}
+    weights: str | None = Field(None, description="weights tag used when online")
+    weights_url: str | None = Field(None, description="direct URL, for weights not on a hub")
+    weights_file: Path | None = Field(None, description="local state dict or checkpoint")
+    preprocessing: Preprocessing = Preprocessing()
+    layers: LayerPatterns
+    prefix_tokens: int = Field(0, ge=0, description="tokens (CLS, registers) left out of token means")
+    fixed_input_size: bool = Field(False, description="the model accepts only preprocessing.crop inputs (ViTs)")
+    metadata: ModelMetadata
+
+
+class ModelsFile(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    models: list[ModelSpec] = Field(min_length=1)
+
+    @field_validator("models")
+    @classmethod
+    def _unique_ids(cls, models: list[ModelSpec]) -> list[ModelSpec]:
+        seen: set[str] = set()
+        for spec in models:
+            if spec.id in seen:
+                raise ValueError(f"model id {spec.id!r} appears twice")
+            seen.add(spec.id)
+        return models
+
+
+def default_models_file() -> Path:
+    """``$PSYCHINTERP_MODELS``, else ./models.yaml, else the repository's."""
+    if env := os.environ.get("PSYCHINTERP_MODELS"):
+        return Path(env)
+    local = Path("models.yaml")
+    return local if local.is_file() else DEFAULT_MODELS_FILE
+
+
+def load_model_specs(path: str | Path | None = None) -> dict[str, ModelSpec]:
+    """Read and validate a models file. Relative weight paths resolve against it."""
+    path = Path(path) if path is not None else default_models_file()
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: models file not found") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    try:
+        parsed = ModelsFile.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(path, exc, raw)) from None
+    specs = {}
+    for spec in parsed.models:
+        if spec.weights_file is not None and not spec.weights_file.is_absolute():
+            spec = spec.model_copy(update={"weights_file": path.parent / spec.weights_file})
+        specs[spec.id] = spec
+    return specs
