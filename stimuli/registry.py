@@ -159,18 +159,23 @@ def _strip_prefix(state: dict[str, torch.Tensor], expected: set[str]) -> dict[st
     def matches(prefix: str) -> int:
         return sum(1 for k in state if k.startswith(prefix) and k[len(prefix) :] in expected)
 
-    best = max(sorted(prefixes), key=matches)
+    # On a tie the shorter prefix wins: `module.model.` over `module.attacker.model.`.
+    best = max(sorted(prefixes), key=lambda prefix: (matches(prefix), -len(prefix)))
     return {k[len(best) :]: v for k, v in state.items() if k.startswith(best)}
 
 
 def load_weights_file(module: nn.Module, path: Path, model_id: str) -> None:
-    state = _strip_prefix(read_state_dict(path), set(module.state_dict()))
-    result = module.load_state_dict(state, strict=False)
-    if result.missing_keys:
+    expected = module.state_dict()
+    state = _strip_prefix(read_state_dict(path), set(expected))
+    missing = [k for k in expected if k not in state]
+    if missing:
         raise WeightsError(
-            f"{path}: does not fit model {model_id!r}: {len(result.missing_keys)} missing key(s), "
-            f"e.g. {result.missing_keys[:3]}; {len(result.unexpected_keys)} unexpected"
+            f"{path}: does not fit model {model_id!r}: {len(missing)} missing key(s), e.g. {missing[:3]}"
         )
+    try:
+        module.load_state_dict(state, strict=False)
+    except RuntimeError as exc:  # shape mismatches
+        raise WeightsError(f"{path}: does not fit model {model_id!r}: {str(exc)[:300]}") from None
 
 
 def _hub_label(spec: ModelSpec) -> str | None:

@@ -1,0 +1,70 @@
+"""Shared fixtures: a tiny study bundle built through the real pipeline, and a server app."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+TINY_MODEL = {
+    "id": "tiny_resnet18",
+    "display_name": "ResNet-18 (random init, tests)",
+    "source": "torchvision",
+    "constructor": "resnet18",
+    "layers": {"include": ["layer1.*", "layer2.*"]},
+    "metadata": {"train_images": 1000},
+}
+
+
+def write_tiny_study(root: Path, conditions=("natural", "synthetic"), units: int = 2) -> Path:
+    """Dataset, random weights saved to a file, models file and study config under ``root``."""
+    import torch
+
+    from stimuli.demo_data import write_demo_dataset
+    from stimuli.registry import build_architecture
+    from stimuli.specs import ModelSpec
+
+    write_demo_dataset(root / "images", images_per_class=8)
+    torch.manual_seed(0)
+    weights = root / "tiny.pt"
+    torch.save(build_architecture(ModelSpec.model_validate(TINY_MODEL)).state_dict(), weights)
+    (root / "models.yaml").write_text(yaml.safe_dump({"models": [{**TINY_MODEL, "weights_file": "tiny.pt"}]}))
+    study = {
+        "study_id": "tiny",
+        "models_file": "models.yaml",
+        "models": ["tiny_resnet18"],
+        "units_per_model": units,
+        "dataset": {"path": "images", "batch_size": 16},
+        "exemplars": {"references": 9},
+        "feature_visualization": {"steps": 3, "image_size": 64, "padding": 4},
+        "conditions": list(conditions),
+        "trials_per_task": 2,
+        "seed": 1,
+    }
+    path = root / "study.yaml"
+    path.write_text(yaml.safe_dump(study))
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_bundle_dir(tmp_path_factory) -> Path:
+    from stimuli.build import build_study
+    from stimuli.study import load_study_config
+
+    root = tmp_path_factory.mktemp("tiny_study")
+    out = root / "bundle"
+    build_study(load_study_config(write_tiny_study(root)), out)
+    return out
+
+
+@pytest.fixture
+def app(tiny_bundle_dir, tmp_path):
+    from experiment_server import create_app
+
+    return create_app({"bundle_dir": tiny_bundle_dir, "database_url": f"sqlite:///{tmp_path / 'test.db'}"})
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()

@@ -1,0 +1,90 @@
+import pytest
+import yaml
+
+from stimuli.errors import ConfigError
+from stimuli.specs import load_model_specs
+from stimuli.study import load_study_config
+
+STUDY_MODELS = [
+    "googlenet",
+    "densenet201",
+    "resnet50",
+    "resnet50_l2_eps3",
+    "clip_resnet50",
+    "wide_resnet50_2",
+    "vit_b32",
+    "clip_vit_b32",
+    "convnext_base",
+]
+
+
+def test_models_yaml_holds_the_nine_models_of_the_2023_study():
+    specs = load_model_specs()
+    assert list(specs) == STUDY_MODELS
+    assert {s.source for s in specs.values()} == {"torchvision", "timm", "open_clip", "lucent"}
+    for spec in specs.values():
+        assert spec.weights or spec.weights_url, spec.id
+        assert spec.metadata.train_images > 0
+    assert specs["clip_vit_b32"].metadata.train_images > specs["clip_resnet50"].metadata.train_images
+
+
+def test_bad_models_file_names_file_model_and_field(tmp_path):
+    path = tmp_path / "models.yaml"
+    path.write_text(
+        yaml.safe_dump(
+            {"models": [{"id": "mine", "display_name": "x", "source": "keras", "constructor": "x", "metadata": {}}]}
+        )
+    )
+    with pytest.raises(ConfigError) as err:
+        load_model_specs(path)
+    message = str(err.value)
+    assert str(path) in message
+    assert "models[0](id=mine).source" in message
+    assert "models[0](id=mine).layers" in message
+    assert "models[0](id=mine).metadata.train_images" in message
+
+
+def test_duplicate_model_ids_and_bad_yaml(tmp_path):
+    entry = {
+        "id": "a",
+        "display_name": "a",
+        "source": "timm",
+        "constructor": "resnet18",
+        "layers": {"include": ["layer1"]},
+        "metadata": {"train_images": 1},
+    }
+    path = tmp_path / "models.yaml"
+    path.write_text(yaml.safe_dump({"models": [entry, entry]}))
+    with pytest.raises(ConfigError, match="appears twice"):
+        load_model_specs(path)
+    path.write_text("models: [unclosed")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_model_specs(path)
+
+
+def test_relative_paths_resolve_against_the_config(tmp_path):
+    (tmp_path / "sub").mkdir()
+    study = tmp_path / "sub" / "study.yaml"
+    study.write_text(
+        yaml.safe_dump(
+            {
+                "study_id": "s",
+                "models": ["m"],
+                "models_file": "models.yaml",
+                "units_per_model": 1,
+                "dataset": {"path": "imgs"},
+                "trials_per_task": 1,
+            }
+        )
+    )
+    config = load_study_config(study)
+    assert config.dataset.path == tmp_path / "sub" / "imgs"
+    assert config.models_file == tmp_path / "sub" / "models.yaml"
+
+
+def test_bad_study_config_names_the_field(tmp_path):
+    study = tmp_path / "study.yaml"
+    study.write_text(yaml.safe_dump({"study_id": "s", "models": [], "units_per_model": 0, "trials_per_task": 1}))
+    with pytest.raises(ConfigError) as err:
+        load_study_config(study)
+    assert "models:" in str(err.value) and "units_per_model:" in str(err.value) and "dataset:" in str(err.value)
