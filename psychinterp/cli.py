@@ -62,7 +62,8 @@ def build(
     from stimuli.build import build_study
     from stimuli.study import load_study_config
 
-    bundle = build_study(load_study_config(study), out, device=device, weights=_parse_weights(weights))
+    weight_files = _parse_weights(weights)
+    bundle = build_study(load_study_config(study), out, device=device, weights=weight_files)
     n_trials = sum(len(t.trials) for t in bundle.manifest.tasks)
     typer.echo(
         f"wrote {out}: {len(bundle.manifest.units)} units, {len(bundle.manifest.tasks)} tasks, {n_trials} trials"

@@ -111,16 +111,16 @@ class UnitExemplars:
 def select_exemplars(column: np.ndarray, references: int, query_offset: int = 0) -> UnitExemplars:
     """Top/bottom ``references`` images and, just beyond them, one query per side.
 
-    Ties are broken by image index, so the choice is deterministic. NaN rows
-    (undecodable images) are never chosen.
+    Both sides come from one stable sort, so ties are broken by image index and
+    the two sides never share an image. NaN rows (undecodable images) are never chosen.
     """
     valid = np.flatnonzero(~np.isnan(column))
     needed = 2 * (references + query_offset + 1)
     if len(valid) < needed:
         raise PsychinterpError(f"need at least {needed} decodable images, found {len(valid)}")
     values = column[valid]
-    descending = valid[np.lexsort((valid, -values))]
-    ascending = valid[np.lexsort((valid, values))]
+    ascending = valid[np.argsort(values, kind="stable")]
+    descending = ascending[::-1]
     q = references + query_offset
     return UnitExemplars(
         max_references=descending[:references],

@@ -37,7 +37,7 @@ def decode_stored_view(path: Path) -> np.ndarray | None:
     """The 224 px view as uint8 HWC, or None when the file cannot be decoded."""
     try:
         with Image.open(path) as image:
-            return np.asarray(resize_center_crop(image), dtype=np.uint8)
+            return np.array(resize_center_crop(image), dtype=np.uint8)
     except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError):
         return None
 

@@ -1,0 +1,74 @@
+import csv
+import subprocess
+import sys
+
+import pytest
+from typer.testing import CliRunner
+
+from psychinterp.cli import app
+
+runner = CliRunner()
+
+
+@pytest.mark.parametrize("command", [[], ["models", "list"], ["build"], ["serve"], ["export"], ["analyze"], ["demo"]])
+def test_every_subcommand_has_help(command):
+    result = runner.invoke(app, [*command, "--help"])
+    assert result.exit_code == 0, result.output
+    assert "Usage" in result.output
+
+
+@pytest.mark.slow
+def test_models_list_prints_the_nine_models_with_parameter_counts():
+    result = subprocess.run(
+        [sys.executable, "-m", "psychinterp", "models", "list"], capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.strip().splitlines()
+    assert len(lines) == 10
+    assert "25,557,032" in next(line for line in lines if line.startswith("resnet50 "))
+    assert "88,224,232" in next(line for line in lines if line.startswith("vit_b32 "))
+
+
+def test_build_export_analyze_from_the_command_line(tmp_path, tiny_bundle_dir):
+    from tests.conftest import write_tiny_study
+
+    study = write_tiny_study(tmp_path / "study", conditions=("natural",), units=1)
+    out = tmp_path / "bundle"
+    result = runner.invoke(app, ["build", str(study), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "1 units" in result.output and (out / "manifest.json").exists()
+
+    db = f"sqlite:///{tmp_path / 'cli.db'}"
+    from experiment_server import create_app
+
+    client = create_app({"bundle_dir": out, "database_url": db}).test_client()
+    session = client.post("/api/sessions", json={}).get_json()
+    client.post(
+        f"/api/sessions/{session['token']}/responses",
+        json={"trial_index": 0, "chosen_query": 1, "confidence": 3, "rt_ms": 1500},
+    )
+    csv_path = tmp_path / "responses.csv"
+    result = runner.invoke(app, ["export", str(out), "--db", db, "--out", str(csv_path)])
+    assert result.exit_code == 0, result.output
+    rows = list(csv.DictReader(csv_path.open()))
+    assert len(rows) == 1 and rows[0]["chosen_query"] == "1" and rows[0]["confidence"] == "3"
+
+    result = runner.invoke(app, ["analyze", str(csv_path), "--out", str(tmp_path / "report"), "--resamples", "200"])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "report" / "index.html").exists()
+
+
+def test_errors_name_the_file_without_a_traceback(tmp_path):
+    bad = tmp_path / "study.yaml"
+    bad.write_text("study_id: x\n")
+    result = subprocess.run(
+        [sys.executable, "-m", "psychinterp", "build", str(bad), "--out", str(tmp_path / "o")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 2
+    assert result.stderr.startswith(f"error: {bad}: ")
+    assert "Traceback" not in result.stderr
+    result = runner.invoke(app, ["build", str(bad), "--out", str(tmp_path / "o"), "--weights", "nonsense"])
+    assert result.exit_code != 0 and "MODEL_ID=PATH" in result.output

@@ -1,0 +1,112 @@
+import csv
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from analysis.estimate import accuracy_table, participant_bootstrap_ci
+from analysis.load import ResponseTableError, load_responses
+from analysis.report import write_report
+from experiment_server.export import RESPONSE_COLUMNS, export_csv
+
+
+def test_export_joins_unit_and_answer_facts(app, client, tmp_path):
+    session = client.post("/api/sessions", json={"platform": "direct"}).get_json()
+    given = []
+    for index in range(session["n_trials"]):
+        chosen, confidence = index % 2, 1 + index % 3
+        client.post(
+            f"/api/sessions/{session['token']}/responses",
+            json={"trial_index": index, "chosen_query": chosen, "confidence": confidence, "rt_ms": 900.0 + index},
+        )
+        given.append((index, chosen, confidence))
+    out = tmp_path / "responses.csv"
+    bundle = app.extensions["psychinterp_bundle"]
+    assert export_csv(bundle, app.extensions["psychinterp_db"], out) == len(given)
+    with out.open() as fh:
+        rows = list(csv.DictReader(fh))
+    assert tuple(rows[0]) == RESPONSE_COLUMNS
+    assert [(int(r["trial_index"]), int(r["chosen_query"]), int(r["confidence"])) for r in rows] == given
+    units = {u.unit_id: u for u in bundle.manifest.units}
+    for row in rows:
+        answer = bundle.answer_key.answers[row["trial_id"]]
+        assert int(row["max_query"]) == answer.max_query
+        assert int(row["correct"]) == int(int(row["chosen_query"]) == answer.max_query)
+        assert row["model_id"] == units[row["unit_id"]].model_id
+        assert row["session_completed"] == "0"
+
+
+def _table(tmp_path, rows, name="r.csv"):
+    path = tmp_path / name
+    pd.DataFrame(rows).to_csv(path, index=False)
+    return path
+
+
+def _row(participant="p1", model="m", condition="natural", correct=1, confidence=2, unit="u1"):
+    return {
+        "participant_id": participant,
+        "model_id": model,
+        "unit_id": unit,
+        "condition": condition,
+        "correct": correct,
+        "confidence": confidence,
+        "rt_ms": 1000,
+    }
+
+
+def test_loader_names_file_column_and_first_bad_row(tmp_path):
+    path = _table(tmp_path, [_row(), _row(correct=1), _row(correct="yes")])
+    with pytest.raises(ResponseTableError, match=r"r.csv: column 'correct', row 4: 'yes' is not one of \[0, 1\]"):
+        load_responses(path)
+    path = _table(tmp_path, [_row(confidence=5)])
+    with pytest.raises(ResponseTableError, match=r"column 'confidence', row 2: '5'"):
+        load_responses(path)
+    path = _table(tmp_path, [{k: v for k, v in _row().items() if k != "model_id"}])
+    with pytest.raises(ResponseTableError, match=r"missing required column\(s\) \['model_id'\]"):
+        load_responses(path)
+    path = _table(tmp_path, [_row(), {**_row(), "rt_ms": "slow"}])
+    with pytest.raises(ResponseTableError, match=r"column 'rt_ms', row 3: 'slow' is not a number"):
+        load_responses(path)
+    with pytest.raises(ResponseTableError, match="file not found"):
+        load_responses(tmp_path / "missing.csv")
+    extra = _table(tmp_path, [{**_row(), "extra_column": "kept"}])
+    assert load_responses(extra)["extra_column"].tolist() == ["kept"]
+
+
+def test_participant_bootstrap_matches_brute_force():
+    rng = np.random.default_rng(0)
+    n = rng.integers(5, 30, size=12).astype(float)
+    k = rng.binomial(n.astype(int), 0.7).astype(float)
+    low, high = participant_bootstrap_ci(k, n, n_resamples=20_000, seed=1)
+    # brute force: resample participants with replacement, pool their responses
+    idx = rng.integers(0, len(n), size=(20_000, len(n)))
+    pooled = k[idx].sum(1) / n[idx].sum(1)
+    brute = np.percentile(pooled, [2.5, 97.5])
+    assert low == pytest.approx(brute[0], abs=0.01) and high == pytest.approx(brute[1], abs=0.01)
+    assert low < k.sum() / n.sum() < high
+    assert np.isnan(participant_bootstrap_ci(k[:1], n[:1])).all()
+
+
+def test_accuracy_table_and_report(tmp_path):
+    rows = [
+        _row(participant=f"p{p}", condition=c, correct=int((p + t) % 4 != 0), unit=f"u{t}")
+        for p in range(6)
+        for t in range(8)
+        for c in ("natural", "synthetic")
+    ]
+    table = accuracy_table(pd.DataFrame(rows), n_resamples=2000)
+    assert list(table["condition"]) == ["natural", "synthetic"]
+    assert table["accuracy"].tolist() == [0.75, 0.75]
+    assert (table["n_participants"] == 6).all() and (table["n_responses"] == 48).all()
+    assert (table["ci_low"] <= 0.75).all() and (table["ci_high"] >= 0.75).all()
+    page = write_report(_table(tmp_path, rows), tmp_path / "report", n_resamples=500)
+    assert page.exists() and "accuracy.png" in page.read_text()
+    for name in ("accuracy.png", "accuracy.pdf", "accuracy.csv"):
+        assert (tmp_path / "report" / name).stat().st_size > 0
+
+
+def test_report_refuses_an_empty_table(tmp_path):
+    path = tmp_path / "empty.csv"
+    path.write_text(",".join(RESPONSE_COLUMNS) + "\n")
+    with pytest.raises(ResponseTableError, match="no responses"):
+        write_report(path, tmp_path / "report")
