@@ -16,6 +16,12 @@ class ConfigError(PsychinterpError):
     pass
 
 
+LUCENT_MISSING = (
+    "lucent is not installed ({reason}). Install it without its stale pins: "
+    "pip install --no-deps torch-lucent==0.1.8   (see DEVELOPERS.md)"
+)
+
+
 def _location(loc: tuple[Any, ...], raw: Any) -> str:
     """Render a pydantic location, naming list items by their ``id`` when they have one."""
     parts: list[str] = []

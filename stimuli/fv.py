@@ -17,7 +17,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from stimuli.errors import PsychinterpError
+from stimuli.errors import LUCENT_MISSING, PsychinterpError
 from stimuli.registry import LoadedModel, capture_outputs, channel_map
 
 try:
@@ -25,10 +25,7 @@ try:
     from lucent.optvis.param import color as lucent_color
     from lucent.optvis.param import spatial as lucent_spatial
 except ModuleNotFoundError as exc:  # pragma: no cover - depends on the install
-    raise PsychinterpError(
-        f"lucent is not installed ({exc}). Install it without its stale pins: "
-        "pip install --no-deps torch-lucent==0.1.8   (see DEVELOPERS.md)"
-    ) from None
+    raise PsychinterpError(LUCENT_MISSING.format(reason=exc)) from None
 
 
 @contextlib.contextmanager

@@ -15,7 +15,7 @@ from functools import cache
 from pathlib import Path
 
 from stimuli.compat import ensure_torchvision_importable
-from stimuli.errors import PsychinterpError
+from stimuli.errors import LUCENT_MISSING, PsychinterpError
 from stimuli.specs import ModelSpec
 
 ensure_torchvision_importable()
@@ -90,7 +90,10 @@ def _construct(spec: ModelSpec, hub_weights: bool, device: str | torch.device | 
         clip = open_clip.create_model(spec.constructor, pretrained=pretrained, device=device or "cpu", **kwargs)
         return clip.visual
     if spec.source == "lucent":
-        from lucent.modelzoo import inceptionv1
+        try:
+            from lucent.modelzoo import inceptionv1
+        except ModuleNotFoundError as exc:
+            raise PsychinterpError(LUCENT_MISSING.format(reason=exc)) from None
 
         if spec.constructor != "inceptionv1":
             raise PsychinterpError(f"model {spec.id!r}: lucent source only provides 'inceptionv1'")

@@ -35,3 +35,29 @@ def test_max_images_drive_the_unit_above_min_images(tmp_path):
     direct = registry.unit_activations(model, image, {"layer1.1": [5]})["layer1.1"][0, 0]
     assert abs(float(direct) - vis[0].activation) < 0.05 * abs(vis[0].activation) + 1e-2
     assert all(not m._forward_hooks for m in model.module.modules())
+
+
+def test_missing_lucent_says_how_to_install_it():
+    import subprocess
+    import sys
+    import textwrap
+
+    code = textwrap.dedent(
+        """
+        import importlib.abc, sys
+
+        class BlockLucent(importlib.abc.MetaPathFinder):
+            def find_spec(self, name, path=None, target=None):
+                if name.split(".")[0] == "lucent":
+                    raise ModuleNotFoundError(f"No module named {name!r}")
+
+        sys.meta_path.insert(0, BlockLucent())
+        try:
+            import stimuli.fv
+        except Exception as exc:
+            print(type(exc).__name__, exc)
+        """
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.stdout.startswith("PsychinterpError lucent is not installed")
+    assert "pip install --no-deps torch-lucent==0.1.8" in result.stdout
