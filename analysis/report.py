@@ -21,7 +21,7 @@ def accuracy_figure(table: pd.DataFrame) -> plt.Figure:
     models = list(dict.fromkeys(table["model_id"]))
     conditions = list(dict.fromkeys(table["condition"]))
     width = 0.8 / len(conditions)
-    fig, ax = plt.subplots(figsize=(max(4, 1.2 * len(models) + 2), 3.5))
+    fig, ax = plt.subplots(figsize=(max(5, 1.2 * len(models) + 3), 3.5))
     x = np.arange(len(models))
     for k, condition in enumerate(conditions):
         sub = table[table["condition"] == condition].set_index("model_id").reindex(models)
@@ -37,9 +37,9 @@ def accuracy_figure(table: pd.DataFrame) -> plt.Figure:
         )
     ax.axhline(0.5, color="grey", linestyle="--", linewidth=1, label="chance")
     ax.set_xticks(x, models, rotation=30, ha="right")
-    ax.set_ylim(0, 1)
+    ax.set_ylim(0, 1.02)
     ax.set_ylabel("proportion correct")
-    ax.legend(frameon=False, fontsize="small")
+    ax.legend(frameon=False, fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1))
     fig.tight_layout()
     return fig
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Flask, jsonify
+from flask import Flask, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 from experiment_server.config import ServerConfig
@@ -27,14 +27,9 @@ def create_app(config: ServerConfig | dict[str, Any]) -> Flask:
 
     @app.errorhandler(HTTPException)
     def _json_errors(exc: HTTPException):
-        if exc.code and exc.code < 500 and _wants_json():
+        # API clients get JSON errors; pages keep Flask's HTML ones.
+        if exc.code and exc.code < 500 and request.path.startswith("/api/"):
             return jsonify(error=exc.name, detail=exc.description), exc.code
         return exc
 
     return app
-
-
-def _wants_json() -> bool:
-    from flask import request
-
-    return request.path.startswith("/api/")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cache
@@ -156,14 +157,14 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
 
 
 def _strip_prefix(state: dict[str, torch.Tensor], expected: set[str]) -> dict[str, torch.Tensor]:
-    """Drop the wrapper prefix (``module.``, ``model.``, ``visual.`` ...) that best matches."""
-    prefixes = {""} | {k[: i + 1] for k in state for i, ch in enumerate(k) if ch == "."}
-
-    def matches(prefix: str) -> int:
-        return sum(1 for k in state if k.startswith(prefix) and k[len(prefix) :] in expected)
-
+    """Drop the wrapper prefix (``module.``, ``model.``, ``visual.`` ...) that matches most keys."""
+    counts = Counter({"": sum(k in expected for k in state)})
+    for key in state:
+        for i, ch in enumerate(key):
+            if ch == "." and key[i + 1 :] in expected:
+                counts[key[: i + 1]] += 1
     # On a tie the shorter prefix wins: `module.model.` over `module.attacker.model.`.
-    best = max(sorted(prefixes), key=lambda prefix: (matches(prefix), -len(prefix)))
+    best = max(counts, key=lambda prefix: (counts[prefix], -len(prefix)))
     return {k[len(best) :]: v for k, v in state.items() if k.startswith(best)}
 
 
