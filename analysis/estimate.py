@@ -31,7 +31,9 @@ def participant_bootstrap_ci(
 
 
 def accuracy_table(responses: pd.DataFrame, n_resamples: int = 10_000, seed: int = 0) -> pd.DataFrame:
-    """Accuracy per model x condition, with a participant-cluster bootstrap 95% CI."""
+    """Accuracy per model x condition on main trials, with a participant-cluster bootstrap 95% CI."""
+    if "trial_kind" in responses.columns:
+        responses = responses[responses["trial_kind"] == "main"]
     per_participant = (
         responses.groupby(["model_id", "condition", "participant_id"], sort=True)["correct"]
         .agg(correct="sum", n="count")

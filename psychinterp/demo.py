@@ -46,10 +46,10 @@ def prepare_demo_inputs(workdir: Path) -> Path:
         "models": [DEMO_MODEL_ID],
         "units_per_model": 4,
         "dataset": {"path": "images", "batch_size": 32},
-        "exemplars": {"references": 9},
+        "exemplars": {"batches": 4, "references": 9},
         "feature_visualization": {"steps": 48, "image_size": 128, "padding": 8},
         "conditions": ["natural", "synthetic"],
-        "trials_per_task": 8,
+        "tasks": {"trials_per_task": 4, "catch_trials_per_task": 1, "repetitions": 2, "practice_trials": 2},
         "seed": 0,
     }
     path = workdir / "study.yaml"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import shutil
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -13,14 +14,15 @@ from tqdm import tqdm
 
 from stimuli import bundle as bundle_schema
 from stimuli.bundle import AnswerKey, Bundle, BundleModel, Manifest, ReferenceImage, Unit
-from stimuli.exemplars import ImageTreeDataset, UnitRef, scan_dataset, select_exemplars
-from stimuli.fv import visualise_unit
+from stimuli.errors import ConfigError
+from stimuli.exemplars import ImageTreeDataset, UnitExemplars, UnitRef, scan_dataset, select_exemplars
+from stimuli.fv import Visualisation, visualise_unit
 from stimuli.images import STORED_CROP, decode_stored_view, png_bytes
-from stimuli.registry import eligible_layers, load_model, parameter_count
+from stimuli.registry import Layer, eligible_layers, load_model, parameter_count
 from stimuli.specs import load_model_specs
 from stimuli.study import StudyConfig
-from stimuli.tasks import UnitStimuli, build_tasks
-from stimuli.units import sample_units
+from stimuli.tasks import BatchImages, UnitStimuli, assemble_tasks, plan_study, practice_unit_ranking
+from stimuli.units import SampledUnit, sample_units
 
 log = logging.getLogger(__name__)
 
@@ -35,21 +37,127 @@ def _store(out: Path, pixels: np.ndarray) -> str:
     return bundle_schema.write_image_bytes(out, png_bytes(_stored_pixels(pixels)))
 
 
-def _natural_references(
-    out: Path, dataset: ImageTreeDataset, column: np.ndarray, indices: np.ndarray, unit_id: str, direction: str
-) -> list[ReferenceImage]:
-    return [
-        ReferenceImage(
-            sha256=_store(out, decode_stored_view(dataset.root / dataset.paths[idx])),
-            unit_id=unit_id,
-            kind="natural",
-            direction=direction,
-            activation=float(column[idx]),
-            rank=rank,
-            source=dataset.paths[idx].as_posix(),
+@dataclass
+class _UnitResult:
+    unit: SampledUnit
+    exemplars: UnitExemplars
+    activations: dict[int, float]  # dataset index -> activation, for the chosen images
+    separation: float
+    visualisations: list[Visualisation]
+
+
+def _shared_units(
+    config: StudyConfig, model_id: str, layers: list[Layer], sampled: Mapping[str, list[SampledUnit]]
+) -> list[SampledUnit]:
+    """Sample units, or reuse those of an earlier model of the same ``shared_units`` group."""
+    group = next((g for g in config.unit_sampling.shared_units if model_id in g), [model_id])
+    donor = next((m for m in group if m in sampled), None)
+    if donor is None:
+        return sample_units(
+            group[0],
+            [(layer.name, layer.channels) for layer in layers],
+            config.units_per_model,
+            config.seed,
+            weight_by_layer_size=config.unit_sampling.weight_by_layer_size,
         )
-        for rank, idx in enumerate(indices, start=1)
-    ]
+    channels = {layer.name: layer.channels for layer in layers}
+    donor_layers = {(u.layer, u.n_layers) for u in sampled[donor]}
+    for unit in sampled[donor]:
+        if unit.layer not in channels or unit.channel >= channels[unit.layer] or unit.n_layers != len(layers):
+            raise ConfigError(
+                f"unit_sampling.shared_units: {model_id!r} cannot reuse the units of {donor!r}: "
+                f"their eligible layers differ (e.g. {sorted(donor_layers)[:2]})"
+            )
+    return [u.for_model(model_id) for u in sampled[donor]]
+
+
+def _natural_batch(
+    out: Path, dataset: ImageTreeDataset, result: _UnitResult, batch: int
+) -> tuple[BatchImages, list[ReferenceImage]]:
+    maxs, mins = result.exemplars.max_side[batch], result.exemplars.min_side[batch]
+    acts = result.activations
+    refs = []
+    hashes: dict[str, list[str]] = {"max": [], "min": []}
+    for direction, side in (("max", maxs), ("min", mins)):
+        for index, rank in zip(side.references, side.reference_ranks, strict=True):
+            sha = _store(out, decode_stored_view(dataset.root / dataset.paths[index]))
+            hashes[direction].append(sha)
+            refs.append(
+                ReferenceImage(
+                    sha256=sha,
+                    unit_id=result.unit.unit_id,
+                    kind="natural",
+                    direction=direction,
+                    activation=acts[index],
+                    rank=rank,
+                    batch=batch,
+                    source=dataset.paths[index].as_posix(),
+                )
+            )
+    images = BatchImages(
+        natural_min=tuple(hashes["min"]),
+        natural_max=tuple(hashes["max"]),
+        natural_min_activations=tuple(acts[i] for i in mins.references),
+        natural_max_activations=tuple(acts[i] for i in maxs.references),
+        max_query=_store(out, decode_stored_view(dataset.root / dataset.paths[maxs.query])),
+        min_query=_store(out, decode_stored_view(dataset.root / dataset.paths[mins.query])),
+        max_query_activation=acts[maxs.query],
+        min_query_activation=acts[mins.query],
+        max_query_rank=maxs.query_rank,
+        min_query_rank=mins.query_rank,
+        max_query_source=dataset.paths[maxs.query].as_posix(),
+        min_query_source=dataset.paths[mins.query].as_posix(),
+    )
+    return images, refs
+
+
+def _model_units(
+    config: StudyConfig, model, dataset: ImageTreeDataset, work: Path, sampled: dict[str, list[SampledUnit]]
+) -> list[_UnitResult]:
+    """Sample units, scan the dataset once, choose exemplars, visualise."""
+    ex, fv = config.exemplars, config.feature_visualization
+    layers = eligible_layers(model)
+    units = _shared_units(config, model.spec.id, layers, sampled)
+    sampled[model.spec.id] = units
+    scan = scan_dataset(
+        model,
+        [UnitRef(u.layer, u.channel) for u in units],
+        dataset,
+        work / f"{model.spec.id}_activations.npy",
+        batch_size=config.dataset.batch_size,
+        num_workers=config.dataset.num_workers,
+    )
+    results = []
+    for j, unit in enumerate(tqdm(units, desc=f"units {model.spec.id}", unit="unit", leave=False)):
+        column = np.asarray(scan.activations[:, j])
+        chosen = select_exemplars(column, ex.batches, ex.references, ex.queries, seed=config.seed + j)
+        indices = {i for side in (*chosen.max_side, *chosen.min_side) for i in (*side.references, side.query)}
+        top = [column[i] for side in chosen.max_side for i in side.references]
+        bottom = [column[i] for side in chosen.min_side for i in side.references]
+        spread = float(np.nanstd(column)) or 1.0
+        visualisations = []
+        if "synthetic" in config.conditions:
+            visualisations = visualise_unit(
+                model,
+                unit.layer,
+                unit.channel,
+                images_per_direction=fv.images_per_direction or ex.references,
+                steps=fv.steps,
+                image_size=fv.image_size,
+                padding=fv.padding,
+                lr=fv.lr,
+                seed=config.seed,
+            )
+        results.append(
+            _UnitResult(
+                unit=unit,
+                exemplars=chosen,
+                activations={i: float(column[i]) for i in indices},
+                separation=(float(np.mean(top)) - float(np.mean(bottom))) / spread,
+                visualisations=visualisations,
+            )
+        )
+    return results
 
 
 def build_study(
@@ -63,21 +171,15 @@ def build_study(
     specs = load_model_specs(config.models_file)
     unknown = [m for m in config.models if m not in specs]
     if unknown:
-        raise bundle_schema.BundleError(
-            f"study {config.study_id}: unknown model id(s) {unknown}; known: {sorted(specs)}"
-        )
+        raise ConfigError(f"study {config.study_id}: unknown model id(s) {unknown}; known: {sorted(specs)}")
     out.mkdir(parents=True, exist_ok=True)
     work = out / ".work"
     dataset = ImageTreeDataset(config.dataset.path)
-    fv_cfg = config.feature_visualization
-    n_refs = config.exemplars.references
-    n_fv = fv_cfg.images_per_direction or n_refs
 
     models: list[BundleModel] = []
-    units: list[Unit] = []
-    images: list[ReferenceImage] = []
-    stimuli: list[UnitStimuli] = []
-
+    results: dict[str, _UnitResult] = {}
+    units_by_model: dict[str, list[str]] = {}
+    sampled: dict[str, list[SampledUnit]] = {}
     for model_id in tqdm(config.models, desc="models", unit="model"):
         spec = specs[model_id]
         model = load_model(spec, weights.get(model_id), device=device)
@@ -91,90 +193,75 @@ def build_study(
                 imagenet_top1=spec.metadata.imagenet_top1,
             )
         )
-        layers = eligible_layers(model)
-        sampled = sample_units(model_id, [(l.name, l.channels) for l in layers], config.units_per_model, config.seed)
-        scan = scan_dataset(
-            model,
-            [UnitRef(u.layer, u.channel) for u in sampled],
-            dataset,
-            work / f"{model_id}_activations.npy",
-            batch_size=config.dataset.batch_size,
-            num_workers=config.dataset.num_workers,
+        model_results = _model_units(config, model, dataset, work, sampled)
+        units_by_model[model_id] = [r.unit.unit_id for r in model_results]
+        results.update({r.unit.unit_id: r for r in model_results})
+        del model
+
+    task_cfg = config.tasks
+    ranking = practice_unit_ranking({u: r.separation for u, r in results.items()})
+    plan = plan_study(
+        units_by_model,
+        config.conditions,
+        repetitions=task_cfg.repetitions,
+        trials_per_task=task_cfg.trials_per_task,
+        catch_trials_per_task=task_cfg.catch_trials_per_task,
+        batches=config.exemplars.batches,
+        practice_units=ranking[: task_cfg.practice_trials],
+        seed=config.seed,
+    )
+    reference_images: list[ReferenceImage] = []
+    batches: dict[str, dict[int, BatchImages]] = {u: {} for u in results}
+    for unit_id, batch in tqdm(sorted(plan.needed_batches()), desc="store images", unit="batch", leave=False):
+        images, refs = _natural_batch(out, dataset, results[unit_id], batch)
+        batches[unit_id][batch] = images
+        reference_images += refs
+    stimuli = {}
+    for unit_id, result in results.items():
+        synthetic: dict[str, list[Visualisation]] = {"max": [], "min": []}
+        for vis in result.visualisations:
+            synthetic[vis.direction].append(vis)
+            reference_images.append(
+                ReferenceImage(
+                    sha256=_store(out, vis.pixels),
+                    unit_id=unit_id,
+                    kind="synthetic",
+                    direction=vis.direction,
+                    activation=vis.activation,
+                    steps=vis.steps,
+                    seed=vis.seed,
+                )
+            )
+        hashes = {d: tuple(_store(out, v.pixels) for v in synthetic[d]) for d in synthetic}
+        stimuli[unit_id] = UnitStimuli(
+            unit_id=unit_id,
+            batches=batches[unit_id],
+            synthetic_min=hashes["min"],
+            synthetic_max=hashes["max"],
+            synthetic_min_activations=tuple(v.activation for v in synthetic["min"]),
+            synthetic_max_activations=tuple(v.activation for v in synthetic["max"]),
         )
-        for j, unit in enumerate(tqdm(sampled, desc=f"units {model_id}", unit="unit", leave=False)):
-            column = np.asarray(scan.activations[:, j])
-            chosen = select_exemplars(column, n_refs, config.exemplars.query_offset)
-
-            natural = {
-                direction: _natural_references(out, dataset, column, indices, unit.unit_id, direction)
-                for direction, indices in (("min", chosen.min_references), ("max", chosen.max_references))
-            }
-            for refs in natural.values():
-                images.extend(refs)
-            synthetic: dict[str, list[str]] = {"max": [], "min": []}
-            if "synthetic" in config.conditions:
-                for vis in visualise_unit(
-                    model,
-                    unit.layer,
-                    unit.channel,
-                    images_per_direction=n_fv,
-                    steps=fv_cfg.steps,
-                    image_size=fv_cfg.image_size,
-                    padding=fv_cfg.padding,
-                    lr=fv_cfg.lr,
-                    seed=config.seed,
-                ):
-                    sha = _store(out, vis.pixels)
-                    images.append(
-                        ReferenceImage(
-                            sha256=sha,
-                            unit_id=unit.unit_id,
-                            kind="synthetic",
-                            direction=vis.direction,
-                            activation=vis.activation,
-                        )
-                    )
-                    synthetic[vis.direction].append(sha)
-            query = {}
-            for side, idx in (("max", chosen.max_query), ("min", chosen.min_query)):
-                query[side] = _store(out, decode_stored_view(dataset.root / dataset.paths[idx]))
-            stimuli.append(
-                UnitStimuli(
-                    unit_id=unit.unit_id,
-                    natural_min=[r.sha256 for r in natural["min"]],
-                    natural_max=[r.sha256 for r in natural["max"]],
-                    synthetic_min=synthetic["min"],
-                    synthetic_max=synthetic["max"],
-                    max_query=query["max"],
-                    min_query=query["min"],
-                    max_query_activation=float(column[chosen.max_query]),
-                    min_query_activation=float(column[chosen.min_query]),
-                    query_rank=n_refs + config.exemplars.query_offset + 1,
-                    max_query_source=dataset.paths[chosen.max_query].as_posix(),
-                    min_query_source=dataset.paths[chosen.min_query].as_posix(),
-                )
-            )
-            units.append(
-                Unit(
-                    unit_id=unit.unit_id,
-                    model_id=model_id,
-                    layer=unit.layer,
-                    channel=unit.channel,
-                    layer_index=unit.layer_index,
-                    n_layers=unit.n_layers,
-                )
-            )
-
-    tasks, answers = build_tasks(stimuli, config.conditions, config.trials_per_task, config.seed)
+    tasks, practice, answers = assemble_tasks(plan, stimuli, max_side=task_cfg.max_side, seed=config.seed)
     manifest = Manifest(
         schema_version=1,
         study_id=config.study_id,
         title=config.title,
         models=models,
-        units=units,
+        units=[
+            Unit(
+                unit_id=r.unit.unit_id,
+                model_id=r.unit.model_id,
+                layer=r.unit.layer,
+                channel=r.unit.channel,
+                layer_index=r.unit.layer_index,
+                n_layers=r.unit.n_layers,
+            )
+            for r in results.values()
+        ],
         conditions=list(config.conditions),
-        reference_images=images,
+        reference_images=reference_images,
         tasks=tasks,
+        practice_trials=practice,
     )
     key = AnswerKey(schema_version=1, study_id=config.study_id, answers=answers)
     result = bundle_schema.write_bundle(out, manifest, key)

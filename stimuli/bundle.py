@@ -66,7 +66,10 @@ class ReferenceImage(_Strict):
     direction: Literal["min", "max"]
     activation: float
     rank: int | None = Field(None, ge=1, description="rank from the extreme end, natural images only")
+    batch: int | None = Field(None, ge=0, description="natural images only")
     source: str | None = Field(None, description="dataset-relative path, natural images only")
+    steps: int | None = Field(None, ge=0, description="optimisation steps, synthetic images only")
+    seed: int | None = Field(None, description="synthetic images only")
 
 
 class References(_Strict):
@@ -78,6 +81,8 @@ class Trial(_Strict):
     trial_id: str
     unit_id: str
     condition: Condition
+    kind: Literal["main", "catch", "practice"] = "main"
+    batch: int = Field(0, ge=0, description="which batch of the unit's natural exemplars")
     max_side: Side
     references: References
     queries: tuple[str, str]
@@ -89,11 +94,15 @@ class Trial(_Strict):
             raise ValueError(f"trial {self.trial_id}: condition {self.condition!r} with references={has_refs}")
         if has_refs and len(self.references.min) != len(self.references.max):
             raise ValueError(f"trial {self.trial_id}: min and max reference counts differ")
+        if self.kind == "catch" and not set(self.queries) <= {*self.references.min, *self.references.max}:
+            raise ValueError(f"catch trial {self.trial_id}: its queries must appear among its references")
         return self
 
 
 class Task(_Strict):
     task_id: str
+    condition: Condition
+    model_id: str
     trials: list[Trial] = Field(min_length=1)
 
 
@@ -106,6 +115,7 @@ class Manifest(_Strict):
     conditions: list[Condition] = Field(min_length=1)
     reference_images: list[ReferenceImage] = []
     tasks: list[Task] = Field(min_length=1)
+    practice_trials: list[Trial] = []
 
     @model_validator(mode="after")
     def _consistent(self) -> Manifest:
@@ -117,24 +127,32 @@ class Manifest(_Strict):
         seen: set[str] = set()
         for task in self.tasks:
             for trial in task.trials:
-                if trial.trial_id in seen:
-                    raise ValueError(f"trial_id {trial.trial_id!r} appears twice")
-                seen.add(trial.trial_id)
-                if trial.unit_id not in unit_ids:
-                    raise ValueError(f"trial {trial.trial_id}: unknown unit_id {trial.unit_id!r}")
-                if trial.condition not in self.conditions:
-                    raise ValueError(f"trial {trial.trial_id}: condition {trial.condition!r} not in conditions")
+                if trial.condition != task.condition:
+                    raise ValueError(f"trial {trial.trial_id}: condition differs from its task's")
+                if trial.kind == "practice":
+                    raise ValueError(f"trial {trial.trial_id}: practice trials belong in practice_trials")
+        for trial in self.all_trials():
+            if trial.trial_id in seen:
+                raise ValueError(f"trial_id {trial.trial_id!r} appears twice")
+            seen.add(trial.trial_id)
+            if trial.unit_id not in unit_ids:
+                raise ValueError(f"trial {trial.trial_id}: unknown unit_id {trial.unit_id!r}")
+            if trial.condition not in self.conditions:
+                raise ValueError(f"trial {trial.trial_id}: condition {trial.condition!r} not in conditions")
         for image in self.reference_images:
             if image.unit_id not in unit_ids:
                 raise ValueError(f"reference image {image.sha256}: unknown unit_id {image.unit_id!r}")
         return self
 
+    def all_trials(self) -> list[Trial]:
+        return [t for task in self.tasks for t in task.trials] + list(self.practice_trials)
+
     def trials(self) -> dict[str, Trial]:
-        return {t.trial_id: t for task in self.tasks for t in task.trials}
+        return {t.trial_id: t for t in self.all_trials()}
 
     def image_hashes(self) -> set[str]:
         hashes = {image.sha256 for image in self.reference_images}
-        for trial in self.trials().values():
+        for trial in self.all_trials():
             hashes.update(trial.references.min, trial.references.max, trial.queries)
         return hashes
 

@@ -98,33 +98,95 @@ def scan_dataset(
     return ScanResult(activations=out, paths=dataset.paths, skipped=skipped)
 
 
+QUERY_PRESETS: dict[str, float | None] = {
+    "easy": None,  # the ranks just past the references: 181-200 with the defaults
+    "extreme": None,  # Borowski et al. 2021: the most extreme bin supplies the queries
+    "hard99": 0.01,  # ranks starting at the 1st / 99th percentile
+    "hard95": 0.05,
+    "hard85": 0.15,
+}
+
+
+def query_start_rank(queries: str | int, n_images: int, n_references: int) -> int:
+    """1-based rank, counted from each end, of the first query image."""
+    if isinstance(queries, int):
+        return queries
+    if queries not in QUERY_PRESETS:
+        raise PsychinterpError(f"unknown query preset {queries!r}; choose from {sorted(QUERY_PRESETS)} or a rank")
+    if queries == "easy":
+        return n_references + 1
+    if queries == "extreme":
+        return 1
+    return int(QUERY_PRESETS[queries] * n_images) + 1
+
+
+@dataclass(frozen=True)
+class BatchSide:
+    """One batch's images on one side, as dataset indices, with their 1-based ranks from that end."""
+
+    references: tuple[int, ...]  # most extreme first
+    reference_ranks: tuple[int, ...]
+    query: int
+    query_rank: int
+
+
 @dataclass(frozen=True)
 class UnitExemplars:
-    """Image indices into the dataset, most extreme first."""
-
-    max_references: np.ndarray
-    min_references: np.ndarray
-    max_query: int
-    min_query: int
+    max_side: tuple[BatchSide, ...]  # one per batch
+    min_side: tuple[BatchSide, ...]
 
 
-def select_exemplars(column: np.ndarray, references: int, query_offset: int = 0) -> UnitExemplars:
-    """Top/bottom ``references`` images and, just beyond them, one query per side.
+def _deal_side(
+    order: np.ndarray, batches: int, per_batch: int, query_start: int, rng: np.random.Generator
+) -> tuple[BatchSide, ...]:
+    """Split one side's ranked list into bins; each batch takes one image per bin."""
+    if query_start == 1:  # the extreme bin holds the queries, the references follow it
+        query_ranks = np.arange(1, batches + 1)
+        reference_ranks = np.arange(batches + 1, batches * (per_batch + 1) + 1)
+    else:
+        query_ranks = np.arange(query_start, query_start + batches)
+        reference_ranks = np.arange(1, batches * per_batch + 1)
+    bins = reference_ranks.reshape(per_batch, batches).copy()
+    for row in bins:
+        rng.shuffle(row)
+    query_ranks = rng.permutation(query_ranks)
+    return tuple(
+        BatchSide(
+            references=tuple(int(order[r - 1]) for r in bins[:, b]),
+            reference_ranks=tuple(int(r) for r in bins[:, b]),
+            query=int(order[query_ranks[b] - 1]),
+            query_rank=int(query_ranks[b]),
+        )
+        for b in range(batches)
+    )
+
+
+def select_exemplars(
+    column: np.ndarray, batches: int, per_batch: int, queries: str | int = "easy", seed: int = 0
+) -> UnitExemplars:
+    """Exact top/bottom ``batches * per_batch`` references and a query range, dealt into batches.
 
     Both sides come from one stable sort, so ties are broken by image index and
-    the two sides never share an image. NaN rows (undecodable images) are never chosen.
+    the two sides never share an image. NaN rows (undecodable images) are never
+    chosen. Bin shuffles are seeded.
     """
     valid = np.flatnonzero(~np.isnan(column))
-    needed = 2 * (references + query_offset + 1)
-    if len(valid) < needed:
-        raise PsychinterpError(f"need at least {needed} decodable images, found {len(valid)}")
-    values = column[valid]
-    ascending = valid[np.argsort(values, kind="stable")]
-    descending = ascending[::-1]
-    q = references + query_offset
+    n_refs = batches * per_batch
+    start = query_start_rank(queries, len(valid), n_refs)
+    if start != 1 and start <= n_refs:
+        raise PsychinterpError(
+            f"queries {queries!r} start at rank {start}, inside the {n_refs} references; "
+            f"the dataset ({len(valid)} decodable images) is too small for this preset"
+        )
+    deepest = max(start + batches - 1, n_refs + (batches if start == 1 else 0))
+    if 2 * deepest > len(valid):
+        raise PsychinterpError(
+            f"need at least {2 * deepest} decodable images for {batches} batches x {per_batch} references "
+            f"with queries {queries!r}; found {len(valid)}"
+        )
+    ascending = valid[np.argsort(column[valid], kind="stable")]
+    rng = np.random.default_rng(seed)
     return UnitExemplars(
-        max_references=descending[:references],
-        min_references=ascending[:references],
-        max_query=int(descending[q]),
-        min_query=int(ascending[q]),
+        max_side=_deal_side(ascending[::-1], batches, per_batch, start, rng),
+        min_side=_deal_side(ascending, batches, per_batch, start, rng),
     )

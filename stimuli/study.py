@@ -22,8 +22,28 @@ class DatasetConfig(_Strict):
 
 
 class ExemplarConfig(_Strict):
-    references: int = Field(9, gt=0, description="reference images per side")
-    query_offset: int = Field(0, ge=0, description="ranks skipped between the references and the query")
+    batches: int = Field(20, gt=0, description="batches of references per unit (K = batches x references)")
+    references: int = Field(9, gt=0, description="reference images per side in one batch")
+    queries: Literal["easy", "extreme", "hard99", "hard95", "hard85"] | int = Field(
+        "easy", description="a preset, or the 1-based rank (from each end) of the first query"
+    )
+
+
+class UnitSamplingConfig(_Strict):
+    weight_by_layer_size: bool = Field(False, description="pick layers in proportion to their channel counts")
+    shared_units: list[list[str]] = Field(
+        [], description="groups of models with one architecture that use the same units (first model samples)"
+    )
+
+
+class TaskConfig(_Strict):
+    trials_per_task: int = Field(40, gt=0, description="main trials per task")
+    catch_trials_per_task: int = Field(5, ge=0)
+    repetitions: int = Field(1, gt=0, description="how many tasks show each unit, per condition")
+    practice_trials: int = Field(5, ge=0, description="practice trials per condition")
+    max_side: Literal["counterbalanced", "right"] = Field(
+        "counterbalanced", description="'right' reproduces the 2023 study's max-always-right layout"
+    )
 
 
 class FeatureVisConfig(_Strict):
@@ -40,11 +60,12 @@ class StudyConfig(_Strict):
     models_file: Path | None = Field(None, description="defaults to the project's models.yaml")
     models: list[str] = Field(min_length=1)
     units_per_model: int = Field(gt=0)
+    unit_sampling: UnitSamplingConfig = UnitSamplingConfig()
     dataset: DatasetConfig
     exemplars: ExemplarConfig = ExemplarConfig()
     feature_visualization: FeatureVisConfig = FeatureVisConfig()
     conditions: list[Literal["natural", "synthetic", "none"]] = Field(["natural", "synthetic"], min_length=1)
-    trials_per_task: int = Field(gt=0)
+    tasks: TaskConfig = TaskConfig()
     seed: int = 0
 
     @model_validator(mode="after")
@@ -53,6 +74,13 @@ class StudyConfig(_Strict):
             values = getattr(self, field)
             if len(set(values)) != len(values):
                 raise ValueError(f"{field} lists a value twice")
+        grouped = [m for group in self.unit_sampling.shared_units for m in group]
+        if len(set(grouped)) != len(grouped):
+            raise ValueError("unit_sampling.shared_units: a model appears in two groups")
+        if unknown := sorted(set(grouped) - set(self.models)):
+            raise ValueError(f"unit_sampling.shared_units: {unknown} not in models")
+        if self.tasks.catch_trials_per_task and self.units_per_model < 2:
+            raise ValueError("catch trials need at least 2 units per model")
         return self
 
 

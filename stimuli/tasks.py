@@ -1,73 +1,212 @@
-"""The task builder (pure): trials from units and conditions, dealt into tasks."""
+"""The task builder (pure): deal units into tasks, then assemble trials from stored images.
+
+Dealing comes first so that only the (unit, batch) pairs that some trial uses
+need their images stored.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Literal
 
 import numpy as np
 
 from stimuli.bundle import Answer, References, Task, Trial
+from stimuli.errors import PsychinterpError
+
+MaxSide = Literal["counterbalanced", "right"]
 
 
 @dataclass(frozen=True)
-class UnitStimuli:
-    """Image hashes for one unit, most extreme first, and the query facts."""
+class BatchImages:
+    """Hashes and facts of one batch of one unit (natural exemplars and queries)."""
 
-    unit_id: str
-    natural_min: Sequence[str]
-    natural_max: Sequence[str]
-    synthetic_min: Sequence[str]
-    synthetic_max: Sequence[str]
+    natural_min: tuple[str, ...]  # most extreme first
+    natural_max: tuple[str, ...]
+    natural_min_activations: tuple[float, ...]
+    natural_max_activations: tuple[float, ...]
     max_query: str
     min_query: str
     max_query_activation: float
     min_query_activation: float
-    query_rank: int
+    max_query_rank: int
+    min_query_rank: int
     max_query_source: str
     min_query_source: str
 
 
-def build_tasks(
-    units: Sequence[UnitStimuli], conditions: Sequence[str], trials_per_task: int, seed: int
-) -> tuple[list[Task], dict[str, Answer]]:
-    """One trial per unit and condition; sides and query order seeded; tasks of ``trials_per_task``."""
+@dataclass(frozen=True)
+class UnitStimuli:
+    unit_id: str
+    batches: Mapping[int, BatchImages]
+    synthetic_min: tuple[str, ...] = ()
+    synthetic_max: tuple[str, ...] = ()
+    synthetic_min_activations: tuple[float, ...] = ()
+    synthetic_max_activations: tuple[float, ...] = ()
+
+
+@dataclass(frozen=True)
+class PlannedTrial:
+    unit_id: str
+    batch: int
+    kind: Literal["main", "catch", "practice"] = "main"
+
+
+@dataclass(frozen=True)
+class TaskPlan:
+    task_id: str
+    condition: str
+    model_id: str
+    trials: tuple[PlannedTrial, ...]
+
+
+@dataclass(frozen=True)
+class StudyPlan:
+    tasks: tuple[TaskPlan, ...]
+    practice: Mapping[str, tuple[PlannedTrial, ...]] = field(default_factory=dict)
+
+    def needed_batches(self) -> set[tuple[str, int]]:
+        pairs = {(t.unit_id, t.batch) for task in self.tasks for t in task.trials}
+        return pairs | {(t.unit_id, t.batch) for trials in self.practice.values() for t in trials}
+
+
+def _deal_units(
+    unit_ids: Sequence[str], repetitions: int, trials_per_task: int, rng: np.random.Generator
+) -> list[list[str]]:
+    """Each unit ``repetitions`` times and at most once per task.
+
+    The units, in one random order, are repeated cyclically and cut into
+    consecutive runs of ``trials_per_task``: any run no longer than the cycle
+    holds distinct units. Only the last task can be shorter.
+    """
+    if trials_per_task > len(unit_ids):
+        raise PsychinterpError(
+            f"trials_per_task ({trials_per_task}) exceeds the {len(unit_ids)} units of a model, "
+            "so a unit would appear twice in one task: use fewer trials per task or more units"
+        )
+    order = [str(u) for u in rng.permutation(np.asarray(unit_ids, dtype=object))]
+    sequence = [order[p % len(order)] for p in range(len(order) * repetitions)]
+    return [sequence[k : k + trials_per_task] for k in range(0, len(sequence), trials_per_task)]
+
+
+def plan_study(
+    units_by_model: Mapping[str, Sequence[str]],
+    conditions: Sequence[str],
+    *,
+    repetitions: int,
+    trials_per_task: int,
+    catch_trials_per_task: int,
+    batches: int,
+    practice_units: Sequence[str] = (),
+    seed: int = 0,
+) -> StudyPlan:
+    """Deal every model's units into tasks of one model and one condition.
+
+    A unit's k-th appearance (over all tasks of a condition) uses batch ``k mod
+    batches``; catch trials use units of the same model outside the task's main
+    trials; practice trials use ``practice_units`` with the last batch.
+    """
     rng = np.random.default_rng(seed)
-    trials: list[Trial] = []
-    answers: dict[str, Answer] = {}
+    tasks: list[TaskPlan] = []
     for condition in conditions:
-        for stim in units:
-            trial_id = f"{condition}__{stim.unit_id}"
-            max_first = bool(rng.integers(2))
-            queries = (stim.max_query, stim.min_query) if max_first else (stim.min_query, stim.max_query)
-            if condition == "natural":
-                refs = References(min=list(stim.natural_min), max=list(stim.natural_max))
-            elif condition == "synthetic":
-                refs = References(min=list(stim.synthetic_min), max=list(stim.synthetic_max))
-            else:
-                refs = References()
-            trials.append(
-                Trial(
-                    trial_id=trial_id,
-                    unit_id=stim.unit_id,
-                    condition=condition,
-                    max_side="right" if rng.integers(2) else "left",
-                    references=refs,
-                    queries=queries,
+        for model_id, unit_ids in units_by_model.items():
+            seen: dict[str, int] = {}
+            for k, main_units in enumerate(_deal_units(unit_ids, repetitions, trials_per_task, rng)):
+                trials = []
+                for unit in main_units:
+                    trials.append(PlannedTrial(unit, seen.get(unit, 0) % batches))
+                    seen[unit] = seen.get(unit, 0) + 1
+                if condition != "none" and catch_trials_per_task:
+                    spare = [u for u in unit_ids if u not in main_units] or list(unit_ids)
+                    chosen = rng.choice(
+                        len(spare), size=catch_trials_per_task, replace=len(spare) < catch_trials_per_task
+                    )
+                    trials += [PlannedTrial(spare[i], batches - 1, "catch") for i in chosen]
+                order = rng.permutation(len(trials))
+                tasks.append(
+                    TaskPlan(f"{condition}__{model_id}__{k:03d}", condition, model_id, tuple(trials[i] for i in order))
                 )
-            )
-            acts = (stim.max_query_activation, stim.min_query_activation)
-            sources = (stim.max_query_source, stim.min_query_source)
-            answers[trial_id] = Answer(
-                max_query=0 if max_first else 1,
-                query_activations=acts if max_first else acts[::-1],
-                query_ranks=(stim.query_rank, stim.query_rank),
-                query_sources=sources if max_first else sources[::-1],
-            )
-    order = rng.permutation(len(trials))
-    shuffled = [trials[i] for i in order]
-    tasks = [
-        Task(task_id=f"task_{k // trials_per_task:03d}", trials=shuffled[k : k + trials_per_task])
-        for k in range(0, len(shuffled), trials_per_task)
-    ]
-    return tasks, answers
+    practice = {c: tuple(PlannedTrial(u, batches - 1, "practice") for u in practice_units) for c in conditions}
+    return StudyPlan(tasks=tuple(tasks), practice=practice)
+
+
+def practice_unit_ranking(separation: Mapping[str, float]) -> list[str]:
+    """Units whose max and min exemplars are most clearly separated come first."""
+    return sorted(separation, key=lambda u: (-separation[u], u))
+
+
+def _trial(
+    trial_id: str, planned: PlannedTrial, condition: str, max_side: str, stim: UnitStimuli, rng: np.random.Generator
+) -> tuple[Trial, Answer]:
+    images = stim.batches[planned.batch]
+    if condition == "natural":
+        refs = References(min=list(images.natural_min), max=list(images.natural_max))
+        ref_acts = (images.natural_min_activations, images.natural_max_activations)
+    elif condition == "synthetic":
+        refs = References(min=list(stim.synthetic_min), max=list(stim.synthetic_max))
+        ref_acts = (stim.synthetic_min_activations, stim.synthetic_max_activations)
+    else:
+        refs, ref_acts = References(), ((), ())
+    max_q, min_q = images.max_query, images.min_query
+    acts = (images.max_query_activation, images.min_query_activation)
+    ranks = (images.max_query_rank, images.min_query_rank)
+    sources = (images.max_query_source, images.min_query_source)
+    if planned.kind == "catch":
+        # Both queries are copies of references, so an attentive participant cannot miss.
+        i_max, i_min = (int(v) for v in rng.integers(len(refs.max), size=2))
+        max_q, min_q = refs.max[i_max], refs.min[i_min]
+        acts = (ref_acts[1][i_max], ref_acts[0][i_min])
+        ranks = (i_max + 1, i_min + 1)
+        sources = ("reference-image", "reference-image")
+    max_first = bool(rng.integers(2))
+    flip = (lambda pair: pair) if max_first else (lambda pair: pair[::-1])
+    trial = Trial(
+        trial_id=trial_id,
+        unit_id=stim.unit_id,
+        condition=condition,
+        kind=planned.kind,
+        batch=planned.batch,
+        max_side=max_side,
+        references=refs,
+        queries=flip((max_q, min_q)),
+    )
+    answer = Answer(
+        max_query=0 if max_first else 1,
+        query_activations=flip(acts),
+        query_ranks=flip(ranks),
+        query_sources=flip(sources),
+    )
+    return trial, answer
+
+
+def _sides(n: int, mode: MaxSide, rng: np.random.Generator) -> list[str]:
+    if mode == "right":
+        return ["right"] * n
+    sides = ["left", "right"] * (n // 2) + ([str(rng.choice(["left", "right"]))] if n % 2 else [])
+    return [sides[i] for i in rng.permutation(n)]
+
+
+def assemble_tasks(
+    plan: StudyPlan, stimuli: Mapping[str, UnitStimuli], max_side: MaxSide = "counterbalanced", seed: int = 0
+) -> tuple[list[Task], list[Trial], dict[str, Answer]]:
+    """Trials for every plan entry; returns tasks, practice trials and the answer key."""
+    rng = np.random.default_rng([seed, 1])
+    answers: dict[str, Answer] = {}
+    tasks = []
+    for task in plan.tasks:
+        trials = []
+        for index, (planned, side) in enumerate(zip(task.trials, _sides(len(task.trials), max_side, rng), strict=True)):
+            trial_id = f"{task.task_id}__{index:02d}"
+            trial, answers[trial_id] = _trial(trial_id, planned, task.condition, side, stimuli[planned.unit_id], rng)
+            trials.append(trial)
+        tasks.append(Task(task_id=task.task_id, condition=task.condition, model_id=task.model_id, trials=trials))
+    practice = []
+    for condition, planned_trials in plan.practice.items():
+        for index, (planned, side) in enumerate(
+            zip(planned_trials, _sides(len(planned_trials), max_side, rng), strict=True)
+        ):
+            trial_id = f"practice__{condition}__{index:02d}"
+            trial, answers[trial_id] = _trial(trial_id, planned, condition, side, stimuli[planned.unit_id], rng)
+            practice.append(trial)
+    return tasks, practice, answers

@@ -1,13 +1,19 @@
-"""Unit sampling (pure): a layer uniformly, then a channel uniformly, no duplicates."""
+"""Unit sampling (pure): a layer, then a channel, no duplicates, seeded."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
 from stimuli.errors import PsychinterpError
+
+
+def unit_slug(model_id: str, layer: str, channel: int) -> str:
+    """Stable, URL-safe unit id: ``<model>__<layer>__<channel>``."""
+    return "__".join(re.sub(r"[^A-Za-z0-9_.-]", "-", part) for part in (model_id, layer, str(channel)))
 
 
 @dataclass(frozen=True)
@@ -20,24 +26,35 @@ class SampledUnit:
 
     @property
     def unit_id(self) -> str:
-        return f"{self.model_id}__{self.layer}__{self.channel}"
+        return unit_slug(self.model_id, self.layer, self.channel)
+
+    def for_model(self, model_id: str) -> SampledUnit:
+        """The same unit in another model of the same architecture."""
+        return SampledUnit(model_id, self.layer, self.channel, self.layer_index, self.n_layers)
 
 
-def sample_units(model_id: str, layers: Sequence[tuple[str, int]], n_units: int, seed: int) -> list[SampledUnit]:
+def sample_units(
+    model_id: str,
+    layers: Sequence[tuple[str, int]],
+    n_units: int,
+    seed: int,
+    weight_by_layer_size: bool = False,
+) -> list[SampledUnit]:
     """Sample ``n_units`` distinct (layer, channel) pairs, as the 2023 study did.
 
-    ``layers`` are (name, channel count) in forward order.
+    A layer is drawn uniformly (or in proportion to its channel count), then a
+    channel uniformly; repeats are drawn again. ``layers`` are (name, channel
+    count) in forward order.
     """
     capacity = sum(c for _, c in layers)
     if n_units > capacity:
         raise PsychinterpError(f"model {model_id!r}: asked for {n_units} units but it has {capacity}")
-    rng = np.random.default_rng([seed, sum(model_id.encode())])
+    rng = np.random.default_rng([seed, *model_id.encode()])
+    sizes = np.array([c for _, c in layers], dtype=float)
+    p = sizes / sizes.sum() if weight_by_layer_size else None
     chosen: dict[tuple[int, int], None] = {}
     while len(chosen) < n_units:
-        li = int(rng.integers(len(layers)))
+        li = int(rng.choice(len(layers), p=p))
         ch = int(rng.integers(layers[li][1]))
         chosen.setdefault((li, ch))
-    return [
-        SampledUnit(model_id, layers[li][0], ch, li, len(layers))
-        for li, ch in sorted(chosen, key=lambda k: (k[0], k[1]))
-    ]
+    return [SampledUnit(model_id, layers[li][0], ch, li, len(layers)) for li, ch in sorted(chosen)]

@@ -36,10 +36,10 @@ def write_tiny_study(root: Path, conditions=("natural", "synthetic"), units: int
         "models": ["tiny_resnet18"],
         "units_per_model": units,
         "dataset": {"path": "images", "batch_size": 16},
-        "exemplars": {"references": 9},
+        "exemplars": {"batches": 1, "references": 9},
         "feature_visualization": {"steps": 3, "image_size": 64, "padding": 4},
         "conditions": list(conditions),
-        "trials_per_task": 2,
+        "tasks": {"trials_per_task": 2, "catch_trials_per_task": 1, "practice_trials": 1},
         "seed": 1,
     }
     path = root / "study.yaml"

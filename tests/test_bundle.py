@@ -1,11 +1,13 @@
 import hashlib
 import json
 import shutil
+from collections import Counter
 
 import pytest
 
 from stimuli.bundle import ANSWER_KEY, MANIFEST, BundleError, load_bundle
-from stimuli.tasks import UnitStimuli, build_tasks
+from stimuli.errors import PsychinterpError
+from stimuli.tasks import BatchImages, UnitStimuli, assemble_tasks, plan_study
 
 
 def test_built_bundle_is_valid_and_complete(tiny_bundle_dir):
@@ -16,8 +18,10 @@ def test_built_bundle_is_valid_and_complete(tiny_bundle_dir):
     assert manifest.models[0].parameter_count == 11_689_512
     assert len(manifest.units) == 2
     trials = manifest.trials()
-    assert len(trials) == 4  # 2 units x 2 conditions
-    assert all(len(t.trials) == 2 for t in manifest.tasks)
+    assert len(manifest.tasks) == 2  # one per condition: 2 units, 2 trials per task
+    assert all(len(t.trials) == 3 for t in manifest.tasks)  # 2 main + 1 catch
+    assert [t.kind for t in manifest.practice_trials] == ["practice", "practice"]
+    assert len(trials) == 8
     for trial in trials.values():
         assert len(trial.references.min) == len(trial.references.max) == 9
         answer = bundle.answer_key.answers[trial.trial_id]
@@ -89,39 +93,104 @@ def test_not_json_and_not_a_bundle(tmp_path):
         load_bundle(tmp_path)
 
 
-def _stimuli(k: int) -> UnitStimuli:
-    h = lambda s: hashlib.sha256(s.encode()).hexdigest()  # noqa: E731
+def _hash(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _stimuli(unit: str, batches: int) -> UnitStimuli:
+    def batch(b: int) -> BatchImages:
+        return BatchImages(
+            natural_min=tuple(_hash(f"{unit}nmin{b}{i}") for i in range(3)),
+            natural_max=tuple(_hash(f"{unit}nmax{b}{i}") for i in range(3)),
+            natural_min_activations=(-3.0, -2.5, -2.0),
+            natural_max_activations=(5.0, 4.5, 4.0),
+            max_query=_hash(f"{unit}qmax{b}"),
+            min_query=_hash(f"{unit}qmin{b}"),
+            max_query_activation=2.0,
+            min_query_activation=-1.0,
+            max_query_rank=4,
+            min_query_rank=4,
+            max_query_source=f"{unit}max{b}.jpg",
+            min_query_source=f"{unit}min{b}.jpg",
+        )
+
     return UnitStimuli(
-        unit_id=f"u{k}",
-        natural_min=[h(f"nmin{k}")],
-        natural_max=[h(f"nmax{k}")],
-        synthetic_min=[h(f"smin{k}")],
-        synthetic_max=[h(f"smax{k}")],
-        max_query=h(f"qmax{k}"),
-        min_query=h(f"qmin{k}"),
-        max_query_activation=2.0,
-        min_query_activation=-1.0,
-        query_rank=2,
-        max_query_source=f"max{k}.jpg",
-        min_query_source=f"min{k}.jpg",
+        unit_id=unit,
+        batches={b: batch(b) for b in range(batches)},
+        synthetic_min=tuple(_hash(f"{unit}smin{i}") for i in range(3)),
+        synthetic_max=tuple(_hash(f"{unit}smax{i}") for i in range(3)),
+        synthetic_min_activations=(-9.0, -9.0, -9.0),
+        synthetic_max_activations=(9.0, 9.0, 9.0),
     )
 
 
-def test_task_builder_is_seeded_and_keeps_the_answer_with_the_query():
-    units = [_stimuli(k) for k in range(6)]
-    tasks, answers = build_tasks(units, ["natural", "synthetic", "none"], trials_per_task=5, seed=3)
-    assert (tasks, answers) == build_tasks(units, ["natural", "synthetic", "none"], trials_per_task=5, seed=3)
-    trials = [t for task in tasks for t in task.trials]
-    assert [len(t.trials) for t in tasks] == [5, 5, 5, 3]
-    assert len({t.trial_id for t in trials}) == 18
-    by_unit = {u.unit_id: u for u in units}
+UNITS = {"m1": [f"m1_u{k}" for k in range(10)], "m2": [f"m2_u{k}" for k in range(10)]}
+
+
+def _plan(seed=3, **overrides):
+    options = dict(repetitions=4, trials_per_task=5, catch_trials_per_task=2, batches=3, practice_units=["m1_u0"])
+    return plan_study(UNITS, ["natural", "synthetic", "none"], seed=seed, **{**options, **overrides})
+
+
+def test_dealing_balances_units_and_cycles_batches():
+    plan = _plan()
+    assert plan == _plan() and plan != _plan(seed=4)
+    for condition in ("natural", "synthetic", "none"):
+        for model, units in UNITS.items():
+            tasks = [t for t in plan.tasks if t.condition == condition and t.model_id == model]
+            assert len(tasks) == 8  # 10 units x 4 repetitions / 5 trials
+            main = [[t for t in task.trials if t.kind == "main"] for task in tasks]
+            assert all(len(m) == 5 for m in main)
+            for trials in main:
+                assert len({t.unit_id for t in trials}) == len(trials)  # at most once per task
+            counts = Counter(t.unit_id for trials in main for t in trials)
+            assert set(counts) == set(units) and set(counts.values()) == {4}  # equally often
+            for unit in units:
+                batches = sorted(t.batch for trials in main for t in trials if t.unit_id == unit)
+                assert batches == [0, 0, 1, 2]  # batches cycle over repetitions
+            catch = [[t for t in task.trials if t.kind == "catch"] for task in tasks]
+            expected = 0 if condition == "none" else 2
+            assert all(len(c) == expected for c in catch)
+            for task_main, task_catch in zip(main, catch, strict=True):
+                assert not {t.unit_id for t in task_catch} & {t.unit_id for t in task_main}
+    assert {c: [t.unit_id for t in ts] for c, ts in plan.practice.items()} == {
+        "natural": ["m1_u0"],
+        "synthetic": ["m1_u0"],
+        "none": ["m1_u0"],
+    }
+
+
+def test_a_unit_cannot_repeat_within_a_task():
+    with pytest.raises(PsychinterpError, match="would appear twice in one task"):
+        plan_study({"m": ["a", "b"]}, ["natural"], repetitions=2, trials_per_task=3, catch_trials_per_task=0, batches=1)
+
+
+def test_assembled_trials_keep_the_answer_with_the_query():
+    plan = _plan()
+    stimuli = {u: _stimuli(u, 3) for units in UNITS.values() for u in units}
+    tasks, practice, answers = assemble_tasks(plan, stimuli, seed=3)
+    assert (tasks, practice, answers) == assemble_tasks(plan, stimuli, seed=3)
+    trials = [t for task in tasks for t in task.trials] + practice
+    assert len(answers) == len(trials) == len({t.trial_id for t in trials})
     for trial in trials:
         answer = answers[trial.trial_id]
-        assert trial.queries[answer.max_query] == by_unit[trial.unit_id].max_query
-        assert answer.query_activations[answer.max_query] == 2.0
+        stim = stimuli[trial.unit_id]
+        images = stim.batches[trial.batch]
+        max_q, min_q = trial.queries[answer.max_query], trial.queries[1 - answer.max_query]
+        if trial.kind == "catch":
+            assert max_q in trial.references.max and min_q in trial.references.min
+        else:
+            assert (max_q, min_q) == (images.max_query, images.min_query)
+        assert answer.query_activations[answer.max_query] > answer.query_activations[1 - answer.max_query]
         if trial.condition == "none":
             assert not trial.references.min and not trial.references.max
+        elif trial.condition == "natural":
+            assert tuple(trial.references.max) == images.natural_max
         else:
-            assert trial.references.max[0] == getattr(by_unit[trial.unit_id], f"{trial.condition}_max")[0]
+            assert tuple(trial.references.max) == stim.synthetic_max
+    for task in tasks:
+        sides = Counter(t.max_side for t in task.trials)
+        assert abs(sides["left"] - sides["right"]) <= 1  # counterbalanced within each task
     assert {a.max_query for a in answers.values()} == {0, 1}
-    assert {t.max_side for t in trials} == {"left", "right"}
+    right_only, _, _ = assemble_tasks(plan, stimuli, max_side="right", seed=3)
+    assert {t.max_side for task in right_only for t in task.trials} == {"right"}

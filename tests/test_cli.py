@@ -32,11 +32,11 @@ def test_models_list_prints_the_nine_models_with_parameter_counts():
 def test_build_export_analyze_from_the_command_line(tmp_path, tiny_bundle_dir):
     from tests.conftest import write_tiny_study
 
-    study = write_tiny_study(tmp_path / "study", conditions=("natural",), units=1)
+    study = write_tiny_study(tmp_path / "study", conditions=("natural",), units=2)
     out = tmp_path / "bundle"
     result = runner.invoke(app, ["build", str(study), "--out", str(out)])
     assert result.exit_code == 0, result.output
-    assert "1 units" in result.output and (out / "manifest.json").exists()
+    assert "2 units" in result.output and (out / "manifest.json").exists()
 
     db = f"sqlite:///{tmp_path / 'cli.db'}"
     from experiment_server import create_app

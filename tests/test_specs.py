@@ -73,7 +73,7 @@ def test_relative_paths_resolve_against_the_config(tmp_path):
                 "models_file": "models.yaml",
                 "units_per_model": 1,
                 "dataset": {"path": "imgs"},
-                "trials_per_task": 1,
+                "tasks": {"trials_per_task": 1, "catch_trials_per_task": 0},
             }
         )
     )
@@ -84,7 +84,8 @@ def test_relative_paths_resolve_against_the_config(tmp_path):
 
 def test_bad_study_config_names_the_field(tmp_path):
     study = tmp_path / "study.yaml"
-    study.write_text(yaml.safe_dump({"study_id": "s", "models": [], "units_per_model": 0, "trials_per_task": 1}))
+    study.write_text(yaml.safe_dump({"study_id": "s", "models": [], "units_per_model": 0, "tasks": {"repetitions": 0}}))
     with pytest.raises(ConfigError) as err:
         load_study_config(study)
-    assert "models:" in str(err.value) and "units_per_model:" in str(err.value) and "dataset:" in str(err.value)
+    for field in ("models:", "units_per_model:", "dataset:", "tasks.repetitions:"):
+        assert field in str(err.value)

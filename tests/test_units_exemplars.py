@@ -6,7 +6,7 @@ from hypothesis import strategies as st
 
 from stimuli.errors import PsychinterpError
 from stimuli.exemplars import ImageTreeDataset, UnitRef, scan_dataset, select_exemplars
-from stimuli.units import sample_units
+from stimuli.units import sample_units, unit_slug
 
 
 def test_unit_sampling_is_seeded_distinct_and_in_range():
@@ -24,30 +24,69 @@ def test_unit_sampling_is_seeded_distinct_and_in_range():
         sample_units("m", layers, 11, seed=0)
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=80, deadline=None)
 @given(
-    values=st.lists(st.floats(-5, 5, allow_nan=False, width=32), min_size=22, max_size=60),
-    references=st.integers(1, 9),
-    nan_at=st.lists(st.integers(0, 21), max_size=2),
+    values=st.lists(st.floats(-5, 5, allow_nan=False, width=32), min_size=30, max_size=90),
+    batches=st.integers(1, 3),
+    per_batch=st.integers(1, 4),
+    queries=st.sampled_from(["easy", "extreme", "hard85", 14]),
+    nan_at=st.lists(st.integers(0, 29), max_size=2),
 )
-def test_selection_matches_a_brute_force_sort(values, references, nan_at):
+def test_selection_matches_a_brute_force_sort(values, batches, per_batch, queries, nan_at):
     column = np.array(values, dtype=np.float32)
     column[nan_at] = np.nan
     valid = [i for i in range(len(column)) if not np.isnan(column[i])]
-    if len(valid) < 2 * (references + 1):
-        with pytest.raises(PsychinterpError):
-            select_exemplars(column, references)
+    try:
+        chosen = select_exemplars(column, batches, per_batch, queries, seed=0)
+    except PsychinterpError:
         return
-    chosen = select_exemplars(column, references)
-    brute_asc = sorted(valid, key=lambda i: (column[i], i))
-    brute_desc = brute_asc[::-1]
-    assert chosen.max_references.tolist() == brute_desc[:references]
-    assert chosen.min_references.tolist() == brute_asc[:references]
-    assert chosen.max_query == brute_desc[references]
-    assert chosen.min_query == brute_asc[references]
-    picked_max = {*chosen.max_references.tolist(), chosen.max_query}
-    picked_min = {*chosen.min_references.tolist(), chosen.min_query}
+    ascending = sorted(valid, key=lambda i: (column[i], i))  # brute force, stable on ties
+    k = batches * per_batch
+    start = {"easy": k + 1, "extreme": 1, "hard85": int(0.15 * len(valid)) + 1, 14: 14}[queries]
+    if queries == "extreme":
+        ref_ranks, query_ranks = range(batches + 1, batches + k + 1), range(1, batches + 1)
+    else:
+        ref_ranks, query_ranks = range(1, k + 1), range(start, start + batches)
+    for side, order in ((chosen.max_side, ascending[::-1]), (chosen.min_side, ascending)):
+        assert len(side) == batches
+        refs = [i for b in side for i in b.references]
+        assert sorted(refs) == sorted(order[r - 1] for r in ref_ranks)  # exactly the top/bottom K
+        assert sorted(b.query for b in side) == sorted(order[r - 1] for r in query_ranks)
+        for b in side:
+            assert [order[r - 1] for r in b.reference_ranks] == list(b.references)
+            assert order[b.query_rank - 1] == b.query
+            # one image per bin, most extreme bin first
+            bins = [(r - ref_ranks[0]) // batches for r in b.reference_ranks]
+            assert bins == list(range(per_batch))
+    picked_max = {i for b in chosen.max_side for i in (*b.references, b.query)}
+    picked_min = {i for b in chosen.min_side for i in (*b.references, b.query)}
     assert not picked_max & picked_min
+    assert chosen == select_exemplars(column, batches, per_batch, queries, seed=0)
+
+
+def test_query_presets_follow_the_2023_study():
+    column = np.arange(100_000, dtype=np.float32)
+    chosen = select_exemplars(column, 20, 9, "easy")
+    assert sorted(b.query_rank for b in chosen.max_side) == list(range(181, 201))
+    assert max(r for b in chosen.max_side for r in b.reference_ranks) == 180
+    for preset, percentile in (("hard99", 0.01), ("hard95", 0.05), ("hard85", 0.15)):
+        chosen = select_exemplars(column, 20, 9, preset)
+        assert min(b.query_rank for b in chosen.min_side) == int(percentile * 100_000) + 1
+        assert sorted(b.query for b in chosen.min_side) == list(
+            range(int(percentile * 100_000), int(percentile * 100_000) + 20)
+        )
+    with pytest.raises(PsychinterpError, match="inside the 180 references"):
+        select_exemplars(np.arange(1000, dtype=np.float32), 20, 9, "hard85")
+
+
+def test_weighting_by_layer_size_prefers_wide_layers():
+    layers = [("narrow", 4), ("wide", 400)]
+    uniform = sample_units("m", layers, 20, seed=0)
+    weighted = sample_units("m", layers, 20, seed=0, weight_by_layer_size=True)
+    assert sum(u.layer == "narrow" for u in uniform) >= 3
+    assert sum(u.layer == "narrow" for u in weighted) <= 2
+    assert uniform[0].unit_id == f"m__{uniform[0].layer}__{uniform[0].channel}"
+    assert unit_slug("clip rn50", "visual/layer1.0", 3) == "clip-rn50__visual-layer1.0__3"
 
 
 def test_scan_skips_undecodable_images_and_matches_direct_activations(tmp_path):
