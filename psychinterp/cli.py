@@ -70,6 +70,22 @@ def build(
     )
 
 
+@app.command("import-imi")
+def import_imi(
+    source: Annotated[Path, typer.Argument(help="a task folder of the 2023 study, or a folder of them")],
+    out: Annotated[Path, typer.Option("--out", help="bundle directory to write")],
+    study_id: Annotated[str, typer.Option(help="study id of the new bundle")] = "imported",
+    model: Annotated[str, typer.Option(help="model id to file the units under")] = "imported",
+    condition: Annotated[str | None, typer.Option(help="natural or synthetic (default: from the task name)")] = None,
+) -> None:
+    """Import task folders in the 2023 study's on-disk format (brendel-group/imi) into a bundle."""
+    from stimuli.imi_import import import_imi_tasks
+
+    bundle = import_imi_tasks(source, out, study_id=study_id, model_id=model, condition=condition)
+    n_trials = sum(len(t.trials) for t in bundle.manifest.tasks)
+    typer.echo(f"wrote {out}: {len(bundle.manifest.tasks)} task(s), {n_trials} trials")
+
+
 @app.command()
 def serve(
     bundle: Annotated[Path, typer.Argument(help="study bundle directory")],

@@ -43,18 +43,18 @@ class BundleModel(_Strict):
     id: str
     display_name: str
     source: str
-    parameter_count: int = Field(gt=0)
-    train_images: int = Field(gt=0)
+    parameter_count: int | None = Field(None, gt=0, description="null when unknown (imported bundles)")
+    train_images: int | None = Field(None, gt=0, description="null when unknown (imported bundles)")
     imagenet_top1: float | None = None
 
 
 class Unit(_Strict):
     unit_id: str = Field(pattern=r"^[A-Za-z0-9_.\-]+$")
     model_id: str
-    layer: str
-    channel: int = Field(ge=0)
-    layer_index: int = Field(ge=0)
-    n_layers: int = Field(gt=0)
+    layer: str | None = Field(None, description="null when unknown (imported bundles)")
+    channel: int | None = Field(None, ge=0)
+    layer_index: int | None = Field(None, ge=0)
+    n_layers: int | None = Field(None, gt=0)
 
 
 class ReferenceImage(_Strict):
@@ -159,9 +159,9 @@ class Manifest(_Strict):
 
 class Answer(_Strict):
     max_query: Literal[0, 1] = Field(description="index into Trial.queries of the more activating query")
-    query_activations: tuple[float, float]
-    query_ranks: tuple[int, int] = Field(description="rank of each query from its own extreme end")
-    query_sources: tuple[str, str]
+    query_activations: tuple[float, float] | None = Field(None, description="null when unknown (imported)")
+    query_ranks: tuple[int, int] | None = Field(None, description="rank of each query from its own extreme end")
+    query_sources: tuple[str, str] | None = None
 
 
 class AnswerKey(_Strict):
