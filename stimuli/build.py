@@ -16,7 +16,7 @@ from stimuli import bundle as bundle_schema
 from stimuli.bundle import AnswerKey, Bundle, BundleModel, Manifest, ReferenceImage, Unit
 from stimuli.errors import ConfigError
 from stimuli.exemplars import ImageTreeDataset, UnitExemplars, UnitRef, scan_dataset, select_exemplars
-from stimuli.fv import Visualisation, visualise_unit
+from stimuli.fv import FVRequest, Visualisation, visualise_units
 from stimuli.images import STORED_CROP, decode_stored_view, png_bytes
 from stimuli.registry import Layer, eligible_layers, load_model, parameter_count
 from stimuli.specs import load_model_specs
@@ -44,6 +44,7 @@ class _UnitResult:
     activations: dict[int, float]  # dataset index -> activation, for the chosen images
     separation: float
     visualisations: list[Visualisation]
+    targets: tuple[float, float]  # the most extreme natural activations: (max, min)
 
 
 def _shared_units(
@@ -128,35 +129,31 @@ def _model_units(
         num_workers=config.dataset.num_workers,
     )
     results = []
-    for j, unit in enumerate(tqdm(units, desc=f"units {model.spec.id}", unit="unit", leave=False)):
+    for j, unit in enumerate(units):
         column = np.asarray(scan.activations[:, j])
         chosen = select_exemplars(column, ex.batches, ex.references, ex.queries, seed=config.seed + j)
         indices = {i for side in (*chosen.max_side, *chosen.min_side) for i in (*side.references, side.query)}
         top = [column[i] for side in chosen.max_side for i in side.references]
         bottom = [column[i] for side in chosen.min_side for i in side.references]
         spread = float(np.nanstd(column)) or 1.0
-        visualisations = []
-        if "synthetic" in config.conditions:
-            visualisations = visualise_unit(
-                model,
-                unit.layer,
-                unit.channel,
-                images_per_direction=fv.images_per_direction or ex.references,
-                steps=fv.steps,
-                image_size=fv.image_size,
-                padding=fv.padding,
-                lr=fv.lr,
-                seed=config.seed,
-            )
         results.append(
             _UnitResult(
                 unit=unit,
                 exemplars=chosen,
                 activations={i: float(column[i]) for i in indices},
                 separation=(float(np.mean(top)) - float(np.mean(bottom))) / spread,
-                visualisations=visualisations,
+                visualisations=[],
+                targets=(float(np.nanmax(column)), float(np.nanmin(column))),
             )
         )
+    if "synthetic" in config.conditions:
+        chunk = fv.units_per_batch
+        for k in tqdm(range(0, len(results), chunk), desc=f"visualise {model.spec.id}", unit="batch", leave=False):
+            part = results[k : k + chunk]
+            requests = [FVRequest(r.unit.layer, r.unit.channel, *r.targets) for r in part]
+            images, _ = visualise_units(model, requests, fv.settings(), seed=config.seed + k)
+            for result, visualisations in zip(part, images, strict=True):
+                result.visualisations = visualisations
     return results
 
 
@@ -230,6 +227,8 @@ def build_study(
                     activation=vis.activation,
                     steps=vis.steps,
                     seed=vis.seed,
+                    diversity=vis.diversity,
+                    beats_exemplars=vis.beats_exemplars,
                 )
             )
         hashes = {d: tuple(_store(out, v.pixels) for v in synthetic[d]) for d in synthetic}

@@ -70,6 +70,8 @@ class ReferenceImage(_Strict):
     source: str | None = Field(None, description="dataset-relative path, natural images only")
     steps: int | None = Field(None, ge=0, description="optimisation steps, synthetic images only")
     seed: int | None = Field(None, description="synthetic images only")
+    diversity: float | None = Field(None, ge=0, description="diversity weight, synthetic images only")
+    beats_exemplars: bool | None = Field(None, description="synthetic: beats the most extreme exemplar")
 
 
 class References(_Strict):

@@ -321,19 +321,32 @@ def _layout(output: torch.Tensor) -> str:
     return {4: "conv", 3: "tokens", 2: "vector"}.get(output.ndim, "unsupported")
 
 
+class _AllCaptured(Exception):
+    """Raised by a hook once every requested output is in: the rest of the forward is not needed."""
+
+
 @contextlib.contextmanager
-def capture_outputs(module: nn.Module, layer_names: Sequence[str]) -> Iterator[dict[str, torch.Tensor]]:
-    """Record the outputs of named submodules; the hooks are removed on exit."""
+def capture_outputs(
+    module: nn.Module, layer_names: Sequence[str], stop_early: bool = False
+) -> Iterator[dict[str, torch.Tensor]]:
+    """Record the outputs of named submodules; the hooks are removed on exit.
+
+    With ``stop_early``, run forwards through :func:`forward_until_captured`,
+    which ends each forward as soon as every requested output is recorded.
+    """
     captured: dict[str, torch.Tensor] = {}
     modules = dict(module.named_modules())
     unknown = [n for n in layer_names if n not in modules]
     if unknown:
         raise PsychinterpError(f"no such layer(s): {unknown}")
+    wanted = set(layer_names)
     handles = []
     for name in layer_names:
 
         def hook(_mod: nn.Module, _inp: object, out: object, name: str = name) -> None:
             captured[name] = _first_tensor(out)
+            if stop_early and wanted <= captured.keys():
+                raise _AllCaptured
 
         handles.append(modules[name].register_forward_hook(hook))
     try:
@@ -341,6 +354,14 @@ def capture_outputs(module: nn.Module, layer_names: Sequence[str]) -> Iterator[d
     finally:
         for handle in handles:
             handle.remove()
+
+
+def forward_until_captured(module: nn.Module, inputs: torch.Tensor, captured: dict[str, torch.Tensor]) -> None:
+    captured.clear()
+    try:
+        module(inputs)
+    except _AllCaptured:
+        pass
 
 
 def eligible_layers(model: LoadedModel) -> list[Layer]:
@@ -373,8 +394,8 @@ def unit_activations(
 
     ``images`` are [0, 1] RGB at the model's input size; returns {layer: (N, len(channels))}.
     """
-    with capture_outputs(model.module, list(units)) as captured, torch.no_grad():
-        model.module(model.normalize(images.to(model.device)))
+    with capture_outputs(model.module, list(units), stop_early=True) as captured, torch.no_grad():
+        forward_until_captured(model.module, model.normalize(images.to(model.device)), captured)
         result = {}
         for layer, channels in units.items():
             mapped = channel_map(captured[layer], model.spec.prefix_tokens)

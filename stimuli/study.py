@@ -47,11 +47,33 @@ class TaskConfig(_Strict):
 
 
 class FeatureVisConfig(_Strict):
-    steps: int = Field(64, gt=0)
     image_size: int = Field(224, ge=32)
     padding: int = Field(16, ge=0)
     lr: float = Field(0.05, gt=0)
-    images_per_direction: int | None = Field(None, gt=0, description="defaults to exemplars.references")
+    images_per_direction: int = Field(9, ge=2, description="all but one are diverse; one is not")
+    max_steps: int = Field(2048, gt=0)
+    min_steps: int = Field(64, gt=0)
+    tolerance: float = Field(2e-3, gt=0, description="early stop: relative loss gain per 32 steps")
+    relative_alphas: list[float] = Field(
+        [1e-3, 1e-2, 1e-1, 1.0, 10.0], min_length=1, description="diversity candidates, times the unit's scale"
+    )
+    refine_candidates: int = Field(3, ge=0)
+    units_per_batch: int = Field(1, gt=0, description="units optimised together in one batch")
+
+    def settings(self):
+        from stimuli.fv import FVSettings
+
+        return FVSettings(
+            image_size=self.image_size,
+            padding=self.padding,
+            lr=self.lr,
+            diverse_images=self.images_per_direction - 1,
+            relative_alphas=tuple(sorted(self.relative_alphas)),
+            refine_candidates=self.refine_candidates,
+            max_steps=self.max_steps,
+            min_steps=min(self.min_steps, self.max_steps),
+            tolerance=self.tolerance,
+        )
 
 
 class StudyConfig(_Strict):

@@ -23,7 +23,8 @@ def test_built_bundle_is_valid_and_complete(tiny_bundle_dir):
     assert [t.kind for t in manifest.practice_trials] == ["practice", "practice"]
     assert len(trials) == 8
     for trial in trials.values():
-        assert len(trial.references.min) == len(trial.references.max) == 9
+        expected = 9 if trial.condition == "natural" else 3  # images_per_direction in the tiny study
+        assert len(trial.references.min) == len(trial.references.max) == expected
         answer = bundle.answer_key.answers[trial.trial_id]
         acts = answer.query_activations
         assert acts[answer.max_query] >= acts[1 - answer.max_query]

@@ -1,9 +1,30 @@
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
 import torch
 
 from stimuli import registry
-from stimuli.fv import fft_rgb_images, robustness_transforms, visualise_unit
+from stimuli.fv import (
+    FVRequest,
+    FVSettings,
+    Group,
+    fft_rgb_images,
+    optimise_groups,
+    robustness_transforms,
+    visualise_units,
+)
 from stimuli.specs import ModelSpec
 from tests.conftest import TINY_MODEL
+
+SMALL = FVSettings(image_size=32, padding=4, max_steps=80, min_steps=32, window=16, diverse_images=3)
+
+
+def tiny_model():
+    spec = ModelSpec.model_validate({**TINY_MODEL, "layers": {"include": ["layer1.*", "layer1.1.bn2"]}})
+    torch.manual_seed(0)
+    return registry.LoadedModel(spec=spec, module=registry.build_architecture(spec))
 
 
 def test_parametrisation_gives_valid_images_with_gradients():
@@ -15,33 +36,68 @@ def test_parametrisation_gives_valid_images_with_gradients():
     assert params[0].grad is not None and params[0].grad.abs().sum() > 0
 
 
-def test_transforms_keep_batch_and_shrink_by_the_jitters():
-    gen = torch.Generator().manual_seed(0)
-    out = robustness_transforms(torch.rand(3, 3, 64, 64), padding=8, gen=gen)
-    assert out.shape == (3, 3, 64 + 16 - 16 - 8, 64 + 16 - 16 - 8)
+def test_transforms_shrink_by_the_two_jitters():
+    out = robustness_transforms(torch.rand(3, 3, 64, 64), torch.Generator().manual_seed(0))
+    assert out.shape == (3, 3, 64 - 16 - 8, 64 - 16 - 8)
 
 
-def test_max_images_drive_the_unit_above_min_images(tmp_path):
-    spec = ModelSpec.model_validate(TINY_MODEL)
-    torch.manual_seed(0)
-    model = registry.LoadedModel(spec=spec, module=registry.build_architecture(spec))
-    vis = visualise_unit(model, "layer1.1", 5, images_per_direction=2, steps=15, image_size=48, padding=4, seed=3)
-    assert [v.direction for v in vis] == ["max", "max", "min", "min"]
-    assert all(v.pixels.shape == (48, 48, 3) and v.pixels.dtype.name == "uint8" for v in vis)
-    assert all(v.steps == 15 and v.seed == 3 for v in vis)
-    assert min(v.activation for v in vis[:2]) > max(v.activation for v in vis[2:])
+def test_groups_drive_their_unit_the_right_way_and_hooks_are_removed():
+    model = tiny_model()
+    groups = [Group("layer1.1.bn2", 5, "max", 2, 0.0), Group("layer1.1.bn2", 5, "min", 2, 0.0)]
+    results, image_steps = optimise_groups(model, groups, SMALL, seed=3)
+    high, low = results
+    assert high.activations.min() > low.activations.max()
+    assert high.pixels.shape == (2, 32, 32, 3) and high.pixels.dtype == np.uint8
+    assert image_steps == 4 * high.steps and 32 <= high.steps <= 80
     # the recorded activation is the unit's response to the stored image
-    image = torch.from_numpy(vis[0].pixels).permute(2, 0, 1).float().div(255)[None]
-    direct = registry.unit_activations(model, image, {"layer1.1": [5]})["layer1.1"][0, 0]
-    assert abs(float(direct) - vis[0].activation) < 0.05 * abs(vis[0].activation) + 1e-2
+    image = torch.from_numpy(high.pixels[0]).permute(2, 0, 1).float().div(255)[None]
+    direct = registry.unit_activations(model, image, {"layer1.1.bn2": [5]})["layer1.1.bn2"][0, 0]
+    assert abs(float(direct) - high.activations[0]) < 0.05 * abs(high.activations[0]) + 0.05
     assert all(not m._forward_hooks for m in model.module.modules())
 
 
-def test_missing_lucent_says_how_to_install_it():
-    import subprocess
-    import sys
-    import textwrap
+def test_diversity_term_makes_images_less_alike():
+    model = tiny_model()
+    groups = [Group("layer1.1.bn2", 5, "max", 3, 0.0), Group("layer1.1.bn2", 5, "max", 3, 50.0)]
+    plain, diverse = optimise_groups(model, groups, SMALL, seed=1)[0]
 
+    def mean_pairwise_distance(pixels):
+        flat = pixels.reshape(len(pixels), -1).astype(float)
+        return np.mean([np.linalg.norm(a - b) for i, a in enumerate(flat) for b in flat[i + 1 :]])
+
+    assert mean_pairwise_distance(diverse.pixels) > mean_pairwise_distance(plain.pixels)
+
+
+def test_calibration_picks_the_largest_passing_alpha():
+    model = tiny_model()
+    request = FVRequest("layer1.1.bn2", 5, max_target=0.05, min_target=-0.05)
+    settings = FVSettings(**{**SMALL.__dict__, "relative_alphas": (1e-3, 1.0, 1e4), "refine_candidates": 1})
+    (images,), image_steps = visualise_units(model, [request], settings, seed=0)
+    assert [v.direction for v in images] == ["max"] * 4 + ["min"] * 4
+    for direction, block in (("max", images[:4]), ("min", images[4:])):
+        diverse, non_diverse = block[:3], block[3]
+        assert non_diverse.diversity == 0.0 and all(v.diversity > 0 for v in diverse)
+        assert len({v.diversity for v in diverse}) == 1
+        if diverse[0].beats_exemplars:
+            acts = [v.activation for v in diverse]
+            assert min(acts) > 0.05 if direction == "max" else max(acts) <= -0.05
+        # a huge alpha drowns the unit's objective, so it cannot be the choice
+        assert diverse[0].diversity < 1e4 * 0.05
+    assert image_steps > 0
+
+
+def test_token_maps_work_with_lucent_objectives(tmp_path):
+    from tests.test_registry import TINY_VIT
+
+    spec = ModelSpec.model_validate(TINY_VIT)
+    torch.manual_seed(0)
+    model = registry.LoadedModel(spec=spec, module=registry.build_architecture(spec))
+    groups = [Group("blocks.1", 3, "max", 2, 1e-3), Group("blocks.1", 3, "min", 2, 1e-3)]
+    high, low = optimise_groups(model, groups, SMALL, seed=0)[0]  # channel and diversity on (N, C, L, 1)
+    assert high.activations.min() > low.activations.max()
+
+
+def test_missing_lucent_says_how_to_install_it():
     code = textwrap.dedent(
         """
         import importlib.abc, sys
