@@ -48,10 +48,10 @@ def prepare_demo_inputs(workdir: Path) -> Path:
         "dataset": {"path": "images", "batch_size": 32},
         "exemplars": {"batches": 4, "references": 9},
         "feature_visualization": {
-            "image_size": 64,
+            "image_size": 48,
             "padding": 8,
-            "max_steps": 128,
-            "relative_alphas": [0.01, 0.1, 1.0],
+            "max_steps": 96,
+            "relative_alphas": [0.1, 1.0],
             "refine_candidates": 1,
             "units_per_batch": 2,
         },
