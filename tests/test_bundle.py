@@ -195,3 +195,13 @@ def test_assembled_trials_keep_the_answer_with_the_query():
     assert {a.max_query for a in answers.values()} == {0, 1}
     right_only, _, _ = assemble_tasks(plan, stimuli, max_side="right", seed=3)
     assert {t.max_side for task in right_only for t in task.trials} == {"right"}
+
+
+def test_same_config_and_seed_give_a_byte_identical_manifest(tiny_bundle_dir, tmp_path):
+    from stimuli.build import build_study
+    from stimuli.study import load_study_config
+
+    study = tiny_bundle_dir.parent / "study.yaml"
+    build_study(load_study_config(study), tmp_path / "again")
+    assert (tmp_path / "again" / MANIFEST).read_bytes() == (tiny_bundle_dir / MANIFEST).read_bytes()
+    assert (tmp_path / "again" / ANSWER_KEY).read_bytes() == (tiny_bundle_dir / ANSWER_KEY).read_bytes()
