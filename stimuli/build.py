@@ -215,28 +215,26 @@ def build_study(
         reference_images += refs
     stimuli = {}
     for unit_id, result in results.items():
-        synthetic: dict[str, list[Visualisation]] = {"max": [], "min": []}
+        synthetic: dict[str, list[ReferenceImage]] = {"max": [], "min": []}
         for vis in result.visualisations:
-            synthetic[vis.direction].append(vis)
-            reference_images.append(
-                ReferenceImage(
-                    sha256=_store(out, vis.pixels),
-                    unit_id=unit_id,
-                    kind="synthetic",
-                    direction=vis.direction,
-                    activation=vis.activation,
-                    steps=vis.steps,
-                    seed=vis.seed,
-                    diversity=vis.diversity,
-                    beats_exemplars=vis.beats_exemplars,
-                )
+            image = ReferenceImage(
+                sha256=_store(out, vis.pixels),
+                unit_id=unit_id,
+                kind="synthetic",
+                direction=vis.direction,
+                activation=vis.activation,
+                steps=vis.steps,
+                seed=vis.seed,
+                diversity=vis.diversity,
+                beats_exemplars=vis.beats_exemplars,
             )
-        hashes = {d: tuple(_store(out, v.pixels) for v in synthetic[d]) for d in synthetic}
+            synthetic[vis.direction].append(image)
+            reference_images.append(image)
         stimuli[unit_id] = UnitStimuli(
             unit_id=unit_id,
             batches=batches[unit_id],
-            synthetic_min=hashes["min"],
-            synthetic_max=hashes["max"],
+            synthetic_min=tuple(r.sha256 for r in synthetic["min"]),
+            synthetic_max=tuple(r.sha256 for r in synthetic["max"]),
             synthetic_min_activations=tuple(v.activation for v in synthetic["min"]),
             synthetic_max_activations=tuple(v.activation for v in synthetic["max"]),
         )

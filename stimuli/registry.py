@@ -370,18 +370,11 @@ def eligible_layers(model: LoadedModel) -> list[Layer]:
     if not names:
         raise PsychinterpError(f"model {model.spec.id!r}: no module matches layers {model.spec.layers.include}")
     probe = torch.zeros(1, 3, model.input_size, model.input_size, device=model.device)
-    order: list[str] = []
     with capture_outputs(model.module, names) as captured, torch.no_grad():
-        hooks = [
-            dict(model.module.named_modules())[n].register_forward_hook(lambda *_, n=n: order.append(n)) for n in names
-        ]
-        try:
-            model.module(model.normalize(probe))
-        finally:
-            for h in hooks:
-                h.remove()
+        model.module(model.normalize(probe))
     layers = []
-    for i, name in enumerate(dict.fromkeys(order)):
+    # Hooks fill `captured` as the forward reaches each layer, so its order is the forward order.
+    for i, name in enumerate(captured):
         mapped = channel_map(captured[name], model.spec.prefix_tokens)
         layers.append(Layer(name=name, channels=mapped.shape[1], layout=_layout(captured[name]), index=i))
     return layers
