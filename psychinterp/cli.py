@@ -51,23 +51,75 @@ def _parse_weights(values: list[str]) -> dict[str, Path]:
     return weights
 
 
+def _bundle_summary(out: Path, bundle) -> str:
+    n_trials = sum(len(t.trials) for t in bundle.manifest.tasks)
+    return f"wrote {out}: {len(bundle.manifest.units)} units, {len(bundle.manifest.tasks)} tasks, {n_trials} trials"
+
+
 @app.command()
 def build(
     study: Annotated[Path, typer.Argument(help="study config (YAML)")],
     out: Annotated[Path, typer.Option("--out", help="bundle directory to write")],
     device: Annotated[str, typer.Option(help="cpu, cuda or cuda:N")] = "cpu",
     weights: Annotated[list[str], typer.Option("--weights", help="MODEL_ID=PATH, overrides models.yaml")] = [],  # noqa: B006
+    precision: Annotated[
+        str, typer.Option(help="auto (fp16 on GPU, exemplars verified in fp32), fp32, fp16 or bf16")
+    ] = "auto",
+    shard: Annotated[
+        str | None, typer.Option(help="i/n: do only share i of n of the work; then run `psychinterp merge`")
+    ] = None,
+    jobs: Annotated[int, typer.Option(help="split the work into this many jobs submitted through submitit")] = 0,
+    executor: Annotated[str, typer.Option(help="where --jobs run: local (processes) or slurm")] = "local",
+    slurm_partition: Annotated[str | None, typer.Option(help="SLURM partition for --jobs")] = None,
+    job_gpus: Annotated[int, typer.Option(help="GPUs per job")] = 0,
+    job_cpus: Annotated[int, typer.Option(help="CPU cores per job")] = 8,
+    job_mem_gb: Annotated[int, typer.Option(help="memory per job, GiB")] = 32,
+    job_timeout_min: Annotated[int, typer.Option(help="time limit per job, minutes")] = 24 * 60,
 ) -> None:
-    """Build a study bundle: units, natural exemplars, feature visualisations, tasks."""
-    from stimuli.build import build_study
+    """Build a study bundle: units, natural exemplars, feature visualisations, tasks.
+
+    Interrupted builds resume: rerun the same command.
+    """
+    from stimuli.build import Shard, build_study
     from stimuli.study import load_study_config
 
+    if precision not in ("auto", "fp32", "fp16", "bf16"):
+        raise typer.BadParameter(f"{precision!r}: choose auto, fp32, fp16 or bf16", param_hint="--precision")
+    if executor not in ("local", "slurm"):
+        raise typer.BadParameter(f"{executor!r}: choose local or slurm", param_hint="--executor")
+    if shard and jobs:
+        raise typer.BadParameter("use --shard (one share, by hand) or --jobs (all shares, submitted), not both")
     weight_files = _parse_weights(weights)
-    bundle = build_study(load_study_config(study), out, device=device, weights=weight_files)
-    n_trials = sum(len(t.trials) for t in bundle.manifest.tasks)
-    typer.echo(
-        f"wrote {out}: {len(bundle.manifest.units)} units, {len(bundle.manifest.tasks)} tasks, {n_trials} trials"
-    )
+    config = load_study_config(study)
+    if jobs:
+        from stimuli.cluster import JobResources, build_with_jobs
+
+        resources = JobResources(job_timeout_min, job_cpus, job_gpus, job_mem_gb, slurm_partition)
+        bundle = build_with_jobs(config, out, jobs, executor, resources, device, weight_files, precision)
+        typer.echo(_bundle_summary(out, bundle))
+        return
+    parsed = Shard.parse(shard) if shard else None
+    bundle = build_study(config, out, device=device, weights=weight_files, shard=parsed, precision=precision)
+    if bundle is None:
+        typer.echo(f"shard {parsed} done in {out}; run `psychinterp merge` once every shard has finished")
+    else:
+        typer.echo(_bundle_summary(out, bundle))
+
+
+@app.command()
+def merge(
+    study: Annotated[Path, typer.Argument(help="study config (YAML)")],
+    out: Annotated[Path, typer.Option("--out", help="bundle directory (where the shards wrote, or a new one)")],
+    shard_dirs: Annotated[
+        list[Path] | None, typer.Argument(help="output folders of shards that wrote elsewhere than --out")
+    ] = None,
+) -> None:
+    """Join the shards of a `build --shard i/n` run into one bundle."""
+    from stimuli.build import merge_shards
+    from stimuli.study import load_study_config
+
+    bundle = merge_shards(load_study_config(study), out, shard_dirs or [])
+    typer.echo(_bundle_summary(out, bundle))
 
 
 @app.command("import-imi")

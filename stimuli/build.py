@@ -1,12 +1,24 @@
-"""``psychinterp build``: study config -> study bundle."""
+"""``psychinterp build``: study config -> study bundle, in resumable, shardable stages.
+
+1. plan: sample the units of every model (``.work/plan.json``);
+2. work items, one per model and feature-visualisation batch of units: one
+   streaming scan per model for the units still without exemplars, then the
+   visualisations; every unit's results are recorded as soon as they exist
+   (:mod:`stimuli.workdir`);
+3. assemble (the merge step): deal tasks and write the bundle from the records.
+
+A rerun skips every recorded unit. ``--shard i/n`` runs one share of the work
+items; the merge step joins the shards. The manifest does not depend on how
+the work was split or how often it was interrupted.
+"""
 
 from __future__ import annotations
 
 import logging
-import shutil
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 from PIL import Image
@@ -14,17 +26,28 @@ from tqdm import tqdm
 
 from stimuli import bundle as bundle_schema
 from stimuli.bundle import AnswerKey, Bundle, BundleModel, Manifest, ReferenceImage, Unit
-from stimuli.errors import ConfigError
-from stimuli.exemplars import ImageTreeDataset, UnitExemplars, UnitRef, scan_dataset, select_exemplars
-from stimuli.fv import FVRequest, Visualisation, visualise_units
+from stimuli.errors import ConfigError, PsychinterpError
+from stimuli.exemplars import (
+    ImageTreeDataset,
+    Precision,
+    UnitRef,
+    exact_at_used_ranks,
+    rescore_rows,
+    scan_dataset,
+    select_exemplars,
+    used_rank_ranges,
+)
 from stimuli.images import STORED_CROP, decode_stored_view, png_bytes
-from stimuli.registry import Layer, eligible_layers, load_model, parameter_count
-from stimuli.specs import load_model_specs
+from stimuli.registry import Layer, LoadedModel, build_architecture, eligible_layers, load_model, parameter_count
+from stimuli.specs import ModelSpec, load_model_specs
 from stimuli.study import StudyConfig
 from stimuli.tasks import BatchImages, UnitStimuli, assemble_tasks, plan_study, practice_unit_ranking
 from stimuli.units import SampledUnit, sample_units
+from stimuli.workdir import ExemplarRecord, WorkDir, fingerprint
 
 log = logging.getLogger(__name__)
+
+PrecisionChoice = Literal["auto", "fp32", "fp16", "bf16"]
 
 
 def _stored_pixels(pixels: np.ndarray) -> np.ndarray:
@@ -37,14 +60,56 @@ def _store(out: Path, pixels: np.ndarray) -> str:
     return bundle_schema.write_image_bytes(out, png_bytes(_stored_pixels(pixels)))
 
 
-@dataclass
-class _UnitResult:
-    unit: SampledUnit
-    exemplars: UnitExemplars
-    activations: dict[int, float]  # dataset index -> activation, for the chosen images
-    separation: float
-    visualisations: list[Visualisation]
-    targets: tuple[float, float]  # the most extreme natural activations: (max, min)
+@dataclass(frozen=True)
+class Shard:
+    """Share ``index`` (1-based) of ``count`` of a build's work items."""
+
+    index: int
+    count: int
+
+    @classmethod
+    def parse(cls, text: str) -> Shard:
+        i, sep, n = text.partition("/")
+        if not (sep and i.isdigit() and n.isdigit()) or not 1 <= int(i) <= int(n):
+            raise ConfigError(f"--shard {text!r}: expected i/n with 1 <= i <= n, e.g. 2/8")
+        return cls(int(i), int(n))
+
+    def select(self, items: Sequence[WorkItem]) -> list[WorkItem]:
+        # Contiguous shares, so that a shard scans the dataset for as few models as possible.
+        n = len(items)
+        return list(items[(self.index - 1) * n // self.count : self.index * n // self.count])
+
+    def __str__(self) -> str:
+        return f"{self.index}/{self.count}"
+
+
+@dataclass(frozen=True)
+class WorkItem:
+    """Units of one model that are visualised together (one feature-visualisation batch)."""
+
+    model_id: str
+    first: int  # position of the first unit among the model's units (seeds derive from it)
+    units: tuple[SampledUnit, ...]
+
+
+@dataclass(frozen=True)
+class StudyPlan:
+    models: dict[str, BundleModel]
+    units: dict[str, list[SampledUnit]]
+
+    def work_items(self, units_per_batch: int) -> list[WorkItem]:
+        return [
+            WorkItem(model_id, k, tuple(units[k : k + units_per_batch]))
+            for model_id, units in self.units.items()
+            for k in range(0, len(units), units_per_batch)
+        ]
+
+
+def resolve_precision(precision: PrecisionChoice, device: str) -> Precision:
+    """``auto``: fp16 autocast on GPU (exemplars are verified in fp32), fp32 on CPU."""
+    if precision == "auto":
+        return "fp16" if device.startswith("cuda") else "fp32"
+    return precision
 
 
 def _shared_units(
@@ -73,7 +138,7 @@ def _shared_units(
 
 
 def _natural_batch(
-    out: Path, dataset: ImageTreeDataset, result: _UnitResult, batch: int
+    out: Path, dataset: ImageTreeDataset, result: ExemplarRecord, batch: int
 ) -> tuple[BatchImages, list[ReferenceImage]]:
     maxs, mins = result.exemplars.max_side[batch], result.exemplars.min_side[batch]
     acts = result.activations
@@ -112,76 +177,37 @@ def _natural_batch(
     return images, refs
 
 
-def _model_units(
-    config: StudyConfig, model, dataset: ImageTreeDataset, work: Path, sampled: dict[str, list[SampledUnit]]
-) -> list[_UnitResult]:
-    """Sample units, scan the dataset once, choose exemplars, visualise."""
-    ex, fv = config.exemplars, config.feature_visualization
-    layers = eligible_layers(model)
-    units = _shared_units(config, model.spec.id, layers, sampled)
-    sampled[model.spec.id] = units
-    scan = scan_dataset(
-        model,
-        [UnitRef(u.layer, u.channel) for u in units],
-        dataset,
-        work / f"{model.spec.id}_activations.npy",
-        batch_size=config.dataset.batch_size,
-        num_workers=config.dataset.num_workers,
+def _plan_fingerprint(config: StudyConfig, specs: Mapping[str, ModelSpec], dataset: ImageTreeDataset) -> str:
+    settings = config.model_dump(mode="json")
+    settings["dataset"].pop("num_workers")  # how images are decoded does not change the results
+    settings["dataset"].pop("path")  # the image list below is what matters
+    return fingerprint(
+        {
+            "config": settings,
+            "models": [specs[m].model_dump(mode="json") for m in config.models],
+            "images": dataset.fingerprint(),
+        }
     )
-    results = []
-    for j, unit in enumerate(units):
-        column = np.asarray(scan.activations[:, j])
-        chosen = select_exemplars(column, ex.batches, ex.references, ex.queries, seed=config.seed + j)
-        indices = {i for side in (*chosen.max_side, *chosen.min_side) for i in (*side.references, side.query)}
-        top = [column[i] for side in chosen.max_side for i in side.references]
-        bottom = [column[i] for side in chosen.min_side for i in side.references]
-        spread = float(np.nanstd(column)) or 1.0
-        results.append(
-            _UnitResult(
-                unit=unit,
-                exemplars=chosen,
-                activations={i: float(column[i]) for i in indices},
-                separation=(float(np.mean(top)) - float(np.mean(bottom))) / spread,
-                visualisations=[],
-                targets=(float(np.nanmax(column)), float(np.nanmin(column))),
-            )
-        )
-    if "synthetic" in config.conditions:
-        chunk = fv.units_per_batch
-        for k in tqdm(range(0, len(results), chunk), desc=f"visualise {model.spec.id}", unit="batch", leave=False):
-            part = results[k : k + chunk]
-            requests = [FVRequest(r.unit.layer, r.unit.channel, *r.targets) for r in part]
-            images, _ = visualise_units(model, requests, fv.settings(), seed=config.seed + k)
-            for result, visualisations in zip(part, images, strict=True):
-                result.visualisations = visualisations
-    return results
 
 
-def build_study(
-    config: StudyConfig,
-    out: Path,
-    device: str = "cpu",
-    weights: Mapping[str, Path] | None = None,
-) -> Bundle:
-    """Sample units, scan the dataset once per model, visualise, deal tasks, write the bundle."""
-    weights = dict(weights or {})
+def plan_units(config: StudyConfig, out: Path, dataset: ImageTreeDataset) -> StudyPlan:
+    """The units of every model, sampled once and recorded; every shard reads the same plan."""
     specs = load_model_specs(config.models_file)
     unknown = [m for m in config.models if m not in specs]
     if unknown:
         raise ConfigError(f"study {config.study_id}: unknown model id(s) {unknown}; known: {sorted(specs)}")
-    out.mkdir(parents=True, exist_ok=True)
-    work = out / ".work"
-    dataset = ImageTreeDataset(config.dataset.path)
-
-    models: list[BundleModel] = []
-    results: dict[str, _UnitResult] = {}
-    units_by_model: dict[str, list[str]] = {}
-    sampled: dict[str, list[SampledUnit]] = {}
-    for model_id in tqdm(config.models, desc="models", unit="model"):
-        spec = specs[model_id]
-        model = load_model(spec, weights.get(model_id), device=device)
-        models.append(
-            BundleModel(
+    work = WorkDir(out)
+    key = _plan_fingerprint(config, specs, dataset)
+    stored = work.read_plan(key)
+    if stored is None:
+        sampled: dict[str, list[SampledUnit]] = {}
+        models = {}
+        for model_id in config.models:
+            spec = specs[model_id]
+            # Layers and channel counts do not depend on the weights, so planning needs none.
+            layers = eligible_layers(LoadedModel(spec, build_architecture(spec)))
+            sampled[model_id] = _shared_units(config, model_id, layers, sampled)
+            models[model_id] = BundleModel(
                 id=spec.id,
                 display_name=spec.display_name,
                 source=spec.source,
@@ -189,15 +215,176 @@ def build_study(
                 train_images=spec.metadata.train_images,
                 imagenet_top1=spec.metadata.imagenet_top1,
             )
+        stored = {
+            "fingerprint": key,
+            "models": {m: b.model_dump(mode="json") for m, b in models.items()},
+            "units": {m: [asdict(u) for u in units] for m, units in sampled.items()},
+        }
+        work.write_plan(stored)
+    return StudyPlan(
+        models={m: BundleModel.model_validate(b) for m, b in stored["models"].items()},
+        units={m: [SampledUnit(**u) for u in units] for m, units in stored["units"].items()},
+    )
+
+
+def _scan_and_select(
+    config: StudyConfig,
+    model: LoadedModel,
+    units: Sequence[SampledUnit],
+    positions: Sequence[int],
+    dataset: ImageTreeDataset,
+    work: WorkDir,
+    precision: Precision,
+    checkpoint_seconds: float,
+) -> None:
+    """One streaming pass for ``units``, then each unit's exemplars, recorded one by one."""
+    ex, ds = config.exemplars, config.dataset
+    array_path = work.scan_path(model.spec.id, [u.unit_id for u in units])
+    refs = [UnitRef(u.layer, u.channel) for u in units]
+    scan = scan_dataset(
+        model,
+        refs,
+        dataset,
+        array_path,
+        batch_size=ds.batch_size,
+        num_workers=ds.workers(),
+        precision=precision,
+        checkpoint_seconds=checkpoint_seconds,
+    )
+    activations = np.asarray(scan.activations)
+    if precision != "fp32":
+        n_valid = int(np.count_nonzero(~np.isnan(activations[:, 0])))
+        ranges = used_rank_ranges(n_valid, ex.batches, ex.references, ex.queries)
+        rescored = exact_at_used_ranks(
+            activations,
+            ranges,
+            lambda rows: rescore_rows(model, refs, dataset, rows, ds.batch_size, ds.workers()),
         )
-        model_results = _model_units(config, model, dataset, work, sampled)
-        units_by_model[model_id] = [r.unit.unit_id for r in model_results]
-        results.update({r.unit.unit_id: r for r in model_results})
+        log.info("scan %s: %d images near the used ranks re-scored in fp32", model.spec.id, rescored)
+    for j, (unit, position) in enumerate(zip(units, positions, strict=True)):
+        column = activations[:, j]
+        chosen = select_exemplars(column, ex.batches, ex.references, ex.queries, seed=config.seed + position)
+        indices = {i for side in (*chosen.max_side, *chosen.min_side) for i in (*side.references, side.query)}
+        top = [column[i] for side in chosen.max_side for i in side.references]
+        bottom = [column[i] for side in chosen.min_side for i in side.references]
+        spread = float(np.nanstd(column)) or 1.0
+        work.write_exemplars(
+            ExemplarRecord(
+                unit=unit,
+                exemplars=chosen,
+                activations={i: float(column[i]) for i in indices},
+                separation=(float(np.mean(top)) - float(np.mean(bottom))) / spread,
+                targets=(float(np.nanmax(column)), float(np.nanmin(column))),
+            )
+        )
+    del scan, activations
+    array_path.unlink(missing_ok=True)
+    array_path.with_name(array_path.name + ".progress.json").unlink(missing_ok=True)
+
+
+def _visualise(config: StudyConfig, model: LoadedModel, item: WorkItem, out: Path, work: WorkDir) -> None:
+    from stimuli.fv import FVRequest, visualise_units
+
+    records = [work.read_exemplars(u.unit_id) for u in item.units]
+    requests = [FVRequest(r.unit.layer, r.unit.channel, *r.targets) for r in records]
+    images, _ = visualise_units(model, requests, config.feature_visualization.settings(), seed=config.seed + item.first)
+    for unit, visualisations in zip(item.units, images, strict=True):
+        stored = [
+            {
+                "sha256": _store(out, vis.pixels),
+                "direction": vis.direction,
+                "activation": vis.activation,
+                "steps": vis.steps,
+                "seed": vis.seed,
+                "diversity": vis.diversity,
+                "beats_exemplars": vis.beats_exemplars,
+            }
+            for vis in visualisations
+        ]
+        work.write_fv(unit.unit_id, stored)
+
+
+def run_work_items(
+    config: StudyConfig,
+    out: Path,
+    plan: StudyPlan,
+    items: Sequence[WorkItem],
+    dataset: ImageTreeDataset,
+    device: str = "cpu",
+    weights: Mapping[str, Path] | None = None,
+    precision: PrecisionChoice = "auto",
+    checkpoint_seconds: float = 30.0,
+) -> int:
+    """Do whatever ``items`` still lack; returns how many items needed work."""
+    weights = dict(weights or {})
+    work = WorkDir(out)
+    specs = load_model_specs(config.models_file)
+    synthetic = "synthetic" in config.conditions
+    resolved = resolve_precision(precision, device)
+    positions = {u.unit_id: k for units in plan.units.values() for k, u in enumerate(units)}
+    by_model: dict[str, list[WorkItem]] = {}
+    for item in items:
+        by_model.setdefault(item.model_id, []).append(item)
+    n_pending = 0
+    for model_id, model_items in tqdm(by_model.items(), desc="models", unit="model"):
+        need_scan = [u for item in model_items for u in item.units if not work.exemplar_path(u.unit_id).exists()]
+        need_fv = [i for i in model_items if synthetic and not all(work.fv_path(u.unit_id).exists() for u in i.units)]
+        pending = {id(i) for i in need_fv} | {id(i) for i in model_items if set(i.units) & set(need_scan)}
+        n_pending += len(pending)
+        if not pending:
+            log.info("model %s: all %d work item(s) already done", model_id, len(model_items))
+            continue
+        if len(pending) < len(model_items):
+            log.info(
+                "model %s: resuming, %d of %d work item(s) already done",
+                model_id,
+                len(model_items) - len(pending),
+                len(model_items),
+            )
+        model = load_model(specs[model_id], weights.get(model_id), device=device)
+        if need_scan:
+            _scan_and_select(
+                config,
+                model,
+                need_scan,
+                [positions[u.unit_id] for u in need_scan],
+                dataset,
+                work,
+                resolved,
+                checkpoint_seconds,
+            )
+        for item in tqdm(need_fv, desc=f"visualise {model_id}", unit="batch", leave=False):
+            _visualise(config, model, item, out, work)
         del model
+    return n_pending
+
+
+def _missing_records(work: WorkDir, plan: StudyPlan, synthetic: bool) -> list[str]:
+    missing = []
+    for units in plan.units.values():
+        for unit in units:
+            if not work.exemplar_path(unit.unit_id).exists():
+                missing.append(f"{unit.unit_id} (exemplars)")
+            elif synthetic and not work.fv_path(unit.unit_id).exists():
+                missing.append(f"{unit.unit_id} (feature visualisations)")
+    return missing
+
+
+def assemble_bundle(config: StudyConfig, out: Path, plan: StudyPlan, dataset: ImageTreeDataset) -> Bundle:
+    """The merge step: deal tasks and write the bundle from the unit records of every shard."""
+    work = WorkDir(out)
+    missing = _missing_records(work, plan, "synthetic" in config.conditions)
+    if missing:
+        raise PsychinterpError(
+            f"{out}: cannot assemble the bundle yet: {len(missing)} unit record(s) are missing, "
+            f"e.g. {', '.join(missing[:3])}; run the remaining shards (or merge their output folders) first"
+        )
+    results = {u.unit_id: work.read_exemplars(u.unit_id) for units in plan.units.values() for u in units}
+    units_by_model = {m: [u.unit_id for u in units] for m, units in plan.units.items()}
 
     task_cfg = config.tasks
     ranking = practice_unit_ranking({u: r.separation for u, r in results.items()})
-    plan = plan_study(
+    dealt = plan_study(
         units_by_model,
         config.conditions,
         repetitions=task_cfg.repetitions,
@@ -209,26 +396,16 @@ def build_study(
     )
     reference_images: list[ReferenceImage] = []
     batches: dict[str, dict[int, BatchImages]] = {u: {} for u in results}
-    for unit_id, batch in tqdm(sorted(plan.needed_batches()), desc="store images", unit="batch", leave=False):
+    for unit_id, batch in tqdm(sorted(dealt.needed_batches()), desc="store images", unit="batch", leave=False):
         images, refs = _natural_batch(out, dataset, results[unit_id], batch)
         batches[unit_id][batch] = images
         reference_images += refs
     stimuli = {}
-    for unit_id, result in results.items():
+    for unit_id in results:
         synthetic: dict[str, list[ReferenceImage]] = {"max": [], "min": []}
-        for vis in result.visualisations:
-            image = ReferenceImage(
-                sha256=_store(out, vis.pixels),
-                unit_id=unit_id,
-                kind="synthetic",
-                direction=vis.direction,
-                activation=vis.activation,
-                steps=vis.steps,
-                seed=vis.seed,
-                diversity=vis.diversity,
-                beats_exemplars=vis.beats_exemplars,
-            )
-            synthetic[vis.direction].append(image)
+        for vis in work.read_fv(unit_id) or []:
+            image = ReferenceImage(unit_id=unit_id, kind="synthetic", **vis)
+            synthetic[vis["direction"]].append(image)
             reference_images.append(image)
         stimuli[unit_id] = UnitStimuli(
             unit_id=unit_id,
@@ -238,12 +415,12 @@ def build_study(
             synthetic_min_activations=tuple(v.activation for v in synthetic["min"]),
             synthetic_max_activations=tuple(v.activation for v in synthetic["max"]),
         )
-    tasks, practice, answers = assemble_tasks(plan, stimuli, max_side=task_cfg.max_side, seed=config.seed)
+    tasks, practice, answers = assemble_tasks(dealt, stimuli, max_side=task_cfg.max_side, seed=config.seed)
     manifest = Manifest(
         schema_version=1,
         study_id=config.study_id,
         title=config.title,
-        models=models,
+        models=list(plan.models.values()),
         units=[
             Unit(
                 unit_id=r.unit.unit_id,
@@ -261,6 +438,46 @@ def build_study(
         practice_trials=practice,
     )
     key = AnswerKey(schema_version=1, study_id=config.study_id, answers=answers)
-    result = bundle_schema.write_bundle(out, manifest, key)
-    shutil.rmtree(work, ignore_errors=True)
-    return result
+    return bundle_schema.write_bundle(out, manifest, key)
+
+
+def build_study(
+    config: StudyConfig,
+    out: Path,
+    device: str = "cpu",
+    weights: Mapping[str, Path] | None = None,
+    shard: Shard | None = None,
+    precision: PrecisionChoice = "auto",
+    checkpoint_seconds: float = 30.0,
+) -> Bundle | None:
+    """Plan, do the work items (all, or one shard's), then assemble the bundle when unsharded.
+
+    Rerunning after an interruption redoes only the unfinished work.
+    """
+    out.mkdir(parents=True, exist_ok=True)
+    dataset = ImageTreeDataset(config.dataset.path)
+    plan = plan_units(config, out, dataset)
+    items = plan.work_items(config.feature_visualization.units_per_batch)
+    mine = shard.select(items) if shard else items
+    run_work_items(config, out, plan, mine, dataset, device, weights, precision, checkpoint_seconds)
+    if shard is not None:
+        log.info("shard %s: %d work item(s) done; merge when every shard has finished", shard, len(mine))
+        return None
+    return assemble_bundle(config, out, plan, dataset)
+
+
+def merge_shards(config: StudyConfig, out: Path, shard_dirs: Sequence[Path] = ()) -> Bundle:
+    """Join the shards' unit records (from their own output folders, if they wrote elsewhere) into one bundle."""
+    dataset = ImageTreeDataset(config.dataset.path)
+    out.mkdir(parents=True, exist_ok=True)
+    plan = plan_units(config, out, dataset)
+    work = WorkDir(out)
+    key = _plan_fingerprint(config, load_model_specs(config.models_file), dataset)
+    for shard_dir in shard_dirs:
+        if shard_dir.resolve() == out.resolve():
+            continue
+        other = WorkDir(shard_dir)
+        if other.read_plan(key) is None:
+            raise PsychinterpError(f"{shard_dir}: not a shard output folder of this study (no {other.plan_path})")
+        log.info("merge: %d record(s) from %s", work.absorb(other), shard_dir)
+    return assemble_bundle(config, out, plan, dataset)

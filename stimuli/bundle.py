@@ -251,7 +251,8 @@ def write_image_bytes(root: Path, data: bytes) -> str:
     path = root / IMAGES / f"{sha}.png"
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
+        # A per-process name: shards of one build may store the same image at once.
+        tmp = path.with_name(f".{sha}.{os.getpid()}.tmp")
         tmp.write_bytes(data)
         os.replace(tmp, path)
     return sha

@@ -16,9 +16,19 @@ class _Strict(BaseModel):
 
 
 class DatasetConfig(_Strict):
-    path: Path = Field(description="an ImageFolder-style tree, or any folder tree of images")
+    path: Path = Field(
+        description="a folder tree of images (ImageNet train or val layout, ImageFolder, any tree), "
+        "or a .txt file listing image paths"
+    )
     batch_size: int = Field(32, gt=0)
-    num_workers: int = Field(0, ge=0, description="DataLoader workers that decode images")
+    num_workers: int | None = Field(
+        None, ge=0, description="DataLoader workers that decode images (default: one per spare CPU core, up to 8)"
+    )
+
+    def workers(self) -> int:
+        from stimuli.exemplars import default_num_workers
+
+        return default_num_workers() if self.num_workers is None else self.num_workers
 
 
 class ExemplarConfig(_Strict):

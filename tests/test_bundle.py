@@ -35,7 +35,9 @@ def test_built_bundle_is_valid_and_complete(tiny_bundle_dir):
         bottom = [r.activation for r in mine if r.direction == "min"]
         assert min(top) >= max(bottom)
         assert sorted(r.rank for r in mine if r.direction == "max") == list(range(1, 10))
-    assert not (tiny_bundle_dir / ".work").exists()
+    # Only the small completion records stay; the activation arrays are gone.
+    assert not list((tiny_bundle_dir / ".work").rglob("*.npy"))
+    assert len(list((tiny_bundle_dir / ".work" / "exemplars").glob("*.json"))) == 2
 
 
 def test_manifest_sent_to_the_server_holds_no_answers(tiny_bundle_dir):

@@ -1,0 +1,135 @@
+"""The build's work directory: completion records that make every stage resumable.
+
+A build writes under ``OUT/.work/``:
+
+- ``plan.json``: the sampled units of every model, with the fingerprint of the
+  study config, the model specs and the dataset's image list that made them;
+- ``scan/``: the disk-backed activation arrays of running scans, with their
+  progress checkpoints (deleted once the unit records below are written);
+- ``exemplars/<unit>.json``: a unit's chosen exemplars, their activations and ranks;
+- ``fv/<unit>.json``: a unit's feature visualisations (the images themselves are
+  already in ``OUT/images/``).
+
+Every file is written atomically, so a record that exists is complete. Only
+the small JSON records stay after the bundle is written.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import shutil
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from stimuli.bundle import IMAGES, write_json_atomic
+from stimuli.errors import PsychinterpError
+from stimuli.exemplars import BatchSide, UnitExemplars
+from stimuli.units import SampledUnit
+
+WORK = ".work"
+
+
+def fingerprint(payload: Any) -> str:
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
+
+
+@dataclasses.dataclass
+class ExemplarRecord:
+    unit: SampledUnit
+    exemplars: UnitExemplars
+    activations: dict[int, float]  # dataset index -> activation, for the chosen images
+    separation: float  # (mean top references - mean bottom references) / sd over the dataset
+    targets: tuple[float, float]  # the most extreme natural activations: (max, min)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "unit": dataclasses.asdict(self.unit),
+            "max_side": [dataclasses.asdict(s) for s in self.exemplars.max_side],
+            "min_side": [dataclasses.asdict(s) for s in self.exemplars.min_side],
+            "activations": {str(i): v for i, v in sorted(self.activations.items())},
+            "separation": self.separation,
+            "targets": list(self.targets),
+        }
+
+    @classmethod
+    def from_json(cls, raw: dict[str, Any]) -> ExemplarRecord:
+        def side(d: dict[str, Any]) -> BatchSide:
+            return BatchSide(tuple(d["references"]), tuple(d["reference_ranks"]), d["query"], d["query_rank"])
+
+        return cls(
+            unit=SampledUnit(**raw["unit"]),
+            exemplars=UnitExemplars(tuple(map(side, raw["max_side"])), tuple(map(side, raw["min_side"]))),
+            activations={int(i): v for i, v in raw["activations"].items()},
+            separation=raw["separation"],
+            targets=tuple(raw["targets"]),
+        )
+
+
+class WorkDir:
+    def __init__(self, out: Path):
+        self.out = out
+        self.root = out / WORK
+
+    @property
+    def plan_path(self) -> Path:
+        return self.root / "plan.json"
+
+    def scan_path(self, model_id: str, unit_ids: Iterable[str]) -> Path:
+        key = fingerprint(sorted(unit_ids))[:16]
+        return self.root / "scan" / f"{model_id}-{key}.npy"
+
+    def exemplar_path(self, unit_id: str) -> Path:
+        return self.root / "exemplars" / f"{unit_id}.json"
+
+    def fv_path(self, unit_id: str) -> Path:
+        return self.root / "fv" / f"{unit_id}.json"
+
+    def read_plan(self, expected_fingerprint: str) -> dict[str, Any] | None:
+        """The stored plan; an error when it was made by another config, models or dataset."""
+        if not self.plan_path.exists():
+            return None
+        plan = json.loads(self.plan_path.read_text())
+        if plan.get("fingerprint") != expected_fingerprint:
+            raise PsychinterpError(
+                f"{self.root}: holds the partial work of a build with a different study config, model specs "
+                f"or dataset; delete {self.root} to start over, or build into another --out"
+            )
+        return plan
+
+    def write_plan(self, plan: dict[str, Any]) -> None:
+        write_json_atomic(self.plan_path, plan)
+
+    def write_exemplars(self, record: ExemplarRecord) -> None:
+        write_json_atomic(self.exemplar_path(record.unit.unit_id), record.to_json())
+
+    def read_exemplars(self, unit_id: str) -> ExemplarRecord | None:
+        path = self.exemplar_path(unit_id)
+        return ExemplarRecord.from_json(json.loads(path.read_text())) if path.exists() else None
+
+    def write_fv(self, unit_id: str, images: list[dict[str, Any]]) -> None:
+        write_json_atomic(self.fv_path(unit_id), {"unit_id": unit_id, "images": images})
+
+    def read_fv(self, unit_id: str) -> list[dict[str, Any]] | None:
+        path = self.fv_path(unit_id)
+        return json.loads(path.read_text())["images"] if path.exists() else None
+
+    def absorb(self, other: WorkDir) -> int:
+        """Copy another shard directory's unit records and images here; returns the records copied."""
+        copied = 0
+        for sub in ("exemplars", "fv"):
+            for src in sorted((other.root / sub).glob("*.json")):
+                dst = self.root / sub / src.name
+                if not dst.exists():
+                    write_json_atomic(dst, json.loads(src.read_text()))
+                    copied += 1
+        for src in sorted((other.out / IMAGES).glob("*.png")):
+            dst = self.out / IMAGES / src.name
+            if not dst.exists():
+                dst.parent.mkdir(parents=True, exist_ok=True)
+                tmp = dst.with_name(f".{dst.name}.tmp")
+                shutil.copyfile(src, tmp)
+                tmp.replace(dst)
+        return copied
