@@ -175,6 +175,8 @@ def scan_dataset(
         out.flush()
         write_json_atomic(progress_path, progress)
 
+    if progress["rows_done"] == 0:
+        checkpoint()
     start = progress["rows_done"]
     if start < len(dataset):
         if start:

@@ -13,12 +13,13 @@ MODELS = ["googlenet", "vit_b32", "resnet50", "clip_resnet50"]  # lucent, timm (
 
 @pytest.mark.slow
 def test_build_gives_a_valid_bundle_for_registry_architectures(tmp_path):
+    from typer.testing import CliRunner
+
     from psychinterp.cli import app
     from stimuli.bundle import load_bundle
     from stimuli.demo_data import write_demo_dataset
     from stimuli.registry import build_architecture
     from stimuli.specs import load_model_specs
-    from typer.testing import CliRunner
 
     specs = load_model_specs()
     weights = []

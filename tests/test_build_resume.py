@@ -171,15 +171,19 @@ def test_jobs_through_submitit_local_executor_equal_one_build(reference, tmp_pat
 
 @pytest.mark.slow
 def test_killed_build_process_finishes_on_rerun(reference, tmp_path):
-    """SIGKILL a real `psychinterp build` at several points; each rerun continues, the last one finishes."""
+    """SIGKILL a real `psychinterp build` during the scan, then during the visualisations; the rerun finishes."""
     study, manifest, _ = reference
     out = tmp_path / "bundle"
     command = [sys.executable, "-m", "psychinterp", "build", str(study), "--out", str(out)]
-    for delay in (4.0, 7.0):
+    for pattern in ("scan/*.progress.json", "fv/*.json"):
         process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        time.sleep(delay)
+        deadline = time.monotonic() + 120
+        while not list((out / ".work").glob(pattern)) and time.monotonic() < deadline:
+            time.sleep(0.05)
         process.send_signal(signal.SIGKILL)
         process.wait()
+        assert list((out / ".work").glob(pattern)), f"the build never reached {pattern}"
+    assert not (out / MANIFEST).exists()
     done = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr
     assert (out / MANIFEST).read_bytes() == manifest
