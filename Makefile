@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml | $(PY)
 	$(PY) -m pip install -q --upgrade pip
 	# torch first, so the extras resolve against the local CPU build.
 	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e '.[stimuli,postgres,dev]'
+	$(PY) -m pip install -q -e '.[stimuli,postgres,deploy,dev]'
 	# lucent pins kornia<=0.4.1, which cannot install with torch 2.13 (DEVELOPERS.md).
 	$(PY) -m pip install -q --no-deps $(LUCENT)
 	touch $@

@@ -1,14 +1,101 @@
-"""Server configuration."""
+"""Server configuration: a YAML file (``psychinterp serve --config``) validated into ``ServerConfig``."""
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from stimuli.errors import ConfigError, format_validation_error
+
+DEFAULT_CONSENT = """\
+You are invited to take part in a research study on how people understand the inner workings of
+artificial neural networks. You will look at images and answer questions about them; this takes
+about 20 minutes. Taking part is voluntary, and you may stop at any time by closing this window.
+We store your answers, response times, and basic facts about your browser window (its size, and
+when it lost focus). We store no name or contact details; your platform id is used only to pay
+you and to prevent repeated participation. The anonymised responses may be published for research.
+"""
 
 
-class ServerConfig(BaseModel):
+class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
+
+class ProlificConfig(_Strict):
+    completion_code: str | None = Field(None, description="the study's completion code (Prolific study page)")
+    failed_code: str | None = Field(None, description="the code for sessions that failed the attention checks")
+    completion_url: str = "https://app.prolific.com/submissions/complete?cc={code}"
+
+
+class MTurkConfig(_Strict):
+    submit_hosts: list[str] = Field(
+        ["https://www.mturk.com", "https://workersandbox.mturk.com"],
+        description="turkSubmitTo must be one of these, so a crafted link cannot redirect answers elsewhere",
+    )
+
+
+class BonusConfig(_Strict):
+    per_correct_main_trial: float = Field(
+        0.0, ge=0, description="bonus per correct main trial, in the platform's currency"
+    )
+    flat: float = Field(0.0, ge=0, description="bonus per valid completed session")
+
+
+class ServerConfig(_Strict):
     bundle_dir: Path
     database_url: str = Field("sqlite:///psychinterp.db", description="SQLAlchemy URL")
+    secret_key: str | None = Field(
+        None, description="signs admin cookies; default: generated once, kept in the database"
+    )
+    migrate: bool = Field(True, description="bring the database schema up to date at start-up")
+    consent_text: str | None = Field(None, description="overrides the bundle's consent text")
+    practice_block_size: int = Field(5, gt=0)
+    max_practice_blocks: int = Field(3, gt=0, description="practice blocks before a session fails")
+    feedback: bool = Field(False, description="tell participants after each main trial whether they were right")
+    button_lock_ms: int = Field(1500, ge=0, description="answer buttons stay locked this long after trial onset")
+    min_window_width: int = Field(940, gt=0)
+    min_window_height: int = Field(600, gt=0)
+    reservation_minutes: float = Field(60.0, gt=0, description="a started session holds its task this long")
+    catch_accuracy_threshold: float = Field(0.8, ge=0, le=1, description="below it, the session fails its checks")
+    study_group: str | None = Field(None, description="workers may take part in only one study of this group")
+    prolific: ProlificConfig = ProlificConfig()
+    mturk: MTurkConfig = MTurkConfig()
+    bonus: BonusConfig = BonusConfig()
+    login_rate_limit: str = Field("5 per minute", description="admin login attempts per client address")
+    rate_limit_storage_uri: str = Field("memory://", description="Flask-Limiter storage; use redis:// with workers")
+
+    @model_validator(mode="after")
+    def _codes(self) -> ServerConfig:
+        codes = (self.prolific.completion_code, self.prolific.failed_code)
+        if all(codes) and codes[0] == codes[1]:
+            raise ValueError("prolific: completion_code and failed_code must differ")
+        return self
+
+
+def consent_version(text: str) -> str:
+    """A short hash of the consent text, stored with each participant's consent."""
+    return hashlib.sha256(text.strip().encode()).hexdigest()[:16]
+
+
+def load_server_config(path: Path | None, **overrides) -> ServerConfig:
+    """A config file (optional) plus command-line values; relative paths resolve against the file."""
+    raw: dict = {}
+    if path is not None:
+        try:
+            raw = yaml.safe_load(Path(path).read_text()) or {}
+        except FileNotFoundError:
+            raise ConfigError(f"{path}: server config not found") from None
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{path}: expected a mapping of settings")
+        if "bundle_dir" in raw:
+            raw["bundle_dir"] = Path(path).parent / raw["bundle_dir"]
+    raw.update({k: v for k, v in overrides.items() if v is not None})
+    try:
+        return ServerConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(path or Path("<command line>"), exc, raw)) from None

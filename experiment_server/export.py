@@ -1,11 +1,14 @@
-"""The response table: one row per stored response (documented in docs/responses.md)."""
+"""The response table: one row per stored response (documented in docs/responses.md), streamed."""
 
 from __future__ import annotations
 
 import csv
+import io
+import json
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +33,7 @@ RESPONSE_COLUMNS = (
     "n_layers",
     "condition",
     "trial_kind",
+    "practice_block",
     "batch",
     "max_side",
     "chosen_query",
@@ -37,24 +41,57 @@ RESPONSE_COLUMNS = (
     "correct",
     "confidence",
     "rt_ms",
+    "focus_lost",
     "responded_at",
+    "session_status",
     "session_completed",
+    "instruction_s",
+    "session_s",
+    "practice_blocks",
+    "window_width",
+    "window_height",
+    "device_pixel_ratio",
 )
 
 
+def _seconds(start: datetime | None, end: datetime | None) -> float | None:
+    if start is None or end is None:
+        return None
+    return round((end.replace(tzinfo=None) - start.replace(tzinfo=None)).total_seconds(), 3)
+
+
+def session_facts(session: ParticipantSession) -> dict[str, Any]:
+    """Per-session columns, repeated on each of the session's rows (and used by the dashboard)."""
+    return {
+        "session_status": session.status,
+        "session_completed": int(session.status == "completed"),
+        # Reading the instructions: from their first display to the start of practice (or of the main trials).
+        "instruction_s": _seconds(session.instructions_at, session.practice_at or session.main_at),
+        "session_s": _seconds(session.consented_at, session.completed_at),
+        "practice_blocks": session.practice_blocks,
+        "window_width": session.window_width,
+        "window_height": session.window_height,
+        "device_pixel_ratio": session.device_pixel_ratio,
+    }
+
+
 def response_rows(bundle: Bundle, session_factory: sessionmaker) -> Iterator[dict[str, Any]]:
-    """Rows in (session, trial index) order, joined with the bundle's unit and answer facts."""
-    trials = bundle.manifest.trials()
-    units = {u.unit_id: u for u in bundle.manifest.units}
+    """Rows in (session, phase, block, trial index) order, joined with the bundle's unit and answer facts."""
+    manifest = bundle.manifest
+    trials = {**manifest.trials(), **{t.trial_id: t for t in manifest.practice_trials}}
+    units = {u.unit_id: u for u in manifest.units}
     answers = bundle.answer_key.answers
     query = (
         select(Response, ParticipantSession)
         .join(ParticipantSession)
-        .where(ParticipantSession.study_id == bundle.manifest.study_id)
-        .order_by(ParticipantSession.id, Response.trial_index)
+        .where(ParticipantSession.study_id == manifest.study_id)
+        .order_by(ParticipantSession.id, Response.phase.desc(), Response.block, Response.trial_index)
     )
     with session_factory() as db:
+        facts: dict[int, dict[str, Any]] = {}
         for response, session in db.execute(query).yield_per(1000):
+            if session.id not in facts:
+                facts = {session.id: session_facts(session)}
             trial = trials[response.trial_id]
             unit = units[trial.unit_id]
             yield {
@@ -72,6 +109,7 @@ def response_rows(bundle: Bundle, session_factory: sessionmaker) -> Iterator[dic
                 "n_layers": unit.n_layers,
                 "condition": trial.condition,
                 "trial_kind": trial.kind,
+                "practice_block": response.block if response.phase == "practice" else None,
                 "batch": trial.batch,
                 "max_side": trial.max_side,
                 "chosen_query": response.chosen_query,
@@ -79,25 +117,51 @@ def response_rows(bundle: Bundle, session_factory: sessionmaker) -> Iterator[dic
                 "correct": int(response.correct),
                 "confidence": response.confidence,
                 "rt_ms": round(response.rt_ms, 3),
+                "focus_lost": response.focus_lost,
                 "responded_at": response.created_at.isoformat(),
-                "session_completed": int(session.completed_at is not None),
+                **facts[session.id],
             }
+
+
+def csv_chunks(rows: Iterable[dict[str, Any]]) -> Iterator[str]:
+    """The CSV text in chunks of rows, for streaming."""
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=RESPONSE_COLUMNS)
+    writer.writeheader()
+    for n, row in enumerate(rows, start=1):
+        writer.writerow(row)
+        if n % 500 == 0:
+            yield buffer.getvalue()
+            buffer.seek(0)
+            buffer.truncate()
+    yield buffer.getvalue()
+
+
+def jsonl_chunks(rows: Iterable[dict[str, Any]]) -> Iterator[str]:
+    for row in rows:
+        yield json.dumps(row, separators=(",", ":")) + "\n"
 
 
 def export_csv(bundle: Bundle, session_factory: sessionmaker, out: Path) -> int:
     """Write the table atomically; returns the number of rows."""
     out.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.")
-    n = 0
+    counted = 0
+
+    def counting(rows: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+        nonlocal counted
+        for row in rows:
+            counted += 1
+            yield row
+
     try:
         with os.fdopen(fd, "w", newline="") as fh:
-            writer = csv.DictWriter(fh, fieldnames=RESPONSE_COLUMNS)
-            writer.writeheader()
-            for row in response_rows(bundle, session_factory):
-                writer.writerow(row)
-                n += 1
+            for chunk in csv_chunks(counting(response_rows(bundle, session_factory))):
+                fh.write(chunk)
+            fh.flush()
+            os.fsync(fh.fileno())
         os.replace(tmp, out)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    return n
+    return counted

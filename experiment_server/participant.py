@@ -1,36 +1,52 @@
-"""Participant pages and API: start a session, fetch trials, post responses, complete."""
+"""Participant page and API: consent, session, practice, trials, responses, events, completion.
+
+The browser never learns which query is correct before it has answered:
+images have content-hash names, the answer key stays here, and feedback is
+computed after the response is stored.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import re
 import secrets
-from collections import Counter
-from typing import Literal
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import urlsplit
 
+import numpy as np
 from flask import Blueprint, abort, current_app, jsonify, render_template, request, send_file
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ValidationError
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from experiment_server.db import ParticipantSession, Response, utcnow
-from stimuli.bundle import Bundle, Task
+from experiment_server.assignment import choose_task, reservation_end
+from experiment_server.config import DEFAULT_CONSENT, ServerConfig, consent_version
+from experiment_server.db import ParticipantSession, Response, SessionEvent, WorkerGroupMember, utcnow
+from experiment_server.schemas import (
+    Decline,
+    EventBatch,
+    FeedbackBody,
+    PhaseBody,
+    PlatformParams,
+    ResponseBatch,
+    ResponseBody,
+    StartSession,
+)
+from stimuli.bundle import Bundle, Task, Trial
 
 blueprint = Blueprint("participant", __name__)
 
-
-class StartBody(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    platform: Literal["direct"] = "direct"
+MTURK_PREVIEW = "ASSIGNMENT_ID_NOT_AVAILABLE"
+MOBILE_AGENT = re.compile(r"Mobi|Android|iPhone|iPad|iPod|Silk|Kindle", re.IGNORECASE)
 
 
-class ResponseBody(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+# --- helpers ----------------------------------------------------------------------
 
-    trial_index: int = Field(ge=0)
-    chosen_query: Literal[0, 1]
-    confidence: Literal[1, 2, 3]
-    rt_ms: float = Field(ge=0, le=24 * 3600 * 1000)
+
+def _cfg() -> ServerConfig:
+    return current_app.config["PSYCHINTERP"]
 
 
 def _bundle() -> Bundle:
@@ -41,9 +57,20 @@ def _db() -> Session:
     return current_app.extensions["psychinterp_db"]()
 
 
-def _body(model: type[BaseModel]) -> BaseModel:
-    payload = request.get_json(silent=True)
-    if payload is None:
+def consent_text() -> str:
+    return _cfg().consent_text or _bundle().manifest.consent_text or DEFAULT_CONSENT
+
+
+def as_utc(moment: datetime | None) -> datetime | None:
+    # SQLite hands back naive datetimes; everything stored is UTC.
+    if moment is None or moment.tzinfo is not None:
+        return moment
+    return moment.replace(tzinfo=UTC)
+
+
+def parse_body(model: type[BaseModel]) -> Any:
+    payload = request.get_json(silent=True, force=True)  # force: sendBeacon posts text/plain
+    if not isinstance(payload, dict):
         abort(400, "request body must be a JSON object")
     try:
         return model.model_validate(payload)
@@ -52,20 +79,177 @@ def _body(model: type[BaseModel]) -> BaseModel:
         abort(400, detail)
 
 
-def _task(task_id: str) -> Task:
-    return next(t for t in _bundle().manifest.tasks if t.task_id == task_id)
+def _tasks() -> dict[str, Task]:
+    return current_app.extensions["psychinterp_tasks"]
 
 
-def _session_or_404(db: Session, token: str) -> ParticipantSession:
+def _condition(session: ParticipantSession) -> str | None:
+    return _tasks()[session.task_id].condition if session.task_id else None
+
+
+def _practice_trials(condition: str | None) -> list[Trial]:
+    trials = [t for t in _bundle().manifest.practice_trials if t.condition == condition]
+    return trials[: _cfg().practice_block_size]
+
+
+def _block_order(token: str, block: int, n: int) -> list[int]:
+    """Each practice block shows the same trials in its own order."""
+    seed = int.from_bytes(hashlib.sha256(f"{token}:{block}".encode()).digest()[:8], "big")
+    return [int(i) for i in np.random.default_rng(seed).permutation(n)]
+
+
+def _load(db: Session, token: str) -> ParticipantSession:
     found = db.scalar(select(ParticipantSession).where(ParticipantSession.token == token))
     if found is None:
         abort(404, "unknown session")
     return found
 
 
+def _require_running(session: ParticipantSession) -> None:
+    """Responses are accepted only from an active session whose reservation is live."""
+    if session.status == "active" and as_utc(session.reserved_until) < utcnow():
+        session.status = "expired"
+    if session.status != "active":
+        abort(409 if session.status in ("completed", "failed") else 410, f"session is {session.status}")
+
+
+def _image_urls(hashes) -> list[str]:
+    return [f"/images/{h}.png" for h in hashes]
+
+
+def _trial_json(trial: Trial, index: int, n_trials: int) -> dict[str, Any]:
+    # Nothing here says which query is the more activating one, nor whether it is a catch trial.
+    return {
+        "trial_index": index,
+        "n_trials": n_trials,
+        "condition": trial.condition,
+        "max_side": trial.max_side,
+        "references": {"min": _image_urls(trial.references.min), "max": _image_urls(trial.references.max)},
+        "queries": _image_urls(trial.queries),
+    }
+
+
+def _count(db: Session, session: ParticipantSession, phase: str, block: int = 0, correct: bool | None = None) -> int:
+    query = (
+        select(func.count())
+        .select_from(Response)
+        .where(Response.session_id == session.id, Response.phase == phase, Response.block == block)
+    )
+    if correct is not None:
+        query = query.where(Response.correct == correct)
+    return db.scalar(query)
+
+
+def _settle_practice(db: Session, session: ParticipantSession) -> None:
+    """Evaluate a finished practice block: passed, another block, or failed. Idempotent."""
+    trials = _practice_trials(_condition(session))
+    if not trials:
+        session.practice_passed = True
+        return
+    while not session.practice_passed and session.status == "active":
+        block = session.practice_blocks + 1
+        if _count(db, session, "practice", block) < len(trials):
+            return
+        session.practice_blocks = block
+        if _count(db, session, "practice", block, correct=True) == len(trials):
+            session.practice_passed = True
+        elif block >= _cfg().max_practice_blocks:
+            session.status, session.failure_reason = "failed", "practice"
+            session.completed_at = utcnow()
+
+
+def _next_main(db: Session, session: ParticipantSession, n_trials: int) -> int | None:
+    answered = set(
+        db.scalars(select(Response.trial_index).where(Response.session_id == session.id, Response.phase == "main"))
+    )
+    return next((i for i in range(n_trials) if i not in answered), None)
+
+
+def _state(db: Session, session: ParticipantSession) -> dict[str, Any]:
+    task = _tasks().get(session.task_id) if session.task_id else None
+    n_trials = len(task.trials) if task else 0
+    practice = _practice_trials(_condition(session))
+    block = None if session.practice_passed or not practice else session.practice_blocks + 1
+    practice_next = None
+    if block is not None:
+        done = set(
+            db.scalars(
+                select(Response.trial_index).where(
+                    Response.session_id == session.id, Response.phase == "practice", Response.block == block
+                )
+            )
+        )
+        practice_next = next((i for i in range(len(practice)) if i not in done), None)
+    example_source = practice[0] if practice else (task.trials[0] if task else None)
+    return {
+        "token": session.token,
+        "status": session.status,
+        "condition": _condition(session),
+        "n_trials": n_trials,
+        "next_trial": _next_main(db, session, n_trials) if task else None,
+        "practice_trials": len(practice),
+        "practice_block": block,
+        "practice_next_trial": practice_next,
+        "max_practice_blocks": _cfg().max_practice_blocks,
+        "example": _trial_json(example_source, 0, 1) if example_source is not None else None,
+    }
+
+
+def _platform_identity(params: PlatformParams) -> str:
+    if params.platform == "mturk" and params.assignment_id == MTURK_PREVIEW:
+        abort(400, "MTurk preview: nothing is stored until the HIT is accepted")
+    if params.platform == "direct":
+        return f"direct-{secrets.token_hex(8)}"
+    if not params.participant_id:
+        name = "PROLIFIC_PID" if params.platform == "prolific" else "workerId"
+        abort(400, f"participant_id: {params.platform} links must carry {name}")
+    if params.platform == "mturk":
+        if not (params.assignment_id and params.hit_id and params.turk_submit_to):
+            abort(400, "mturk: assignment_id, hit_id and turk_submit_to are required")
+        if _submit_host(params.turk_submit_to) not in _cfg().mturk.submit_hosts:
+            abort(400, f"turk_submit_to: {params.turk_submit_to!r} is not an MTurk submission host")
+    return params.participant_id
+
+
+def _submit_host(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}"
+
+
+def _already_here(db: Session, participant_id: str) -> None:
+    existing = db.scalar(
+        select(ParticipantSession.status).where(
+            ParticipantSession.study_id == _bundle().manifest.study_id,
+            ParticipantSession.participant_id == participant_id,
+        )
+    )
+    if existing == "declined":
+        abort(409, "you declined to take part in this study, so it cannot be started again")
+    if existing is not None:
+        abort(
+            409,
+            "this worker id already has a session of this study, in another browser or tab; "
+            "please continue there, or contact the researchers",
+        )
+
+
+# --- pages and images ---------------------------------------------------------------
+
+
 @blueprint.get("/")
 def index():
-    return render_template("index.html", title=_bundle().manifest.title or _bundle().manifest.study_id)
+    cfg, manifest = _cfg(), _bundle().manifest
+    text = consent_text()
+    settings = {
+        "title": manifest.title or manifest.study_id,
+        "consentVersion": consent_version(text),
+        "minWidth": cfg.min_window_width,
+        "minHeight": cfg.min_window_height,
+        "buttonLockMs": cfg.button_lock_ms,
+        "feedback": cfg.feedback,
+        "maxPracticeBlocks": cfg.max_practice_blocks,
+    }
+    return render_template("index.html", settings=settings, consent=text, title=settings["title"])
 
 
 @blueprint.get("/images/<sha>.png")
@@ -78,107 +262,329 @@ def image(sha: str):
     return send_file(path, mimetype="image/png", max_age=86400)
 
 
+# --- sessions -------------------------------------------------------------------------
+
+
 @blueprint.post("/api/sessions")
 def start_session():
-    body = _body(StartBody)
+    body: StartSession = parse_body(StartSession)
+    cfg, manifest = _cfg(), _bundle().manifest
+    if body.user_agent and MOBILE_AGENT.search(body.user_agent):
+        abort(403, "this study needs a desktop or laptop computer; phones and tablets are not supported")
+    if body.consent_version != consent_version(consent_text()):
+        abort(409, "the consent text has changed since this page loaded; please reload the page")
+    participant_id = _platform_identity(body)
+    now = utcnow()
+    with _db() as db:
+        try:
+            with db.begin():
+                task_id = choose_task(db, manifest.study_id, list(_tasks()), now)
+                _already_here(db, participant_id)
+                if cfg.study_group:
+                    db.add(
+                        WorkerGroupMember(
+                            study_group=cfg.study_group, participant_id=participant_id, study_id=manifest.study_id
+                        )
+                    )
+                    db.flush()
+                window = body.window
+                session = ParticipantSession(
+                    token=secrets.token_urlsafe(32),
+                    study_id=manifest.study_id,
+                    task_id=task_id,
+                    participant_id=participant_id,
+                    platform=body.platform,
+                    platform_study_id=body.platform_study_id,
+                    platform_session_id=body.platform_session_id,
+                    assignment_id=body.assignment_id,
+                    hit_id=body.hit_id,
+                    turk_submit_to=body.turk_submit_to,
+                    status="active",
+                    created_at=now,
+                    reserved_until=reservation_end(now, cfg.reservation_minutes),
+                    consent_version=body.consent_version,
+                    consented_at=now,
+                    window_width=window.width if window else None,
+                    window_height=window.height if window else None,
+                    device_pixel_ratio=window.device_pixel_ratio if window else None,
+                    user_agent=body.user_agent,
+                )
+                db.add(session)
+                db.flush()
+        except IntegrityError as exc:
+            if "group" in str(exc.orig).lower():
+                abort(403, "you have already taken part in a related study, so you cannot take part in this one")
+            abort(409, "this worker id already has a session of this study; please continue in that browser")
+        return jsonify(_state(db, session)), 201
+
+
+@blueprint.post("/api/declines")
+def decline():
+    body: Decline = parse_body(Decline)
+    participant_id = _platform_identity(body)
     manifest = _bundle().manifest
-    with _db() as db, db.begin():
-        counts = Counter(
-            dict(
-                db.execute(
-                    select(ParticipantSession.task_id, func.count())
-                    .where(ParticipantSession.study_id == manifest.study_id)
-                    .group_by(ParticipantSession.task_id)
-                ).all()
-            )
-        )
-        task = min(manifest.tasks, key=lambda t: (counts[t.task_id], t.task_id))
-        session = ParticipantSession(
-            token=secrets.token_urlsafe(32),
-            study_id=manifest.study_id,
-            task_id=task.task_id,
-            participant_id=f"direct-{secrets.token_hex(8)}",
-            platform=body.platform,
-        )
-        db.add(session)
-    return jsonify(token=session.token, n_trials=len(task.trials), next_trial=0), 201
+    with _db() as db:
+        try:
+            with db.begin():
+                db.add(
+                    ParticipantSession(
+                        token=secrets.token_urlsafe(32),
+                        study_id=manifest.study_id,
+                        participant_id=participant_id,
+                        platform=body.platform,
+                        platform_study_id=body.platform_study_id,
+                        platform_session_id=body.platform_session_id,
+                        assignment_id=body.assignment_id,
+                        hit_id=body.hit_id,
+                        status="declined",
+                        consent_version=body.consent_version,
+                    )
+                )
+        except IntegrityError:
+            abort(409, "this worker id already has a session of this study")
+    return jsonify(declined=True), 201
 
 
 @blueprint.get("/api/sessions/<token>")
 def session_state(token: str):
+    with _db() as db, db.begin():
+        session = _load(db, token)
+        _settle_practice(db, session)
+        if session.status == "active" and as_utc(session.reserved_until) < utcnow():
+            session.status = "expired"
+        return jsonify(_state(db, session))
+
+
+@blueprint.post("/api/sessions/<token>/phase")
+def phase(token: str):
+    body: PhaseBody = parse_body(PhaseBody)
+    column = {"instructions": "instructions_at", "practice": "practice_at", "main": "main_at"}[body.phase]
+    with _db() as db, db.begin():
+        session = _load(db, token)
+        _require_running(session)
+        if getattr(session, column) is None:
+            setattr(session, column, utcnow())
+    return jsonify(phase=body.phase)
+
+
+# --- practice -------------------------------------------------------------------------
+
+
+def _practice_trial(session: ParticipantSession, block: int, index: int) -> tuple[Trial, int]:
+    trials = _practice_trials(_condition(session))
+    if not trials:
+        abort(404, "this task has no practice trials")
+    if block != session.practice_blocks + 1 or session.practice_passed:
+        abort(409, f"practice block {block} is not the current block")
+    if index >= len(trials):
+        abort(404, f"practice trial {index} out of range (a block has {len(trials)})")
+    return trials[_block_order(session.token, block, len(trials))[index]], len(trials)
+
+
+@blueprint.get("/api/sessions/<token>/practice/<int:block>/<int:index>")
+def practice_trial(token: str, block: int, index: int):
     with _db() as db:
-        session = _session_or_404(db, token)
-        answered = {r.trial_index for r in session.responses}
-        n_trials = len(_task(session.task_id).trials)
-        next_trial = next((i for i in range(n_trials) if i not in answered), None)
-        return jsonify(n_trials=n_trials, next_trial=next_trial, completed=session.completed_at is not None)
+        session = _load(db, token)
+        trial, n = _practice_trial(session, block, index)
+    return jsonify(_trial_json(trial, index, n))
+
+
+@blueprint.post("/api/sessions/<token>/practice/<int:block>/responses")
+def practice_response(token: str, block: int):
+    body: ResponseBody = parse_body(ResponseBody)
+    with _db() as db:
+        with db.begin():
+            session = _load(db, token)
+            _require_running(session)
+            trial, n = _practice_trial(session, block, body.trial_index)
+            correct = body.chosen_query == _bundle().answer_key.answers[trial.trial_id].max_query
+            duplicate = _insert_response(db, session, body, trial, correct, "practice", block)
+        with db.begin():
+            session = _load(db, token)
+            _settle_practice(db, session)
+            stored = db.scalar(
+                select(Response.correct).where(
+                    Response.session_id == session.id,
+                    Response.phase == "practice",
+                    Response.block == block,
+                    Response.trial_index == body.trial_index,
+                )
+            )
+            return jsonify(
+                stored=True,
+                duplicate=duplicate,
+                correct=bool(stored),
+                block_complete=session.practice_blocks >= block,
+                practice_passed=session.practice_passed,
+                practice_failed=session.status == "failed",
+            ), 200 if duplicate else 201
+
+
+# --- main trials ----------------------------------------------------------------------
+
+
+def _main_trials(session: ParticipantSession) -> list[Trial]:
+    return _tasks()[session.task_id].trials
 
 
 @blueprint.get("/api/sessions/<token>/trials/<int:index>")
 def trial(token: str, index: int):
     with _db() as db:
-        session = _session_or_404(db, token)
-    trials = _task(session.task_id).trials
+        session = _load(db, token)
+    if session.task_id is None:
+        abort(409, f"session is {session.status}")
+    trials = _main_trials(session)
     if index >= len(trials):
         abort(404, f"trial index {index} out of range (task has {len(trials)})")
-    t = trials[index]
+    return jsonify(_trial_json(trials[index], index, len(trials)))
 
-    def urls(hashes: list[str] | tuple[str, ...]) -> list[str]:
-        return [f"/images/{h}.png" for h in hashes]
 
-    # Nothing here says which query is the more activating one.
-    return jsonify(
-        trial_index=index,
-        n_trials=len(trials),
-        condition=t.condition,
-        max_side=t.max_side,
-        references={"min": urls(t.references.min), "max": urls(t.references.max)},
-        queries=urls(t.queries),
-    )
+def _insert_response(
+    db: Session, session: ParticipantSession, body: ResponseBody, trial: Trial, correct: bool, phase: str, block: int
+) -> bool:
+    """Store one response; returns True when it was already stored (a retry)."""
+    try:
+        with db.begin_nested():
+            db.add(
+                Response(
+                    session_id=session.id,
+                    phase=phase,
+                    block=block,
+                    trial_index=body.trial_index,
+                    trial_id=trial.trial_id,
+                    chosen_query=body.chosen_query,
+                    confidence=body.confidence,
+                    rt_ms=body.rt_ms,
+                    correct=correct,
+                    focus_lost=body.focus_lost,
+                )
+            )
+    except IntegrityError:
+        return True  # idempotent by (session, phase, block, trial index)
+    return False
+
+
+def _store_main(db: Session, session: ParticipantSession, body: ResponseBody) -> tuple[bool, bool]:
+    trials = _main_trials(session)
+    if body.trial_index >= len(trials):
+        abort(400, f"trial_index {body.trial_index} out of range (task has {len(trials)})")
+    trial = trials[body.trial_index]
+    correct = body.chosen_query == _bundle().answer_key.answers[trial.trial_id].max_query
+    return _insert_response(db, session, body, trial, correct, "main", 0), correct
 
 
 @blueprint.post("/api/sessions/<token>/responses")
 def post_response(token: str):
-    body = _body(ResponseBody)
-    with _db() as db:
-        session = _session_or_404(db, token)
-        if session.completed_at is not None:
-            abort(409, "session already completed")
-        trials = _task(session.task_id).trials
-        if body.trial_index >= len(trials):
-            abort(400, f"trial_index {body.trial_index} out of range (task has {len(trials)})")
-        trial_id = trials[body.trial_index].trial_id
-        answer = _bundle().answer_key.answers[trial_id]
-        db.add(
-            Response(
-                session_id=session.id,
-                trial_index=body.trial_index,
-                trial_id=trial_id,
-                chosen_query=body.chosen_query,
-                confidence=body.confidence,
-                rt_ms=body.rt_ms,
-                correct=body.chosen_query == answer.max_query,
-            )
+    body: ResponseBody = parse_body(ResponseBody)
+    with _db() as db, db.begin():
+        session = _load(db, token)
+        _require_running(session)
+        _settle_practice(db, session)
+        if not session.practice_passed:
+            abort(409, "practice is not finished")
+        duplicate, correct = _store_main(db, session, body)
+    payload: dict[str, Any] = {"stored": True, "duplicate": duplicate}
+    if _cfg().feedback:
+        payload["correct"] = correct
+    return jsonify(payload), 200 if duplicate else 201
+
+
+@blueprint.post("/api/sessions/<token>/responses/batch")
+def post_responses(token: str):
+    """For ``navigator.sendBeacon`` on page hide: every queued response in one request."""
+    body: ResponseBatch = parse_body(ResponseBatch)
+    with _db() as db, db.begin():
+        session = _load(db, token)
+        _require_running(session)
+        _settle_practice(db, session)
+        if not session.practice_passed:
+            abort(409, "practice is not finished")
+        new = sum(not _store_main(db, session, r)[0] for r in body.responses)
+    return jsonify(stored=len(body.responses), new=new), 200
+
+
+@blueprint.post("/api/sessions/<token>/events")
+def post_events(token: str):
+    body: EventBatch = parse_body(EventBatch)
+    with _db() as db, db.begin():
+        session = _load(db, token)
+        db.add_all(
+            SessionEvent(session_id=session.id, kind=e.kind, client_ms=e.client_ms, detail=e.detail)
+            for e in body.events
         )
-        try:
-            db.commit()
-        except IntegrityError:
-            # Idempotent by (session, trial index): a retry of a stored response is acknowledged.
-            db.rollback()
-            return jsonify(stored=True, duplicate=True), 200
-    return jsonify(stored=True, duplicate=False), 201
+    return jsonify(stored=len(body.events)), 201
+
+
+@blueprint.post("/api/sessions/<token>/feedback")
+def post_feedback(token: str):
+    body: FeedbackBody = parse_body(FeedbackBody)
+    with _db() as db, db.begin():
+        session = _load(db, token)
+        session.feedback = body.text
+    return jsonify(stored=True), 200
+
+
+# --- completion -----------------------------------------------------------------------
+
+
+def _catch_accuracy(db: Session, session: ParticipantSession) -> float | None:
+    catch = {i for i, t in enumerate(_main_trials(session)) if t.kind == "catch"}
+    if not catch:
+        return None
+    rows = db.execute(
+        select(Response.trial_index, Response.correct).where(
+            Response.session_id == session.id, Response.phase == "main"
+        )
+    ).all()
+    return sum(correct for i, correct in rows if i in catch) / len(catch)
+
+
+def _completion(session: ParticipantSession) -> dict[str, Any]:
+    cfg = _cfg()
+    payload: dict[str, Any] = {
+        "status": session.status,
+        "completion_code": session.completion_code,
+        "redirect_url": None,
+        "submit_url": None,
+        "submit_fields": None,
+    }
+    if session.platform == "prolific" and session.completion_code:
+        payload["redirect_url"] = cfg.prolific.completion_url.format(code=session.completion_code)
+    if session.platform == "mturk":
+        payload["submit_url"] = _submit_host(session.turk_submit_to) + "/mturk/externalSubmit"
+        payload["submit_fields"] = {
+            "assignmentId": session.assignment_id,
+            "completion_code": session.completion_code or "",
+        }
+    return payload
+
+
+def _issue_code(session: ParticipantSession, passed: bool) -> str:
+    prolific = _cfg().prolific
+    if session.platform == "prolific":
+        configured = prolific.completion_code if passed else prolific.failed_code
+        if configured:
+            return configured
+    return secrets.token_hex(4).upper()
 
 
 @blueprint.post("/api/sessions/<token>/complete")
 def complete(token: str):
     with _db() as db, db.begin():
-        session = _session_or_404(db, token)
-        n_trials = len(_task(session.task_id).trials)
-        n_answered = db.scalar(select(func.count()).select_from(Response).where(Response.session_id == session.id))
-        if n_answered < n_trials:
-            abort(409, f"{n_trials - n_answered} trial(s) still unanswered")
-        if session.completion_code is None:
-            session.completion_code = secrets.token_hex(4).upper()
-            session.completed_at = utcnow()
-        code = session.completion_code
-    return jsonify(completion_code=code)
+        session = _load(db, token)
+        if session.status in ("completed", "failed"):
+            if session.completion_code is None:  # failed in practice: it ends here
+                session.completion_code = _issue_code(session, passed=False)
+            return jsonify(_completion(session))
+        _require_running(session)
+        n_trials = len(_main_trials(session))
+        missing = n_trials - _count(db, session, "main")
+        if missing:
+            abort(409, f"{missing} trial(s) still unanswered")
+        accuracy = _catch_accuracy(db, session)
+        passed = accuracy is None or accuracy >= _cfg().catch_accuracy_threshold
+        session.status = "completed" if passed else "failed"
+        session.failure_reason = None if passed else "attention"
+        session.completed_at = utcnow()
+        session.completion_code = _issue_code(session, passed)
+        return jsonify(_completion(session))

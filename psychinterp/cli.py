@@ -18,6 +18,10 @@ from stimuli.errors import PsychinterpError
 app = typer.Typer(help="Measure how interpretable the units of vision models are to people.", no_args_is_help=True)
 models_app = typer.Typer(help="The model registry (models.yaml).", no_args_is_help=True)
 app.add_typer(models_app, name="models")
+admin_app = typer.Typer(help="Experimenter logins for the dashboard.", no_args_is_help=True)
+app.add_typer(admin_app, name="admin")
+db_app = typer.Typer(help="The response database.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
 
 DbOption = Annotated[str, typer.Option("--db", help="SQLAlchemy database URL.")]
 DEFAULT_DB = "sqlite:///psychinterp.db"
@@ -138,19 +142,64 @@ def import_imi(
     typer.echo(f"wrote {out}: {len(bundle.manifest.tasks)} task(s), {n_trials} trials")
 
 
+ServerConfigOption = Annotated[
+    Path | None, typer.Option("--config", help="server config (YAML): consent, platforms, practice, payments")
+]
+
+
 @app.command()
 def serve(
     bundle: Annotated[Path, typer.Argument(help="study bundle directory")],
     db: DbOption = DEFAULT_DB,
+    config: ServerConfigOption = None,
     host: str = "127.0.0.1",
     port: int = 5000,
+    threads: Annotated[int, typer.Option(help="request threads of the single server process")] = 16,
 ) -> None:
-    """Serve a bundle to participants (single process)."""
-    from experiment_server import create_app
+    """Serve a bundle to participants: one process (waitress), SQLite by default.
 
-    application = create_app({"bundle_dir": bundle, "database_url": db})
+    For several worker processes with PostgreSQL, see docs/deploy.md (gunicorn).
+    """
+    import waitress
+
+    from experiment_server import create_app
+    from experiment_server.config import load_server_config
+
+    application = create_app(load_server_config(config, bundle_dir=bundle, database_url=db))
     typer.echo(f"participant URL: http://{host}:{port}/")
-    application.run(host=host, port=port, threaded=True)
+    typer.echo(f"admin URL: http://{host}:{port}/admin/ (add a login with `psychinterp admin set-password`)")
+    waitress.serve(application, host=host, port=port, threads=threads, ident="psychinterp")
+
+
+@admin_app.command("set-password")
+def admin_set_password(
+    username: Annotated[str, typer.Argument(help="admin login name")],
+    db: DbOption = DEFAULT_DB,
+    password: Annotated[
+        str, typer.Option(prompt=True, hide_input=True, confirmation_prompt=True, help="at least 12 characters")
+    ] = "",
+) -> None:
+    """Create an experimenter login, or change its password (stored hashed)."""
+    from experiment_server.admin import set_admin_password
+    from experiment_server.db import make_session_factory
+    from experiment_server.migrate import upgrade
+
+    factory = make_session_factory(db)
+    upgrade(factory.kw["bind"])
+    created = set_admin_password(factory, username, password)
+    typer.echo(f"{'created' if created else 'updated'} admin {username!r}")
+
+
+@db_app.command("upgrade")
+def db_upgrade(db: DbOption = DEFAULT_DB) -> None:
+    """Bring the database schema up to date (Alembic migrations). Run before starting several workers."""
+    from experiment_server.db import make_engine
+    from experiment_server.migrate import current_revision, head_revision, upgrade
+
+    engine = make_engine(db)
+    before = current_revision(engine)
+    upgrade(engine)
+    typer.echo(f"database at revision {head_revision()} (was {before or 'empty'})")
 
 
 @app.command()

@@ -88,32 +88,25 @@ def _pixel_colour(app_client, url: str) -> np.ndarray:
 def run_observers(app, n_participants: int, seed: int = 0) -> None:
     """Scripted participants answering through the real HTTP API: the query whose mean colour
     is nearer the strongly activating references wins."""
+    from psychinterp.scripted import run_session
+
     rng = np.random.default_rng(seed)
     client = app.test_client()
+
+    def decide(trial: dict) -> tuple[int, int]:
+        refs = trial["references"]
+        queries = [_pixel_colour(client, q) for q in trial["queries"]]
+        if refs["max"]:
+            to_max = np.mean([_pixel_colour(client, u) for u in refs["max"]], axis=0)
+            to_min = np.mean([_pixel_colour(client, u) for u in refs["min"]], axis=0)
+            score = [np.linalg.norm(q - to_min) - np.linalg.norm(q - to_max) for q in queries]
+        else:
+            score = list(rng.normal(size=2))
+        margin = abs(score[0] - score[1])
+        return int(np.argmax(score)), 3 if margin > 20 else 2 if margin > 5 else 1
+
     for _ in range(n_participants):
-        session = client.post("/api/sessions", json={"platform": "direct"}).get_json()
-        for index in range(session["n_trials"]):
-            trial = client.get(f"/api/sessions/{session['token']}/trials/{index}").get_json()
-            refs = trial["references"]
-            queries = [_pixel_colour(client, q) for q in trial["queries"]]
-            if refs["max"]:
-                to_max = np.mean([_pixel_colour(client, u) for u in refs["max"]], axis=0)
-                to_min = np.mean([_pixel_colour(client, u) for u in refs["min"]], axis=0)
-                score = [np.linalg.norm(q - to_min) - np.linalg.norm(q - to_max) for q in queries]
-            else:
-                score = list(rng.normal(size=2))
-            choice = int(np.argmax(score))
-            margin = abs(score[0] - score[1])
-            client.post(
-                f"/api/sessions/{session['token']}/responses",
-                json={
-                    "trial_index": index,
-                    "chosen_query": choice,
-                    "confidence": 3 if margin > 20 else 2 if margin > 5 else 1,
-                    "rt_ms": float(rng.uniform(1500, 6000)),
-                },
-            )
-        client.post(f"/api/sessions/{session['token']}/complete")
+        run_session(client, decide, rng)
 
 
 def _fingerprint(*paths: Path) -> str:

@@ -420,6 +420,7 @@ def assemble_bundle(config: StudyConfig, out: Path, plan: StudyPlan, dataset: Im
         schema_version=1,
         study_id=config.study_id,
         title=config.title,
+        consent_text=config.consent_text,
         models=list(plan.models.values()),
         units=[
             Unit(

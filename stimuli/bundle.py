@@ -112,6 +112,7 @@ class Manifest(_Strict):
     schema_version: Literal[1]
     study_id: str = Field(pattern=r"^[A-Za-z0-9_.\-]+$")
     title: str = ""
+    consent_text: str | None = None  # shown before the study; the server config may override it
     models: list[BundleModel] = Field(min_length=1)
     units: list[Unit] = Field(min_length=1)
     conditions: list[Condition] = Field(min_length=1)

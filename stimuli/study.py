@@ -89,6 +89,7 @@ class FeatureVisConfig(_Strict):
 class StudyConfig(_Strict):
     study_id: str = Field(pattern=r"^[A-Za-z0-9_.\-]+$")
     title: str = ""
+    consent_text: str | None = Field(None, description="the consent form participants see (plain text)")
     models_file: Path | None = Field(None, description="defaults to the project's models.yaml")
     models: list[str] = Field(min_length=1)
     units_per_model: int = Field(gt=0)

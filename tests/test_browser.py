@@ -1,4 +1,4 @@
-"""A whole participant session in headless Debian chromium against the real server."""
+"""Whole participant sessions in headless Debian chromium against the real server."""
 
 from __future__ import annotations
 
@@ -8,13 +8,18 @@ import threading
 from pathlib import Path
 
 import pytest
+from sqlalchemy import func, select
 from werkzeug.serving import make_server
 
 from experiment_server import create_app
+from experiment_server.db import ParticipantSession
 from experiment_server.export import export_csv
+from stimuli.bundle import load_bundle
+from tests.server_helpers import correct_choice
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update"]
+PROLIFIC = "?PROLIFIC_PID=pp1&STUDY_ID=st&SESSION_ID=se"
 
 pytestmark = [
     pytest.mark.browser,
@@ -24,7 +29,13 @@ pytestmark = [
 
 @pytest.fixture
 def live_server(tiny_bundle_dir, tmp_path):
-    app = create_app({"bundle_dir": tiny_bundle_dir, "database_url": f"sqlite:///{tmp_path / 'live.db'}"})
+    app = create_app(
+        {
+            "bundle_dir": tiny_bundle_dir,
+            "database_url": f"sqlite:///{tmp_path / 'live.db'}",
+            "prolific": {"completion_code": "GOOD123", "failed_code": "BAD456"},
+        }
+    )
     server = make_server("127.0.0.1", 0, app, threaded=True)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
@@ -34,61 +45,120 @@ def live_server(tiny_bundle_dir, tmp_path):
 
 
 @pytest.fixture
-def page():
+def browser():
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
-        context = browser.new_context(viewport={"width": 1280, "height": 900})
-        yield context.new_page()
+        yield browser
         browser.close()
 
 
-def test_participant_completes_a_session_and_the_export_holds_exactly_those_answers(live_server, page, tmp_path):
+@pytest.fixture
+def page(browser):
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    page = context.new_page()
+    # Prolific is not reachable from the tests: answer its completion URL locally.
+    page.route("https://app.prolific.com/**", lambda route: route.fulfill(body="prolific", content_type="text/plain"))
+    return page
+
+
+def _shown_trial(page) -> dict:
+    queries = [page.get_attribute(f"#query-{i}", "src") for i in (0, 1)]
+    return {"queries": queries}
+
+
+def _answer(page, bundle, correct: bool = True, key: bool = False) -> tuple[int, int]:
+    page.wait_for_selector("#trial:not([hidden])")
+    # Every image is decoded before the trial shows, and the buttons start locked.
+    assert page.evaluate("[...document.querySelectorAll('#trial img')].every(i => i.complete && i.naturalWidth)")
+    assert page.locator(".answers button:disabled").count() == 6
+    page.wait_for_selector(".answers button:enabled")
+    right = correct_choice(bundle, _shown_trial(page))
+    chosen = right if correct else 1 - right
+    button = page.locator(f".answers button[data-query='{chosen}'][data-confidence='3']")
+    if key:
+        page.keyboard.press(button.get_attribute("data-key"))
+    else:
+        button.click()
+    return chosen, 3
+
+
+def _through_practice(page, bundle):
+    page.click("#consent-yes")
+    page.wait_for_selector("#instructions:not([hidden])")
+    assert page.locator("#example .grid img").count() > 0  # an example trial from the bundle
+    page.click("#instructions-done")
+    page.click("#setup-go")
+    page.click("#practice-go")
+    _answer(page, bundle)
+    page.wait_for_selector("#trial-feedback.right")
+    page.click("#main-go")
+
+
+def test_a_full_session_in_the_browser(live_server, page, tmp_path):
     app, url = live_server
-    page.goto(url + "/")
-    page.click("#start")
+    bundle = load_bundle(app.config["PSYCHINTERP"].bundle_dir)
+    page.goto(url + "/" + PROLIFIC)
+    _through_practice(page, bundle)
+    n_trials = int(page.text_content("#trial-label").split(" of ")[-1]) if page.is_visible("#trial") else None
     planned = []
-    n_trials = None
-    index = 0
     while True:
-        page.wait_for_selector("#trial:not([hidden]) .answers button:enabled, #done:not([hidden])")
-        if page.is_visible("#done"):
+        page.wait_for_selector("#trial:not([hidden]), #feedback:not([hidden])")
+        if page.is_visible("#feedback"):
             break
-        # every image of the trial is decoded before the buttons unlock
-        assert page.evaluate("[...document.querySelectorAll('#trial img')].every(i => i.complete && i.naturalWidth)")
-        assert page.locator(".refs .grid img").count() == 18
-        chosen, confidence = index % 2, 3 - index % 3
-        page.click(f".answers button[data-query='{chosen}'][data-confidence='{confidence}']")
+        label = page.text_content("#trial-label")
+        index = int(label.split()[1]) - 1
+        n_trials = int(label.split(" of ")[-1])
+        assert "GOOD123" not in page.content()
+        chosen, confidence = _answer(page, bundle, key=index % 2 == 0)
         planned.append((index, chosen, confidence))
-        index += 1
-        if n_trials is None:
-            n_trials = len(app.extensions["psychinterp_bundle"].manifest.tasks[0].trials)
-    code = page.text_content("#completion-code")
-    assert code and len(code) == 8
+        page.wait_for_function(
+            f"!document.getElementById('trial-label').textContent.startsWith('{label}')"
+            " || !document.getElementById('feedback').hidden"
+        )
+    page.fill("#feedback-text", "clear instructions")
+    page.click("#feedback-send")
+    page.wait_for_selector("#done:not([hidden])")
+    assert page.text_content("#completion-code") == "GOOD123"
+    page.wait_for_url("https://app.prolific.com/submissions/complete?cc=GOOD123", timeout=10_000)
     if os.environ.get("PSYCHINTERP_SCREENSHOTS"):
         page.screenshot(path=os.path.join(os.environ["PSYCHINTERP_SCREENSHOTS"], "done.png"))
     assert len(planned) == n_trials
 
     out = tmp_path / "responses.csv"
-    export_csv(app.extensions["psychinterp_bundle"], app.extensions["psychinterp_db"], out)
+    export_csv(bundle, app.extensions["psychinterp_db"], out)
     with out.open() as fh:
-        rows = list(csv.DictReader(fh))
+        rows = [r for r in csv.DictReader(fh) if r["trial_kind"] != "practice"]
     assert [(int(r["trial_index"]), int(r["chosen_query"]), int(r["confidence"])) for r in rows] == planned
-    assert all(float(r["rt_ms"]) > 0 for r in rows)
-    assert {r["session_completed"] for r in rows} == {"1"}
+    assert all(float(r["rt_ms"]) >= 1500 for r in rows)  # buttons stay locked for 1.5 s
+    assert {r["session_status"] for r in rows} == {"completed"}
+    assert {r["window_width"] for r in rows} == {"1280"}
 
 
-def test_reload_resumes_at_the_first_unanswered_trial(live_server, page):
+def test_reload_mid_session_resumes_at_the_right_trial(live_server, page):
     app, url = live_server
-    n_trials = len(app.extensions["psychinterp_bundle"].manifest.tasks[0].trials)
-    page.goto(url + "/")
-    page.click("#start")
-    page.wait_for_selector(".answers button:enabled")
-    page.click(".answers button[data-query='1'][data-confidence='2']")
-    page.wait_for_function("document.getElementById('progress-bar').style.width !== '0%'")
+    bundle = load_bundle(app.config["PSYCHINTERP"].bundle_dir)
+    page.goto(url + "/" + PROLIFIC)
+    _through_practice(page, bundle)
+    _answer(page, bundle)
+    page.wait_for_function("document.getElementById('trial-label').textContent.startsWith('Trial 2')")
     page.reload()
-    page.click("#start")
-    page.wait_for_selector(".answers button:enabled")
-    width = page.evaluate("document.getElementById('progress-bar').style.width")
-    assert float(width.rstrip("%")) == pytest.approx(100 / n_trials, abs=0.01)  # trial 2 of n
+    page.wait_for_selector("#trial:not([hidden])")
+    assert page.text_content("#trial-label").startswith("Trial 2 of")
+
+
+def test_preview_writes_nothing_and_phones_are_turned_away(live_server, browser, page):
+    app, url = live_server
+    page.goto(url + "/?assignmentId=ASSIGNMENT_ID_NOT_AVAILABLE&hitId=H&turkSubmitTo=https%3A%2F%2Fwww.mturk.com")
+    page.wait_for_selector("#preview:not([hidden])")
+    phone = browser.new_context(
+        viewport={"width": 390, "height": 844},
+        is_mobile=True,
+        has_touch=True,
+        user_agent="Mozilla/5.0 (iPhone; CPU iPhone OS 17_0 like Mac OS X) AppleWebKit/605.1.15 Mobile/15E148",
+    ).new_page()
+    phone.goto(url + "/")
+    phone.wait_for_selector("#blocked:not([hidden])")
+    with app.extensions["psychinterp_db"]() as db:
+        assert db.scalar(select(func.count()).select_from(ParticipantSession)) == 0

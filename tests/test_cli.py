@@ -40,17 +40,14 @@ def test_build_export_analyze_from_the_command_line(tmp_path, tiny_bundle_dir):
 
     db = f"sqlite:///{tmp_path / 'cli.db'}"
     from experiment_server import create_app
+    from psychinterp.scripted import run_session
 
     client = create_app({"bundle_dir": out, "database_url": db}).test_client()
-    session = client.post("/api/sessions", json={}).get_json()
-    client.post(
-        f"/api/sessions/{session['token']}/responses",
-        json={"trial_index": 0, "chosen_query": 1, "confidence": 3, "rt_ms": 1500},
-    )
+    run_session(client, lambda trial: (1, 3), stop_after=1)
     csv_path = tmp_path / "responses.csv"
     result = runner.invoke(app, ["export", str(out), "--db", db, "--out", str(csv_path)])
     assert result.exit_code == 0, result.output
-    rows = list(csv.DictReader(csv_path.open()))
+    rows = [r for r in csv.DictReader(csv_path.open()) if r["trial_kind"] != "practice"]
     assert len(rows) == 1 and rows[0]["chosen_query"] == "1" and rows[0]["confidence"] == "3"
 
     result = runner.invoke(app, ["analyze", str(csv_path), "--out", str(tmp_path / "report"), "--resamples", "200"])

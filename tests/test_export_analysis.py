@@ -11,15 +11,16 @@ from experiment_server.export import RESPONSE_COLUMNS, export_csv
 
 
 def test_export_joins_unit_and_answer_facts(app, client, tmp_path):
-    session = client.post("/api/sessions", json={"platform": "direct"}).get_json()
+    from psychinterp.scripted import run_session
+
     given = []
-    for index in range(session["n_trials"]):
-        chosen, confidence = index % 2, 1 + index % 3
-        client.post(
-            f"/api/sessions/{session['token']}/responses",
-            json={"trial_index": index, "chosen_query": chosen, "confidence": confidence, "rt_ms": 900.0 + index},
-        )
-        given.append((index, chosen, confidence))
+
+    def decide(trial):
+        chosen, confidence = len(given) % 2, 1 + len(given) % 3
+        given.append((trial["trial_index"], chosen, confidence))
+        return chosen, confidence
+
+    run_session(client, decide, stop_after=99)
     out = tmp_path / "responses.csv"
     bundle = app.extensions["psychinterp_bundle"]
     assert export_csv(bundle, app.extensions["psychinterp_db"], out) == len(given)
@@ -27,13 +28,14 @@ def test_export_joins_unit_and_answer_facts(app, client, tmp_path):
         rows = list(csv.DictReader(fh))
     assert tuple(rows[0]) == RESPONSE_COLUMNS
     assert [(int(r["trial_index"]), int(r["chosen_query"]), int(r["confidence"])) for r in rows] == given
+    assert [r["trial_kind"] for r in rows][:1] == ["practice"] and rows[-1]["session_status"] == "completed"
     units = {u.unit_id: u for u in bundle.manifest.units}
     for row in rows:
         answer = bundle.answer_key.answers[row["trial_id"]]
         assert int(row["max_query"]) == answer.max_query
         assert int(row["correct"]) == int(int(row["chosen_query"]) == answer.max_query)
         assert row["model_id"] == units[row["unit_id"]].model_id
-        assert row["session_completed"] == "0"
+        assert row["session_completed"] == "1" and row["window_width"] == "1280"
 
 
 def _table(tmp_path, rows, name="r.csv"):

@@ -93,6 +93,8 @@ def test_the_released_demo_folder_imports_and_serves(tmp_path):
     client = create_app(
         {"bundle_dir": tmp_path / "bundle", "database_url": f"sqlite:///{tmp_path / 'db'}"}
     ).test_client()
-    token = client.post("/api/sessions", json={}).get_json()["token"]
+    from tests.server_helpers import start
+
+    token = start(client)["token"]
     payload = client.get(f"/api/sessions/{token}/trials/0").get_json()
     assert "max.png" not in json.dumps(payload) and len(payload["references"]["max"]) == 9

@@ -1,14 +1,18 @@
-"""The same server code path against the real PostgreSQL server."""
+"""The same server code paths against the real PostgreSQL server on 127.0.0.1:5432."""
 
 from __future__ import annotations
 
 import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from sqlalchemy import create_engine, text
+from sqlalchemy import create_engine, select, text
 from sqlalchemy.exc import OperationalError
 
-from experiment_server.db import Base
+from psychinterp.scripted import run_session
+from stimuli.bundle import load_bundle
+from tests.server_helpers import answer_body, correct_choice, pass_practice, start
 
 URL = os.environ.get("PSYCHINTERP_TEST_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 
@@ -25,24 +29,65 @@ def pg_url():
         if os.environ.get("CI"):
             raise  # CI has PostgreSQL; failing to reach it is a failure, not a skip
         pytest.skip(f"PostgreSQL is not reachable at {URL}: {exc.orig}")
-    Base.metadata.drop_all(engine)
+
+    def wipe():
+        with engine.begin() as conn:
+            conn.execute(text("DROP SCHEMA public CASCADE; CREATE SCHEMA public"))
+
+    wipe()
     yield URL
-    Base.metadata.drop_all(engine)
+    wipe()
     engine.dispose()
 
 
-def test_session_responses_and_export_on_postgres(pg_url, tiny_bundle_dir, tmp_path):
+def test_migrations_run_once_when_workers_start_together(pg_url):
+    from experiment_server.db import make_engine
+    from experiment_server.migrate import current_revision, head_revision, upgrade
+
+    engines = [make_engine(pg_url) for _ in range(4)]
+    with ThreadPoolExecutor(4) as pool:
+        list(pool.map(upgrade, engines))  # the advisory lock serialises them; the later ones find head
+    assert current_revision(engines[0]) == head_revision()
+    for engine in engines:
+        engine.dispose()
+
+
+def test_sessions_assignment_duplicates_and_export_on_postgres(pg_url, tiny_bundle_dir, tmp_path):
     from experiment_server import create_app
+    from experiment_server.db import ParticipantSession
     from experiment_server.export import export_csv
 
-    app = create_app({"bundle_dir": tiny_bundle_dir, "database_url": pg_url})
+    bundle = load_bundle(tiny_bundle_dir)
+    app = create_app({"bundle_dir": tiny_bundle_dir, "database_url": pg_url, "study_group": "g"})
+    n_tasks = len(bundle.manifest.tasks)
+    barrier = threading.Barrier(2 * n_tasks)
+
+    def arrive(i):
+        client = app.test_client()
+        barrier.wait()
+        return start(client, platform="prolific", participant_id=f"w{i}")["token"]
+
+    with ThreadPoolExecutor(2 * n_tasks) as pool:
+        tokens = list(pool.map(arrive, range(2 * n_tasks)))
+    with app.extensions["psychinterp_db"]() as db:
+        tasks = db.scalars(select(ParticipantSession.task_id)).all()
+    assert sorted(tasks.count(t) for t in set(tasks)) == [2] * n_tasks
+
     client = app.test_client()
-    session = client.post("/api/sessions", json={}).get_json()
-    for index in range(session["n_trials"]):
-        body = {"trial_index": index, "chosen_query": 1, "confidence": 2, "rt_ms": 1000.0}
-        assert client.post(f"/api/sessions/{session['token']}/responses", json=body).status_code == 201
-        assert client.post(f"/api/sessions/{session['token']}/responses", json=body).status_code == 200
-    assert client.post(f"/api/sessions/{session['token']}/complete").status_code == 200
-    n = export_csv(app.extensions["psychinterp_bundle"], app.extensions["psychinterp_db"], tmp_path / "r.csv")
-    assert n == session["n_trials"]
+    assert start(client, expect=409, platform="prolific", participant_id="w0")["detail"]
+    token = tokens[0]
+    pass_practice(client, bundle, token)
+    state = client.get(f"/api/sessions/{token}").get_json()
+    for i in range(state["n_trials"]):
+        trial = client.get(f"/api/sessions/{token}/trials/{i}").get_json()
+        body = answer_body(i, correct_choice(bundle, trial))
+        assert client.post(f"/api/sessions/{token}/responses", json=body).status_code == 201
+        assert client.post(f"/api/sessions/{token}/responses", json=body).status_code == 200
+    assert client.post(f"/api/sessions/{token}/complete").get_json()["status"] == "completed"
+    done = run_session(
+        client, lambda t: (correct_choice(bundle, t), 2), platform={"platform": "prolific", "participant_id": "z"}
+    )
+    assert done["status"] == "completed"
+    n = export_csv(bundle, app.extensions["psychinterp_db"], tmp_path / "r.csv")
+    assert n == 2 * (state["n_trials"] + state["practice_trials"])
     app.extensions["psychinterp_db"].kw["bind"].dispose()

@@ -1,33 +1,55 @@
+"""The experiment server through its HTTP API (Flask test client; SQLite)."""
+
+from __future__ import annotations
+
 import json
+import shutil
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
 from sqlalchemy import func, select
 
-from experiment_server.db import Response
+from experiment_server.db import ParticipantSession, Response, SessionEvent
+from psychinterp.scripted import run_session
 from stimuli.bundle import load_bundle
+from tests.server_helpers import answer_all, answer_body, correct_choice, page_settings, pass_practice, start
 
 
-def start(client):
-    response = client.post("/api/sessions", json={"platform": "direct"})
-    assert response.status_code == 201
-    return response.get_json()
-
-
-def answer(client, token, index, chosen=0, confidence=2, rt=1234.5):
-    return client.post(
-        f"/api/sessions/{token}/responses",
-        json={"trial_index": index, "chosen_query": chosen, "confidence": confidence, "rt_ms": rt},
-    )
-
-
-def n_responses(app):
+def n_rows(app, model=Response):
     with app.extensions["psychinterp_db"]() as db:
-        return db.scalar(select(func.count()).select_from(Response))
+        return db.scalar(select(func.count()).select_from(model))
 
 
-def test_participant_page_and_images_are_served(client, tiny_bundle_dir):
+def make_app(bundle_dir: Path, db_path: Path, **settings):
+    from experiment_server import create_app
+
+    return create_app({"bundle_dir": bundle_dir, "database_url": f"sqlite:///{db_path}", **settings})
+
+
+@pytest.fixture
+def bundle(tiny_bundle_dir):
+    return load_bundle(tiny_bundle_dir)
+
+
+def oracle(bundle, correct=True):
+    def decide(trial):
+        right = correct_choice(bundle, trial)
+        return (right if correct else 1 - right), 3
+
+    return decide
+
+
+def test_page_images_and_no_secrets_in_page(client, tiny_bundle_dir, bundle):
     page = client.get("/")
     assert page.status_code == 200 and b"app.js" in page.data
+    text = page.get_data(as_text=True)
+    assert page_settings(client)["minWidth"] == 940
+    assert "completion" not in json.dumps(page_settings(client)).lower()
+    for answer in bundle.answer_key.answers.values():
+        assert not any(s in text for s in answer.query_sources)
     sha = next((tiny_bundle_dir / "images").iterdir()).stem
     image = client.get(f"/images/{sha}.png")
     assert image.status_code == 200 and image.mimetype == "image/png"
@@ -35,53 +57,188 @@ def test_participant_page_and_images_are_served(client, tiny_bundle_dir):
     assert client.get("/images/..%2Fmanifest.json.png").status_code == 404
 
 
-def test_trial_json_reveals_nothing_about_the_answer(client, tiny_bundle_dir):
-    session = start(client)
-    bundle = load_bundle(tiny_bundle_dir)
-    secrets_ = set()
-    for answer_ in bundle.answer_key.answers.values():
-        secrets_ |= {str(a) for a in answer_.query_activations} | set(answer_.query_sources)
-    for index in range(session["n_trials"]):
-        payload = client.get(f"/api/sessions/{session['token']}/trials/{index}").get_json()
-        text = json.dumps(payload)
-        assert set(payload) == {"trial_index", "n_trials", "condition", "max_side", "references", "queries"}
-        assert "max_query" not in text and "activation" not in text
-        assert not any(s in text for s in secrets_)
-        assert all(q.startswith("/images/") and len(q) == len("/images/") + 64 + 4 for q in payload["queries"])
-
-
-def test_full_session_stores_each_response_once_and_completes(app, client, tiny_bundle_dir):
+def test_nothing_sent_before_a_response_reveals_the_answer(client, bundle):
     session = start(client)
     token = session["token"]
-    assert client.post(f"/api/sessions/{token}/complete").status_code == 409
-    for index in range(session["n_trials"]):
-        assert answer(client, token, index, chosen=index % 2).status_code == 201
-    retry = answer(client, token, 0, chosen=1)
+    secrets_ = set()
+    for answer in bundle.answer_key.answers.values():
+        secrets_ |= {str(a) for a in answer.query_activations} | set(answer.query_sources)
+    payloads = [session, client.get(f"/api/sessions/{token}").get_json()]
+    payloads.append(client.get(f"/api/sessions/{token}/practice/1/0").get_json())
+    pass_practice(client, bundle, token)
+    payloads += [client.get(f"/api/sessions/{token}/trials/{i}").get_json() for i in range(session["n_trials"])]
+    for payload in payloads:
+        text = json.dumps(payload)
+        assert "max_query" not in text and "activation" not in text and "catch" not in text
+        assert not any(s in text for s in secrets_)
+    trial = payloads[-1]
+    assert set(trial) == {"trial_index", "n_trials", "condition", "max_side", "references", "queries"}
+    assert all(q.startswith("/images/") and len(q) == len("/images/") + 64 + 4 for q in trial["queries"])
+
+
+def test_full_session_consent_practice_trials_completion(app, client, bundle):
+    session = start(client, window={"width": 1400, "height": 900, "device_pixel_ratio": 2})
+    token = session["token"]
+    assert session["status"] == "active" and session["practice_block"] == 1 and session["example"]
+    assert client.post(f"/api/sessions/{token}/responses", json=answer_body(0)).status_code == 409  # practice first
+    state = pass_practice(client, bundle, token)
+    assert state["practice_block"] is None and state["next_trial"] == 0
+    assert client.post(f"/api/sessions/{token}/complete").status_code == 409  # trials missing
+    answer_all(client, bundle, token, session["n_trials"])
+    retry = client.post(f"/api/sessions/{token}/responses", json=answer_body(0, chosen=1))
     assert retry.status_code == 200 and retry.get_json()["duplicate"] is True
-    assert n_responses(app) == session["n_trials"]
-    state = client.get(f"/api/sessions/{token}").get_json()
-    assert state == {"n_trials": session["n_trials"], "next_trial": None, "completed": False}
-    code = client.post(f"/api/sessions/{token}/complete").get_json()["completion_code"]
-    assert code and client.post(f"/api/sessions/{token}/complete").get_json()["completion_code"] == code
-    assert answer(client, token, 0).status_code == 409
+    assert n_rows(app) == session["n_trials"] + state["practice_trials"]
+    done = client.post(f"/api/sessions/{token}/complete").get_json()
+    assert done["status"] == "completed" and done["completion_code"]
+    assert client.post(f"/api/sessions/{token}/complete").get_json()["completion_code"] == done["completion_code"]
+    assert client.post(f"/api/sessions/{token}/responses", json=answer_body(0)).status_code == 409
+    with app.extensions["psychinterp_db"]() as db:
+        row = db.scalar(select(ParticipantSession))
+        assert (row.window_width, row.device_pixel_ratio, row.practice_blocks) == (1400, 2.0, 1)
 
 
-def test_resume_points_at_first_unanswered_trial(client):
+def test_reload_resumes_at_the_first_unanswered_trial(client, bundle):
     session = start(client)
-    answer(client, session["token"], 0)
-    assert client.get(f"/api/sessions/{session['token']}").get_json()["next_trial"] == 1
+    token = session["token"]
+    pass_practice(client, bundle, token)
+    client.post(f"/api/sessions/{token}/responses", json=answer_body(0))
+    client.post(f"/api/sessions/{token}/responses", json=answer_body(2))
+    state = client.get(f"/api/sessions/{token}").get_json()
+    assert state["next_trial"] == 1 and state["practice_block"] is None
 
 
-def test_least_filled_task_is_assigned(client, tiny_bundle_dir):
-    n_tasks = len(load_bundle(tiny_bundle_dir).manifest.tasks)
-    tokens = [start(client)["token"] for _ in range(n_tasks)]
-    assert len(tokens) == n_tasks == 2
-    # each of the first n_tasks participants gets a different task
-    from experiment_server.db import ParticipantSession
+def test_failed_practice_ends_the_session_and_catch_trials_decide_the_code(tmp_path, tiny_bundle_dir, bundle):
+    app = make_app(
+        tiny_bundle_dir,
+        tmp_path / "p.db",
+        max_practice_blocks=2,
+        prolific={"completion_code": "GOOD123", "failed_code": "BAD456"},
+    )
+    client = app.test_client()
+    prolific = {"platform": "prolific", "participant_id": "p1", "platform_study_id": "s", "platform_session_id": "x"}
+    token = start(client, **prolific)["token"]
+    state = pass_practice(client, bundle, token, wrong_first_blocks=2)
+    assert state["status"] == "failed"
+    done = client.post(f"/api/sessions/{token}/complete").get_json()
+    assert done["completion_code"] == "BAD456" and done["redirect_url"].endswith("cc=BAD456")
 
-    with client.application.extensions["psychinterp_db"]() as db:
+    passed = run_session(client, oracle(bundle), platform={**prolific, "participant_id": "p2"})
+    assert passed["status"] == "completed" and passed["completion_code"] == "GOOD123"
+
+    inattentive = start(client, **{**prolific, "participant_id": "p3"})
+    pass_practice(client, bundle, inattentive["token"])
+    answer_all(client, bundle, inattentive["token"], inattentive["n_trials"], correct=False)
+    done = client.post(f"/api/sessions/{inattentive['token']}/complete").get_json()
+    assert (done["status"], done["completion_code"]) == ("failed", "BAD456")  # all catch trials wrong
+
+
+def test_practice_block_repeats_until_all_correct(client, bundle):
+    token = start(client)["token"]
+    state = pass_practice(client, bundle, token, wrong_first_blocks=1)
+    assert state["status"] == "active" and state["practice_block"] is None
+    assert client.get(f"/api/sessions/{token}/practice/1/0").status_code == 409  # no longer the current block
+
+
+def test_two_arrivals_at_once_get_different_tasks(app, bundle):
+    n_tasks = len(bundle.manifest.tasks)
+    barrier = threading.Barrier(n_tasks * 2)
+
+    def arrive(_):
+        client = app.test_client()
+        barrier.wait()
+        return start(client)["token"]
+
+    with ThreadPoolExecutor(n_tasks * 2) as pool:
+        tokens = list(pool.map(arrive, range(n_tasks * 2)))
+    assert len(set(tokens)) == n_tasks * 2
+    with app.extensions["psychinterp_db"]() as db:
         tasks = db.scalars(select(ParticipantSession.task_id)).all()
-    assert len(set(tasks)) == n_tasks
+    counts = {t: tasks.count(t) for t in set(tasks)}
+    assert sorted(counts.values()) == [2] * n_tasks  # least-filled first, never double-booked
+
+
+def test_reservations_expire_and_return_the_task(tmp_path, tiny_bundle_dir, bundle):
+    app = make_app(tiny_bundle_dir, tmp_path / "e.db", reservation_minutes=0.02)  # 1.2 s
+    client = app.test_client()
+    first = start(client)
+    second = start(client)
+    assert first["condition"] != second["condition"]  # two tasks, one each
+    time.sleep(1.5)
+    third = start(client)
+    assert third["condition"] == first["condition"]  # first task's reservation ran out: it is least filled again
+    late = client.post(f"/api/sessions/{first['token']}/practice/1/responses", json=answer_body(0))
+    assert late.status_code == 410 and "expired" in late.get_json()["detail"]
+    assert client.get(f"/api/sessions/{first['token']}").get_json()["status"] == "expired"
+
+
+def test_preview_mode_writes_nothing(app, client):
+    page = client.get("/?assignmentId=ASSIGNMENT_ID_NOT_AVAILABLE&hitId=h&turkSubmitTo=https://www.mturk.com")
+    assert page.status_code == 200
+    preview = client.post(
+        "/api/sessions",
+        json={
+            "platform": "mturk",
+            "assignment_id": "ASSIGNMENT_ID_NOT_AVAILABLE",
+            "hit_id": "h",
+            "consent_version": page_settings(client)["consentVersion"],
+        },
+    )
+    assert preview.status_code == 400 and "preview" in preview.get_json()["detail"]
+    assert n_rows(app, ParticipantSession) == 0
+
+
+def test_mturk_completion_submits_to_turk_and_bad_hosts_are_refused(app, client, bundle):
+    mturk = {"platform": "mturk", "participant_id": "W1", "assignment_id": "A1", "hit_id": "H1"}
+    bad = start(client, expect=400, **mturk, turk_submit_to="https://evil.example")
+    assert "turk_submit_to" in bad["detail"]
+    done = run_session(client, oracle(bundle), platform={**mturk, "turk_submit_to": "https://workersandbox.mturk.com"})
+    assert done["submit_url"] == "https://workersandbox.mturk.com/mturk/externalSubmit"
+    assert done["submit_fields"]["assignmentId"] == "A1" and done["submit_fields"]["completion_code"]
+
+
+def test_one_session_per_worker_decline_locks_out_and_study_groups(tmp_path, tiny_bundle_dir, bundle):
+    app = make_app(tiny_bundle_dir, tmp_path / "g.db", study_group="scaling-2026")
+    client = app.test_client()
+    prolific = {"platform": "prolific", "participant_id": "worker-1"}
+    start(client, **prolific)
+    again = start(client, expect=409, **prolific)
+    assert "already has a session" in again["detail"]
+    version = page_settings(client)["consentVersion"]
+    declined = client.post(
+        "/api/declines", json={"platform": "prolific", "participant_id": "w2", "consent_version": version}
+    )
+    assert declined.status_code == 201
+    assert "declined" in start(client, expect=409, platform="prolific", participant_id="w2")["detail"]
+
+    # A second study of the same group, sharing the database: worker-1 may not take part.
+    other = tmp_path / "other_bundle"
+    shutil.copytree(tiny_bundle_dir, other)
+    for name in ("manifest.json", "answer_key.json"):
+        raw = json.loads((other / name).read_text())
+        raw["study_id"] = "tiny-followup"
+        (other / name).write_text(json.dumps(raw))
+    followup = make_app(other, tmp_path / "g.db", study_group="scaling-2026").test_client()
+    assert "related study" in start(followup, expect=403, **prolific)["detail"]
+    start(followup, platform="prolific", participant_id="worker-3")
+
+
+def test_mobile_and_stale_consent_are_refused(client):
+    phone = "Mozilla/5.0 (iPhone; CPU iPhone OS 17_0 like Mac OS X) Mobile/15E148"
+    assert "phones" in start(client, expect=403, user_agent=phone)["detail"]
+    assert "consent" in start(client, expect=409, consent_version="0" * 16)["detail"]
+
+
+def test_events_feedback_and_beacon_batches(app, client, bundle):
+    token = start(client)["token"]
+    events = {"events": [{"kind": "blur", "client_ms": 10.5}, {"kind": "fullscreen_exit", "client_ms": 12}]}
+    assert client.post(f"/api/sessions/{token}/events", json=events).status_code == 201
+    assert n_rows(app, SessionEvent) == 2
+    pass_practice(client, bundle, token)
+    batch = json.dumps({"responses": [answer_body(0), answer_body(1), answer_body(0)]})
+    # sendBeacon posts its body as text/plain
+    stored = client.post(f"/api/sessions/{token}/responses/batch", data=batch, content_type="text/plain")
+    assert stored.status_code == 200 and stored.get_json()["new"] == 2
+    assert client.post(f"/api/sessions/{token}/feedback", json={"text": "fun"}).status_code == 200
 
 
 @pytest.mark.parametrize(
@@ -94,22 +251,64 @@ def test_least_filled_task_is_assigned(client, tiny_bundle_dir):
         ({"trial_index": 0, "chosen_query": 0, "confidence": 1}, "rt_ms"),
         ({"trial_index": 0, "chosen_query": 0, "confidence": 1, "rt_ms": 1, "correct": 1}, "correct"),
         ({"trial_index": 99, "chosen_query": 0, "confidence": 1, "rt_ms": 1}, "out of range"),
-        ([1, 2], "body"),
+        ([1, 2], "JSON object"),
     ],
 )
-def test_malformed_bodies_get_400_with_a_reason(app, client, body, fragment):
+def test_malformed_bodies_get_400_with_a_reason(app, client, bundle, body, fragment):
     token = start(client)["token"]
+    pass_practice(client, bundle, token)
+    before = n_rows(app)
     if body is None:
         response = client.post(f"/api/sessions/{token}/responses", data="{not json", content_type="application/json")
     else:
         response = client.post(f"/api/sessions/{token}/responses", json=body)
     assert response.status_code == 400
     assert fragment in response.get_json()["detail"]
-    assert n_responses(app) == 0
+    assert n_rows(app) == before
 
 
-def test_unknown_session_and_bad_start_body(client):
-    assert client.get("/api/sessions/nope/trials/0").status_code == 404
-    assert client.post("/api/sessions/nope/responses", json={}).status_code in (400, 404)
-    bad = client.post("/api/sessions", json={"platform": "carrier-pigeon"})
+def test_unknown_session_and_bad_start_bodies(client):
+    assert client.get("/api/sessions/nope/trials/0").get_json()["error"] == "Not Found"
+    assert client.post("/api/sessions/nope/responses", json=answer_body(0)).status_code == 404
+    bad = client.post("/api/sessions", json={"platform": "carrier-pigeon", "consent_version": "x"})
     assert bad.status_code == 400 and "platform" in bad.get_json()["detail"]
+    assert "consent_version" in client.post("/api/sessions", json={}).get_json()["detail"]
+    assert client.post("/api/sessions", json={"platform": "prolific", "consent_version": "x"}).status_code in (400, 409)
+    events = client.post("/api/sessions/nope/events", json={"events": [{"kind": "teleport", "client_ms": 1}]})
+    assert events.status_code == 400 and "kind" in events.get_json()["detail"]
+
+
+def test_openapi_document_is_served_and_docs_api_md_is_current(client):
+    from experiment_server.api_docs import markdown, openapi_document
+
+    served = client.get("/api/openapi.json").get_json()
+    assert served["openapi"].startswith("3.") and "/api/sessions/{token}/responses" in served["paths"]
+    assert "StartSession" in served["components"]["schemas"]
+    docs = Path(__file__).parents[1] / "docs" / "api.md"
+    assert docs.read_text() == markdown(openapi_document()), "regenerate: python -m experiment_server.api_docs"
+
+
+def test_migrations_build_exactly_the_model_schema(tmp_path):
+    from alembic.autogenerate import compare_metadata
+    from alembic.migration import MigrationContext
+
+    from experiment_server.db import Base, make_engine
+    from experiment_server.migrate import current_revision, head_revision, upgrade
+
+    engine = make_engine(f"sqlite:///{tmp_path / 'm.db'}")
+    upgrade(engine)
+    assert current_revision(engine) == head_revision()
+    with engine.connect() as conn:
+        assert compare_metadata(MigrationContext.configure(conn), Base.metadata) == []
+
+
+def test_a_database_from_before_migrations_is_refused(tmp_path, tiny_bundle_dir):
+    from sqlalchemy import create_engine, text
+
+    from stimuli.errors import PsychinterpError
+
+    old = tmp_path / "old.db"
+    with create_engine(f"sqlite:///{old}").begin() as conn:
+        conn.execute(text("CREATE TABLE participant_sessions (id INTEGER PRIMARY KEY)"))
+    with pytest.raises(PsychinterpError, match="pre-release"):
+        make_app(tiny_bundle_dir, old)

@@ -1,9 +1,33 @@
-// Participant flow: start or resume a session, show trials, post each response.
+// Participant flow: landing, consent, instructions, full screen, practice, main trials, feedback, completion.
+// Responses are queued in localStorage and retried until the server acknowledges them.
 "use strict";
 
 const $ = (id) => document.getElementById(id);
+const SETTINGS = JSON.parse($("settings").textContent);
 const TOKEN_KEY = "psychinterp-session";
-let state = { token: null, nTrials: 0, index: 0, shownAt: 0 };
+const DECLINED_KEY = "psychinterp-declined";
+const MTURK_PREVIEW = "ASSIGNMENT_ID_NOT_AVAILABLE";
+
+const state = {
+  token: null,
+  session: null,
+  index: 0,
+  shownAt: 0,
+  locked: true,
+  focusLost: 0,
+  onAnswer: null,
+  events: [],
+  inTrials: false,
+};
+
+// --- HTTP ------------------------------------------------------------------------
+
+class HttpError extends Error {
+  constructor(status, detail) {
+    super(detail);
+    this.status = status;
+  }
+}
 
 async function api(method, path, body) {
   const response = await fetch(path, {
@@ -12,107 +36,464 @@ async function api(method, path, body) {
     body: body ? JSON.stringify(body) : undefined,
   });
   const payload = await response.json().catch(() => ({}));
-  if (!response.ok) throw new Error(payload.detail || response.statusText);
+  if (!response.ok) throw new HttpError(response.status, payload.detail || response.statusText);
   return payload;
 }
 
+// --- platform parameters ------------------------------------------------------------
+
+function platformParams() {
+  const q = new URLSearchParams(location.search);
+  if (q.get("PROLIFIC_PID")) {
+    return {
+      platform: "prolific",
+      participant_id: q.get("PROLIFIC_PID"),
+      platform_study_id: q.get("STUDY_ID"),
+      platform_session_id: q.get("SESSION_ID"),
+    };
+  }
+  if (q.get("assignmentId")) {
+    return {
+      platform: "mturk",
+      participant_id: q.get("workerId"),
+      assignment_id: q.get("assignmentId"),
+      hit_id: q.get("hitId"),
+      turk_submit_to: q.get("turkSubmitTo"),
+    };
+  }
+  return { platform: "direct" };
+}
+
+function withoutEmpty(object) {
+  return Object.fromEntries(Object.entries(object).filter(([, v]) => v !== null && v !== undefined && v !== ""));
+}
+
+// --- screens ----------------------------------------------------------------------
+
 function show(id) {
   for (const el of document.querySelectorAll(".screen")) el.hidden = el.id !== id;
+  $("status").textContent = "";
 }
 
-function preload(urls) {
-  return Promise.all(urls.map((url) => {
-    const img = new Image();
-    img.src = url;
-    return img.decode();
-  }));
+function stop(message) {
+  state.inTrials = false;
+  $("stopped-text").textContent = message;
+  show("stopped");
 }
 
-function fillReferences(figure, urls, label, kind) {
-  figure.className = `refs ${kind}`;
-  figure.querySelector("figcaption").textContent = label;
-  const grid = figure.querySelector(".grid");
-  grid.replaceChildren(...urls.map((url) => Object.assign(new Image(), { src: url, alt: "" })));
+function isMobile() {
+  const mobileAgent = /Mobi|Android|iPhone|iPad|iPod|Silk|Kindle/i.test(navigator.userAgent);
+  const touchOnly = matchMedia("(pointer: coarse)").matches && !matchMedia("(any-pointer: fine)").matches;
+  return mobileAgent || touchOnly;
+}
+
+for (const el of document.querySelectorAll(".min-size")) el.textContent = `${SETTINGS.minWidth} × ${SETTINGS.minHeight}`;
+
+// --- response outbox: localStorage, retried with backoff, flushed on page hide ---------------
+
+function outboxKey() {
+  return `psychinterp-outbox-${state.token}`;
+}
+
+function outbox() {
+  return JSON.parse(localStorage.getItem(outboxKey()) || "[]");
+}
+
+function saveOutbox(items) {
+  localStorage.setItem(outboxKey(), JSON.stringify(items));
+}
+
+let flushing = null;
+let backoffMs = 500;
+
+async function drainOutbox() {
+  for (;;) {
+    const pending = outbox();
+    if (!pending.length) return;
+    const item = pending[0];
+    try {
+      await api("POST", `/api/sessions/${state.token}/responses`, item);
+    } catch (err) {
+      if (err instanceof HttpError && err.status >= 400 && err.status < 500) {
+        // The server will never take this one (expired session, already over): stop asking.
+        saveOutbox(outbox().filter((r) => r.trial_index !== item.trial_index));
+        if (err.status === 410 || err.status === 409) throw err;
+        continue;
+      }
+      $("status").textContent = "Connection problem: your answers are kept and will be sent when it returns.";
+      await new Promise((resolve) => setTimeout(resolve, backoffMs));
+      backoffMs = Math.min(30000, backoffMs * 2);
+      continue;
+    }
+    backoffMs = 500;
+    $("status").textContent = "";
+    saveOutbox(outbox().filter((r) => r.trial_index !== item.trial_index));
+  }
+}
+
+// One drain at a time; callers share it. (`.finally` runs after the assignment, even when the drain ends at once.)
+function flushOutbox() {
+  if (!flushing) flushing = drainOutbox().finally(() => { flushing = null; });
+  return flushing;
+}
+
+function beaconFlush() {
+  if (!state.token) return;
+  const pending = outbox();
+  if (pending.length) {
+    navigator.sendBeacon(`/api/sessions/${state.token}/responses/batch`, JSON.stringify({ responses: pending }));
+  }
+  flushEvents(true);
+}
+
+// --- window events -------------------------------------------------------------------
+
+function recordEvent(kind, detail) {
+  if (!state.token) return;
+  state.events.push(withoutEmpty({ kind, client_ms: performance.now(), detail }));
+}
+
+function flushEvents(useBeacon = false) {
+  if (!state.token || !state.events.length) return;
+  const body = JSON.stringify({ events: state.events.splice(0, 200) });
+  const url = `/api/sessions/${state.token}/events`;
+  if (useBeacon) navigator.sendBeacon(url, body);
+  else fetch(url, { method: "POST", headers: { "Content-Type": "application/json" }, body }).catch(() => {});
+}
+
+window.addEventListener("blur", () => {
+  recordEvent("blur");
+  if (state.inTrials) state.focusLost += 1;
+});
+window.addEventListener("focus", () => recordEvent("focus"));
+let resizeTimer = null;
+window.addEventListener("resize", () => {
+  clearTimeout(resizeTimer);
+  resizeTimer = setTimeout(() => recordEvent("resize", `${innerWidth}x${innerHeight}`), 300);
+});
+document.addEventListener("visibilitychange", () => {
+  recordEvent(document.hidden ? "visibility_hidden" : "visibility_visible");
+  if (document.hidden) beaconFlush();
+});
+document.addEventListener("fullscreenchange", () => {
+  const full = Boolean(document.fullscreenElement);
+  recordEvent(full ? "fullscreen_enter" : "fullscreen_exit");
+  $("fullscreen-nag").hidden = full || !state.inTrials;
+});
+window.addEventListener("pagehide", beaconFlush);
+setInterval(() => flushEvents(), 5000);
+
+async function enterFullscreen() {
+  if (document.fullscreenElement || !document.documentElement.requestFullscreen) return;
+  try {
+    await document.documentElement.requestFullscreen();
+  } catch (err) {
+    recordEvent("fullscreen_exit", "full screen refused by the browser");
+  }
+}
+
+$("fullscreen-again").addEventListener("click", enterFullscreen);
+
+// --- trials --------------------------------------------------------------------------
+
+function decoded(urls) {
+  return Promise.all(
+    urls.map(async (url) => {
+      const img = new Image();
+      img.src = url;
+      img.alt = "";
+      await img.decode();
+      return img;
+    }),
+  );
+}
+
+function caption(kind, count) {
+  if (!count) return "";
+  return kind === "max" ? "Strongly activating" : "Weakly activating";
+}
+
+function placeReferences(prefix, trial, images) {
+  const maxRight = trial.max_side === "right";
+  const sides = maxRight ? [["min", images.min], ["max", images.max]] : [["max", images.max], ["min", images.min]];
+  for (const [position, [kind, imgs]] of [["left", sides[0]], ["right", sides[1]]]) {
+    const box = $(`${prefix}-${position}`);
+    box.className = `refs ${kind}`;
+    box.querySelector(".caption").textContent = caption(kind, imgs.length);
+    box.querySelector(".grid").replaceChildren(...imgs);
+  }
+}
+
+async function loadTrial(path) {
+  const trial = await api("GET", path);
+  const [min, max, queries] = await Promise.all([
+    decoded(trial.references.min),
+    decoded(trial.references.max),
+    decoded(trial.queries),
+  ]);
+  return { trial, images: { min, max, queries } };
 }
 
 function setButtons(enabled) {
+  state.locked = !enabled;
   for (const b of document.querySelectorAll(".answers button")) b.disabled = !enabled;
 }
 
-async function showTrial(index) {
-  if (index >= state.nTrials) return finish();
+// Shows a preloaded trial; resolves with the participant's answer.
+function present(loaded, label, progress) {
+  const { trial, images } = loaded;
   setButtons(false);
-  const trial = await api("GET", `/api/sessions/${state.token}/trials/${index}`);
-  const refs = trial.references;
-  await preload([...refs.min, ...refs.max, ...trial.queries]);
-  const [left, right] = trial.max_side === "right" ? [refs.min, refs.max] : [refs.max, refs.min];
-  const leftKind = trial.max_side === "right" ? "min" : "max";
-  const rightKind = leftKind === "min" ? "max" : "min";
-  const caption = (kind, urls) => (urls.length ? (kind === "max" ? "Strongly activating" : "Weakly activating") : "");
-  fillReferences($("refs-left"), left, caption(leftKind, left), leftKind);
-  fillReferences($("refs-right"), right, caption(rightKind, right), rightKind);
-  $("query-0").src = trial.queries[0];
-  $("query-1").src = trial.queries[1];
-  $("progress-bar").style.width = `${(100 * index) / state.nTrials}%`;
-  state.index = index;
+  placeReferences("refs", trial, images);
+  for (const [i, img] of images.queries.entries()) {
+    img.id = `query-${i}`;
+    img.alt = i === 0 ? "query A (upper)" : "query B (lower)";
+    $(`query-${i}`).replaceWith(img);
+  }
+  $("trial-label").textContent = label;
+  $("trial-feedback").textContent = "";
+  $("progress-bar").style.width = `${100 * progress}%`;
+  state.focusLost = 0;
   show("trial");
-  requestAnimationFrame(() => {
-    state.shownAt = performance.now();
-    setButtons(true);
+  $("fullscreen-nag").hidden = Boolean(document.fullscreenElement) || !document.fullscreenEnabled;
+  return new Promise((resolve) => {
+    requestAnimationFrame((frameTime) => {
+      // The callback runs for the first frame that paints the trial; its time stamp starts the clock.
+      state.shownAt = frameTime;
+      setTimeout(() => setButtons(true), SETTINGS.buttonLockMs);
+    });
+    state.onAnswer = (chosenQuery, confidence) => {
+      state.onAnswer = null;
+      setButtons(false);
+      resolve({
+        trial_index: trial.trial_index,
+        chosen_query: chosenQuery,
+        confidence,
+        rt_ms: Math.max(0, performance.now() - state.shownAt),
+        focus_lost: state.focusLost,
+      });
+    };
   });
 }
 
-async function answer(chosenQuery, confidence) {
-  setButtons(false);
-  const body = {
-    trial_index: state.index,
-    chosen_query: chosenQuery,
-    confidence,
-    rt_ms: performance.now() - state.shownAt,
-  };
-  try {
-    await api("POST", `/api/sessions/${state.token}/responses`, body);
-    $("status").textContent = "";
-    await showTrial(state.index + 1);
-  } catch (err) {
-    $("status").textContent = `Could not save your answer (${err.message}); please try again.`;
-    setButtons(true);
+function answerWith(button) {
+  if (state.locked || !state.onAnswer) return;
+  state.onAnswer(Number(button.dataset.query), Number(button.dataset.confidence));
+}
+
+for (const b of document.querySelectorAll(".answers button")) b.addEventListener("click", () => answerWith(b));
+document.addEventListener("keydown", (event) => {
+  const button = document.querySelector(`.answers button[data-key="${event.key}"]`);
+  if (button && !$("trial").hidden) answerWith(button);
+});
+
+async function showFeedback(correct) {
+  $("trial-feedback").textContent = correct ? "Correct!" : "Wrong: the other query activates the unit more.";
+  $("trial-feedback").className = `trial-feedback ${correct ? "right" : "wrong"}`;
+  await new Promise((resolve) => setTimeout(resolve, 1200));
+}
+
+// --- flow ----------------------------------------------------------------------------
+
+function clickOnce(id) {
+  return new Promise((resolve) => $(id).addEventListener("click", resolve, { once: true }));
+}
+
+function instructionsHtml(session) {
+  const refs = session.condition === "none"
+    ? "<p>You will see two query images and decide which one activates the unit more, without any reference images.</p>"
+    : `<p>On each trial you see two groups of reference images of one unit of an artificial neural network.
+       The images on one side <strong>strongly activate</strong> the unit; those on the other side
+       <strong>barely activate</strong> it. ${session.condition === "synthetic" ? "The reference images were generated by an algorithm to activate the unit as strongly or as weakly as possible." : "The reference images are photographs."}</p>`;
+  return `${refs}
+    <p>Between them are two query images, A (upper) and B (lower). Choose the query that activates the unit
+    <strong>more</strong>, and say how sure you are, with the buttons or the keys 1 to 6.
+    The buttons unlock ${SETTINGS.buttonLockMs / 1000} s after the images appear: look at them carefully.</p>
+    <p>There are ${session.n_trials} trials${session.practice_trials ? `, after a practice block of ${session.practice_trials} trials with feedback` : ""}.
+    Some trials are easy checks of attention.</p>`;
+}
+
+async function showInstructions(session) {
+  $("instructions-text").innerHTML = instructionsHtml(session);
+  if (session.example && session.condition !== "none") {
+    const example = await Promise.all([
+      decoded(session.example.references.min),
+      decoded(session.example.references.max),
+      decoded(session.example.queries),
+    ]);
+    placeReferences("example", session.example, { min: example[0], max: example[1] });
+    $("example-q0").src = session.example.queries[0];
+    $("example-q1").src = session.example.queries[1];
+    $("example").hidden = false;
   }
+  show("instructions");
+  await api("POST", `/api/sessions/${state.token}/phase`, { phase: "instructions" });
+  await clickOnce("instructions-done");
+}
+
+async function fullscreenAndWindow() {
+  show("setup");
+  for (;;) {
+    await clickOnce("setup-go");
+    await enterFullscreen();
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    if (innerWidth >= SETTINGS.minWidth && innerHeight >= SETTINGS.minHeight) return;
+    $("setup-problem").textContent =
+      `Your window is ${innerWidth} × ${innerHeight} pixels; it needs at least ${SETTINGS.minWidth} × ${SETTINGS.minHeight}. ` +
+      "Please enlarge it (or zoom out), then try again.";
+    $("setup-problem").hidden = false;
+  }
+}
+
+async function runPractice() {
+  let session = await api("GET", `/api/sessions/${state.token}`);
+  if (session.practice_block === null) return session;
+  $("practice-intro-text").textContent =
+    `First, ${session.practice_trials} practice trials with feedback. To continue, answer all of them correctly; ` +
+    `you have up to ${session.max_practice_blocks} tries.`;
+  show("practice-intro");
+  await clickOnce("practice-go");
+  await api("POST", `/api/sessions/${state.token}/phase`, { phase: "practice" });
+  state.inTrials = true;
+  while (session.status === "active" && session.practice_block !== null) {
+    const block = session.practice_block;
+    for (let i = session.practice_next_trial ?? 0; i < session.practice_trials; i += 1) {
+      const loaded = await loadTrial(`/api/sessions/${state.token}/practice/${block}/${i}`);
+      const answer = await present(loaded, `Practice ${block} · trial ${i + 1} of ${session.practice_trials}`, i / session.practice_trials);
+      const stored = await api("POST", `/api/sessions/${state.token}/practice/${block}/responses`, answer);
+      await showFeedback(stored.correct);
+    }
+    session = await api("GET", `/api/sessions/${state.token}`);
+    if (session.status === "active" && session.practice_block !== null) {
+      $("practice-intro-text").textContent = "Not all answers were correct. Please try the practice block once more.";
+      show("practice-intro");
+      await clickOnce("practice-go");
+    }
+  }
+  state.inTrials = false;
+  return session;
+}
+
+async function runMain(session) {
+  if (session.next_trial === null) return;
+  if (session.next_trial === 0) {
+    $("main-intro-text").textContent = `Well done. Now the ${session.n_trials} trials of the study, without feedback.`;
+    show("main-intro");
+    await clickOnce("main-go");
+  }
+  await api("POST", `/api/sessions/${state.token}/phase`, { phase: "main" });
+  state.inTrials = true;
+  const queued = new Set(outbox().map((r) => r.trial_index));
+  for (let i = session.next_trial; i < session.n_trials; i += 1) {
+    if (queued.has(i)) continue;
+    const loaded = await loadTrial(`/api/sessions/${state.token}/trials/${i}`);
+    const answer = await present(loaded, `Trial ${i + 1} of ${session.n_trials}`, i / session.n_trials);
+    saveOutbox([...outbox(), answer]);
+    if (SETTINGS.feedback) {
+      await flushOutbox();
+      const stored = await api("POST", `/api/sessions/${state.token}/responses`, answer);
+      await showFeedback(stored.correct);
+    } else {
+      flushOutbox().catch(() => {});
+    }
+  }
+  state.inTrials = false;
+  await flushOutbox();
 }
 
 async function finish() {
-  const result = await api("POST", `/api/sessions/${state.token}/complete`);
-  $("completion-code").textContent = result.completion_code;
-  localStorage.removeItem(TOKEN_KEY);
-  show("done");
+  show("feedback");
+  await clickOnce("feedback-send");
+  const text = $("feedback-text").value.trim();
+  if (text) await api("POST", `/api/sessions/${state.token}/feedback`, { text });
+  await complete();
 }
 
-async function start() {
-  $("start").disabled = true;
-  try {
-    const saved = localStorage.getItem(TOKEN_KEY);
-    if (saved) {
-      try {
-        const s = await api("GET", `/api/sessions/${saved}`);
-        state.token = saved;
-        state.nTrials = s.n_trials;
-        return s.next_trial === null ? finish() : showTrial(s.next_trial);
-      } catch (err) {
-        localStorage.removeItem(TOKEN_KEY);
-      }
+async function complete() {
+  await flushOutbox();
+  const result = await api("POST", `/api/sessions/${state.token}/complete`);
+  localStorage.removeItem(TOKEN_KEY);
+  localStorage.removeItem(outboxKey());
+  if (document.fullscreenElement) document.exitFullscreen().catch(() => {});
+  const passed = result.status === "completed";
+  $("done-title").textContent = passed ? "Thank you!" : "Thank you for your time";
+  $("done-text").textContent = passed
+    ? "You have completed the study."
+    : "Unfortunately your answers did not pass the study's checks, so the session has ended.";
+  if (result.completion_code) {
+    $("completion-code").textContent = result.completion_code;
+    $("done-code-line").hidden = false;
+  }
+  show("done");
+  if (result.redirect_url) {
+    $("done-link").href = result.redirect_url;
+    $("done-link-line").hidden = false;
+    setTimeout(() => location.assign(result.redirect_url), 3000);
+  }
+  if (result.submit_url) {
+    const form = Object.assign(document.createElement("form"), { method: "POST", action: result.submit_url });
+    for (const [name, value] of Object.entries(result.submit_fields)) {
+      form.append(Object.assign(document.createElement("input"), { type: "hidden", name, value }));
     }
-    const session = await api("POST", "/api/sessions", { platform: "direct" });
-    localStorage.setItem(TOKEN_KEY, session.token);
-    state.token = session.token;
-    state.nTrials = session.n_trials;
-    await showTrial(0);
-  } catch (err) {
-    $("status").textContent = `Could not start: ${err.message}`;
-    $("start").disabled = false;
+    document.body.append(form);
+    form.submit();
   }
 }
 
-$("start").addEventListener("click", start);
-for (const b of document.querySelectorAll(".answers button")) {
-  b.addEventListener("click", () => answer(Number(b.dataset.query), Number(b.dataset.confidence)));
+async function resume(token) {
+  state.token = token;
+  await flushOutbox().catch(() => {});
+  const session = await api("GET", `/api/sessions/${token}`);
+  state.session = session;
+  if (session.status === "completed" || session.status === "failed") return complete();
+  if (session.status !== "active") return stop(`Your session has ${session.status}. Please return the study.`);
+  if (session.practice_block !== null || session.next_trial === 0) await fullscreenAndWindow();
+  const afterPractice = await runPractice();
+  if (afterPractice.status !== "active") return complete();
+  await runMain(afterPractice);
+  return finish();
 }
+
+async function consentThenStart(params) {
+  show("consent");
+  const choice = await Promise.race([
+    clickOnce("consent-yes").then(() => "yes"),
+    clickOnce("consent-no").then(() => "no"),
+  ]);
+  if (choice === "no") {
+    localStorage.setItem(DECLINED_KEY, "1");
+    await api("POST", "/api/declines", withoutEmpty({ ...params, consent_version: SETTINGS.consentVersion })).catch(() => {});
+    return stop("You declined to take part. Thank you for your time; you may close this window.");
+  }
+  const session = await api("POST", "/api/sessions", withoutEmpty({
+    ...params,
+    consent_version: SETTINGS.consentVersion,
+    window: { width: innerWidth, height: innerHeight, device_pixel_ratio: devicePixelRatio },
+    user_agent: navigator.userAgent.slice(0, 400),
+  }));
+  localStorage.setItem(TOKEN_KEY, session.token);
+  state.token = session.token;
+  await showInstructions(session);
+  return resume(session.token);
+}
+
+async function main() {
+  const params = platformParams();
+  if (params.platform === "mturk" && params.assignment_id === MTURK_PREVIEW) return show("preview");
+  if (isMobile()) return show("blocked");
+  const saved = localStorage.getItem(TOKEN_KEY);
+  if (saved) {
+    try {
+      return await resume(saved);
+    } catch (err) {
+      if (!(err instanceof HttpError && err.status === 404)) throw err;
+      localStorage.removeItem(TOKEN_KEY);
+    }
+  }
+  if (localStorage.getItem(DECLINED_KEY)) return stop("You declined to take part in this study.");
+  return consentThenStart(params);
+}
+
+main().catch((err) => {
+  if (err instanceof HttpError && [403, 409, 410].includes(err.status)) return stop(err.message);
+  $("status").textContent = `Something went wrong: ${err.message}. Please reload the page.`;
+});

@@ -1,0 +1,94 @@
+"""Exclusion criteria (pure): the 2023 study's defaults, applied to per-participant summaries.
+
+The experiment server's dashboard previews the same checks that the analysis applies.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import pandas as pd
+
+
+@dataclass(frozen=True)
+class ExclusionCriteria:
+    min_catch_accuracy: float = 0.8
+    min_choices_per_query_row: int = 5  # each query row (upper, lower) chosen at least this often
+    min_instruction_s: float = 15.0
+    min_session_s: float = 135.0
+    max_session_s: float = 2500.0
+    max_practice_blocks: int = 3
+
+
+RULES = {
+    "catch_accuracy": "catch-trial accuracy below {min_catch_accuracy}",
+    "query_rows": "chose one query row fewer than {min_choices_per_query_row} times",
+    "instruction_time": "read the instructions for less than {min_instruction_s} s",
+    "session_time": "total time outside {min_session_s}-{max_session_s} s",
+    "practice_blocks": "needed more than {max_practice_blocks} practice blocks",
+}
+
+
+@dataclass(frozen=True)
+class ParticipantSummary:
+    participant_id: str
+    catch_accuracy: float | None
+    upper_choices: int | None  # None when the table does not say which query was chosen
+    lower_choices: int | None
+    instruction_s: float | None
+    session_s: float | None
+    practice_blocks: int | None
+
+
+def failed_rules(summary: ParticipantSummary, criteria: ExclusionCriteria = ExclusionCriteria()) -> list[str]:
+    """The rules (keys of :data:`RULES`) this participant fails; unknown values fail no rule."""
+    failed = []
+    if summary.catch_accuracy is not None and summary.catch_accuracy < criteria.min_catch_accuracy:
+        failed.append("catch_accuracy")
+    rows = (summary.upper_choices, summary.lower_choices)
+    if None not in rows and min(rows) < criteria.min_choices_per_query_row:
+        failed.append("query_rows")
+    if summary.instruction_s is not None and summary.instruction_s < criteria.min_instruction_s:
+        failed.append("instruction_time")
+    if summary.session_s is not None and not criteria.min_session_s <= summary.session_s <= criteria.max_session_s:
+        failed.append("session_time")
+    if summary.practice_blocks is not None and summary.practice_blocks > criteria.max_practice_blocks:
+        failed.append("practice_blocks")
+    return failed
+
+
+def describe(rule: str, criteria: ExclusionCriteria = ExclusionCriteria()) -> str:
+    return RULES[rule].format(**criteria.__dict__)
+
+
+def _first(rows: pd.DataFrame, column: str) -> Any:
+    """A per-session value repeated on every row of the participant."""
+    if column not in rows:
+        return None
+    values = pd.to_numeric(rows[column], errors="coerce").dropna()
+    return float(values.iloc[0]) if len(values) else None
+
+
+def summarise_participants(responses: pd.DataFrame) -> list[ParticipantSummary]:
+    """Per-participant summaries from a response table (docs/responses.md): main and catch trials."""
+    summaries = []
+    for participant, rows in responses.groupby("participant_id", sort=True):
+        kind = rows["trial_kind"] if "trial_kind" in rows else pd.Series("main", index=rows.index)
+        catch = rows[kind == "catch"]
+        scored = rows[kind.isin(["main", "catch"])]
+
+        chosen = pd.to_numeric(scored["chosen_query"], errors="coerce") if "chosen_query" in scored else None
+        blocks = _first(rows, "practice_blocks")
+        summaries.append(
+            ParticipantSummary(
+                participant_id=str(participant),
+                catch_accuracy=float(catch["correct"].mean()) if len(catch) else None,
+                upper_choices=int((chosen == 0).sum()) if chosen is not None else None,
+                lower_choices=int((chosen == 1).sum()) if chosen is not None else None,
+                instruction_s=_first(rows, "instruction_s"),
+                session_s=_first(rows, "session_s"),
+                practice_blocks=int(blocks) if blocks is not None else None,
+            )
+        )
+    return summaries

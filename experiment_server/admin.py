@@ -1,0 +1,329 @@
+"""Experimenter dashboard: login, live progress, participants with exclusion checks, exports, payments.
+
+Pages need a login (hashed passwords, rate-limited); every state change is a
+POST with a CSRF token (Flask-WTF).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections import Counter, defaultdict
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from flask import (
+    Blueprint,
+    Response,
+    abort,
+    current_app,
+    flash,
+    jsonify,
+    redirect,
+    render_template,
+    request,
+    stream_with_context,
+    url_for,
+)
+from flask_login import current_user, login_required, login_user, logout_user
+from sqlalchemy import select
+from sqlalchemy.orm import Session, selectinload
+from werkzeug.security import check_password_hash, generate_password_hash
+
+from analysis.exclusions import ExclusionCriteria, ParticipantSummary, describe, failed_rules
+from experiment_server.assignment import expire_reservations, lock_study
+from experiment_server.config import ServerConfig
+from experiment_server.db import Admin, ParticipantSession, utcnow
+from experiment_server.export import csv_chunks, jsonl_chunks, response_rows, session_facts
+from stimuli.bundle import Bundle
+
+blueprint = Blueprint("admin", __name__, url_prefix="/admin")
+api = Blueprint("admin_api", __name__, url_prefix="/api/admin")
+
+
+@dataclass(frozen=True)
+class AdminUser:
+    """What Flask-Login keeps for a logged-in experimenter."""
+
+    id: int
+    username: str
+    is_authenticated: bool = True
+    is_active: bool = True
+    is_anonymous: bool = False
+
+    def get_id(self) -> str:
+        return str(self.id)
+
+
+def set_admin_password(session_factory, username: str, password: str) -> bool:
+    """Create the admin, or change their password; returns True when created."""
+    if len(password) < 12:
+        from stimuli.errors import ConfigError
+
+        raise ConfigError("admin password: use at least 12 characters")
+    with session_factory() as db, db.begin():
+        admin = db.scalar(select(Admin).where(Admin.username == username))
+        hashed = generate_password_hash(password)
+        if admin is None:
+            db.add(Admin(username=username, password_hash=hashed))
+            return True
+        admin.password_hash = hashed
+        return False
+
+
+def _cfg() -> ServerConfig:
+    return current_app.config["PSYCHINTERP"]
+
+
+def _bundle() -> Bundle:
+    return current_app.extensions["psychinterp_bundle"]
+
+
+def _db() -> Session:
+    return current_app.extensions["psychinterp_db"]()
+
+
+# --- login (rate-limited by the app factory) --------------------------------------------
+
+
+@blueprint.route("/login", methods=["GET", "POST"])
+def login():
+    if request.method == "POST":
+        username = request.form.get("username", "")
+        password = request.form.get("password", "")
+        with _db() as db:
+            admin = db.scalar(select(Admin).where(Admin.username == username))
+        if admin is not None and check_password_hash(admin.password_hash, password):
+            login_user(AdminUser(admin.id, admin.username))
+            target = request.args.get("next", "")
+            # Only local paths, so the login cannot be used to redirect elsewhere.
+            return redirect(target if target.startswith("/admin") else url_for("admin.dashboard"))
+        flash("Wrong username or password.")
+        return render_template("admin/login.html"), 401
+    return render_template("admin/login.html")
+
+
+@blueprint.post("/logout")
+@login_required
+def logout():
+    logout_user()
+    return redirect(url_for("admin.login"))
+
+
+# --- progress and participants --------------------------------------------------------
+
+
+def _sessions(db: Session) -> list[ParticipantSession]:
+    return list(
+        db.scalars(
+            select(ParticipantSession)
+            .where(ParticipantSession.study_id == _bundle().manifest.study_id)
+            .options(selectinload(ParticipantSession.responses))
+            .order_by(ParticipantSession.id)
+        )
+    )
+
+
+def _live_status(session: ParticipantSession, now) -> str:
+    if session.status == "active":
+        from experiment_server.participant import as_utc
+
+        if as_utc(session.reserved_until) < now:
+            return "expired"
+        return "in progress" if session.responses else "reserved"
+    if session.status == "completed" and session.excluded_by_experimenter:
+        return "excluded"
+    return {"failed": "excluded"}.get(session.status, session.status)
+
+
+def progress(db: Session) -> list[dict[str, Any]]:
+    """Per task: reserved, in progress, completed, excluded, expired."""
+    now = utcnow()
+    counts: dict[str, Counter] = defaultdict(Counter)
+    for session in _sessions(db):
+        if session.task_id:
+            counts[session.task_id][_live_status(session, now)] += 1
+    return [
+        {
+            "task_id": task.task_id,
+            "condition": task.condition,
+            "model_id": task.model_id,
+            "n_trials": len(task.trials),
+            **{k: counts[task.task_id][k] for k in ("reserved", "in progress", "completed", "excluded", "expired")},
+        }
+        for task in _bundle().manifest.tasks
+    ]
+
+
+def participants(db: Session, criteria: ExclusionCriteria | None = None) -> list[dict[str, Any]]:
+    """Every session, with the analysis' exclusion checks previewed."""
+    criteria = criteria or ExclusionCriteria()
+    tasks = {t.task_id: t for t in _bundle().manifest.tasks}
+    now = utcnow()
+    rows = []
+    for session in _sessions(db):
+        facts = session_facts(session)
+        main = [r for r in session.responses if r.phase == "main"]
+        trials = tasks[session.task_id].trials if session.task_id else []
+        catch = [r for r in main if r.trial_index < len(trials) and trials[r.trial_index].kind == "catch"]
+        summary = ParticipantSummary(
+            participant_id=session.participant_id,
+            catch_accuracy=sum(r.correct for r in catch) / len(catch) if catch else None,
+            upper_choices=sum(r.chosen_query == 0 for r in main),
+            lower_choices=sum(r.chosen_query == 1 for r in main),
+            instruction_s=facts["instruction_s"],
+            session_s=facts["session_s"],
+            practice_blocks=session.practice_blocks or None,
+        )
+        rules = failed_rules(summary, criteria) if session.status == "completed" else []
+        rows.append(
+            {
+                "id": session.id,
+                "participant_id": session.participant_id,
+                "platform": session.platform,
+                "task_id": session.task_id,
+                "status": _live_status(session, now),
+                "failure_reason": session.failure_reason,
+                "answered": len(main),
+                "n_trials": len(trials),
+                "catch_accuracy": summary.catch_accuracy,
+                "instruction_s": facts["instruction_s"],
+                "session_s": facts["session_s"],
+                "practice_blocks": session.practice_blocks,
+                "focus_lost": sum(r.focus_lost for r in main),
+                "failed_checks": [describe(r, criteria) for r in rules],
+                "excluded_by_experimenter": session.excluded_by_experimenter,
+                "completion_code": session.completion_code,
+            }
+        )
+    return rows
+
+
+@blueprint.get("/")
+@login_required
+def dashboard():
+    with _db() as db:
+        table = progress(db)
+        people = participants(db)
+    totals = Counter()
+    for row in table:
+        totals.update({k: row[k] for k in ("reserved", "in progress", "completed", "excluded", "expired")})
+    return render_template(
+        "admin/dashboard.html",
+        manifest=_bundle().manifest,
+        progress=table,
+        totals=totals,
+        participants=people,
+        user=current_user,
+    )
+
+
+@blueprint.post("/participants/<int:session_id>/exclusion")
+@login_required
+def toggle_exclusion(session_id: int):
+    with _db() as db, db.begin():
+        session = db.get(ParticipantSession, session_id)
+        if session is None or session.study_id != _bundle().manifest.study_id:
+            abort(404)
+        session.excluded_by_experimenter = request.form.get("exclude") == "1"
+    return redirect(url_for("admin.dashboard") + "#participants")
+
+
+@blueprint.post("/reservations/release")
+@login_required
+def release_reservations():
+    with _db() as db, db.begin():
+        lock_study(db, _bundle().manifest.study_id)
+        n = expire_reservations(db, _bundle().manifest.study_id, utcnow())
+    flash(f"Released {n} expired reservation(s).")
+    return redirect(url_for("admin.dashboard"))
+
+
+# --- exports and payments ---------------------------------------------------------------
+
+
+def _stream(chunks: Iterator[str], mimetype: str, filename: str) -> Response:
+    return Response(
+        stream_with_context(chunks),
+        mimetype=mimetype,
+        headers={"Content-Disposition": f'attachment; filename="{filename}"'},
+    )
+
+
+@blueprint.get("/export/responses.csv")
+@login_required
+def export_csv():
+    rows = response_rows(_bundle(), current_app.extensions["psychinterp_db"])
+    return _stream(csv_chunks(rows), "text/csv", f"{_bundle().manifest.study_id}_responses.csv")
+
+
+@blueprint.get("/export/responses.jsonl")
+@login_required
+def export_jsonl():
+    rows = response_rows(_bundle(), current_app.extensions["psychinterp_db"])
+    return _stream(jsonl_chunks(rows), "application/jsonl", f"{_bundle().manifest.study_id}_responses.jsonl")
+
+
+def _payable(db: Session, platform: str) -> list[tuple[ParticipantSession, float]]:
+    """Valid completions of one platform with their bonus (in the platform's currency)."""
+    bonus = _cfg().bonus
+    trials = _bundle().manifest.trials()
+    out = []
+    for session in _sessions(db):
+        if session.platform != platform or session.status != "completed" or session.excluded_by_experimenter:
+            continue
+        correct = sum(r.correct for r in session.responses if r.phase == "main" and trials[r.trial_id].kind == "main")
+        out.append((session, round(bonus.flat + bonus.per_correct_main_trial * correct, 2)))
+    return out
+
+
+def _csv_text(header: list[str], rows: list[list[Any]]) -> str:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(header)
+    writer.writerows(rows)
+    return buffer.getvalue()
+
+
+@blueprint.get("/export/<name>")
+@login_required
+def payments(name: str):
+    """Prolific: ids to approve (paste into bulk approve) and `id,amount` bonuses; MTurk: batch CSVs."""
+    with _db() as db:
+        if name == "prolific-approve.txt":
+            text = "".join(f"{s.participant_id}\n" for s, _ in _payable(db, "prolific"))
+            return Response(text, mimetype="text/plain")
+        if name == "prolific-bonus.csv":
+            # Prolific's bulk bonus box takes "participant_id,amount" lines without a header.
+            text = "".join(f"{s.participant_id},{b:.2f}\n" for s, b in _payable(db, "prolific") if b > 0)
+            return Response(text, mimetype="text/csv")
+        if name == "mturk-approve.csv":
+            rows = [[s.assignment_id, s.participant_id, s.hit_id, "x", ""] for s, _ in _payable(db, "mturk")]
+            text = _csv_text(["AssignmentId", "WorkerId", "HITId", "Approve", "Reject"], rows)
+            return Response(text, mimetype="text/csv")
+        if name == "mturk-bonus.csv":
+            rows = [
+                [s.participant_id, s.assignment_id, f"{b:.2f}", "Bonus for correct answers"]
+                for s, b in _payable(db, "mturk")
+                if b > 0
+            ]
+            return Response(_csv_text(["WorkerId", "AssignmentId", "BonusAmount", "Reason"], rows), mimetype="text/csv")
+    abort(404)
+
+
+# --- JSON API for scripts (same login) ------------------------------------------------------
+
+
+@api.get("/progress")
+@login_required
+def api_progress():
+    with _db() as db:
+        return jsonify(study_id=_bundle().manifest.study_id, tasks=progress(db))
+
+
+@api.get("/participants")
+@login_required
+def api_participants():
+    with _db() as db:
+        return jsonify(study_id=_bundle().manifest.study_id, participants=participants(db))

@@ -1,0 +1,231 @@
+"""The OpenAPI document of the participant and admin API, built from the pydantic bodies.
+
+Served at ``/api/openapi.json``; ``docs/api.md`` is generated from it
+(``python -m experiment_server.api_docs > docs/api.md``) and a test keeps the two in step.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+
+from flask import Blueprint, jsonify
+from pydantic import BaseModel
+from pydantic.json_schema import models_json_schema
+
+from experiment_server import schemas
+
+blueprint = Blueprint("api_docs", __name__)
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    method: str
+    path: str
+    summary: str
+    body: type[BaseModel] | None = None
+    ok: tuple[int, type[BaseModel] | None] = (200, None)
+    errors: dict[int, str] = field(default_factory=dict)
+    admin: bool = False
+
+
+_SESSION_ERRORS = {404: "unknown session token", 400: "malformed body (the detail names the field)"}
+ENDPOINTS = (
+    Endpoint(
+        "post",
+        "/api/sessions",
+        "Start a session after consent: reserves the least-filled task",
+        schemas.StartSession,
+        (201, schemas.SessionOut),
+        {
+            400: "malformed body, MTurk preview, or missing platform ids",
+            403: "phone or tablet, or the worker took part in a study of the same group",
+            409: "the worker already has a session (or declined), or the consent text changed",
+        },
+    ),
+    Endpoint(
+        "post",
+        "/api/declines",
+        "Record that a worker declined consent",
+        schemas.Decline,
+        (201, None),
+        {409: "already recorded"},
+    ),
+    Endpoint(
+        "get",
+        "/api/sessions/{token}",
+        "Session state: where to resume",
+        ok=(200, schemas.SessionOut),
+        errors=_SESSION_ERRORS,
+    ),
+    Endpoint(
+        "post",
+        "/api/sessions/{token}/phase",
+        "Record when instructions, practice or main trials began",
+        schemas.PhaseBody,
+        errors=_SESSION_ERRORS,
+    ),
+    Endpoint(
+        "get",
+        "/api/sessions/{token}/practice/{block}/{index}",
+        "One practice trial of the current block",
+        ok=(200, schemas.TrialOut),
+        errors={**_SESSION_ERRORS, 409: "not the current practice block"},
+    ),
+    Endpoint(
+        "post",
+        "/api/sessions/{token}/practice/{block}/responses",
+        "Store a practice response; the reply says whether it was correct and how the block went",
+        schemas.ResponseBody,
+        (201, schemas.StoredOut),
+        {**_SESSION_ERRORS, 409: "not the current block", 410: "reservation expired"},
+    ),
+    Endpoint(
+        "get",
+        "/api/sessions/{token}/trials/{index}",
+        "One main trial",
+        ok=(200, schemas.TrialOut),
+        errors=_SESSION_ERRORS,
+    ),
+    Endpoint(
+        "post",
+        "/api/sessions/{token}/responses",
+        "Store a main-trial response, committed before the reply; a retry of a stored one answers 200",
+        schemas.ResponseBody,
+        (201, schemas.StoredOut),
+        {**_SESSION_ERRORS, 409: "practice not finished, or session already over", 410: "reservation expired"},
+    ),
+    Endpoint(
+        "post",
+        "/api/sessions/{token}/responses/batch",
+        "Store several queued responses at once (navigator.sendBeacon on page hide)",
+        schemas.ResponseBatch,
+        errors=_SESSION_ERRORS,
+    ),
+    Endpoint(
+        "post",
+        "/api/sessions/{token}/events",
+        "Focus, blur, fullscreen and resize events",
+        schemas.EventBatch,
+        (201, None),
+        _SESSION_ERRORS,
+    ),
+    Endpoint(
+        "post",
+        "/api/sessions/{token}/feedback",
+        "Optional free-text feedback",
+        schemas.FeedbackBody,
+        errors=_SESSION_ERRORS,
+    ),
+    Endpoint(
+        "post",
+        "/api/sessions/{token}/complete",
+        "Finish: checks every main trial is stored, then issues the completion code (or the failed one)",
+        ok=(200, schemas.CompletionOut),
+        errors={**_SESSION_ERRORS, 409: "trials still unanswered"},
+    ),
+    Endpoint(
+        "get",
+        "/api/admin/progress",
+        "Per task: reserved, in progress, completed, excluded, expired",
+        admin=True,
+        errors={401: "not logged in"},
+    ),
+    Endpoint(
+        "get",
+        "/api/admin/participants",
+        "Per session: status and the exclusion checks previewed",
+        admin=True,
+        errors={401: "not logged in"},
+    ),
+)
+
+
+def openapi_document() -> dict:
+    models = {m for e in ENDPOINTS for m in (e.body, e.ok[1]) if m is not None} | {schemas.ErrorOut}
+    _, defs = models_json_schema(
+        [(m, "validation") for m in sorted(models, key=lambda m: m.__name__)],
+        ref_template="#/components/schemas/{model}",
+    )
+    paths: dict[str, dict] = {}
+    for e in ENDPOINTS:
+        params = [
+            {
+                "name": name,
+                "in": "path",
+                "required": True,
+                "schema": {"type": "integer" if name in ("block", "index") else "string"},
+            }
+            for name in ("token", "block", "index")
+            if "{" + name + "}" in e.path
+        ]
+        status, out = e.ok
+        responses = {
+            str(status): {
+                "description": "OK",
+                **(
+                    {"content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{out.__name__}"}}}}
+                    if out
+                    else {}
+                ),
+            }
+        }
+        for code, text in e.errors.items():
+            error = {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorOut"}}}
+            responses[str(code)] = {"description": text, "content": error}
+        operation = {
+            "summary": e.summary,
+            "parameters": params,
+            "responses": responses,
+            "tags": ["admin" if e.admin else "participant"],
+        }
+        if e.body is not None:
+            operation["requestBody"] = {
+                "required": True,
+                "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{e.body.__name__}"}}},
+            }
+        if e.admin:
+            operation["security"] = [{"adminSession": []}]
+        paths.setdefault(e.path, {})[e.method] = operation
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "psychinterp experiment server", "version": "1"},
+        "paths": paths,
+        "components": {
+            "schemas": defs.get("$defs", {}),
+            "securitySchemes": {"adminSession": {"type": "apiKey", "in": "cookie", "name": "session"}},
+        },
+    }
+
+
+def markdown(document: dict) -> str:
+    lines = [
+        "# HTTP API",
+        "",
+        "Generated from `experiment_server/api_docs.py` (`python -m experiment_server.api_docs > docs/api.md`);",
+        "the server serves the same document at `/api/openapi.json`. Every request body is validated: a bad",
+        'one gets a 400 with `{"error": ..., "detail": ...}` naming the field. Admin endpoints need the',
+        "session cookie of a login at `/admin/login`.",
+        "",
+        "| method | path | what it does | body | success |",
+        "|---|---|---|---|---|",
+    ]
+    for path, operations in document["paths"].items():
+        for method, op in operations.items():
+            body = op.get("requestBody", {}).get("content", {}).get("application/json", {}).get("schema", {})
+            status = next(iter(op["responses"]))
+            body_name = body.get("$ref", "").rsplit("/", 1)[-1] or "-"
+            lines.append(f"| {method.upper()} | `{path}` | {op['summary']} | {body_name} | {status} |")
+    lines += ["", "## Schemas", ""]
+    for name, schema in document["components"]["schemas"].items():
+        lines += [f"### {name}", "", "```json", json.dumps(schema, indent=1, sort_keys=True), "```", ""]
+    return "\n".join(lines)
+
+
+@blueprint.get("/api/openapi.json")
+def openapi_json():
+    return jsonify(openapi_document())
+
+
+if __name__ == "__main__":
+    print(markdown(openapi_document()), end="")

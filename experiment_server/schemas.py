@@ -1,0 +1,120 @@
+"""Request and response bodies of the HTTP API; every request body is validated against these."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+WorkerId = Field(None, min_length=1, max_length=200, pattern=r"^[A-Za-z0-9_.:\-]+$")
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class WindowInfo(_Body):
+    width: int = Field(ge=0, le=100_000)
+    height: int = Field(ge=0, le=100_000)
+    device_pixel_ratio: float = Field(1.0, gt=0, le=20)
+
+
+class PlatformParams(_Body):
+    """What the landing page read from its URL."""
+
+    platform: Literal["prolific", "mturk", "direct"] = "direct"
+    participant_id: str | None = WorkerId  # PROLIFIC_PID or workerId; generated for direct links
+    platform_study_id: str | None = Field(None, max_length=200)  # Prolific STUDY_ID
+    platform_session_id: str | None = Field(None, max_length=200)  # Prolific SESSION_ID
+    assignment_id: str | None = Field(None, max_length=200)
+    hit_id: str | None = Field(None, max_length=200)
+    turk_submit_to: str | None = Field(None, max_length=300)
+
+
+class StartSession(PlatformParams):
+    consent_version: str = Field(min_length=1, max_length=64, description="hash of the consent text agreed to")
+    window: WindowInfo | None = None
+    user_agent: str | None = Field(None, max_length=400)
+
+
+class Decline(PlatformParams):
+    consent_version: str = Field(min_length=1, max_length=64)
+
+
+class PhaseBody(_Body):
+    phase: Literal["instructions", "practice", "main"]
+
+
+class ResponseBody(_Body):
+    trial_index: int = Field(ge=0)
+    chosen_query: Literal[0, 1]
+    confidence: Literal[1, 2, 3]
+    rt_ms: float = Field(ge=0, le=24 * 3600 * 1000)
+    focus_lost: int = Field(0, ge=0, le=10_000, description="blur events while the trial was shown")
+
+
+class ResponseBatch(_Body):
+    responses: list[ResponseBody] = Field(min_length=1, max_length=500)
+
+
+class EventBody(_Body):
+    kind: Literal[
+        "focus", "blur", "fullscreen_enter", "fullscreen_exit", "resize", "visibility_hidden", "visibility_visible"
+    ]
+    client_ms: float = Field(ge=0)
+    detail: str | None = Field(None, max_length=300)
+
+
+class EventBatch(_Body):
+    events: list[EventBody] = Field(min_length=1, max_length=200)
+
+
+class FeedbackBody(_Body):
+    text: str = Field(max_length=5000)
+
+
+# --- responses (documented in the OpenAPI document; the server builds them as dicts) ---
+
+
+class TrialOut(BaseModel):
+    trial_index: int
+    n_trials: int
+    condition: str
+    max_side: Literal["left", "right"]
+    references: dict[Literal["min", "max"], list[str]]
+    queries: list[str] = Field(description="two image URLs, upper then lower; nothing says which is correct")
+
+
+class SessionOut(BaseModel):
+    token: str
+    status: str
+    condition: str | None
+    n_trials: int
+    next_trial: int | None
+    practice_trials: int = Field(description="trials per practice block (0: no practice)")
+    practice_block: int | None = Field(description="the block to do next; null once practice is passed")
+    practice_next_trial: int | None
+    max_practice_blocks: int
+    example: TrialOut | None = Field(description="an example trial for the instructions")
+
+
+class StoredOut(BaseModel):
+    stored: bool
+    duplicate: bool
+    correct: bool | None = Field(None, description="only for practice trials, or when feedback is on")
+    block_complete: bool | None = None
+    practice_passed: bool | None = None
+    practice_failed: bool | None = None
+
+
+class CompletionOut(BaseModel):
+    status: Literal["completed", "failed"]
+    completion_code: str | None
+    redirect_url: str | None = Field(description="Prolific: where to send the participant")
+    submit_url: str | None = Field(description="MTurk: where to POST the form")
+    submit_fields: dict[str, str] | None
+
+
+class ErrorOut(BaseModel):
+    error: str
+    detail: str

@@ -1,0 +1,94 @@
+"""Scripted participants: the whole participant flow through the server's HTTP API, as the page runs it.
+
+``client`` is a Flask test client or an ``httpx.Client`` with a ``base_url``;
+``decide(trial) -> (chosen_query, confidence)`` answers one trial from its
+JSON (image URLs only, as a browser sees it).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+Decide = Callable[[dict[str, Any]], tuple[int, int]]
+_SETTINGS = re.compile(r'<script id="settings" type="application/json">(.*?)</script>', re.S)
+
+
+class FlowError(RuntimeError):
+    pass
+
+
+def _payload(response) -> Any:
+    return response.get_json() if hasattr(response, "get_json") else response.json()
+
+
+def _call(client, method: str, path: str, body: dict | None = None, ok=(200, 201)) -> Any:
+    response = client.get(path) if method == "GET" else client.post(path, json=body)
+    if response.status_code not in ok:
+        raise FlowError(f"{method} {path}: {response.status_code} {_payload(response)}")
+    return _payload(response)
+
+
+def consent_version(client) -> str:
+    response = client.get("/")
+    page = response.get_data(as_text=True) if hasattr(response, "get_data") else response.text
+    return json.loads(_SETTINGS.search(page).group(1))["consentVersion"]
+
+
+def run_session(
+    client,
+    decide: Decide,
+    rng: np.random.Generator | None = None,
+    platform: dict[str, str] | None = None,
+    feedback: str | None = None,
+    stop_after: int | None = None,
+) -> dict[str, Any]:
+    """Consent, instructions, practice (until passed or failed), main trials, completion.
+
+    Returns the completion reply, or the session state when ``stop_after``
+    main trials were answered (a participant who leaves mid-way).
+    """
+    rng = rng or np.random.default_rng()
+    body = {"platform": "direct", **(platform or {}), "consent_version": consent_version(client)}
+    body["window"] = {"width": 1280, "height": 800, "device_pixel_ratio": 1.0}
+    session = _call(client, "POST", "/api/sessions", body)
+    token = session["token"]
+    base = f"/api/sessions/{token}"
+
+    # Like a person, remember the practice feedback: a trial seen again is answered as it said.
+    learned: dict[tuple[str, ...], int] = {}
+
+    def respond(path: str, index: int, trial: dict[str, Any]) -> dict[str, Any]:
+        key = tuple(trial["queries"])
+        chosen, confidence = decide(trial)
+        chosen = learned.get(key, chosen)
+        answer = {"trial_index": index, "chosen_query": int(chosen), "confidence": int(confidence)}
+        answer["rt_ms"] = float(rng.uniform(1500, 6000))
+        stored = _call(client, "POST", path, answer)
+        if stored.get("correct") is not None:
+            learned[key] = int(chosen) if stored["correct"] else 1 - int(chosen)
+        return stored
+
+    _call(client, "POST", f"{base}/phase", {"phase": "instructions"})
+    state = _call(client, "GET", base)
+    if state["practice_block"] is not None:
+        _call(client, "POST", f"{base}/phase", {"phase": "practice"})
+    while state["status"] == "active" and state["practice_block"] is not None:
+        block = state["practice_block"]
+        for i in range(state["practice_next_trial"] or 0, state["practice_trials"]):
+            trial = _call(client, "GET", f"{base}/practice/{block}/{i}")
+            respond(f"{base}/practice/{block}/responses", i, trial)
+        state = _call(client, "GET", base)
+    if state["status"] == "active":
+        _call(client, "POST", f"{base}/phase", {"phase": "main"})
+        for i in range(state["next_trial"] or 0, state["n_trials"]):
+            if stop_after is not None and i >= stop_after:
+                return _call(client, "GET", base)
+            respond(f"{base}/responses", i, _call(client, "GET", f"{base}/trials/{i}"))
+        if feedback:
+            _call(client, "POST", f"{base}/feedback", {"text": feedback})
+    return _call(client, "POST", f"{base}/complete") | {"token": token}

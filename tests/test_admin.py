@@ -1,0 +1,140 @@
+"""Experimenter dashboard: login, CSRF, rate limit, progress, participants, exports, payment lists."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import re
+
+import pytest
+
+from psychinterp.scripted import run_session
+from stimuli.bundle import load_bundle
+from tests.server_helpers import correct_choice, start
+
+PASSWORD = "correct horse battery"
+CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
+
+
+@pytest.fixture
+def admin_app(tiny_bundle_dir, tmp_path):
+    from experiment_server import create_app
+    from experiment_server.admin import set_admin_password
+
+    app = create_app(
+        {
+            "bundle_dir": tiny_bundle_dir,
+            "database_url": f"sqlite:///{tmp_path / 'a.db'}",
+            "bonus": {"per_correct_main_trial": 0.05, "flat": 0.5},
+        }
+    )
+    set_admin_password(app.extensions["psychinterp_db"], "ada", PASSWORD)
+    return app
+
+
+def csrf_token(client, path="/admin/login") -> str:
+    return CSRF.search(client.get(path).get_data(as_text=True)).group(1)
+
+
+def login(client):
+    response = client.post(
+        "/admin/login", data={"username": "ada", "password": PASSWORD, "csrf_token": csrf_token(client)}
+    )
+    assert response.status_code == 302, response.get_data(as_text=True)
+    return client
+
+
+def oracle(bundle, correct=True):
+    def decide(trial):
+        right = correct_choice(bundle, trial)
+        return (right if correct else 1 - right), 2
+
+    return decide
+
+
+def test_admin_pages_refuse_without_login(admin_app):
+    client = admin_app.test_client()
+    for path in ("/admin/", "/admin/export/responses.csv", "/admin/export/prolific-approve.txt"):
+        response = client.get(path)
+        assert response.status_code == 302 and "/admin/login" in response.headers["Location"]
+    api = client.get("/api/admin/progress")
+    assert api.status_code == 401 and "log in" in api.get_json()["detail"]
+    assert client.post("/admin/reservations/release").status_code in (302, 400)  # never runs unauthenticated
+
+
+def test_login_needs_csrf_and_right_password_and_is_rate_limited(admin_app):
+    client = admin_app.test_client()
+    no_token = client.post("/admin/login", data={"username": "ada", "password": PASSWORD})
+    assert no_token.status_code == 400 and "CSRF" in no_token.get_json()["detail"]
+    token = csrf_token(client)
+    wrong = client.post("/admin/login", data={"username": "ada", "password": "nope", "csrf_token": token})
+    assert wrong.status_code == 401
+    codes = [
+        client.post("/admin/login", data={"username": "ada", "password": "nope", "csrf_token": token}).status_code
+        for _ in range(5)
+    ]
+    assert codes[-1] == 429  # 5 attempts per minute by default
+    with admin_app.extensions["psychinterp_db"]() as db:
+        from sqlalchemy import select
+
+        from experiment_server.db import Admin
+
+        stored = db.scalar(select(Admin.password_hash))
+    assert PASSWORD not in stored and stored.startswith(("scrypt:", "pbkdf2:"))
+
+
+def test_state_changes_need_post_and_csrf(admin_app):
+    client = login(admin_app.test_client())
+    assert client.get("/admin/reservations/release").status_code == 405
+    assert client.post("/admin/reservations/release").status_code == 400  # no CSRF token
+    token = csrf_token(client, "/admin/")
+    released = client.post("/admin/reservations/release", data={"csrf_token": token})
+    assert released.status_code == 302
+    assert client.post("/admin/logout").status_code == 400
+    assert client.post("/admin/logout", data={"csrf_token": token}).status_code == 302
+    assert client.get("/admin/").status_code == 302
+
+
+def test_dashboard_progress_participants_exports_and_payments(admin_app, tiny_bundle_dir):
+    bundle = load_bundle(tiny_bundle_dir)
+    participant = admin_app.test_client()
+    prolific = {"platform": "prolific", "participant_id": "P-good"}
+    run_session(participant, oracle(bundle), platform=prolific)
+    run_session(participant, oracle(bundle, correct=False), platform={**prolific, "participant_id": "P-bad"})
+    mturk = {"platform": "mturk", "participant_id": "W1", "assignment_id": "A1", "hit_id": "H1"}
+    run_session(participant, oracle(bundle), platform={**mturk, "turk_submit_to": "https://www.mturk.com"})
+    start(participant)  # reserved, nothing answered yet
+
+    client = login(admin_app.test_client())
+    page = client.get("/admin/").get_data(as_text=True)
+    assert "P-good" in page and "P-bad" in page and "catch-trial accuracy below 0.8" not in page
+    progress = client.get("/api/admin/progress").get_json()["tasks"]
+    totals = {k: sum(t[k] for t in progress) for k in ("reserved", "in progress", "completed", "excluded")}
+    assert totals == {"reserved": 1, "in progress": 0, "completed": 2, "excluded": 1}
+    people = {p["participant_id"]: p for p in client.get("/api/admin/participants").get_json()["participants"]}
+    assert people["P-bad"]["status"] == "excluded" and people["P-bad"]["catch_accuracy"] == 0.0
+    assert people["P-good"]["catch_accuracy"] == 1.0 and people["P-good"]["session_s"] is not None
+    # The analysis' checks, previewed: a scripted participant is far faster than 135 s.
+    assert any("total time" in check for check in people["P-good"]["failed_checks"])
+
+    rows = list(csv.DictReader(io.StringIO(client.get("/admin/export/responses.csv").get_data(as_text=True))))
+    lines = client.get("/admin/export/responses.jsonl").get_data(as_text=True).splitlines()
+    assert len(rows) == len(lines) > 0
+    assert json.loads(lines[0])["participant_id"] == rows[0]["participant_id"]
+    assert {r["trial_kind"] for r in rows} == {"practice", "main", "catch"}
+
+    assert client.get("/admin/export/prolific-approve.txt").get_data(as_text=True) == "P-good\n"
+    n_main = sum(1 for r in rows if r["participant_id"] == "P-good" and r["trial_kind"] == "main")
+    bonus = client.get("/admin/export/prolific-bonus.csv").get_data(as_text=True)
+    assert bonus == f"P-good,{0.5 + 0.05 * n_main:.2f}\n"
+    approve = list(csv.DictReader(io.StringIO(client.get("/admin/export/mturk-approve.csv").get_data(as_text=True))))
+    assert approve == [{"AssignmentId": "A1", "WorkerId": "W1", "HITId": "H1", "Approve": "x", "Reject": ""}]
+    assert "W1,A1," in client.get("/admin/export/mturk-bonus.csv").get_data(as_text=True)
+    assert client.get("/admin/export/nonsense.csv").status_code == 404
+
+    # Manual exclusion: a POST with the CSRF token; the session leaves the approval list.
+    token = csrf_token(client, "/admin/")
+    session_id = people["P-good"]["id"]
+    client.post(f"/admin/participants/{session_id}/exclusion", data={"exclude": "1", "csrf_token": token})
+    assert client.get("/admin/export/prolific-approve.txt").get_data(as_text=True) == ""
