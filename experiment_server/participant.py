@@ -7,6 +7,7 @@ computed after the response is stored.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 import secrets
@@ -144,7 +145,8 @@ def _settle_practice(db: Session, session: ParticipantSession) -> None:
     """Evaluate a finished practice block: passed, another block, or failed. Idempotent."""
     trials = _practice_trials(_condition(session))
     if not trials:
-        session.practice_passed = True
+        if not session.practice_passed:
+            session.practice_passed = True
         return
     while not session.practice_passed and session.status == "active":
         block = session.practice_blocks + 1
@@ -427,41 +429,76 @@ def _main_trials(session: ParticipantSession) -> list[Trial]:
     return _tasks()[session.task_id].trials
 
 
+def _task_of(token: str) -> str:
+    """The session's task; it never changes, so each process remembers it."""
+    cache = current_app.extensions.setdefault("psychinterp_task_of", {})
+    if token not in cache:
+        with _db() as db:
+            row = db.execute(
+                select(ParticipantSession.task_id, ParticipantSession.status).where(ParticipantSession.token == token)
+            ).one_or_none()
+        if row is None:
+            abort(404, "unknown session")
+        if row.task_id is None:
+            abort(409, f"session is {row.status}")
+        if len(cache) > 100_000:
+            cache.clear()
+        cache[token] = row.task_id
+    return cache[token]
+
+
 @blueprint.get("/api/sessions/<token>/trials/<int:index>")
 def trial(token: str, index: int):
-    with _db() as db:
-        session = _load(db, token)
-    if session.task_id is None:
-        abort(409, f"session is {session.status}")
-    trials = _main_trials(session)
+    trials = _tasks()[_task_of(token)].trials
     if index >= len(trials):
         abort(404, f"trial index {index} out of range (task has {len(trials)})")
     return jsonify(_trial_json(trials[index], index, len(trials)))
 
 
+@functools.cache
+def _insert_or_ignore(dialect: str):
+    """A cached INSERT ... ON CONFLICT DO NOTHING on the table (values are bound at execution)."""
+    if dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert
+    # RETURNING tells inserted from skipped on every driver (psycopg reports no rowcount here).
+    return insert(Response.__table__).on_conflict_do_nothing().returning(Response.__table__.c.id)
+
+
+def _insert_ignoring_duplicates(db: Session, values: dict[str, Any]) -> bool:
+    """One statement; returns True when the row was already there (a retry)."""
+    dialect = db.get_bind().dialect.name
+    if dialect not in ("postgresql", "sqlite"):  # pragma: no cover - other databases take the portable path
+        try:
+            with db.begin_nested():
+                db.add(Response(**values))
+        except IntegrityError:
+            return True
+        return False
+    result = db.connection().execute(_insert_or_ignore(dialect), {**values, "created_at": utcnow()})
+    return result.first() is None
+
+
 def _insert_response(
     db: Session, session: ParticipantSession, body: ResponseBody, trial: Trial, correct: bool, phase: str, block: int
 ) -> bool:
-    """Store one response; returns True when it was already stored (a retry)."""
-    try:
-        with db.begin_nested():
-            db.add(
-                Response(
-                    session_id=session.id,
-                    phase=phase,
-                    block=block,
-                    trial_index=body.trial_index,
-                    trial_id=trial.trial_id,
-                    chosen_query=body.chosen_query,
-                    confidence=body.confidence,
-                    rt_ms=body.rt_ms,
-                    correct=correct,
-                    focus_lost=body.focus_lost,
-                )
-            )
-    except IntegrityError:
-        return True  # idempotent by (session, phase, block, trial index)
-    return False
+    """Store one response; idempotent by (session, phase, block, trial index)."""
+    return _insert_ignoring_duplicates(
+        db,
+        {
+            "session_id": session.id,
+            "phase": phase,
+            "block": block,
+            "trial_index": body.trial_index,
+            "trial_id": trial.trial_id,
+            "chosen_query": body.chosen_query,
+            "confidence": body.confidence,
+            "rt_ms": body.rt_ms,
+            "correct": correct,
+            "focus_lost": body.focus_lost,
+        },
+    )
 
 
 def _store_main(db: Session, session: ParticipantSession, body: ResponseBody) -> tuple[bool, bool]:
@@ -477,11 +514,27 @@ def _store_main(db: Session, session: ParticipantSession, body: ResponseBody) ->
 def post_response(token: str):
     body: ResponseBody = parse_body(ResponseBody)
     with _db() as db, db.begin():
-        session = _load(db, token)
-        _require_running(session)
-        _settle_practice(db, session)
-        if not session.practice_passed:
-            abort(409, "practice is not finished")
+        # The common case, a running session past practice, reads four columns instead of the whole row.
+        lean = db.execute(
+            select(
+                ParticipantSession.id,
+                ParticipantSession.task_id,
+                ParticipantSession.status,
+                ParticipantSession.reserved_until,
+                ParticipantSession.practice_passed,
+            ).where(ParticipantSession.token == token)
+        ).one_or_none()
+        if lean is None:
+            abort(404, "unknown session")
+        running = lean.status == "active" and as_utc(lean.reserved_until) >= utcnow()
+        if running and lean.practice_passed:
+            session = lean
+        else:
+            session = _load(db, token)
+            _require_running(session)
+            _settle_practice(db, session)
+            if not session.practice_passed:
+                abort(409, "practice is not finished")
         duplicate, correct = _store_main(db, session, body)
     payload: dict[str, Any] = {"stored": True, "duplicate": duplicate}
     if _cfg().feedback:

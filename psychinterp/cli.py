@@ -155,6 +155,7 @@ def serve(
     host: str = "127.0.0.1",
     port: int = 5000,
     threads: Annotated[int, typer.Option(help="request threads of the single server process")] = 16,
+    connection_limit: Annotated[int, typer.Option(help="open connections served at once (browsers keep them)")] = 1000,
 ) -> None:
     """Serve a bundle to participants: one process (waitress), SQLite by default.
 
@@ -168,7 +169,15 @@ def serve(
     application = create_app(load_server_config(config, bundle_dir=bundle, database_url=db))
     typer.echo(f"participant URL: http://{host}:{port}/")
     typer.echo(f"admin URL: http://{host}:{port}/admin/ (add a login with `psychinterp admin set-password`)")
-    waitress.serve(application, host=host, port=port, threads=threads, ident="psychinterp")
+    waitress.serve(
+        application,
+        host=host,
+        port=port,
+        threads=threads,
+        connection_limit=connection_limit,
+        backlog=2048,
+        ident="psychinterp",
+    )
 
 
 @admin_app.command("set-password")

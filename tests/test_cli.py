@@ -10,7 +10,21 @@ from psychinterp.cli import app
 runner = CliRunner()
 
 
-@pytest.mark.parametrize("command", [[], ["models", "list"], ["build"], ["serve"], ["export"], ["analyze"], ["demo"]])
+@pytest.mark.parametrize(
+    "command",
+    [
+        [],
+        ["models", "list"],
+        ["build"],
+        ["merge"],
+        ["serve"],
+        ["admin", "set-password"],
+        ["db", "upgrade"],
+        ["export"],
+        ["analyze"],
+        ["demo"],
+    ],
+)
 def test_every_subcommand_has_help(command):
     result = runner.invoke(app, [*command, "--help"])
     assert result.exit_code == 0, result.output
@@ -69,3 +83,49 @@ def test_errors_name_the_file_without_a_traceback(tmp_path):
     assert "Traceback" not in result.stderr
     result = runner.invoke(app, ["build", str(bad), "--out", str(tmp_path / "o"), "--weights", "nonsense"])
     assert result.exit_code != 0 and "MODEL_ID=PATH" in result.output
+
+
+def test_serve_with_a_config_file_admin_login_and_db_upgrade(tmp_path, tiny_bundle_dir):
+    import socket
+    import time
+
+    import httpx
+    import yaml
+
+    from psychinterp.scripted import run_session
+
+    db = f"sqlite:///{tmp_path / 'served.db'}"
+    upgraded = runner.invoke(app, ["db", "upgrade", "--db", db])
+    assert upgraded.exit_code == 0 and "was empty" in upgraded.output
+    added = runner.invoke(app, ["admin", "set-password", "ada", "--db", db, "--password", "a long passphrase"])
+    assert added.exit_code == 0 and "created admin 'ada'" in added.output
+    short = runner.invoke(app, ["admin", "set-password", "bob", "--db", db, "--password", "short"])
+    assert short.exit_code != 0
+
+    config = tmp_path / "server.yaml"
+    config.write_text(yaml.safe_dump({"prolific": {"completion_code": "DONE42", "failed_code": "FAIL42"}}))
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    command = [sys.executable, "-m", "psychinterp", "serve", str(tiny_bundle_dir), "--db", db]
+    server = subprocess.Popen([*command, "--config", str(config), "--port", str(port)], stderr=subprocess.PIPE)
+    try:
+        client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10)
+        for _ in range(100):
+            try:
+                client.get("/")
+                break
+            except httpx.TransportError:
+                time.sleep(0.2)
+        done = run_session(client, lambda trial: (0, 2), platform={"platform": "prolific", "participant_id": "p"})
+        assert done["completion_code"] in ("DONE42", "FAIL42")
+        assert client.get("/admin/").status_code == 302
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("reservation_minutes: -1\n")
+    result = subprocess.run([*command, "--config", str(bad)], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2 and result.stderr.startswith(f"error: {bad}: ")
+    assert "reservation_minutes" in result.stderr and "Traceback" not in result.stderr

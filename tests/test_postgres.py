@@ -91,3 +91,42 @@ def test_sessions_assignment_duplicates_and_export_on_postgres(pg_url, tiny_bund
     n = export_csv(bundle, app.extensions["psychinterp_db"], tmp_path / "r.csv")
     assert n == 2 * (state["n_trials"] + state["practice_trials"])
     app.extensions["psychinterp_db"].kw["bind"].dispose()
+
+
+@pytest.mark.slow
+def test_gunicorn_workers_on_postgres_as_docs_deploy_md_describes(pg_url, tiny_bundle_dir, tmp_path):
+    import socket
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    import httpx
+
+    bin_dir = Path(sys.executable).parent
+    subprocess.run([str(bin_dir / "psychinterp"), "db", "upgrade", "--db", pg_url], check=True, capture_output=True)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "PSYCHINTERP_BUNDLE": str(tiny_bundle_dir), "PSYCHINTERP_DATABASE_URL": pg_url}
+    command = [str(bin_dir / "gunicorn"), "--workers", "2", "--threads", "4", "--bind", f"127.0.0.1:{port}"]
+    server = subprocess.Popen([*command, "experiment_server.wsgi:app_from_env()"], env=env, stderr=subprocess.DEVNULL)
+    try:
+        client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10)
+        for _ in range(150):
+            try:
+                client.get("/")
+                break
+            except httpx.TransportError:
+                time.sleep(0.2)
+        bundle = load_bundle(tiny_bundle_dir)
+        for i in range(3):  # requests land on both workers
+            done = run_session(
+                client,
+                lambda t: (correct_choice(bundle, t), 2),
+                platform={"platform": "prolific", "participant_id": f"g{i}"},
+            )
+            assert done["status"] == "completed"
+    finally:
+        server.terminate()
+        server.wait(timeout=20)

@@ -1,0 +1,237 @@
+"""Shared by the server benchmarks: a synthetic bundle, server processes, simulated participants."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+VENV_BIN = Path(sys.executable).parent
+PG_ADMIN_URL = os.environ.get("PSYCHINTERP_BENCH_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
+PG_BENCH_DB = "psychinterp_bench"
+
+
+def synthetic_bundle(out: Path, n_units: int = 40, trials_per_task: int = 40, repetitions: int = 10) -> Path:
+    """A bundle made by the real task builder from solid-colour images (no torch, no model)."""
+    from PIL import Image
+
+    from stimuli.bundle import AnswerKey, BundleModel, Manifest, Unit, write_bundle, write_image_bytes
+    from stimuli.images import png_bytes
+    from stimuli.tasks import BatchImages, UnitStimuli, assemble_tasks, plan_study
+
+    rng = np.random.default_rng(0)
+
+    def image() -> str:
+        pixels = np.asarray(Image.new("RGB", (224, 224), tuple(int(v) for v in rng.integers(0, 256, 3))))
+        return write_image_bytes(out, png_bytes(pixels))
+
+    unit_ids = [f"bench__layer{u % 4}__{u}" for u in range(n_units)]
+    stimuli = {}
+    for unit in unit_ids:
+        batches = {}
+        for b in range(2):
+            batches[b] = BatchImages(
+                natural_min=tuple(image() for _ in range(9)),
+                natural_max=tuple(image() for _ in range(9)),
+                natural_min_activations=tuple(range(9)),
+                natural_max_activations=tuple(range(10, 19)),
+                max_query=image(),
+                min_query=image(),
+                max_query_activation=20.0,
+                min_query_activation=-1.0,
+                max_query_rank=1,
+                min_query_rank=1,
+                max_query_source="max.png",
+                min_query_source="min.png",
+            )
+        stimuli[unit] = UnitStimuli(unit, batches)
+    plan = plan_study(
+        {"bench": unit_ids},
+        ["natural"],
+        repetitions=repetitions,
+        trials_per_task=trials_per_task,
+        catch_trials_per_task=5,
+        batches=2,
+        seed=0,
+    )
+    tasks, practice, answers = assemble_tasks(plan, stimuli)
+    manifest = Manifest(
+        schema_version=1,
+        study_id="bench",
+        title="Server benchmark",
+        models=[BundleModel(id="bench", display_name="bench", source="torchvision")],
+        units=[Unit(unit_id=u, model_id="bench", layer=u.split("__")[1], channel=i) for i, u in enumerate(unit_ids)],
+        conditions=["natural"],
+        reference_images=[],
+        tasks=tasks,
+        practice_trials=practice,
+    )
+    write_bundle(out, manifest, AnswerKey(schema_version=1, study_id="bench", answers=answers))
+    return out
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for(url: str, timeout: float = 60.0) -> None:
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(url, timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    raise RuntimeError(f"server at {url} did not come up within {timeout} s")
+
+
+def _log(path: Path):
+    # A file, not a pipe: a pipe nobody reads fills up and blocks the server.
+    return path.open("ab")
+
+
+def start_sqlite_server(bundle: Path, db: Path, port: int) -> subprocess.Popen:
+    command = [str(VENV_BIN / "psychinterp"), "serve", str(bundle), "--db", f"sqlite:///{db}", "--port", str(port)]
+    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=_log(db.with_suffix(".log")))
+    wait_for(f"http://127.0.0.1:{port}/")
+    return process
+
+
+def reset_postgres() -> str:
+    """A fresh benchmark database beside the admin one; returns its SQLAlchemy URL."""
+    import psycopg
+
+    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
+        conn.execute(f"DROP DATABASE IF EXISTS {PG_BENCH_DB} WITH (FORCE)")
+        conn.execute(f"CREATE DATABASE {PG_BENCH_DB}")
+    base = PG_ADMIN_URL.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://")
+    return f"{base}/{PG_BENCH_DB}"
+
+
+def start_gunicorn(bundle: Path, database_url: str, port: int, workers: int = 3, threads: int = 8) -> subprocess.Popen:
+    subprocess.run([str(VENV_BIN / "psychinterp"), "db", "upgrade", "--db", database_url], check=True, cwd=ROOT)
+    env = {**os.environ, "PSYCHINTERP_BUNDLE": str(bundle), "PSYCHINTERP_DATABASE_URL": database_url}
+    command = [
+        str(VENV_BIN / "gunicorn"),
+        "--workers",
+        str(workers),
+        "--threads",
+        str(threads),
+        "--bind",
+        f"127.0.0.1:{port}",
+        "experiment_server.wsgi:app_from_env()",
+    ]
+    log = _log(bundle.parent / "gunicorn.log")
+    process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=log)
+    wait_for(f"http://127.0.0.1:{port}/")
+    return process
+
+
+def stop(process: subprocess.Popen, sig: int = signal.SIGTERM) -> None:
+    if process.poll() is None:
+        process.send_signal(sig)
+        process.wait(timeout=30)
+
+
+@dataclass
+class Stats:
+    latencies: dict[str, list[float]] = field(default_factory=lambda: {"trial": [], "response": [], "start": []})
+    errors: dict[str, int] = field(default_factory=dict)
+    acknowledged: list[tuple[str, int, int, int]] = field(default_factory=list)  # token, trial, chosen, confidence
+
+    def error(self, what: str) -> None:
+        self.errors[what] = self.errors.get(what, 0) + 1
+
+
+def percentile(values: list[float], q: float) -> float:
+    return float(np.percentile(values, q)) if values else float("nan")
+
+
+async def participant(
+    http,
+    base_url: str,
+    stats: Stats,
+    consent: str,
+    start_delay: float,
+    interval: float,
+    until: float,
+    rng: np.random.Generator,
+    retry: bool = False,
+) -> dict:
+    """One simulated participant: start, then fetch a trial and answer it every ``interval`` seconds.
+
+    ``http`` is an ``aiohttp.ClientSession`` (a light client, so that the load generator leaves the
+    2 cores to the server). With ``retry``, connection failures are retried with backoff, as the
+    page does, and after a failure the participant asks the server where to resume.
+    """
+    import aiohttp
+
+    async def call(method: str, path: str, body: dict | None = None) -> tuple[int, dict]:
+        async with http.request(method, base_url + path, json=body) as response:
+            return response.status, await response.json(content_type=None)
+
+    await asyncio.sleep(start_delay)
+    t0 = time.perf_counter()
+    try:
+        status, session = await call("POST", "/api/sessions", {"platform": "direct", "consent_version": consent})
+    except aiohttp.ClientError:
+        stats.error("start connection")
+        return {}
+    stats.latencies["start"].append(time.perf_counter() - t0)
+    if status != 201:
+        stats.error(f"start {status}")
+        return {}
+    token, index, n = session["token"], 0, session["n_trials"]
+    resumed = 0
+    while index < n and time.monotonic() < until:
+        tick = time.monotonic()
+        answer = {
+            "trial_index": index,
+            "chosen_query": int(rng.integers(2)),
+            "confidence": int(rng.integers(1, 4)),
+            "rt_ms": float(rng.uniform(800, 1900)),
+        }
+        try:
+            t0 = time.perf_counter()
+            status, _ = await call("GET", f"/api/sessions/{token}/trials/{index}")
+            stats.latencies["trial"].append(time.perf_counter() - t0)
+            if status != 200:
+                stats.error(f"trial {status}")
+                return {"token": token}
+            t0 = time.perf_counter()
+            status, _ = await call("POST", f"/api/sessions/{token}/responses", answer)
+            stats.latencies["response"].append(time.perf_counter() - t0)
+            if status not in (200, 201):
+                stats.error(f"response {status}")
+                return {"token": token}
+            stats.acknowledged.append((token, index, answer["chosen_query"], answer["confidence"]))
+            index += 1
+        except (TimeoutError, aiohttp.ClientError):
+            stats.error("connection")
+            if not retry:
+                return {"token": token}
+            await asyncio.sleep(0.5 + rng.uniform(0, 0.5))
+            try:
+                status, state = await call("GET", f"/api/sessions/{token}")
+                if status == 200:
+                    index = state["next_trial"] if state["next_trial"] is not None else n
+                    resumed += 1
+            except (TimeoutError, aiohttp.ClientError):
+                pass
+            continue
+        await asyncio.sleep(max(0.0, interval - (time.monotonic() - tick)))
+    return {"token": token, "resumed": resumed, "answered": index}
