@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import secrets
 from pathlib import Path
 
 import numpy as np
@@ -119,8 +120,10 @@ def _fingerprint(*paths: Path) -> str:
 def run_demo(workdir: Path, host: str = "127.0.0.1", port: int = 5000, serve: bool = True) -> None:
     from analysis.report import write_report
     from experiment_server import create_app
+    from experiment_server.admin import set_admin_password
     from experiment_server.export import export_csv
     from stimuli.build import build_study
+    from stimuli.errors import PsychinterpError
     from stimuli.study import load_study_config
 
     workdir = workdir.resolve()
@@ -136,7 +139,17 @@ def run_demo(workdir: Path, host: str = "127.0.0.1", port: int = 5000, serve: bo
         (workdir / "demo.db").unlink(missing_ok=True)
         (workdir / ".observers-done").unlink(missing_ok=True)
     database_url = f"sqlite:///{workdir / 'demo.db'}"
-    app = create_app({"bundle_dir": bundle_dir, "database_url": database_url})
+    try:
+        app = create_app({"bundle_dir": bundle_dir, "database_url": database_url})
+    except PsychinterpError:
+        # A demo database from before migrations existed: its sample responses are made again.
+        (workdir / "demo.db").unlink(missing_ok=True)
+        (workdir / ".observers-done").unlink(missing_ok=True)
+        app = create_app({"bundle_dir": bundle_dir, "database_url": database_url})
+    password_file = workdir / "admin-password.txt"
+    if not password_file.exists():
+        password_file.write_text(secrets.token_urlsafe(12) + "\n")
+    set_admin_password(app.extensions["psychinterp_db"], "admin", password_file.read_text().strip())
     marker = workdir / ".observers-done"
     if not marker.exists():
         run_observers(app, OBSERVERS)
@@ -146,6 +159,9 @@ def run_demo(workdir: Path, host: str = "127.0.0.1", port: int = 5000, serve: bo
     page = write_report(responses, workdir / "report")
     typer.echo(f"exported {n} responses to {responses}")
     typer.echo(f"report: {page}")
+    typer.echo(f"admin URL: http://{host}:{port}/admin/  login: admin / {password_file.read_text().strip()}")
     if serve:
+        import waitress
+
         typer.echo(f"serving the demo study: participant URL http://{host}:{port}/  (Ctrl-C to stop)")
-        app.run(host=host, port=port, threaded=True)
+        waitress.serve(app, host=host, port=port, threads=16, connection_limit=1000, ident="psychinterp")
