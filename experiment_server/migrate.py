@@ -45,3 +45,30 @@ def upgrade(engine: Engine, revision: str = "head") -> None:
                 "psychinterp without migrations: export its responses with that version, then use a new database"
             )
         command.upgrade(alembic_config(conn), revision)
+
+
+def new_revision(message: str) -> Path:
+    """Autogenerate the next migration from the models in db.py (for maintainers).
+
+    Compares the models with a scratch SQLite database at the current head; review the
+    generated file before committing it.
+    """
+    import tempfile
+
+    from experiment_server.db import make_engine
+
+    with tempfile.TemporaryDirectory() as tmp:
+        engine = make_engine(f"sqlite:///{tmp}/scratch.db")
+        upgrade(engine)
+        with engine.begin() as conn:
+            script = command.revision(alembic_config(conn), message=message, autogenerate=True)
+        engine.dispose()
+    return Path(script.path)
+
+
+if __name__ == "__main__":
+    import sys
+
+    if len(sys.argv) != 3 or sys.argv[1] != "revision":
+        sys.exit('usage: python -m experiment_server.migrate revision "what changed"')
+    print(new_revision(sys.argv[2]))

@@ -337,3 +337,29 @@ def test_sqlite_writer_threads_take_turns_without_deadlock_or_loss(tmp_path):
     with engine.connect() as conn:
         values = [v for (v,) in conn.execute(select(table.c.v))]
     assert sorted(values) == sorted(k * 100 + i for k in range(8) for i in range(25))
+
+
+def test_feedback_setting_and_consent_text_override(tmp_path, tiny_bundle_dir, bundle):
+    quiet = make_app(tiny_bundle_dir, tmp_path / "q.db").test_client()
+    loud = make_app(tiny_bundle_dir, tmp_path / "l.db", feedback=True, consent_text="Custom consent.").test_client()
+    assert "Custom consent." in loud.get("/").get_data(as_text=True)
+    assert page_settings(loud)["consentVersion"] != page_settings(quiet)["consentVersion"]
+    assert "consent" in start(loud, expect=409, consent_version=page_settings(quiet)["consentVersion"])["detail"]
+    for client, says in ((quiet, False), (loud, True)):
+        token = start(client)["token"]
+        pass_practice(client, bundle, token)
+        reply = client.post(f"/api/sessions/{token}/responses", json=answer_body(0)).get_json()
+        assert ("correct" in reply) is says
+
+
+def test_new_revision_helper_finds_no_change_when_models_match_migrations():
+    from experiment_server.migrate import new_revision
+
+    path = new_revision("nothing changed")
+    try:
+        text = path.read_text()
+        upgrade_body = text.split("def upgrade() -> None:")[1].split("def downgrade")[0]
+        statements = [line.strip() for line in upgrade_body.splitlines() if line.strip() and "#" not in line]
+        assert statements == ["pass"] and "down_revision = '0001'" in text
+    finally:
+        path.unlink()
