@@ -92,3 +92,47 @@ def summarise_participants(responses: pd.DataFrame) -> list[ParticipantSummary]:
             )
         )
     return summaries
+
+
+def exclusion_table(responses: pd.DataFrame, criteria: ExclusionCriteria | None = None) -> pd.DataFrame:
+    """One row per participant: the values checked, the rules failed, and whether they are excluded."""
+    criteria = criteria or ExclusionCriteria()
+    rows = []
+    for summary in summarise_participants(responses):
+        failed = failed_rules(summary, criteria)
+        rows.append({**summary.__dict__, "failed_rules": ";".join(failed), "excluded": bool(failed)})
+    return pd.DataFrame(rows)
+
+
+def apply_exclusions(
+    responses: pd.DataFrame, criteria: ExclusionCriteria | None = None
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The responses of included participants, and the per-participant exclusion table."""
+    table = exclusion_table(responses, criteria)
+    excluded = set(table.loc[table["excluded"], "participant_id"])
+    return responses[~responses["participant_id"].astype(str).isin(excluded)], table
+
+
+def load_criteria(path) -> ExclusionCriteria:
+    """Criteria from a YAML file of field: value (unknown fields and bad values are errors)."""
+    from pathlib import Path
+
+    import yaml
+    from pydantic import TypeAdapter, ValidationError
+
+    from stimuli.errors import ConfigError, format_validation_error
+
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError(f"{path}: cannot read exclusion criteria: {exc}") from None
+    unknown = sorted(set(raw) - set(ExclusionCriteria.__dataclass_fields__))
+    if unknown:
+        raise ConfigError(
+            f"{path}: unknown criteria {unknown}; known: {sorted(ExclusionCriteria.__dataclass_fields__)}"
+        )
+    try:
+        return TypeAdapter(ExclusionCriteria).validate_python(raw)
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(path, exc, raw)) from None

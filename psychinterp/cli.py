@@ -228,14 +228,38 @@ def export(
 
 @app.command()
 def analyze(
-    responses: Annotated[Path, typer.Argument(help="response CSV")],
+    responses: Annotated[
+        Path | None, typer.Argument(help="response CSV (ours, IMI 2023 or Borowski et al. 2021)")
+    ] = None,
     out: Annotated[Path, typer.Option("--out", help="report directory")] = Path("report"),
     resamples: Annotated[int, typer.Option(help="bootstrap resamples")] = 10_000,
+    format: Annotated[str | None, typer.Option(help="psychinterp, imi or borowski (default: detected)")] = None,
+    model_id: Annotated[str, typer.Option(help="model id for Borowski et al. files, which name none")] = "googlenet",
+    db: Annotated[str | None, typer.Option("--db", help="read a server database directly (with --bundle)")] = None,
+    bundle: Annotated[Path | None, typer.Option(help="the study bundle, for --db")] = None,
+    criteria: Annotated[Path | None, typer.Option(help="exclusion criteria (YAML); default: the 2023 study's")] = None,
+    exclusions: Annotated[bool, typer.Option("--exclusions/--no-exclusions", help="apply the criteria")] = True,
 ) -> None:
-    """Accuracy per model and condition with bootstrap CIs, a figure and report/index.html."""
+    """Accuracy per model and condition after exclusions, with bootstrap CIs, figures and report/index.html."""
+    from analysis.exclusions import load_criteria
     from analysis.report import write_report
 
-    page = write_report(responses, out, n_resamples=resamples)
+    if (responses is None) == (db is None):
+        raise typer.BadParameter("give a response CSV, or --db with --bundle")
+    if db is not None:
+        if bundle is None:
+            raise typer.BadParameter("--db needs --bundle", param_hint="--bundle")
+        from experiment_server.db import make_session_factory
+        from experiment_server.export import export_csv
+        from stimuli.bundle import load_bundle
+
+        out.mkdir(parents=True, exist_ok=True)
+        responses = out / "responses.csv"
+        export_csv(load_bundle(bundle), make_session_factory(db), responses)
+    chosen = load_criteria(criteria) if criteria else None
+    page = write_report(
+        responses, out, n_resamples=resamples, format=format, model_id=model_id, criteria=chosen, exclude=exclusions
+    )
     typer.echo(f"report: {page}")
 
 

@@ -118,6 +118,7 @@ def _fingerprint(*paths: Path) -> str:
 
 
 def run_demo(workdir: Path, host: str = "127.0.0.1", port: int = 5000, serve: bool = True) -> None:
+    from analysis.exclusions import ExclusionCriteria
     from analysis.report import write_report
     from experiment_server import create_app
     from experiment_server.admin import set_admin_password
@@ -156,7 +157,10 @@ def run_demo(workdir: Path, host: str = "127.0.0.1", port: int = 5000, serve: bo
         marker.write_text(fingerprint)
     responses = workdir / "responses.csv"
     n = export_csv(app.extensions["psychinterp_bundle"], app.extensions["psychinterp_db"], responses)
-    page = write_report(responses, workdir / "report")
+    # Scripted participants answer in milliseconds and see only a few trials: the time and
+    # query-row rules are off for them; the catch-trial and practice rules stay.
+    scripted = ExclusionCriteria(min_instruction_s=0, min_session_s=0, min_choices_per_query_row=0)
+    page = write_report(responses, workdir / "report", criteria=scripted)
     typer.echo(f"exported {n} responses to {responses}")
     typer.echo(f"report: {page}")
     typer.echo(f"admin URL: http://{host}:{port}/admin/  login: admin / {password_file.read_text().strip()}")

@@ -64,7 +64,12 @@ def test_build_export_analyze_from_the_command_line(tmp_path, tiny_bundle_dir):
     rows = [r for r in csv.DictReader(csv_path.open()) if r["trial_kind"] != "practice"]
     assert len(rows) == 1 and rows[0]["chosen_query"] == "1" and rows[0]["confidence"] == "3"
 
-    result = runner.invoke(app, ["analyze", str(csv_path), "--out", str(tmp_path / "report"), "--resamples", "200"])
+    report = ["--out", str(tmp_path / "report"), "--resamples", "200"]
+    result = runner.invoke(app, ["analyze", str(csv_path), *report])
+    assert result.exit_code != 0 and "no responses left" in str(result.exception)  # one answer: query-row rule
+    result = runner.invoke(app, ["analyze", str(csv_path), *report, "--no-exclusions"])
+    assert result.exit_code == 0, result.output
+    result = runner.invoke(app, ["analyze", "--db", db, "--bundle", str(out), *report, "--no-exclusions"])
     assert result.exit_code == 0, result.output
     assert (tmp_path / "report" / "index.html").exists()
 

@@ -58,14 +58,16 @@ def _row(participant="p1", model="m", condition="natural", correct=1, confidence
 
 def test_loader_names_file_column_and_first_bad_row(tmp_path):
     path = _table(tmp_path, [_row(), _row(correct=1), _row(correct="yes")])
-    with pytest.raises(ResponseTableError, match=r"r.csv: column 'correct', row 4: 'yes' is not one of \[0, 1\]"):
+    with pytest.raises(ResponseTableError, match=r"r.csv: column 'correct', row 4: 'yes' is not 0 or 1"):
         load_responses(path)
     path = _table(tmp_path, [_row(confidence=5)])
     with pytest.raises(ResponseTableError, match=r"column 'confidence', row 2: '5'"):
         load_responses(path)
     path = _table(tmp_path, [{k: v for k, v in _row().items() if k != "model_id"}])
-    with pytest.raises(ResponseTableError, match=r"missing required column\(s\) \['model_id'\]"):
+    with pytest.raises(ResponseTableError, match=r"r.csv: .*'psychinterp' lacks column\(s\) \['model_id'\]"):
         load_responses(path)
+    with pytest.raises(ResponseTableError, match=r"missing required column\(s\) \['model_id'\] for the psychinterp"):
+        load_responses(path, format="psychinterp")
     path = _table(tmp_path, [_row(), {**_row(), "rt_ms": "slow"}])
     with pytest.raises(ResponseTableError, match=r"column 'rt_ms', row 3: 'slow' is not a number"):
         load_responses(path)

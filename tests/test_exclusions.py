@@ -1,0 +1,82 @@
+"""Each exclusion rule, the per-participant table, and criteria files."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from analysis.exclusions import (
+    ExclusionCriteria,
+    ParticipantSummary,
+    apply_exclusions,
+    describe,
+    failed_rules,
+    load_criteria,
+)
+
+GOOD = ParticipantSummary(
+    "p", catch_accuracy=1.0, upper_choices=20, lower_choices=20, instruction_s=60, session_s=900, practice_blocks=1
+)
+
+
+@pytest.mark.parametrize(
+    "change, rule",
+    [
+        ({"catch_accuracy": 0.79}, "catch_accuracy"),
+        ({"upper_choices": 4}, "query_rows"),
+        ({"lower_choices": 0}, "query_rows"),
+        ({"instruction_s": 14.9}, "instruction_time"),
+        ({"session_s": 134}, "session_time"),
+        ({"session_s": 2501}, "session_time"),
+        ({"practice_blocks": 4}, "practice_blocks"),
+    ],
+)
+def test_each_rule_fails_just_past_its_threshold(change, rule):
+    assert failed_rules(GOOD) == []
+    assert failed_rules(ParticipantSummary(**{**GOOD.__dict__, **change})) == [rule]
+
+
+def test_thresholds_are_inclusive_and_unknown_values_fail_nothing():
+    edge = ParticipantSummary("p", 0.8, 5, 5, 15.0, 135.0, 3)
+    assert failed_rules(edge) == []
+    assert failed_rules(ParticipantSummary("p", None, None, None, None, None, None)) == []
+    lenient = ExclusionCriteria(min_catch_accuracy=0.5)
+    assert failed_rules(ParticipantSummary(**{**GOOD.__dict__, "catch_accuracy": 0.6}), lenient) == []
+    assert describe("session_time") == "total time outside 135.0-2500.0 s"
+
+
+def test_apply_exclusions_on_a_response_table():
+    rows = []
+    for participant, catch_correct in (("ok", 1), ("sloppy", 0)):
+        for i in range(12):
+            rows.append(
+                {
+                    "participant_id": participant,
+                    "trial_kind": "catch" if i < 2 else "main",
+                    "correct": catch_correct if i < 2 else 1,
+                    "chosen_query": i % 2,
+                    "session_s": 600,
+                    "instruction_s": 30,
+                    "practice_blocks": 1,
+                }
+            )
+        rows.append({"participant_id": participant, "trial_kind": "practice", "correct": 0, "chosen_query": 0})
+    kept, table = apply_exclusions(pd.DataFrame(rows))
+    assert set(kept["participant_id"]) == {"ok"}
+    assert table.set_index("participant_id").loc["sloppy", "failed_rules"] == "catch_accuracy"
+    assert table.set_index("participant_id").loc["ok", "upper_choices"] == 6  # main + catch trials, not practice
+
+
+def test_criteria_files(tmp_path):
+    good = tmp_path / "c.yaml"
+    good.write_text("min_catch_accuracy: 0.9\nmax_session_s: 3600\n")
+    assert load_criteria(good) == ExclusionCriteria(min_catch_accuracy=0.9, max_session_s=3600)
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("min_catch_acuracy: 0.9\n")
+    from stimuli.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"bad.yaml: unknown criteria \['min_catch_acuracy'\]"):
+        load_criteria(bad)
+    bad.write_text("min_catch_accuracy: lots\n")
+    with pytest.raises(ConfigError, match="min_catch_accuracy"):
+        load_criteria(bad)
