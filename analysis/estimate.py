@@ -31,19 +31,20 @@ def participant_bootstrap_ci(
 
 
 def accuracy_table(responses: pd.DataFrame, n_resamples: int = 10_000, seed: int = 0) -> pd.DataFrame:
-    """Accuracy per model x condition on main trials, with a participant-cluster bootstrap 95% CI."""
-    if "trial_kind" in responses.columns:
-        responses = responses[responses["trial_kind"] == "main"]
-    per_participant = (
-        responses.groupby(["model_id", "condition", "participant_id"], sort=True)["correct"]
-        .agg(correct="sum", n="count")
-        .reset_index()
-    )
+    """Accuracy per model x condition on main trials, with three 95% intervals.
+
+    ``ci_low``/``ci_high``: participants and units resampled jointly (the primary interval);
+    ``participant_ci_*``: participants only; ``unit_bca_*``: the 2023 study's BCa interval of
+    the mean unit accuracy.
+    """
+    responses = main_trials(responses)
     rows = []
-    for (model_id, condition), group in per_participant.groupby(["model_id", "condition"], sort=True):
-        k = group["correct"].to_numpy(float)
-        n = group["n"].to_numpy(float)
-        low, high = participant_bootstrap_ci(k, n, n_resamples=n_resamples, seed=seed)
+    for (model_id, condition), group in responses.groupby(["model_id", "condition"], sort=True):
+        k, n = cell_counts(group)
+        low, high = crossed_bootstrap_ci(k, n, n_resamples=n_resamples, seed=seed)
+        p_low, p_high = participant_bootstrap_ci(k.sum(axis=1), n.sum(axis=1), n_resamples=n_resamples, seed=seed)
+        units = group.groupby("unit_id")["correct"].mean().to_numpy()
+        b_low, b_high = unit_mean_bca_ci(units, n_resamples=n_resamples, seed=seed)
         rows.append(
             {
                 "model_id": model_id,
@@ -51,8 +52,118 @@ def accuracy_table(responses: pd.DataFrame, n_resamples: int = 10_000, seed: int
                 "accuracy": k.sum() / n.sum(),
                 "ci_low": low,
                 "ci_high": high,
+                "participant_ci_low": p_low,
+                "participant_ci_high": p_high,
+                "unit_mean_accuracy": units.mean(),
+                "unit_bca_low": b_low,
+                "unit_bca_high": b_high,
                 "n_responses": int(n.sum()),
-                "n_participants": len(group),
+                "n_participants": k.shape[0],
+                "n_units": k.shape[1],
             }
         )
+    return pd.DataFrame(rows)
+
+
+# --- two-way cluster bootstrap: participants and units resampled together ---------------------
+
+
+def cell_counts(responses: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """Correct answers and responses per (participant, unit) cell, as dense matrices."""
+    grouped = responses.groupby(["participant_id", "unit_id"], sort=True)["correct"].agg(["sum", "count"])
+    k = grouped["sum"].unstack(fill_value=0).to_numpy(float)
+    n = grouped["count"].unstack(fill_value=0).to_numpy(float)
+    return k, n
+
+
+def crossed_bootstrap_accuracy(
+    k: np.ndarray, n: np.ndarray, weights_p: np.ndarray, weights_u: np.ndarray
+) -> np.ndarray:
+    """Pooled accuracy for each resample, given participant and unit multiplicities (B x P, B x U).
+
+    A response of participant p on unit u is counted w_p * w_u times, so both
+    participants and units are resampled with replacement, jointly.
+    """
+    numerator = np.einsum("bp,pu,bu->b", weights_p, k, weights_u, optimize=True)
+    denominator = np.einsum("bp,pu,bu->b", weights_p, n, weights_u, optimize=True)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return numerator / denominator
+
+
+def crossed_bootstrap_ci(
+    k: np.ndarray, n: np.ndarray, n_resamples: int = 10_000, seed: int = 0, level: float = 0.95, chunk: int = 2_000
+) -> tuple[float, float]:
+    """Percentile CI of pooled accuracy with participants and units resampled (vectorised in chunks)."""
+    n_p, n_u = k.shape
+    if n_p < 2 or n_u < 2:
+        return (np.nan, np.nan)
+    rng = np.random.default_rng(seed)
+    estimates = []
+    for start in range(0, n_resamples, chunk):
+        b = min(chunk, n_resamples - start)
+        weights_p = rng.multinomial(n_p, np.full(n_p, 1 / n_p), size=b).astype(float)
+        weights_u = rng.multinomial(n_u, np.full(n_u, 1 / n_u), size=b).astype(float)
+        estimates.append(crossed_bootstrap_accuracy(k, n, weights_p, weights_u))
+    values = np.concatenate(estimates)
+    values = values[np.isfinite(values)]
+    alpha = (1 - level) / 2
+    return float(np.quantile(values, alpha)), float(np.quantile(values, 1 - alpha))
+
+
+def unit_mean_bca_ci(unit_accuracy: np.ndarray, n_resamples: int = 10_000, seed: int = 0) -> tuple[float, float]:
+    """The 2023 study's interval, for parity: BCa bootstrap of the mean of per-unit accuracies."""
+    if len(unit_accuracy) < 3 or np.ptp(unit_accuracy) == 0:
+        return (np.nan, np.nan)
+    result = stats.bootstrap(
+        (unit_accuracy,),
+        np.mean,
+        vectorized=True,
+        n_resamples=n_resamples,
+        method="BCa",
+        rng=np.random.default_rng(seed),
+    )
+    return float(result.confidence_interval.low), float(result.confidence_interval.high)
+
+
+def main_trials(responses: pd.DataFrame) -> pd.DataFrame:
+    return responses[responses["trial_kind"] == "main"] if "trial_kind" in responses else responses
+
+
+def unit_accuracy(responses: pd.DataFrame) -> pd.DataFrame:
+    """Accuracy per unit (main trials), with the unit's relative depth when layers are known."""
+    frame = main_trials(responses)
+    keys = ["model_id", "condition", "unit_id"]
+    table = frame.groupby(keys, sort=True)["correct"].agg(accuracy="mean", n_responses="count").reset_index()
+    if {"layer_index", "n_layers"} <= set(frame.columns):
+        depth = frame.groupby(keys, sort=True)[["layer_index", "n_layers"]].first().reset_index()
+        depth["relative_depth"] = depth["layer_index"] / (depth["n_layers"] - 1).where(depth["n_layers"] > 1)
+        table = table.merge(depth[[*keys, "relative_depth"]], on=keys)
+    return table
+
+
+def model_comparison(units: pd.DataFrame) -> dict[str, dict]:
+    """Per condition: Kruskal-Wallis across models on unit accuracies, then Conover with Holm (as in 2023)."""
+    import scikit_posthocs
+
+    results = {}
+    for condition, group in units.groupby("condition", sort=True):
+        samples = [g["accuracy"].to_numpy() for _, g in group.groupby("model_id", sort=True)]
+        if len(samples) < 2 or any(len(s) < 2 for s in samples):
+            continue
+        h, p = stats.kruskal(*samples)
+        conover = scikit_posthocs.posthoc_conover(group, val_col="accuracy", group_col="model_id", p_adjust="holm")
+        results[condition] = {"kruskal_H": float(h), "kruskal_p": float(p), "conover_holm_p": conover}
+    return results
+
+
+def depth_correlation(units: pd.DataFrame) -> pd.DataFrame:
+    """Spearman correlation of unit accuracy with relative layer depth, per model and condition."""
+    if "relative_depth" not in units:
+        return pd.DataFrame()
+    rows = []
+    for (model_id, condition), group in units.dropna(subset=["relative_depth"]).groupby(["model_id", "condition"]):
+        if group["relative_depth"].nunique() < 2 or len(group) < 3:
+            continue
+        rho, p = stats.spearmanr(group["relative_depth"], group["accuracy"])
+        rows.append({"model_id": model_id, "condition": condition, "spearman_rho": rho, "p": p, "n_units": len(group)})
     return pd.DataFrame(rows)
