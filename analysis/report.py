@@ -12,9 +12,10 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from analysis.estimate import accuracy_table  # noqa: E402
+from analysis.estimate import accuracy_table, depth_correlation, model_comparison, unit_accuracy  # noqa: E402
 from analysis.exclusions import RULES, ExclusionCriteria, apply_exclusions, describe  # noqa: E402
 from analysis.load import ResponseTableError, load_responses  # noqa: E402
+from analysis.scaling import robustness_checks, scaling_trends, unit_table, with_model_facts  # noqa: E402
 
 
 def accuracy_figure(table: pd.DataFrame) -> plt.Figure:
@@ -45,6 +46,89 @@ def accuracy_figure(table: pd.DataFrame) -> plt.Figure:
     return fig
 
 
+def scaling_figure(responses: pd.DataFrame, trends: pd.DataFrame) -> plt.Figure:
+    """Model accuracy (mean of unit accuracies) against log10 parameters, with the fitted trend and its band."""
+    units = unit_table(responses, ["log10_parameters"])
+    fig, ax = plt.subplots(figsize=(5.5, 3.5))
+    for condition, group in units.groupby("condition", sort=True):
+        per_model = group.groupby("model_id").agg(x=("log10_parameters", "first"), y=("accuracy", "mean"))
+        points = ax.scatter(per_model["x"], per_model["y"], label=condition)
+        row = trends[(trends["condition"] == condition) & (trends["predictor"] == "log10_parameters")]
+        if len(row):
+            fit = row.iloc[0]
+            xs = np.linspace(per_model["x"].min(), per_model["x"].max(), 50)
+            centre = xs - per_model["x"].mean()
+            mean_y = per_model["y"].mean()
+            ax.plot(xs, mean_y + fit["slope"] * centre, color=points.get_facecolor()[0])
+            ax.fill_between(
+                xs,
+                mean_y + fit["ci_low"] * centre,
+                mean_y + fit["ci_high"] * centre,
+                alpha=0.2,
+                color=points.get_facecolor()[0],
+                linewidth=0,
+            )
+    ax.axhline(0.5, color="grey", linestyle="--", linewidth=1)
+    ax.set_xlabel("log10 parameters")
+    ax.set_ylabel("proportion correct")
+    ax.legend(frameon=False, fontsize="small")
+    fig.tight_layout()
+    return fig
+
+
+def _save(fig: plt.Figure, out: Path, name: str) -> None:
+    for suffix in ("png", "pdf"):
+        fig.savefig(out / f"{name}.{suffix}", dpi=150)
+    plt.close(fig)
+
+
+def _table_html(title: str, table: pd.DataFrame, note: str = "") -> str:
+    if table.empty:
+        return ""
+    return f"<h2>{html.escape(title)}</h2>{note}" + table.to_html(
+        index=False, float_format=lambda v: f"{v:.3g}", na_rep=""
+    )
+
+
+def _statistics_html(responses: pd.DataFrame, out: Path, models) -> str:
+    units = unit_accuracy(responses)
+    units.to_csv(out / "unit_accuracy.csv", index=False)
+    parts = []
+    for condition, result in model_comparison(units).items():
+        conover = result["conover_holm_p"]
+        conover.to_csv(out / f"conover_holm_{condition}.csv")
+        parts.append(
+            f"<h2>Models compared ({html.escape(condition)})</h2><p>Kruskal-Wallis on unit accuracies: "
+            f"H = {result['kruskal_H']:.3g}, p = {result['kruskal_p']:.3g}. "
+            "Conover post-hoc p-values, Holm-corrected:</p>" + conover.to_html(float_format=lambda v: f"{v:.3g}")
+        )
+    correlation = depth_correlation(units)
+    correlation.to_csv(out / "depth_correlation.csv", index=False)
+    parts.append(_table_html("Unit accuracy and relative layer depth (Spearman)", correlation))
+    if models:
+        facts = with_model_facts(responses, models)
+        trends = scaling_trends(facts)
+        trends.to_csv(out / "scaling.csv", index=False)
+        if not trends.empty:
+            _save(scaling_figure(facts, trends), out, "scaling")
+            verdicts = "".join(
+                f"<li>{html.escape(r.condition)}, {html.escape(r.predictor)}: {r.slope * 100:+.1f} pp per unit "
+                f"[{r.ci_low * 100:+.1f}, {r.ci_high * 100:+.1f}], "
+                f"{'an increase' if r.ci_low > 0 else 'a decrease' if r.ci_high < 0 else 'no clear trend'}</li>"
+                for r in trends.itertuples()
+            )
+            parts.append(
+                "<h2>Scaling trends</h2><p>Unit-level mixed model, accuracy ~ predictor + (1 | model); "
+                f"slopes in percentage points per decade (per point of top-1), with 95% CIs:</p><ul>{verdicts}</ul>"
+                "<img src='scaling.png' alt='accuracy against log10 parameters' style='max-width:100%'>"
+                + trends.to_html(index=False, float_format=lambda v: f"{v:.3g}")
+            )
+            robust = robustness_checks(facts)
+            robust.to_csv(out / "scaling_robustness.csv", index=False)
+            parts.append(_table_html("Robustness: trial-level logistic slopes on log10 parameters", robust))
+    return "".join(parts)
+
+
 def _exclusion_html(table: pd.DataFrame, criteria: ExclusionCriteria) -> str:
     if table.empty:
         return ""
@@ -66,7 +150,9 @@ def write_report(
     model_id: str = "googlenet",
     criteria: ExclusionCriteria | None = None,
     exclude: bool = True,
+    models: dict | None = None,
 ) -> Path:
+    """The report: accuracy with intervals, model comparison, depth, scaling trends (given ``models``' facts)."""
     criteria = criteria or ExclusionCriteria()
     responses = load_responses(responses_csv, format=format, model_id=model_id)
     included, exclusions = apply_exclusions(responses, criteria) if exclude else (responses, pd.DataFrame())
@@ -77,10 +163,8 @@ def write_report(
     table.to_csv(out / "accuracy.csv", index=False)
     if exclude:
         exclusions.to_csv(out / "exclusions.csv", index=False)
-    fig = accuracy_figure(table)
-    for suffix in ("png", "pdf"):
-        fig.savefig(out / f"accuracy.{suffix}", dpi=150)
-    plt.close(fig)
+    _save(accuracy_figure(table), out, "accuracy")
+    statistics = _statistics_html(included, out, models)
     page = out / "index.html"
     page.write_text(
         "<!doctype html><meta charset='utf-8'><title>psychinterp report</title>"
@@ -88,9 +172,11 @@ def write_report(
         f"<p>{len(included)} responses from {included['participant_id'].nunique()} participant(s) "
         f"({responses.attrs.get('format', 'psychinterp')} format), "
         f"source: {html.escape(str(responses_csv))}. Intervals: 95% bootstrap over participants "
-        "(blank when fewer than two participants).</p>"
+        "(ci: participants and units resampled together; participant_ci: participants only; unit_bca: "
+        "the 2023 study's BCa interval of the mean unit accuracy; blank when too few to resample).</p>"
         "<img src='accuracy.png' alt='accuracy per model and condition' style='max-width:100%'>"
         + table.to_html(index=False, float_format=lambda v: f"{v:.3f}", na_rep="")
+        + statistics
         + (_exclusion_html(exclusions, criteria) if exclude else "<p>No exclusions applied.</p>")
     )
     return page

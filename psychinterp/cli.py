@@ -236,8 +236,11 @@ def analyze(
     format: Annotated[str | None, typer.Option(help="psychinterp, imi or borowski (default: detected)")] = None,
     model_id: Annotated[str, typer.Option(help="model id for Borowski et al. files, which name none")] = "googlenet",
     db: Annotated[str | None, typer.Option("--db", help="read a server database directly (with --bundle)")] = None,
-    bundle: Annotated[Path | None, typer.Option(help="the study bundle, for --db")] = None,
+    bundle: Annotated[Path | None, typer.Option(help="the study bundle: model facts, and the study for --db")] = None,
     criteria: Annotated[Path | None, typer.Option(help="exclusion criteria (YAML); default: the 2023 study's")] = None,
+    models: Annotated[
+        Path | None, typer.Option("--models", help="models file for model facts (needs torch to count parameters)")
+    ] = None,
     exclusions: Annotated[bool, typer.Option("--exclusions/--no-exclusions", help="apply the criteria")] = True,
 ) -> None:
     """Accuracy per model and condition after exclusions, with bootstrap CIs, figures and report/index.html."""
@@ -257,8 +260,28 @@ def analyze(
         responses = out / "responses.csv"
         export_csv(load_bundle(bundle), make_session_factory(db), responses)
     chosen = load_criteria(criteria) if criteria else None
+    facts = None
+    if bundle is not None:
+        from stimuli.bundle import load_bundle
+
+        facts = {m.id: m.model_dump() for m in load_bundle(bundle).manifest.models}
+    elif models is not None:
+        from stimuli.registry import parameter_count
+        from stimuli.specs import load_model_specs
+
+        facts = {
+            spec.id: {**spec.metadata.model_dump(), "parameter_count": parameter_count(spec)}
+            for spec in load_model_specs(models).values()
+        }
     page = write_report(
-        responses, out, n_resamples=resamples, format=format, model_id=model_id, criteria=chosen, exclude=exclusions
+        responses,
+        out,
+        n_resamples=resamples,
+        format=format,
+        model_id=model_id,
+        criteria=chosen,
+        exclude=exclusions,
+        models=facts,
     )
     typer.echo(f"report: {page}")
 
