@@ -118,14 +118,15 @@ def _statistics_html(responses: pd.DataFrame, out: Path, models) -> str:
                 for r in trends.itertuples()
             )
             parts.append(
-                "<h2>Scaling trends</h2><p>Unit-level mixed model, accuracy ~ predictor + (1 | model); "
+                "<h2>Scaling trends</h2><p>Two-stage meta-regression: unit accuracies, their mean per model, then "
+                "accuracy ~ predictor across models (t interval, models - 2 degrees of freedom); "
                 f"slopes in percentage points per decade (per point of top-1), with 95% CIs:</p><ul>{verdicts}</ul>"
                 "<img src='scaling.png' alt='accuracy against log10 parameters' style='max-width:100%'>"
                 + trends.to_html(index=False, float_format=lambda v: f"{v:.3g}")
             )
             robust = robustness_checks(facts)
             robust.to_csv(out / "scaling_robustness.csv", index=False)
-            parts.append(_table_html("Robustness: trial-level logistic slopes on log10 parameters", robust))
+            parts.append(_table_html("Robustness checks on log10 parameters", robust))
     return "".join(parts)
 
 

@@ -47,8 +47,12 @@ def test_mixed_model_recovers_a_planted_slope_and_finds_none_where_there_is_none
 
 def test_robustness_checks_agree_in_sign():
     checks = robustness_checks(simulate(0.08, seed=3))
-    assert set(checks["method"]) == {"GEE, participant clusters", "GLM, model-clustered SE"}
-    assert (checks["log_odds_slope"] > 0).all() and (checks["ci_low"] < checks["log_odds_slope"]).all()
+    assert set(checks["method"]) == {
+        "MixedLM, units, (1 | model)",
+        "GEE, participant clusters",
+        "GLM, model-clustered SE",
+    }
+    assert (checks["slope"] > 0).all() and (checks["ci_low"] < checks["slope"]).all()
 
 
 def test_report_shows_trends_statistics_and_figures(tmp_path):
