@@ -136,3 +136,54 @@ def load_criteria(path) -> ExclusionCriteria:
         return TypeAdapter(ExclusionCriteria).validate_python(raw)
     except ValidationError as exc:
         raise ConfigError(format_validation_error(path, exc, raw)) from None
+
+
+COUNTERFACTUAL_GRID = {
+    "min_catch_accuracy": (0.0, 0.6, 0.7, 0.8, 0.9, 1.0),
+    "min_choices_per_query_row": (0, 2, 5, 8, 10),
+    "min_instruction_s": (0.0, 5.0, 15.0, 30.0, 60.0),
+    "min_session_s": (0.0, 60.0, 135.0, 300.0, 600.0),
+    "max_practice_blocks": (1, 2, 3, 5),
+}
+
+
+def counterfactual_grid(
+    responses: pd.DataFrame,
+    criteria: ExclusionCriteria | None = None,
+    grid: dict[str, tuple] | None = None,
+) -> pd.DataFrame:
+    """Accuracy per model x condition when one criterion's threshold moves and the others stay.
+
+    Returns one row per (criterion, threshold, model, condition): accuracy on main
+    trials of the participants kept, and how many were kept.
+    """
+    import dataclasses
+
+    criteria = criteria or ExclusionCriteria()
+    summaries = summarise_participants(responses)
+    main = responses[responses["trial_kind"] == "main"] if "trial_kind" in responses else responses
+    cells = (
+        main.assign(participant_id=main["participant_id"].astype(str))
+        .groupby(["participant_id", "model_id", "condition"])["correct"]
+        .agg(["sum", "count"])
+        .reset_index()
+    )
+    rows = []
+    for field, thresholds in (grid or COUNTERFACTUAL_GRID).items():
+        for threshold in thresholds:
+            varied = dataclasses.replace(criteria, **{field: threshold})
+            kept = {s.participant_id for s in summaries if not failed_rules(s, varied)}
+            chosen = cells[cells["participant_id"].isin(kept)]
+            for (model_id, condition), group in chosen.groupby(["model_id", "condition"], sort=True):
+                rows.append(
+                    {
+                        "criterion": field,
+                        "threshold": threshold,
+                        "is_default": threshold == getattr(criteria, field),
+                        "model_id": model_id,
+                        "condition": condition,
+                        "accuracy": group["sum"].sum() / group["count"].sum(),
+                        "n_participants": group["participant_id"].nunique(),
+                    }
+                )
+    return pd.DataFrame(rows)

@@ -13,7 +13,13 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from analysis.estimate import accuracy_table, depth_correlation, model_comparison, unit_accuracy  # noqa: E402
-from analysis.exclusions import RULES, ExclusionCriteria, apply_exclusions, describe  # noqa: E402
+from analysis.exclusions import (  # noqa: E402
+    RULES,
+    ExclusionCriteria,
+    apply_exclusions,
+    counterfactual_grid,
+    describe,
+)
 from analysis.load import ResponseTableError, load_responses  # noqa: E402
 from analysis.scaling import robustness_checks, scaling_trends, unit_table, with_model_facts  # noqa: E402
 
@@ -76,6 +82,58 @@ def scaling_figure(responses: pd.DataFrame, trends: pd.DataFrame) -> plt.Figure:
     return fig
 
 
+def depth_figure(units: pd.DataFrame) -> plt.Figure | None:
+    """Unit accuracy against relative layer depth, one panel per condition, a line per model."""
+    if "relative_depth" not in units or units["relative_depth"].isna().all():
+        return None
+    conditions = sorted(units["condition"].unique())
+    fig, axes = plt.subplots(1, len(conditions), figsize=(4.5 * len(conditions), 3.3), squeeze=False, sharey=True)
+    for ax, condition in zip(axes[0], conditions, strict=True):
+        data = units[units["condition"] == condition]
+        for model_id, group in data.groupby("model_id", sort=True):
+            binned = group.groupby(group["relative_depth"].round(1))["accuracy"].mean()
+            ax.plot(binned.index, binned.to_numpy(), marker="o", markersize=3, label=model_id)
+        ax.axhline(0.5, color="grey", linestyle="--", linewidth=1)
+        ax.set_title(condition)
+        ax.set_xlabel("relative layer depth")
+    axes[0][0].set_ylabel("unit accuracy")
+    axes[0][-1].legend(frameon=False, fontsize="x-small", loc="upper left", bbox_to_anchor=(1.01, 1))
+    fig.tight_layout()
+    return fig
+
+
+def confidence_figure(responses: pd.DataFrame) -> plt.Figure:
+    """Accuracy at each confidence level, per condition (are confident answers more often right?)."""
+    data = responses.groupby(["condition", "confidence"])["correct"].agg(["mean", "count"]).reset_index()
+    fig, ax = plt.subplots(figsize=(4.5, 3.3))
+    for condition, group in data.groupby("condition", sort=True):
+        se = np.sqrt(group["mean"] * (1 - group["mean"]) / group["count"])
+        ax.errorbar(group["confidence"], group["mean"], yerr=1.96 * se, marker="o", capsize=3, label=condition)
+    ax.axhline(0.5, color="grey", linestyle="--", linewidth=1)
+    ax.set_xticks([1, 2, 3])
+    ax.set_xlabel("confidence")
+    ax.set_ylabel("proportion correct")
+    ax.legend(frameon=False, fontsize="small")
+    fig.tight_layout()
+    return fig
+
+
+def counterfactual_figure(grid: pd.DataFrame) -> plt.Figure:
+    criteria = list(dict.fromkeys(grid["criterion"]))
+    fig, axes = plt.subplots(1, len(criteria), figsize=(3.2 * len(criteria), 3.0), squeeze=False, sharey=True)
+    for ax, criterion in zip(axes[0], criteria, strict=True):
+        data = grid[grid["criterion"] == criterion]
+        for (model_id, condition), group in data.groupby(["model_id", "condition"], sort=True):
+            ax.plot(group["threshold"], group["accuracy"], marker="o", markersize=3, label=f"{model_id} {condition}")
+        default = data.loc[data["is_default"], "threshold"]
+        if len(default):
+            ax.axvline(default.iloc[0], color="grey", linestyle=":", linewidth=1)
+        ax.set_title(criterion.replace("_", " "), fontsize="small")
+    axes[0][0].set_ylabel("accuracy of kept participants")
+    fig.tight_layout()
+    return fig
+
+
 def _save(fig: plt.Figure, out: Path, name: str) -> None:
     for suffix in ("png", "pdf"):
         fig.savefig(out / f"{name}.{suffix}", dpi=150)
@@ -94,6 +152,13 @@ def _statistics_html(responses: pd.DataFrame, out: Path, models) -> str:
     units = unit_accuracy(responses)
     units.to_csv(out / "unit_accuracy.csv", index=False)
     parts = []
+    figure = depth_figure(units)
+    if figure is not None:
+        _save(figure, out, "depth")
+        parts.append("<img src='depth.png' alt='unit accuracy by relative layer depth' style='max-width:100%'>")
+    main = responses[responses["trial_kind"] == "main"] if "trial_kind" in responses else responses
+    _save(confidence_figure(main), out, "confidence")
+    parts.append("<h2>Confidence and accuracy</h2><img src='confidence.png' alt='accuracy by confidence'>")
     for condition, result in model_comparison(units).items():
         conover = result["conover_holm_p"]
         conover.to_csv(out / f"conover_holm_{condition}.csv")
@@ -162,8 +227,18 @@ def write_report(
     table = accuracy_table(included, n_resamples=n_resamples)
     out.mkdir(parents=True, exist_ok=True)
     table.to_csv(out / "accuracy.csv", index=False)
+    counterfactual = ""
     if exclude:
         exclusions.to_csv(out / "exclusions.csv", index=False)
+        grid = counterfactual_grid(responses, criteria)
+        grid.to_csv(out / "exclusion_thresholds.csv", index=False)
+        if not grid.empty:
+            _save(counterfactual_figure(grid), out, "exclusion_thresholds")
+            counterfactual = (
+                "<h2>If the thresholds were different</h2><p>Accuracy of the participants kept when one criterion "
+                "moves and the others stay (dotted: the threshold used; exclusion_thresholds.csv has the numbers).</p>"
+                "<img src='exclusion_thresholds.png' alt='accuracy over exclusion thresholds' style='max-width:100%'>"
+            )
     _save(accuracy_figure(table), out, "accuracy")
     statistics = _statistics_html(included, out, models)
     page = out / "index.html"
@@ -179,5 +254,6 @@ def write_report(
         + table.to_html(index=False, float_format=lambda v: f"{v:.3f}", na_rep="")
         + statistics
         + (_exclusion_html(exclusions, criteria) if exclude else "<p>No exclusions applied.</p>")
+        + counterfactual
     )
     return page

@@ -80,3 +80,26 @@ def test_criteria_files(tmp_path):
     bad.write_text("min_catch_accuracy: lots\n")
     with pytest.raises(ConfigError, match="min_catch_accuracy"):
         load_criteria(bad)
+
+
+def test_counterfactual_grid_moves_one_threshold_at_a_time():
+    from analysis.exclusions import counterfactual_grid
+
+    rows = []
+    for participant, catch_correct in (("ok", 1), ("half", 0.5), ("none", 0)):
+        for i in range(10):
+            catch = i < 2
+            correct = int(i % 2 == 0) if participant == "half" and catch else (catch_correct if catch else 1)
+            rows.append(
+                {
+                    "participant_id": participant,
+                    "model_id": "m",
+                    "condition": "natural",
+                    "trial_kind": "catch" if catch else "main",
+                    "correct": int(correct),
+                }
+            )
+    grid = counterfactual_grid(pd.DataFrame(rows), grid={"min_catch_accuracy": (0.0, 0.5, 0.8)})
+    kept = grid.set_index("threshold")["n_participants"].to_dict()
+    assert kept == {0.0: 3, 0.5: 2, 0.8: 1}
+    assert grid.loc[grid["threshold"] == 0.8, "is_default"].item()
