@@ -134,6 +134,28 @@ def counterfactual_figure(grid: pd.DataFrame) -> plt.Figure:
     return fig
 
 
+_PREDICTOR_WORDS = {
+    "log10_parameters": ("scale", "percentage points per decade of parameters"),
+    "log10_train_images": ("training-set size", "percentage points per decade of training images"),
+    "imagenet_top1": ("ImageNet accuracy", "percentage points per point of top-1"),
+}
+
+
+def scaling_sentence(row) -> str:
+    """One plain sentence per slope, e.g. 'natural: no detectable effect of scale: slope +0.8 ... [-1.9, +3.4]'."""
+    what, unit = _PREDICTOR_WORDS.get(row.predictor, (row.predictor, "percentage points per unit"))
+    if row.ci_low > 0:
+        verdict = f"accuracy rises with {what}"
+    elif row.ci_high < 0:
+        verdict = f"accuracy falls with {what}"
+    else:
+        verdict = f"no detectable effect of {what}"
+    return (
+        f"{row.condition}: {verdict}: slope {row.slope * 100:+.1f} {unit} "
+        f"[{row.ci_low * 100:+.1f}, {row.ci_high * 100:+.1f}], p = {row.p:.2g} ({row.n_models} models)"
+    )
+
+
 def _save(fig: plt.Figure, out: Path, name: str) -> None:
     for suffix in ("png", "pdf"):
         fig.savefig(out / f"{name}.{suffix}", dpi=150)
@@ -176,16 +198,11 @@ def _statistics_html(responses: pd.DataFrame, out: Path, models) -> str:
         trends.to_csv(out / "scaling.csv", index=False)
         if not trends.empty:
             _save(scaling_figure(facts, trends), out, "scaling")
-            verdicts = "".join(
-                f"<li>{html.escape(r.condition)}, {html.escape(r.predictor)}: {r.slope * 100:+.1f} pp per unit "
-                f"[{r.ci_low * 100:+.1f}, {r.ci_high * 100:+.1f}], "
-                f"{'an increase' if r.ci_low > 0 else 'a decrease' if r.ci_high < 0 else 'no clear trend'}</li>"
-                for r in trends.itertuples()
-            )
+            verdicts = "".join(f"<li>{html.escape(scaling_sentence(r))}</li>" for r in trends.itertuples())
             parts.append(
                 "<h2>Scaling trends</h2><p>Two-stage meta-regression: unit accuracies, their mean per model, then "
                 "accuracy ~ predictor across models (t interval, models - 2 degrees of freedom); "
-                f"slopes in percentage points per decade (per point of top-1), with 95% CIs:</p><ul>{verdicts}</ul>"
+                f"slopes with 95% CIs and p-values:</p><ul>{verdicts}</ul>"
                 "<img src='scaling.png' alt='accuracy against log10 parameters' style='max-width:100%'>"
                 + trends.to_html(index=False, float_format=lambda v: f"{v:.3g}")
             )
