@@ -286,6 +286,84 @@ def analyze(
     typer.echo(f"report: {page}")
 
 
+def _int_list(text: str, name: str) -> list[int]:
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise typer.BadParameter(
+            f"{text!r}: expected comma-separated integers, e.g. 10,20,40", param_hint=name
+        ) from None
+    if not values or min(values) < 1:
+        raise typer.BadParameter(f"{text!r}: expected positive integers", param_hint=name)
+    return values
+
+
+@app.command()
+def power(
+    slope: Annotated[float, typer.Option(help="the slope to detect, percentage points per decade of parameters")],
+    out: Annotated[Path, typer.Option("--out", help="folder for power.csv and the power curve")] = Path("power"),
+    bundle: Annotated[Path | None, typer.Option(help="take the models (parameter counts) from a bundle")] = None,
+    log10_params: Annotated[
+        str | None, typer.Option(help="or give log10 parameter counts, e.g. 6.8,7.4,8.0,8.3")
+    ] = None,
+    pilot: Annotated[Path | None, typer.Option(help="pilot responses (CSV) for the variance components")] = None,
+    base: Annotated[float, typer.Option(help="mean accuracy, without --pilot")] = 0.8,
+    model_sd: Annotated[float, typer.Option(help="between-model sd (proportion), without --pilot")] = 0.02,
+    unit_sd: Annotated[float, typer.Option(help="between-unit sd (proportion), without --pilot")] = 0.08,
+    participant_sd: Annotated[float, typer.Option(help="between-participant sd, without --pilot")] = 0.05,
+    participants: Annotated[str, typer.Option(help="participants per model to try")] = "10,20,40,80",
+    units: Annotated[str, typer.Option(help="units per model to try")] = "20,40,80",
+    trials: Annotated[int, typer.Option(help="main trials per participant")] = 40,
+    studies: Annotated[int, typer.Option(help="simulated studies per grid point")] = 500,
+    alpha: float = 0.05,
+    seed: int = 0,
+) -> None:
+    """Power to detect a scaling slope, for a grid of participant and unit counts (simulated whole studies)."""
+    import numpy as np
+
+    from analysis.power import VarianceComponents, power_figure, power_grid, variance_components
+
+    if (bundle is None) == (log10_params is None):
+        raise typer.BadParameter("give the models with --bundle or --log10-params")
+    if bundle is not None:
+        from stimuli.bundle import load_bundle
+
+        counts = [m.parameter_count for m in load_bundle(bundle).manifest.models if m.parameter_count]
+        x = np.log10(np.asarray(counts, float))
+    else:
+        try:
+            x = np.asarray([float(v) for v in log10_params.split(",")])
+        except ValueError:
+            raise typer.BadParameter(f"{log10_params!r}: expected numbers", param_hint="--log10-params") from None
+    if len(x) < 3 or np.ptp(x) == 0:
+        raise typer.BadParameter("a slope needs at least three models with different sizes")
+    if pilot is not None:
+        from analysis.load import load_responses
+
+        components = variance_components(load_responses(pilot))
+    else:
+        components = VarianceComponents(base, model_sd, unit_sd, participant_sd)
+    table = power_grid(
+        x,
+        slope / 100,
+        components,
+        _int_list(participants, "--participants"),
+        _int_list(units, "--units"),
+        trials=trials,
+        n_studies=studies,
+        alpha=alpha,
+        seed=seed,
+    )
+    out.mkdir(parents=True, exist_ok=True)
+    table.to_csv(out / "power.csv", index=False)
+    figure = power_figure(table, slope / 100)
+    for suffix in ("png", "pdf"):
+        figure.savefig(out / f"power.{suffix}", dpi=150)
+    typer.echo(f"variance components: {components}")
+    typer.echo(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    typer.echo(f"wrote {out / 'power.csv'} and {out / 'power.png'}")
+
+
 @app.command()
 def demo(
     workdir: Annotated[Path, typer.Option(help="where the demo's data, bundle and database go")] = Path(".demo"),

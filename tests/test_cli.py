@@ -22,6 +22,7 @@ runner = CliRunner()
         ["db", "upgrade"],
         ["export"],
         ["analyze"],
+        ["power"],
         ["demo"],
     ],
 )

@@ -1,0 +1,58 @@
+"""Power analysis: the closed-form refit equals the analysis' model; power behaves at the extremes."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from analysis.power import VarianceComponents, power_grid, two_stage_test, variance_components
+from analysis.scaling import scaling_trends, unit_table
+from tests.test_scaling import simulate
+
+LOG10_PARAMS = np.linspace(6.5, 9.0, 9)
+
+
+def test_closed_form_refit_equals_the_reported_scaling_model():
+    frame = simulate(0.04, seed=5)
+    reported = scaling_trends(frame, ["log10_parameters"]).iloc[0]
+    units = unit_table(frame, ["log10_parameters"])
+    means = units.groupby("model_id").agg(acc=("accuracy", "mean"), x=("log10_parameters", "first"))
+    slope, significant = two_stage_test(means["x"].to_numpy(), means["acc"].to_numpy()[None, :])
+    assert np.isclose(slope[0], reported["slope"]) and significant[0] == (reported["p"] < 0.05)
+
+
+def test_variance_components_from_pilot_data():
+    components = variance_components(simulate(0.0, seed=6))
+    assert 0.75 < components.base < 0.85
+    assert 0.04 < components.unit_sd < 0.13  # simulated: 0.08
+    assert components.participant_sd < 0.06  # simulated: none beyond binomial noise
+
+
+@pytest.mark.slow
+def test_power_near_one_for_a_large_effect_and_near_alpha_for_none():
+    components = VarianceComponents(base=0.8, model_sd=0.02, unit_sd=0.08, participant_sd=0.05)
+    large = power_grid(LOG10_PARAMS, 0.06, components, participants=[30], units=[60], n_studies=200, seed=1)
+    assert large["power"].item() > 0.95
+    none = power_grid(LOG10_PARAMS, 0.0, components, participants=[30], units=[60], n_studies=600, seed=2)
+    assert 0.025 < none["power"].item() < 0.08  # alpha = 0.05, Monte Carlo se about 0.009
+    grid = power_grid(LOG10_PARAMS, 0.02, components, participants=[10, 40], units=[20, 80], n_studies=100, seed=3)
+    assert len(grid) == 4 and grid["power"].between(0, 1).all()
+
+
+def test_power_command_with_a_pilot_file(tmp_path):
+    from typer.testing import CliRunner
+
+    from psychinterp.cli import app
+
+    pilot = tmp_path / "pilot.csv"
+    simulate(0.0, seed=7).drop(columns=["log10_parameters", "log10_train_images", "imagenet_top1"]).to_csv(
+        pilot, index=False
+    )
+    out = tmp_path / "power"
+    args = ["power", "--slope", "3", "--log10-params", "6.5,7,7.5,8,8.5", "--pilot", str(pilot), "--out", str(out)]
+    result = CliRunner().invoke(app, [*args, "--participants", "10,20", "--units", "20", "--studies", "50"])
+    assert result.exit_code == 0, result.output
+    table = (out / "power.csv").read_text().splitlines()
+    assert len(table) == 3 and (out / "power.png").exists() and "unit_sd" in result.output
+    bad = CliRunner().invoke(app, ["power", "--slope", "3", "--log10-params", "7,8"])
+    assert bad.exit_code != 0 and "three models" in bad.output
