@@ -365,6 +365,58 @@ def power(
 
 
 @app.command()
+def simulate(
+    bundle: Annotated[Path, typer.Argument(help="study bundle directory")],
+    participants: Annotated[int, typer.Option(help="simulated participants")] = 10,
+    observer: Annotated[str, typer.Option(help="pixel, or model:ID[:LAYER] (a registry model's embedding)")] = "pixel",
+    server: Annotated[str | None, typer.Option(help="a running server's URL; default: the bundle in-process")] = None,
+    db: Annotated[str | None, typer.Option("--db", help="database for the in-process server")] = None,
+    out: Annotated[Path | None, typer.Option("--out", help="write the response table (CSV) here")] = None,
+    scores: Annotated[Path | None, typer.Option(help="write per-unit machine scores (CSV) here, offline")] = None,
+    temperature: float = 10.0,
+    lapse: float = 0.05,
+    seed: int = 0,
+) -> None:
+    """Machine observers take the study as participants (through the HTTP API), and/or score each unit offline."""
+    import numpy as np
+
+    from psychinterp.observers import http_images, machine_scores, make_observer
+    from psychinterp.scripted import run_session
+    from stimuli.bundle import load_bundle
+
+    model = make_observer(observer, seed=seed, temperature=temperature, lapse=lapse)
+    loaded = load_bundle(bundle)
+    if scores is not None:
+        table = machine_scores(loaded, bundle, model)
+        scores.parent.mkdir(parents=True, exist_ok=True)
+        table.to_csv(scores, index=False)
+        typer.echo(f"wrote machine scores of {len(table)} unit x condition rows to {scores}")
+    if participants == 0:
+        return
+    if server is not None:
+        import httpx
+
+        client = httpx.Client(base_url=server, timeout=30)
+    else:
+        from experiment_server import create_app
+
+        app_ = create_app({"bundle_dir": bundle, "database_url": db or "sqlite:///psychinterp.db"})
+        client = app_.test_client()
+    images = http_images(client)
+    rng = np.random.default_rng(seed)
+    outcomes = [run_session(client, lambda trial: model.decide(trial, images), rng) for _ in range(participants)]
+    completed = sum(o["status"] == "completed" for o in outcomes)
+    typer.echo(f"{participants} {model.features.name} observer(s): {completed} completed")
+    if out is not None:
+        if server is not None:
+            raise typer.BadParameter("--out needs the in-process server; export from the running one instead")
+        from experiment_server.export import export_csv
+
+        n = export_csv(loaded, app_.extensions["psychinterp_db"], out)
+        typer.echo(f"wrote {n} responses to {out}")
+
+
+@app.command()
 def demo(
     workdir: Annotated[Path, typer.Option(help="where the demo's data, bundle and database go")] = Path(".demo"),
     host: str = "127.0.0.1",

@@ -9,10 +9,9 @@ from pathlib import Path
 import numpy as np
 import typer
 import yaml
-from PIL import Image
 
 DEMO_MODEL_ID = "resnet18_demo"
-OBSERVERS = 3
+OBSERVERS = 6
 
 
 def _write_if_changed(path: Path, text: str) -> None:
@@ -79,35 +78,17 @@ def _model_entry(weights_file: Path | None) -> dict:
     return entry
 
 
-def _pixel_colour(app_client, url: str) -> np.ndarray:
-    from io import BytesIO
-
-    data = app_client.get(url).data
-    return np.asarray(Image.open(BytesIO(data)).convert("RGB"), dtype=float).mean(axis=(0, 1))
-
-
 def run_observers(app, n_participants: int, seed: int = 0) -> None:
-    """Scripted participants answering through the real HTTP API: the query whose mean colour
-    is nearer the strongly activating references wins."""
+    """Machine observers (pixel-statistics similarity) taking the study through the real HTTP API."""
+    from psychinterp.observers import http_images, make_observer
     from psychinterp.scripted import run_session
 
     rng = np.random.default_rng(seed)
     client = app.test_client()
-
-    def decide(trial: dict) -> tuple[int, int]:
-        refs = trial["references"]
-        queries = [_pixel_colour(client, q) for q in trial["queries"]]
-        if refs["max"]:
-            to_max = np.mean([_pixel_colour(client, u) for u in refs["max"]], axis=0)
-            to_min = np.mean([_pixel_colour(client, u) for u in refs["min"]], axis=0)
-            score = [np.linalg.norm(q - to_min) - np.linalg.norm(q - to_max) for q in queries]
-        else:
-            score = list(rng.normal(size=2))
-        margin = abs(score[0] - score[1])
-        return int(np.argmax(score)), 3 if margin > 20 else 2 if margin > 5 else 1
-
+    observer = make_observer("pixel", seed=seed + 1)  # its own stream, apart from the response times
+    images = http_images(client)
     for _ in range(n_participants):
-        run_session(client, decide, rng)
+        run_session(client, lambda trial: observer.decide(trial, images), rng)
 
 
 def _fingerprint(*paths: Path) -> str:

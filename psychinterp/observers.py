@@ -1,0 +1,201 @@
+"""Machine observers: simulated participants that answer a trial from its images alone.
+
+The similarity observer compares each query with the max and the min references in a feature
+space: evidence = mean similarity to the max references - mean similarity to the min
+references. It picks query A with probability
+
+    lapse / 2 + (1 - lapse) * sigmoid(temperature * (evidence_A - evidence_B))
+
+and its confidence grows with |evidence_A - evidence_B|. Feature spaces are pluggable:
+pixel and colour statistics (no model, no torch), the embedding of any registry model, or a
+perceptual-similarity model that the user registers like any other model.
+
+Observers act as participants through the server's HTTP API (:func:`psychinterp.scripted.run_session`),
+or offline on a bundle, where :func:`machine_scores` gives each unit's expected accuracy.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+import pandas as pd
+from PIL import Image
+
+from stimuli.errors import PsychinterpError
+
+ImageSource = Callable[[str], np.ndarray]  # image URL or hash -> uint8 HWC
+
+
+class FeatureSpace(Protocol):
+    name: str
+
+    def embed(self, images: Sequence[np.ndarray]) -> np.ndarray:
+        """(n, d) features of uint8 HWC images; rows are compared by cosine similarity."""
+
+
+@dataclass
+class PixelStatistics:
+    """Colour moments, a coarse colour histogram and an orientation-energy histogram."""
+
+    name: str = "pixel"
+    colour_bins: int = 4
+    orientation_bins: int = 8
+
+    def _one(self, pixels: np.ndarray) -> np.ndarray:
+        rgb = pixels[..., :3].astype(float) / 255
+        moments = np.concatenate([rgb.mean(axis=(0, 1)), rgb.std(axis=(0, 1))])
+        quantised = np.minimum((rgb * self.colour_bins).astype(int), self.colour_bins - 1)
+        codes = (quantised[..., 0] * self.colour_bins + quantised[..., 1]) * self.colour_bins + quantised[..., 2]
+        colours = np.bincount(codes.ravel(), minlength=self.colour_bins**3) / codes.size
+        grey = rgb.mean(axis=2)
+        gy, gx = np.gradient(grey)
+        angle = (np.arctan2(gy, gx) % np.pi) / np.pi * self.orientation_bins
+        energy = np.hypot(gx, gy)
+        orientation = np.bincount(
+            np.minimum(angle.astype(int), self.orientation_bins - 1).ravel(),
+            weights=energy.ravel(),
+            minlength=self.orientation_bins,
+        )
+        orientation = orientation / (orientation.sum() or 1.0)
+        return np.concatenate([moments, colours, orientation, [energy.mean()]])
+
+    def embed(self, images: Sequence[np.ndarray]) -> np.ndarray:
+        return np.stack([self._one(image) for image in images])
+
+
+@dataclass
+class ModelEmbedding:
+    """Spatially pooled activations of one layer of a registry model (needs torch)."""
+
+    model_id: str
+    layer: str | None = None  # default: the last eligible layer
+    weights_file: Path | None = None
+    models_file: Path | None = None
+    name: str = field(init=False)
+
+    def __post_init__(self) -> None:
+        from stimuli.registry import eligible_layers, load_model
+        from stimuli.specs import load_model_specs
+
+        specs = load_model_specs(self.models_file)
+        if self.model_id not in specs:
+            raise PsychinterpError(f"observer features: unknown model {self.model_id!r}; known: {sorted(specs)}")
+        self._model = load_model(specs[self.model_id], self.weights_file)
+        layers = eligible_layers(self._model)
+        self.layer = self.layer or layers[-1].name
+        self._channels = {layer.name: layer.channels for layer in layers}
+        if self.layer not in self._channels:
+            raise PsychinterpError(f"observer features: {self.model_id!r} has no eligible layer {self.layer!r}")
+        self.name = f"{self.model_id}:{self.layer}"
+
+    def embed(self, images: Sequence[np.ndarray]) -> np.ndarray:
+        import torch
+
+        from stimuli.registry import unit_activations
+
+        size = self._model.input_size
+        batch = torch.stack([torch.from_numpy(np.ascontiguousarray(i[..., :3])).permute(2, 0, 1) for i in images])
+        batch = torch.nn.functional.interpolate(batch.float() / 255, size=(size, size), mode="bilinear", antialias=True)
+        channels = list(range(self._channels[self.layer]))
+        return unit_activations(self._model, batch, {self.layer: channels})[self.layer].cpu().numpy()
+
+
+def _cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    a = a / (np.linalg.norm(a, axis=1, keepdims=True) + 1e-12)
+    b = b / (np.linalg.norm(b, axis=1, keepdims=True) + 1e-12)
+    return a @ b.T
+
+
+@dataclass
+class SimilarityObserver:
+    features: FeatureSpace
+    temperature: float = 10.0
+    lapse: float = 0.05
+    rng: np.random.Generator = field(default_factory=np.random.default_rng)
+
+    def p_first(self, queries: Sequence[np.ndarray], max_refs: Sequence[np.ndarray], min_refs: Sequence[np.ndarray]):
+        """Probability of choosing query A (the upper one), and the evidence difference."""
+        if not max_refs:  # no references: nothing to go on
+            return 0.5, 0.0
+        features = self.features.embed([*queries, *max_refs, *min_refs])
+        # Standardised within the trial, so that similarity reflects what distinguishes these images.
+        features = (features - features.mean(axis=0)) / (features.std(axis=0) + 1e-9)
+        q, hi, lo = features[:2], features[2 : 2 + len(max_refs)], features[2 + len(max_refs) :]
+        evidence = _cosine(q, hi).mean(axis=1) - _cosine(q, lo).mean(axis=1)
+        difference = float(evidence[0] - evidence[1])
+        p = self.lapse / 2 + (1 - self.lapse) / (1 + np.exp(-self.temperature * difference))
+        return float(p), difference
+
+    def decide(self, trial: dict, image: ImageSource) -> tuple[int, int]:
+        refs = trial["references"]
+        p, difference = self.p_first(
+            [image(u) for u in trial["queries"]], [image(u) for u in refs["max"]], [image(u) for u in refs["min"]]
+        )
+        choice = 0 if self.rng.random() < p else 1
+        strength = abs(self.temperature * difference)
+        return choice, 3 if strength > 2 else 2 if strength > 0.7 else 1
+
+
+def http_images(client) -> ImageSource:
+    """Images fetched through the server, as a browser gets them (cached per observer)."""
+    cache: dict[str, np.ndarray] = {}
+
+    def fetch(url: str) -> np.ndarray:
+        if url not in cache:
+            response = client.get(url)
+            data = response.data if hasattr(response, "data") else response.content
+            cache[url] = np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
+        return cache[url]
+
+    return fetch
+
+
+def bundle_images(bundle_dir: Path) -> ImageSource:
+    def read(reference: str) -> np.ndarray:
+        sha = reference.removeprefix("/images/").removesuffix(".png")
+        return np.asarray(Image.open(Path(bundle_dir) / "images" / f"{sha}.png").convert("RGB"))
+
+    return read
+
+
+def machine_scores(bundle, bundle_dir: Path, observer: SimilarityObserver) -> pd.DataFrame:
+    """Offline: each unit's expected accuracy under the observer, over its main trials in the bundle."""
+    image = bundle_images(bundle_dir)
+    answers = bundle.answer_key.answers
+    rows = []
+    for trial in bundle.manifest.all_trials():
+        if trial.kind != "main" or trial.condition == "none":
+            continue
+        p_first, _ = observer.p_first(
+            [image(q) for q in trial.queries],
+            [image(r) for r in trial.references.max],
+            [image(r) for r in trial.references.min],
+        )
+        p_correct = p_first if answers[trial.trial_id].max_query == 0 else 1 - p_first
+        rows.append({"unit_id": trial.unit_id, "condition": trial.condition, "p_correct": p_correct})
+    frame = pd.DataFrame(rows)
+    if frame.empty:
+        return pd.DataFrame(columns=["unit_id", "condition", "machine_score", "n_trials"])
+    units = {u.unit_id: u.model_id for u in bundle.manifest.units}
+    scores = frame.groupby(["unit_id", "condition"])["p_correct"].agg(machine_score="mean", n_trials="count")
+    scores = scores.reset_index()
+    scores.insert(0, "model_id", scores["unit_id"].map(units))
+    scores["observer"] = observer.features.name
+    return scores
+
+
+def make_observer(spec: str, seed: int = 0, temperature: float = 10.0, lapse: float = 0.05) -> SimilarityObserver:
+    """``pixel``, or ``model:ID[:LAYER]``: a registry model's embedding (register a perceptual model the same way)."""
+    if spec == "pixel":
+        features: FeatureSpace = PixelStatistics()
+    elif spec.startswith("model:"):
+        _, model_id, *layer = spec.split(":", 2)
+        features = ModelEmbedding(model_id, layer[0] if layer else None)
+    else:
+        raise PsychinterpError(f"observer {spec!r}: use 'pixel' or 'model:ID[:LAYER]'")
+    return SimilarityObserver(features, temperature=temperature, lapse=lapse, rng=np.random.default_rng(seed))

@@ -1,0 +1,67 @@
+"""Machine observers: decisions from images, through the HTTP API and offline."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from psychinterp.observers import PixelStatistics, SimilarityObserver, machine_scores, make_observer
+from stimuli.bundle import load_bundle
+
+
+def solid(rgb):
+    return np.full((32, 32, 3), rgb, dtype=np.uint8)
+
+
+def test_similarity_observer_prefers_the_query_that_looks_like_the_max_references():
+    observer = SimilarityObserver(PixelStatistics(), temperature=50, lapse=0.0, rng=np.random.default_rng(0))
+    reds = [solid((200 + i, 20, 20)) for i in range(3)]
+    blues = [solid((20, 20, 200 + i)) for i in range(3)]
+    p, difference = observer.p_first([solid((210, 30, 30)), solid((30, 30, 210))], reds, blues)
+    assert p > 0.99 and difference > 0
+    p, _ = observer.p_first([solid((30, 30, 210)), solid((210, 30, 30))], reds, blues)
+    assert p < 0.01
+    assert observer.p_first([solid(0), solid(1)], [], []) == (0.5, 0.0)  # the 'none' condition: a coin
+    lapsing = SimilarityObserver(PixelStatistics(), temperature=50, lapse=0.2)
+    assert lapsing.p_first([solid((210, 30, 30)), solid((30, 30, 210))], reds, blues)[0] == pytest.approx(0.9, abs=1e-3)
+
+
+def test_observers_take_the_study_through_the_api_and_score_units_offline(tiny_bundle_dir, tmp_path):
+    from typer.testing import CliRunner
+
+    from psychinterp.cli import app
+
+    out, scores = tmp_path / "responses.csv", tmp_path / "scores.csv"
+    args = ["simulate", str(tiny_bundle_dir), "--participants", "3", "--db", f"sqlite:///{tmp_path / 's.db'}"]
+    result = CliRunner().invoke(app, [*args, "--out", str(out), "--scores", str(scores)])
+    assert result.exit_code == 0, result.output
+    assert "3 pixel observer(s)" in result.output and out.read_text().count("\n") > 3
+    import pandas as pd
+
+    table = pd.read_csv(scores)
+    bundle = load_bundle(tiny_bundle_dir)
+    assert set(table["unit_id"]) == {u.unit_id for u in bundle.manifest.units}
+    assert table["machine_score"].between(0, 1).all() and (table["observer"] == "pixel").all()
+    direct = machine_scores(bundle, tiny_bundle_dir, make_observer("pixel"))
+    assert np.allclose(direct["machine_score"], table["machine_score"])
+
+
+def test_model_embedding_observer_and_bad_specs(tmp_path):
+    import torch
+    import yaml
+
+    from stimuli.errors import PsychinterpError
+    from stimuli.registry import build_architecture
+    from stimuli.specs import ModelSpec
+    from tests.conftest import TINY_MODEL
+
+    torch.manual_seed(0)
+    torch.save(build_architecture(ModelSpec.model_validate(TINY_MODEL)).state_dict(), tmp_path / "w.pt")
+    (tmp_path / "models.yaml").write_text(yaml.safe_dump({"models": [{**TINY_MODEL, "weights_file": "w.pt"}]}))
+    from psychinterp.observers import ModelEmbedding
+
+    features = ModelEmbedding("tiny_resnet18", models_file=tmp_path / "models.yaml")
+    assert features.name == "tiny_resnet18:layer2.1"
+    assert features.embed([solid((10, 200, 30)), solid((200, 10, 30))]).shape == (2, 128)
+    with pytest.raises(PsychinterpError, match="use 'pixel' or 'model:ID"):
+        make_observer("telepathy")
