@@ -28,7 +28,6 @@ class ResponseTableError(PsychinterpError):
 
 
 Format = Literal["psychinterp", "imi", "borowski"]
-TIDY_COLUMNS = ("participant_id", "model_id", "unit_id", "condition", "trial_kind", "correct", "confidence")
 _BOOL = {"1": 1, "0": 0, "true": 1, "false": 0, "1.0": 1, "0.0": 0}
 
 

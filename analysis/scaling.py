@@ -32,7 +32,7 @@ import pandas as pd
 import statsmodels.formula.api as smf
 from scipy import stats
 
-from analysis.estimate import main_trials
+from analysis.estimate import main_trials, unit_accuracy
 
 PREDICTORS = {
     "log10_parameters": "parameter_count",
@@ -80,11 +80,9 @@ def _fit_mixed(units: pd.DataFrame, predictor: str) -> dict[str, float]:
 
 
 def unit_table(responses: pd.DataFrame, predictors: list[str]) -> pd.DataFrame:
-    frame = main_trials(responses)
-    keys = ["condition", "model_id", "unit_id"]
-    units = frame.groupby(keys, sort=True).agg(accuracy=("correct", "mean"), n=("correct", "size")).reset_index()
-    facts = frame.groupby("model_id")[predictors].first()
-    return units.merge(facts, left_on="model_id", right_index=True)
+    """Unit accuracies (:func:`analysis.estimate.unit_accuracy`) with their model's predictors."""
+    facts = main_trials(responses).groupby("model_id")[predictors].first()
+    return unit_accuracy(responses).merge(facts, left_on="model_id", right_index=True)
 
 
 def scaling_trends(responses: pd.DataFrame, predictors: list[str] | None = None) -> pd.DataFrame:

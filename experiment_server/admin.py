@@ -33,10 +33,12 @@ from werkzeug.security import check_password_hash, generate_password_hash
 
 from analysis.exclusions import ExclusionCriteria, ParticipantSummary, describe, failed_rules
 from experiment_server.assignment import expire_reservations, lock_study
-from experiment_server.config import ServerConfig
+from experiment_server.context import bundle as _bundle
+from experiment_server.context import cfg as _cfg
+from experiment_server.context import db as _db
+from experiment_server.context import reservation_lapsed
 from experiment_server.db import Admin, ParticipantSession, utcnow
 from experiment_server.export import csv_chunks, jsonl_chunks, response_rows, session_facts
-from stimuli.bundle import Bundle
 
 blueprint = Blueprint("admin", __name__, url_prefix="/admin")
 api = Blueprint("admin_api", __name__, url_prefix="/api/admin")
@@ -70,18 +72,6 @@ def set_admin_password(session_factory, username: str, password: str) -> bool:
             return True
         admin.password_hash = hashed
         return False
-
-
-def _cfg() -> ServerConfig:
-    return current_app.config["PSYCHINTERP"]
-
-
-def _bundle() -> Bundle:
-    return current_app.extensions["psychinterp_bundle"]
-
-
-def _db() -> Session:
-    return current_app.extensions["psychinterp_db"]()
 
 
 # --- login (rate-limited by the app factory) --------------------------------------------
@@ -127,9 +117,7 @@ def _sessions(db: Session) -> list[ParticipantSession]:
 
 def _live_status(session: ParticipantSession, now) -> str:
     if session.status == "active":
-        from experiment_server.participant import as_utc
-
-        if as_utc(session.reserved_until) < now:
+        if reservation_lapsed(session.status, session.reserved_until, now):
             return "expired"
         return "in progress" if session.responses else "reserved"
     if session.status == "completed" and session.excluded_by_experimenter:

@@ -141,6 +141,10 @@ ENDPOINTS = (
 )
 
 
+def _json_body(model: type[BaseModel]) -> dict:
+    return {"application/json": {"schema": {"$ref": f"#/components/schemas/{model.__name__}"}}}
+
+
 def openapi_document() -> dict:
     models = {m for e in ENDPOINTS for m in (e.body, e.ok[1]) if m is not None} | {schemas.ErrorOut}
     _, defs = models_json_schema(
@@ -163,15 +167,11 @@ def openapi_document() -> dict:
         responses = {
             str(status): {
                 "description": "OK",
-                **(
-                    {"content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{out.__name__}"}}}}
-                    if out
-                    else {}
-                ),
+                **({"content": _json_body(out)} if out else {}),
             }
         }
         for code, text in e.errors.items():
-            error = {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorOut"}}}
+            error = _json_body(schemas.ErrorOut)
             responses[str(code)] = {"description": text, "content": error}
         operation = {
             "summary": e.summary,
@@ -182,7 +182,7 @@ def openapi_document() -> dict:
         if e.body is not None:
             operation["requestBody"] = {
                 "required": True,
-                "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{e.body.__name__}"}}},
+                "content": _json_body(e.body),
             }
         if e.admin:
             operation["security"] = [{"adminSession": []}]

@@ -11,7 +11,6 @@ import functools
 import hashlib
 import re
 import secrets
-from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -23,7 +22,11 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from experiment_server.assignment import choose_task, reservation_end
-from experiment_server.config import DEFAULT_CONSENT, ServerConfig, consent_version
+from experiment_server.config import DEFAULT_CONSENT, consent_version
+from experiment_server.context import bundle as _bundle
+from experiment_server.context import cfg as _cfg
+from experiment_server.context import db as _db
+from experiment_server.context import reservation_lapsed
 from experiment_server.db import ParticipantSession, Response, SessionEvent, WorkerGroupMember, utcnow
 from experiment_server.schemas import (
     Decline,
@@ -35,7 +38,7 @@ from experiment_server.schemas import (
     ResponseBody,
     StartSession,
 )
-from stimuli.bundle import Bundle, Task, Trial
+from stimuli.bundle import Task, Trial
 
 blueprint = Blueprint("participant", __name__)
 
@@ -46,27 +49,8 @@ MOBILE_AGENT = re.compile(r"Mobi|Android|iPhone|iPad|iPod|Silk|Kindle", re.IGNOR
 # --- helpers ----------------------------------------------------------------------
 
 
-def _cfg() -> ServerConfig:
-    return current_app.config["PSYCHINTERP"]
-
-
-def _bundle() -> Bundle:
-    return current_app.extensions["psychinterp_bundle"]
-
-
-def _db() -> Session:
-    return current_app.extensions["psychinterp_db"]()
-
-
 def consent_text() -> str:
     return _cfg().consent_text or _bundle().manifest.consent_text or DEFAULT_CONSENT
-
-
-def as_utc(moment: datetime | None) -> datetime | None:
-    # SQLite hands back naive datetimes; everything stored is UTC.
-    if moment is None or moment.tzinfo is not None:
-        return moment
-    return moment.replace(tzinfo=UTC)
 
 
 def parse_body(model: type[BaseModel]) -> Any:
@@ -108,7 +92,7 @@ def _load(db: Session, token: str) -> ParticipantSession:
 
 def _require_running(session: ParticipantSession) -> None:
     """Responses are accepted only from an active session whose reservation is live."""
-    if session.status == "active" and as_utc(session.reserved_until) < utcnow():
+    if reservation_lapsed(session.status, session.reserved_until):
         session.status = "expired"
     if session.status != "active":
         abort(409 if session.status in ("completed", "failed") else 410, f"session is {session.status}")
@@ -213,6 +197,21 @@ def _platform_identity(params: PlatformParams) -> str:
     return params.participant_id
 
 
+def _platform_columns(params: PlatformParams, participant_id: str) -> dict[str, Any]:
+    """The session columns that a landing URL fills, shared by starting and declining."""
+    return {
+        "token": secrets.token_urlsafe(32),
+        "study_id": _bundle().manifest.study_id,
+        "participant_id": participant_id,
+        "platform": params.platform,
+        "platform_study_id": params.platform_study_id,
+        "platform_session_id": params.platform_session_id,
+        "assignment_id": params.assignment_id,
+        "hit_id": params.hit_id,
+        "turk_submit_to": params.turk_submit_to,
+    }
+
+
 def _submit_host(url: str) -> str:
     parts = urlsplit(url)
     return f"{parts.scheme}://{parts.netloc}"
@@ -291,16 +290,8 @@ def start_session():
                     db.flush()
                 window = body.window
                 session = ParticipantSession(
-                    token=secrets.token_urlsafe(32),
-                    study_id=manifest.study_id,
+                    **_platform_columns(body, participant_id),
                     task_id=task_id,
-                    participant_id=participant_id,
-                    platform=body.platform,
-                    platform_study_id=body.platform_study_id,
-                    platform_session_id=body.platform_session_id,
-                    assignment_id=body.assignment_id,
-                    hit_id=body.hit_id,
-                    turk_submit_to=body.turk_submit_to,
                     status="active",
                     created_at=now,
                     reserved_until=reservation_end(now, cfg.reservation_minutes),
@@ -323,25 +314,13 @@ def start_session():
 @blueprint.post("/api/declines")
 def decline():
     body: Decline = parse_body(Decline)
-    participant_id = _platform_identity(body)
-    manifest = _bundle().manifest
+    declined = ParticipantSession(
+        **_platform_columns(body, _platform_identity(body)), status="declined", consent_version=body.consent_version
+    )
     with _db() as db:
         try:
             with db.begin():
-                db.add(
-                    ParticipantSession(
-                        token=secrets.token_urlsafe(32),
-                        study_id=manifest.study_id,
-                        participant_id=participant_id,
-                        platform=body.platform,
-                        platform_study_id=body.platform_study_id,
-                        platform_session_id=body.platform_session_id,
-                        assignment_id=body.assignment_id,
-                        hit_id=body.hit_id,
-                        status="declined",
-                        consent_version=body.consent_version,
-                    )
-                )
+                db.add(declined)
         except IntegrityError:
             abort(409, "this worker id already has a session of this study")
     return jsonify(declined=True), 201
@@ -352,7 +331,7 @@ def session_state(token: str):
     with _db() as db, db.begin():
         session = _load(db, token)
         _settle_practice(db, session)
-        if session.status == "active" and as_utc(session.reserved_until) < utcnow():
+        if reservation_lapsed(session.status, session.reserved_until):
             session.status = "expired"
         return jsonify(_state(db, session))
 
@@ -526,7 +505,7 @@ def post_response(token: str):
         ).one_or_none()
         if lean is None:
             abort(404, "unknown session")
-        running = lean.status == "active" and as_utc(lean.reserved_until) >= utcnow()
+        running = lean.status == "active" and not reservation_lapsed(lean.status, lean.reserved_until)
         if running and lean.practice_passed:
             session = lean
         else:

@@ -33,10 +33,15 @@ def _call(client, method: str, path: str, body: dict | None = None, ok=(200, 201
     return _payload(response)
 
 
-def consent_version(client) -> str:
+def page_settings(client) -> dict[str, Any]:
+    """The settings the participant page hands its script (never an answer or a code)."""
     response = client.get("/")
     page = response.get_data(as_text=True) if hasattr(response, "get_data") else response.text
-    return json.loads(_SETTINGS.search(page).group(1))["consentVersion"]
+    return json.loads(_SETTINGS.search(page).group(1))
+
+
+def consent_version(client) -> str:
+    return page_settings(client)["consentVersion"]
 
 
 def run_session(

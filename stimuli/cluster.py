@@ -8,9 +8,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from stimuli.build import PrecisionChoice, Shard, build_study, merge_shards
+from stimuli.build import PrecisionChoice, Shard, build_study, merge_shards, plan_units
 from stimuli.bundle import Bundle
 from stimuli.errors import PsychinterpError
+from stimuli.exemplars import ImageTreeDataset
 from stimuli.study import StudyConfig
 from stimuli.workdir import WORK
 
@@ -62,9 +63,6 @@ def build_with_jobs(
     weights = dict(weights or {})
     out.mkdir(parents=True, exist_ok=True)
     # Plan once here, so that the jobs read one plan instead of racing to write it.
-    from stimuli.build import plan_units
-    from stimuli.exemplars import ImageTreeDataset
-
     plan_units(config, out, ImageTreeDataset(config.dataset.path))
     pool = submitit.AutoExecutor(folder=out / WORK / "jobs" / "%j", cluster=executor)
     pool.update_parameters(

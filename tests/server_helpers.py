@@ -2,17 +2,35 @@
 
 from __future__ import annotations
 
-import json
-import re
+import socket
+import time
 from typing import Any
 
+from psychinterp.scripted import page_settings
 from stimuli.bundle import Bundle
 
-SETTINGS = re.compile(r'<script id="settings" type="application/json">(.*?)</script>', re.S)
+__all__ = ["page_settings"]  # re-exported for the tests
 
 
-def page_settings(client) -> dict[str, Any]:
-    return json.loads(SETTINGS.search(client.get("/").get_data(as_text=True)).group(1))
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_until_serving(client, seconds: float = 30.0) -> None:
+    """Poll a freshly started server (an httpx client) until it answers."""
+    import httpx
+
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            client.get("/")
+            return
+        except httpx.TransportError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
 
 
 def start(client, expect: int = 201, **params) -> dict[str, Any]:

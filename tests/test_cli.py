@@ -92,13 +92,11 @@ def test_errors_name_the_file_without_a_traceback(tmp_path):
 
 
 def test_serve_with_a_config_file_admin_login_and_db_upgrade(tmp_path, tiny_bundle_dir):
-    import socket
-    import time
-
     import httpx
     import yaml
 
     from psychinterp.scripted import run_session
+    from tests.server_helpers import free_port, wait_until_serving
 
     db = f"sqlite:///{tmp_path / 'served.db'}"
     upgraded = runner.invoke(app, ["db", "upgrade", "--db", db])
@@ -110,19 +108,12 @@ def test_serve_with_a_config_file_admin_login_and_db_upgrade(tmp_path, tiny_bund
 
     config = tmp_path / "server.yaml"
     config.write_text(yaml.safe_dump({"prolific": {"completion_code": "DONE42", "failed_code": "FAIL42"}}))
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     command = [sys.executable, "-m", "psychinterp", "serve", str(tiny_bundle_dir), "--db", db]
     server = subprocess.Popen([*command, "--config", str(config), "--port", str(port)], stderr=subprocess.PIPE)
     try:
         client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10)
-        for _ in range(100):
-            try:
-                client.get("/")
-                break
-            except httpx.TransportError:
-                time.sleep(0.2)
+        wait_until_serving(client)
         done = run_session(client, lambda trial: (0, 2), platform={"platform": "prolific", "participant_id": "p"})
         assert done["completion_code"] in ("DONE42", "FAIL42")
         assert client.get("/admin/").status_code == 302

@@ -12,7 +12,7 @@ from sqlalchemy.exc import OperationalError
 
 from psychinterp.scripted import run_session
 from stimuli.bundle import load_bundle
-from tests.server_helpers import answer_body, correct_choice, pass_practice, start
+from tests.server_helpers import answer_body, correct_choice, free_port, pass_practice, start, wait_until_serving
 
 URL = os.environ.get("PSYCHINTERP_TEST_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 
@@ -95,30 +95,21 @@ def test_sessions_assignment_duplicates_and_export_on_postgres(pg_url, tiny_bund
 
 @pytest.mark.slow
 def test_gunicorn_workers_on_postgres_as_docs_deploy_md_describes(pg_url, tiny_bundle_dir, tmp_path):
-    import socket
     import subprocess
     import sys
-    import time
     from pathlib import Path
 
     import httpx
 
     bin_dir = Path(sys.executable).parent
     subprocess.run([str(bin_dir / "psychinterp"), "db", "upgrade", "--db", pg_url], check=True, capture_output=True)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     env = {**os.environ, "PSYCHINTERP_BUNDLE": str(tiny_bundle_dir), "PSYCHINTERP_DATABASE_URL": pg_url}
     command = [str(bin_dir / "gunicorn"), "--workers", "2", "--threads", "4", "--bind", f"127.0.0.1:{port}"]
     server = subprocess.Popen([*command, "experiment_server.wsgi:app_from_env()"], env=env, stderr=subprocess.DEVNULL)
     try:
         client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10)
-        for _ in range(150):
-            try:
-                client.get("/")
-                break
-            except httpx.TransportError:
-                time.sleep(0.2)
+        wait_until_serving(client)
         bundle = load_bundle(tiny_bundle_dir)
         for i in range(3):  # requests land on both workers
             done = run_session(
