@@ -134,6 +134,8 @@ def _check(path: Path, frame: pd.DataFrame, column: str, kind: str) -> pd.Series
         }.get(kind)
         if allowed:
             ok, want = numeric.isin(allowed[0]), allowed[1]
+        elif kind == "probability":
+            ok, want = numeric.between(0, 1), "a number between 0 and 1"
         else:
             ok, want = numeric.notna() | (values == ""), "a number"
         converted = numeric
@@ -229,19 +231,43 @@ def _from_borowski(frame: pd.DataFrame, model_id: str) -> pd.DataFrame:
     return tidy
 
 
-def load_responses(path: str | Path, format: Format | None = None, model_id: str = "googlenet") -> pd.DataFrame:
-    """Read a response table in any known format into the tidy table (see the module docstring).
-
-    ``model_id`` names the model for the Borowski et al. format, whose files carry no model column.
-    """
-    path = Path(path)
+def _read_csv(path: Path) -> pd.DataFrame:
+    """Every cell as text, unnamed index columns dropped."""
     try:
         frame = pd.read_csv(path, dtype=str, keep_default_na=False)
     except FileNotFoundError:
         raise ResponseTableError(f"{path}: file not found") from None
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
         raise ResponseTableError(f"{path}: not a readable CSV ({exc})") from None
-    frame = frame.drop(columns=[c for c in frame.columns if c == "" or c.startswith("Unnamed:")])
+    return frame.drop(columns=[c for c in frame.columns if c == "" or c.startswith("Unnamed:")])
+
+
+MACHINE_SCORES = FormatSpec(
+    required={"unit_id": "str", "condition": "str", "machine_score": "probability"},
+    optional={"model_id": "str", "n_trials": "number", "observer": "str"},
+)
+
+
+def load_machine_scores(path: str | Path) -> pd.DataFrame:
+    """Per-unit machine scores (``psychinterp simulate --scores``): expected accuracy of an observer."""
+    path = Path(path)
+    frame = _validated(path, _read_csv(path), MACHINE_SCORES, "machine-score")
+    if frame.empty:
+        raise ResponseTableError(f"{path}: no machine scores")
+    duplicated = frame.duplicated(["unit_id", "condition"])
+    if duplicated.any():
+        row = int(duplicated.to_numpy().argmax())
+        raise ResponseTableError(f"{path}: row {row + 2}: unit {frame['unit_id'].iloc[row]!r} is scored twice")
+    return frame
+
+
+def load_responses(path: str | Path, format: Format | None = None, model_id: str = "googlenet") -> pd.DataFrame:
+    """Read a response table in any known format into the tidy table (see the module docstring).
+
+    ``model_id`` names the model for the Borowski et al. format, whose files carry no model column.
+    """
+    path = Path(path)
+    frame = _read_csv(path)
     if format is None:
         try:
             format = detect_format(list(frame.columns))

@@ -20,7 +20,13 @@ from analysis.exclusions import (  # noqa: E402
     counterfactual_grid,
     describe,
 )
-from analysis.load import ResponseTableError, load_responses  # noqa: E402
+from analysis.load import ResponseTableError, load_machine_scores, load_responses  # noqa: E402
+from analysis.machine import (  # noqa: E402
+    human_and_machine_models,
+    human_and_machine_units,
+    human_machine_correlation,
+    machine_figure,
+)
 from analysis.scaling import robustness_checks, scaling_trends, unit_table, with_model_facts  # noqa: E402
 
 
@@ -212,6 +218,29 @@ def _statistics_html(responses: pd.DataFrame, out: Path, models) -> str:
     return "".join(parts)
 
 
+def _machine_html(responses: pd.DataFrame, scores_csv: Path, out: Path) -> str:
+    scores = load_machine_scores(scores_csv)
+    units = human_and_machine_units(unit_accuracy(responses), scores)
+    if units.empty:
+        raise ResponseTableError(f"{scores_csv}: no unit of the responses has a machine score")
+    units.to_csv(out / "machine_units.csv", index=False)
+    models = human_and_machine_models(units)
+    models.to_csv(out / "machine_models.csv", index=False)
+    correlation = human_machine_correlation(units)
+    correlation.to_csv(out / "machine_correlation.csv", index=False)
+    _save(machine_figure(units), out, "machine")
+    observer = scores["observer"].iloc[0] if "observer" in scores else "an observer"
+    return (
+        "<h2>Machine score and human accuracy</h2>"
+        f"<p>Machine score: the expected accuracy of {html.escape(str(observer))} on each unit's trials "
+        f"({html.escape(str(scores_csv))}); human accuracy: the unit's proportion correct "
+        "(machine_units.csv has every unit).</p>"
+        "<img src='machine.png' alt='human unit accuracy against machine score' style='max-width:100%'>"
+        + models.to_html(index=False, float_format=lambda v: f"{v:.3f}")
+        + _table_html("Correlation of human accuracy with the machine score", correlation)
+    )
+
+
 def _exclusion_html(table: pd.DataFrame, criteria: ExclusionCriteria) -> str:
     if table.empty:
         return ""
@@ -234,8 +263,10 @@ def write_report(
     criteria: ExclusionCriteria | None = None,
     exclude: bool = True,
     models: dict | None = None,
+    machine_scores: Path | None = None,
 ) -> Path:
-    """The report: accuracy with intervals, model comparison, depth, scaling trends (given ``models``' facts)."""
+    """The report: accuracy with intervals, model comparison, depth, scaling trends (given ``models``' facts),
+    and machine scores next to human accuracy (given a machine-score CSV)."""
     criteria = criteria or ExclusionCriteria()
     responses = load_responses(responses_csv, format=format, model_id=model_id)
     included, exclusions = apply_exclusions(responses, criteria) if exclude else (responses, pd.DataFrame())
@@ -258,6 +289,8 @@ def write_report(
             )
     _save(accuracy_figure(table), out, "accuracy")
     statistics = _statistics_html(included, out, models)
+    if machine_scores is not None:
+        statistics += _machine_html(included, machine_scores, out)
     page = out / "index.html"
     page.write_text(
         "<!doctype html><meta charset='utf-8'><title>psychinterp report</title>"

@@ -95,6 +95,8 @@ def scaling_trends(responses: pd.DataFrame, predictors: list[str] | None = None)
             data = group.dropna(subset=[predictor])
             if data["model_id"].nunique() < 3:
                 continue  # a slope across fewer than three models says nothing
+            if data.groupby("model_id")[predictor].first().nunique() < 2:
+                continue  # every model has the same value (e.g. one training set): no slope to fit
             rows.append(
                 {
                     "condition": condition,

@@ -242,6 +242,9 @@ def analyze(
         Path | None, typer.Option("--models", help="models file for model facts (needs torch to count parameters)")
     ] = None,
     exclusions: Annotated[bool, typer.Option("--exclusions/--no-exclusions", help="apply the criteria")] = True,
+    machine_scores: Annotated[
+        Path | None, typer.Option(help="per-unit machine scores (psychinterp simulate --scores) to set beside")
+    ] = None,
 ) -> None:
     """Accuracy per model and condition after exclusions, with bootstrap CIs, figures and report/index.html."""
     from analysis.exclusions import load_criteria
@@ -282,6 +285,7 @@ def analyze(
         criteria=chosen,
         exclude=exclusions,
         models=facts,
+        machine_scores=machine_scores,
     )
     typer.echo(f"report: {page}")
 
@@ -373,6 +377,9 @@ def simulate(
     db: Annotated[str | None, typer.Option("--db", help="database for the in-process server")] = None,
     out: Annotated[Path | None, typer.Option("--out", help="write the response table (CSV) here")] = None,
     scores: Annotated[Path | None, typer.Option(help="write per-unit machine scores (CSV) here, offline")] = None,
+    models: Annotated[
+        Path | None, typer.Option("--models", help="models file for model:ID observers (default: models.yaml)")
+    ] = None,
     temperature: float = 10.0,
     lapse: float = 0.05,
     seed: int = 0,
@@ -384,7 +391,7 @@ def simulate(
     from psychinterp.scripted import run_session
     from stimuli.bundle import load_bundle
 
-    model = make_observer(observer, seed=seed, temperature=temperature, lapse=lapse)
+    model = make_observer(observer, seed=seed, temperature=temperature, lapse=lapse, models_file=models)
     loaded = load_bundle(bundle)
     if scores is not None:
         table = machine_scores(loaded, bundle, model)
@@ -414,6 +421,31 @@ def simulate(
 
         n = export_csv(loaded, app_.extensions["psychinterp_db"], out)
         typer.echo(f"wrote {n} responses to {out}")
+
+
+@app.command("train-family")
+def train_family(
+    out: Annotated[Path, typer.Option("--out", help="folder for the images, the weights and models.yaml")] = Path(
+        "family"
+    ),
+    train_per_class: Annotated[int, typer.Option(help="training images per class")] = 300,
+    pool_per_class: Annotated[int, typer.Option(help="exemplar-pool images per class")] = 100,
+    epochs: int = 6,
+    seed: int = 0,
+) -> None:
+    """Train the project's own model family (ShapesNet XS-L) on generated shapes-world images; cached."""
+    from stimuli.family import FamilyData, TrainingRecipe, prepare_family
+
+    if min(train_per_class, pool_per_class, epochs) < 1:
+        raise typer.BadParameter("--train-per-class, --pool-per-class and --epochs must be at least 1")
+    models_file = prepare_family(
+        out,
+        FamilyData(train=train_per_class, pool=pool_per_class),
+        TrainingRecipe(epochs=epochs, seed=seed),
+        progress=True,
+        log=typer.echo,
+    )
+    typer.echo(f"registered in {models_file}; exemplar pool: {out / 'shapes' / 'pool'}")
 
 
 @app.command()

@@ -1,17 +1,31 @@
-"""``make demo``: a whole study, offline, on a small model and procedural images."""
+"""``make demo``: a whole study, offline, on the project's own model family.
+
+1. generate shapes-world images and train ShapesNet XS-L on them (cached);
+2. build a bundle with natural and synthetic conditions from the exemplar pool;
+3. start the real server, and let machine observers take the study through its HTTP API;
+4. score each unit offline with a second observer (the machine score) and write the report;
+5. serve the study on http://127.0.0.1:5000.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import secrets
+import shutil
+import time
 from pathlib import Path
 
 import numpy as np
 import typer
 import yaml
 
-DEMO_MODEL_ID = "resnet18_demo"
-OBSERVERS = 6
+from stimuli.family import DEFAULT_DATA, DEFAULT_RECIPE, FAMILY, FamilyData, TrainingRecipe
+
+OBSERVERS = 72  # three per task
+PARTICIPANT_OBSERVER = "pixel"
+# The machine score's feature space. A stand-in for a perceptual model such as DreamSim,
+# which a user registers like any other model.
+MACHINE_OBSERVER = f"model:{FAMILY[-1].id}"
 
 
 def _write_if_changed(path: Path, text: str) -> None:
@@ -19,63 +33,39 @@ def _write_if_changed(path: Path, text: str) -> None:
         path.write_text(text)
 
 
-def prepare_demo_inputs(workdir: Path) -> Path:
-    """Dataset, weights, models file and study config; returns the study config path."""
-    from stimuli.demo_data import write_demo_dataset
+def prepare_demo_inputs(
+    workdir: Path, data: FamilyData = DEFAULT_DATA, recipe: TrainingRecipe = DEFAULT_RECIPE
+) -> Path:
+    """Images, trained family, models file and study config; returns the study config path."""
+    from stimuli.family import prepare_family
 
     workdir.mkdir(parents=True, exist_ok=True)
-    write_demo_dataset(workdir / "images", images_per_class=80)
-    weights = workdir / "weights" / f"{DEMO_MODEL_ID}.pt"
-    if not weights.exists():
-        import torch
-
-        from stimuli.registry import build_architecture
-        from stimuli.specs import ModelSpec
-
-        torch.manual_seed(0)
-        spec = ModelSpec.model_validate(_model_entry(weights_file=None))
-        weights.parent.mkdir(parents=True, exist_ok=True)
-        torch.save(build_architecture(spec).state_dict(), weights)
-    _write_if_changed(
-        workdir / "models.yaml", yaml.safe_dump({"models": [_model_entry(Path("weights") / weights.name)]})
-    )
+    prepare_family(workdir, data, recipe, progress=True, log=typer.echo)
     study = {
         "study_id": "demo",
-        "title": "psychinterp demo study",
+        "title": "psychinterp demo study: which shape activates the unit more?",
         "models_file": "models.yaml",
-        "models": [DEMO_MODEL_ID],
-        "units_per_model": 4,
-        "dataset": {"path": "images", "batch_size": 32},
+        "models": [member.id for member in FAMILY],
+        "units_per_model": 6,
+        "dataset": {"path": "shapes/pool", "batch_size": 64},
         "exemplars": {"batches": 4, "references": 9},
+        # Small and short, to fit the demo's time budget; a real study uses the defaults.
         "feature_visualization": {
             "image_size": 48,
-            "padding": 8,
-            "max_steps": 96,
-            "relative_alphas": [0.1, 1.0],
-            "refine_candidates": 1,
-            "units_per_batch": 2,
+            "padding": 4,
+            "lr": 0.2,
+            "max_steps": 128,
+            "relative_alphas": [0.3],
+            "refine_candidates": 0,
+            "units_per_batch": 3,
         },
         "conditions": ["natural", "synthetic"],
-        "tasks": {"trials_per_task": 4, "catch_trials_per_task": 1, "repetitions": 2, "practice_trials": 2},
+        "tasks": {"trials_per_task": 6, "catch_trials_per_task": 1, "repetitions": 3, "practice_trials": 2},
         "seed": 0,
     }
     path = workdir / "study.yaml"
     _write_if_changed(path, yaml.safe_dump(study, sort_keys=False))
     return path
-
-
-def _model_entry(weights_file: Path | None) -> dict:
-    entry = {
-        "id": DEMO_MODEL_ID,
-        "display_name": "ResNet-18 (random init, demo)",
-        "source": "torchvision",
-        "constructor": "resnet18",
-        "layers": {"include": ["layer1.*", "layer2.*"]},
-        "metadata": {"train_images": 1},
-    }
-    if weights_file is not None:
-        entry["weights_file"] = weights_file.as_posix()
-    return entry
 
 
 def run_observers(app, n_participants: int, seed: int = 0) -> None:
@@ -85,7 +75,7 @@ def run_observers(app, n_participants: int, seed: int = 0) -> None:
 
     rng = np.random.default_rng(seed)
     client = app.test_client()
-    observer = make_observer("pixel", seed=seed + 1)  # its own stream, apart from the response times
+    observer = make_observer(PARTICIPANT_OBSERVER, seed=seed + 1)  # its own stream, apart from the response times
     images = http_images(client)
     for _ in range(n_participants):
         run_session(client, lambda trial: observer.decide(trial, images), rng)
@@ -98,28 +88,47 @@ def _fingerprint(*paths: Path) -> str:
     return digest.hexdigest()
 
 
-def run_demo(workdir: Path, host: str = "127.0.0.1", port: int = 5000, serve: bool = True) -> None:
+def _stale(stamp: Path, fingerprint: str) -> bool:
+    return not stamp.exists() or stamp.read_text() != fingerprint
+
+
+def run_demo(
+    workdir: Path,
+    host: str = "127.0.0.1",
+    port: int = 5000,
+    serve: bool = True,
+    data: FamilyData = DEFAULT_DATA,
+    recipe: TrainingRecipe = DEFAULT_RECIPE,
+) -> None:
+    """The demo; ``data`` and ``recipe`` set the family's training (smaller in tests)."""
     from analysis.exclusions import ExclusionCriteria
     from analysis.report import write_report
     from experiment_server import create_app
     from experiment_server.admin import set_admin_password
     from experiment_server.export import export_csv
+    from psychinterp.observers import machine_scores, make_observer
     from stimuli.build import build_study
+    from stimuli.bundle import load_bundle
     from stimuli.errors import PsychinterpError
     from stimuli.study import load_study_config
 
+    started = time.perf_counter()
     workdir = workdir.resolve()
-    study_path = prepare_demo_inputs(workdir)
+    study_path = prepare_demo_inputs(workdir, data, recipe)
+    models_file = workdir / "models.yaml"
     bundle_dir = workdir / "bundle"
-    stamp = bundle_dir / ".built-from"
-    fingerprint = _fingerprint(study_path, workdir / "models.yaml")
-    if not stamp.exists() or stamp.read_text() != fingerprint:
+    fingerprint = _fingerprint(study_path, models_file, *sorted((workdir / "weights").glob("*.pt")))
+    if _stale(bundle_dir / ".built-from", fingerprint):
         typer.echo("building the demo bundle (first run only)")
+        # A build killed part-way resumes; one of another config or family starts afresh.
+        if _stale(workdir / ".bundle-started", fingerprint):
+            shutil.rmtree(bundle_dir, ignore_errors=True)
+            (workdir / ".bundle-started").write_text(fingerprint)
         build_study(load_study_config(study_path), bundle_dir)
-        stamp.write_text(fingerprint)
-        # Responses to an older bundle would not match its trials.
-        (workdir / "demo.db").unlink(missing_ok=True)
-        (workdir / ".observers-done").unlink(missing_ok=True)
+        (bundle_dir / ".built-from").write_text(fingerprint)
+        # Responses and scores of an older bundle would not match its trials.
+        for stale in ("demo.db", ".observers-done", "machine_scores.csv"):
+            (workdir / stale).unlink(missing_ok=True)
     database_url = f"sqlite:///{workdir / 'demo.db'}"
     try:
         app = create_app({"bundle_dir": bundle_dir, "database_url": database_url})
@@ -133,18 +142,29 @@ def run_demo(workdir: Path, host: str = "127.0.0.1", port: int = 5000, serve: bo
         password_file.write_text(secrets.token_urlsafe(12) + "\n")
     set_admin_password(app.extensions["psychinterp_db"], "admin", password_file.read_text().strip())
     marker = workdir / ".observers-done"
-    if not marker.exists():
+    if _stale(marker, fingerprint):
+        typer.echo(f"{OBSERVERS} simulated participants ({PARTICIPANT_OBSERVER} observers) take the study over HTTP")
         run_observers(app, OBSERVERS)
         marker.write_text(fingerprint)
+    scores = workdir / "machine_scores.csv"
+    if not scores.exists():
+        typer.echo(f"machine score of every unit ({MACHINE_OBSERVER} observer, offline)")
+        # No lapses: the score describes the feature space, not a person's attention.
+        observer = make_observer(MACHINE_OBSERVER, lapse=0.0, models_file=models_file)
+        machine_scores(load_bundle(bundle_dir), bundle_dir, observer).to_csv(scores, index=False)
     responses = workdir / "responses.csv"
     n = export_csv(app.extensions["psychinterp_bundle"], app.extensions["psychinterp_db"], responses)
     # Scripted participants answer in milliseconds and see only a few trials: the time and
     # query-row rules are off for them; the catch-trial and practice rules stay.
     scripted = ExclusionCriteria(min_instruction_s=0, min_session_s=0, min_choices_per_query_row=0)
-    page = write_report(responses, workdir / "report", criteria=scripted)
+    facts = {m.id: m.model_dump() for m in app.extensions["psychinterp_bundle"].manifest.models}
+    page = write_report(
+        responses, workdir / "report", criteria=scripted, models=facts, machine_scores=scores, n_resamples=2_000
+    )
     typer.echo(f"exported {n} responses to {responses}")
     typer.echo(f"report: {page}")
     typer.echo(f"admin URL: http://{host}:{port}/admin/  login: admin / {password_file.read_text().strip()}")
+    typer.echo(f"ready in {time.perf_counter() - started:.0f} s")
     if serve:
         import waitress
 

@@ -99,7 +99,8 @@ class ModelEmbedding:
         from stimuli.registry import unit_activations
 
         size = self._model.input_size
-        batch = torch.stack([torch.from_numpy(np.ascontiguousarray(i[..., :3])).permute(2, 0, 1) for i in images])
+        # np.array copies: arrays from PIL are read-only, which torch warns about.
+        batch = torch.stack([torch.from_numpy(np.array(i[..., :3])).permute(2, 0, 1) for i in images])
         batch = torch.nn.functional.interpolate(batch.float() / 255, size=(size, size), mode="bilinear", antialias=True)
         channels = list(range(self._channels[self.layer]))
         return unit_activations(self._model, batch, {self.layer: channels})[self.layer].cpu().numpy()
@@ -189,13 +190,15 @@ def machine_scores(bundle, bundle_dir: Path, observer: SimilarityObserver) -> pd
     return scores
 
 
-def make_observer(spec: str, seed: int = 0, temperature: float = 10.0, lapse: float = 0.05) -> SimilarityObserver:
+def make_observer(
+    spec: str, seed: int = 0, temperature: float = 10.0, lapse: float = 0.05, models_file: Path | None = None
+) -> SimilarityObserver:
     """``pixel``, or ``model:ID[:LAYER]``: a registry model's embedding (register a perceptual model the same way)."""
     if spec == "pixel":
         features: FeatureSpace = PixelStatistics()
     elif spec.startswith("model:"):
         _, model_id, *layer = spec.split(":", 2)
-        features = ModelEmbedding(model_id, layer[0] if layer else None)
+        features = ModelEmbedding(model_id, layer[0] if layer else None, models_file=models_file)
     else:
         raise PsychinterpError(f"observer {spec!r}: use 'pixel' or 'model:ID[:LAYER]'")
     return SimilarityObserver(features, temperature=temperature, lapse=lapse, rng=np.random.default_rng(seed))

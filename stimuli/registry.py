@@ -100,6 +100,16 @@ def _construct(spec: ModelSpec, hub_weights: bool, device: str | torch.device | 
             raise PsychinterpError(f"model {spec.id!r}: lucent source only provides 'inceptionv1'")
         with torch.device(device) if device else contextlib.nullcontext():
             return inceptionv1(pretrained=hub_weights, **kwargs)
+    if spec.source == "psychinterp":
+        from stimuli.family import create_model
+
+        if hub_weights:
+            raise WeightsUnavailableError(
+                f"model {spec.id!r}: the project's own models have no hub; train them with "
+                "`psychinterp train-family` and set `weights_file:`"
+            )
+        with torch.device(device) if device else contextlib.nullcontext():
+            return create_model(spec.constructor, **kwargs)
     raise AssertionError(spec.source)
 
 

@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from stimuli.errors import ConfigError, format_validation_error
 
-ModelSource = Literal["torchvision", "timm", "open_clip", "lucent"]
+ModelSource = Literal["torchvision", "timm", "open_clip", "lucent", "psychinterp"]
 DEFAULT_MODELS_FILE = Path(__file__).resolve().parent.parent / "models.yaml"
 
 

@@ -45,6 +45,12 @@ def test_mixed_model_recovers_a_planted_slope_and_finds_none_where_there_is_none
     assert "log10_train_images" in scaling_trends(simulate(0.05, seed=1))["predictor"].tolist()
 
 
+def test_a_predictor_that_all_models_share_gets_no_slope():
+    same_data = {m: {**facts, "train_images": 50_000} for m, facts in MODELS.items()}
+    responses = with_model_facts(simulate(0.05, seed=1), same_data)
+    assert scaling_trends(responses)["predictor"].tolist() == ["log10_parameters"]
+
+
 def test_robustness_checks_agree_in_sign():
     checks = robustness_checks(simulate(0.08, seed=3))
     assert set(checks["method"]) == {
