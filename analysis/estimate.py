@@ -162,7 +162,7 @@ def depth_correlation(units: pd.DataFrame) -> pd.DataFrame:
         return pd.DataFrame()
     rows = []
     for (model_id, condition), group in units.dropna(subset=["relative_depth"]).groupby(["model_id", "condition"]):
-        if group["relative_depth"].nunique() < 2 or len(group) < 3:
+        if group["relative_depth"].nunique() < 2 or group["accuracy"].nunique() < 2 or len(group) < 3:
             continue
         rho, p = stats.spearmanr(group["relative_depth"], group["accuracy"])
         rows.append({"model_id": model_id, "condition": condition, "spearman_rho": rho, "p": p, "n_units": len(group)})

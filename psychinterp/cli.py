@@ -428,16 +428,14 @@ def train_family(
     out: Annotated[Path, typer.Option("--out", help="folder for the images, the weights and models.yaml")] = Path(
         "family"
     ),
-    train_per_class: Annotated[int, typer.Option(help="training images per class")] = 300,
-    pool_per_class: Annotated[int, typer.Option(help="exemplar-pool images per class")] = 100,
-    epochs: int = 6,
+    train_per_class: Annotated[int, typer.Option(min=1, help="training images per class")] = 300,
+    pool_per_class: Annotated[int, typer.Option(min=1, help="exemplar-pool images per class")] = 100,
+    epochs: Annotated[int, typer.Option(min=1)] = 6,
     seed: int = 0,
 ) -> None:
     """Train the project's own model family (ShapesNet XS-L) on generated shapes-world images; cached."""
     from stimuli.family import FamilyData, TrainingRecipe, prepare_family
 
-    if min(train_per_class, pool_per_class, epochs) < 1:
-        raise typer.BadParameter("--train-per-class, --pool-per-class and --epochs must be at least 1")
     models_file = prepare_family(
         out,
         FamilyData(train=train_per_class, pool=pool_per_class),

@@ -85,20 +85,22 @@ class FamilyMember:
     widths: tuple[int, ...]
     blocks: int
 
-    def spec_entry(self, weights_file: Path, train_images: int) -> dict:
-        """The models.yaml entry of this member."""
-        return {
+    def spec_entry(self, weights_file: Path | None, train_images: int) -> dict:
+        """The models.yaml entry of this member (without ``weights_file`` when None)."""
+        entry = {
             "id": self.id,
             "display_name": f"ShapesNet {self.id.rsplit('_', 1)[-1].upper()} (widths {'/'.join(map(str, self.widths))}"
             f", {self.blocks} conv per stage)",
             "source": "psychinterp",
             "constructor": "shapesnet",
             "constructor_kwargs": {"widths": list(self.widths), "blocks": self.blocks},
-            "weights_file": weights_file.as_posix(),
             "preprocessing": {"resize": INPUT_SIZE, "crop": INPUT_SIZE, "mean": [0.5] * 3, "std": [0.25] * 3},
             "layers": {"include": ["stages.*.*.norm"]},
             "metadata": {"train_images": train_images},
         }
+        if weights_file is not None:
+            entry["weights_file"] = weights_file.as_posix()
+        return entry
 
 
 # Width and depth grow together: about 6k, 24k, 73k and 163k parameters.

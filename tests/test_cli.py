@@ -23,6 +23,8 @@ runner = CliRunner()
         ["export"],
         ["analyze"],
         ["power"],
+        ["simulate"],
+        ["train-family"],
         ["demo"],
     ],
 )
@@ -42,6 +44,23 @@ def test_models_list_prints_the_nine_models_with_parameter_counts():
     assert len(lines) == 10
     assert "25,557,032" in next(line for line in lines if line.startswith("resnet50 "))
     assert "88,224,232" in next(line for line in lines if line.startswith("vit_b32 "))
+
+
+def test_train_family_registers_the_trained_models(tmp_path):
+    out = tmp_path / "family"
+    args = ["train-family", "--out", str(out), "--train-per-class", "2", "--pool-per-class", "1", "--epochs", "1"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert result.output.count("trained shapesnet_") == 4 and "models.yaml" in result.output
+    assert len(list((out / "shapes" / "pool").rglob("*.jpg"))) == 12
+    listed = runner.invoke(app, ["models", "list", "--models", str(out / "models.yaml")])
+    assert listed.exit_code == 0, listed.output
+    counts = [int(line.split()[-3].replace(",", "")) for line in listed.output.splitlines()[1:]]
+    assert len(counts) == 4 and counts == sorted(counts)
+    again = runner.invoke(app, args)
+    assert again.exit_code == 0 and "trained" not in again.output.replace("registered", "")
+    bad = runner.invoke(app, [*args[:3], "--epochs", "0"])
+    assert bad.exit_code == 2 and "greater than or equal to 1" in bad.output
 
 
 def test_build_export_analyze_from_the_command_line(tmp_path, tiny_bundle_dir):

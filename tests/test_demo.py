@@ -4,19 +4,35 @@ import pytest
 
 
 @pytest.mark.slow
-def test_demo_runs_end_to_end_offline_and_reruns_from_cache(tmp_path, monkeypatch):
+def test_demo_trains_a_tiny_family_and_runs_end_to_end_offline_then_reruns_from_cache(tmp_path, monkeypatch):
+    """The whole demo on a tiny version of the family: the observers beat chance well on natural trials."""
     from psychinterp.demo import OBSERVERS, run_demo
+    from stimuli.family import FAMILY, FamilyData, TrainingRecipe
+    from stimuli.specs import load_model_specs
 
     monkeypatch.setenv("PSYCHINTERP_OFFLINE", "1")
-    run_demo(tmp_path, serve=False)
+    small = {"data": FamilyData(train=20, val=5, pool=40), "recipe": TrainingRecipe(epochs=1)}
+    run_demo(tmp_path, serve=False, **small)
+
+    assert list(load_model_specs(tmp_path / "models.yaml")) == [m.id for m in FAMILY]
+    assert all((tmp_path / "weights" / f"{m.id}.pt").is_file() for m in FAMILY)
     rows = list(csv.DictReader((tmp_path / "responses.csv").open()))
     assert len({r["participant_id"] for r in rows}) == OBSERVERS
+    assert {r["model_id"] for r in rows} == {m.id for m in FAMILY}
     assert {r["condition"] for r in rows} == {"natural", "synthetic"}
-    assert (tmp_path / "report" / "index.html").exists()
-    natural = [int(r["correct"]) for r in rows if r["condition"] == "natural"]
-    assert sum(natural) / len(natural) > 0.5  # the colour observer beats chance on natural exemplars
+    natural = [int(r["correct"]) for r in rows if r["condition"] == "natural" and r["trial_kind"] == "main"]
+    assert len(natural) >= 200 and sum(natural) / len(natural) > 0.7
+
+    report = tmp_path / "report"
+    page = (report / "index.html").read_text()
+    assert "Scaling trends" in page and "Machine score and human accuracy" in page
+    assert (report / "scaling.png").is_file() and (report / "machine.png").is_file()
+    scores = list(csv.DictReader((report / "machine_units.csv").open()))
+    assert len(scores) == 2 * 6 * len(FAMILY)  # every unit, both conditions
 
     manifest = (tmp_path / "bundle" / "manifest.json").read_bytes()
-    run_demo(tmp_path, serve=False)  # cached: no rebuild, no duplicate observers
+    weights = (tmp_path / "weights" / "shapesnet_l.pt").stat().st_mtime_ns
+    run_demo(tmp_path, serve=False, **small)  # cached: no training, no rebuild, no duplicate observers
+    assert (tmp_path / "weights" / "shapesnet_l.pt").stat().st_mtime_ns == weights
     assert (tmp_path / "bundle" / "manifest.json").read_bytes() == manifest
     assert len(list(csv.DictReader((tmp_path / "responses.csv").open()))) == len(rows)

@@ -45,6 +45,13 @@ def test_observers_take_the_study_through_the_api_and_score_units_offline(tiny_b
     direct = machine_scores(bundle, tiny_bundle_dir, make_observer("pixel"))
     assert np.allclose(direct["machine_score"], table["machine_score"])
 
+    report = tmp_path / "report"
+    args = ["analyze", str(out), "--out", str(report), "--no-exclusions", "--resamples", "100"]
+    result = CliRunner().invoke(app, [*args, "--machine-scores", str(scores)])
+    assert result.exit_code == 0, result.output
+    assert "Machine score and human accuracy" in (report / "index.html").read_text()
+    assert set(pd.read_csv(report / "machine_units.csv")["unit_id"]) == set(table["unit_id"])
+
 
 def test_model_embedding_observer_and_bad_specs(tmp_path):
     import torch
