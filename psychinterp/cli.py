@@ -385,6 +385,8 @@ def simulate(
     seed: int = 0,
 ) -> None:
     """Machine observers take the study as participants (through the HTTP API), and/or score each unit offline."""
+    from collections import Counter
+
     import numpy as np
 
     from psychinterp.observers import http_images, machine_scores, make_observer
@@ -412,8 +414,9 @@ def simulate(
     images = http_images(client)
     rng = np.random.default_rng(seed)
     outcomes = [run_session(client, lambda trial: model.decide(trial, images), rng) for _ in range(participants)]
-    completed = sum(o["status"] == "completed" for o in outcomes)
-    typer.echo(f"{participants} {model.features.name} observer(s): {completed} completed")
+    statuses = Counter(o["status"] for o in outcomes)
+    ended = ", ".join(f"{n} {status}" for status, n in sorted(statuses.items()))
+    typer.echo(f"{participants} {model.features.name} observer(s): {ended}")
     if out is not None:
         if server is not None:
             raise typer.BadParameter("--out needs the in-process server; export from the running one instead")

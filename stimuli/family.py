@@ -85,18 +85,21 @@ class FamilyMember:
     widths: tuple[int, ...]
     blocks: int
 
-    def spec_entry(self, weights_file: Path | None, train_images: int) -> dict:
+    def spec_entry(self, weights_file: Path | None, train_images: int, val_accuracy: float | None = None) -> dict:
         """The models.yaml entry of this member (without ``weights_file`` when None)."""
+        metadata: dict = {"train_images": train_images}
+        if val_accuracy is not None:
+            metadata["top1_note"] = f"not ImageNet; held-out shapes-world accuracy {val_accuracy:.1%}"
         entry = {
             "id": self.id,
-            "display_name": f"ShapesNet {self.id.rsplit('_', 1)[-1].upper()} (widths {'/'.join(map(str, self.widths))}"
-            f", {self.blocks} conv per stage)",
+            "display_name": f"ShapesNet-{self.id.rsplit('_', 1)[-1].upper()} ({'/'.join(map(str, self.widths))}"
+            f" x{self.blocks})",
             "source": "psychinterp",
             "constructor": "shapesnet",
             "constructor_kwargs": {"widths": list(self.widths), "blocks": self.blocks},
             "preprocessing": {"resize": INPUT_SIZE, "crop": INPUT_SIZE, "mean": [0.5] * 3, "std": [0.25] * 3},
             "layers": {"include": ["stages.*.*.norm"]},
-            "metadata": {"train_images": train_images},
+            "metadata": metadata,
         }
         if weights_file is not None:
             entry["weights_file"] = weights_file.as_posix()
@@ -261,7 +264,7 @@ def train_family(
                 f"trained {member.id} in {record['seconds']} s: held-out accuracy {record['val_accuracy']:.1%} "
                 f"({len(classes)} classes)"
             )
-        entries.append(member.spec_entry(weights, record["train_images"]))
+        entries.append(member.spec_entry(weights, record["train_images"], record["val_accuracy"]))
     return entries
 
 

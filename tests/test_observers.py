@@ -72,3 +72,33 @@ def test_model_embedding_observer_and_bad_specs(tmp_path):
     assert features.embed([solid((10, 200, 30)), solid((200, 10, 30))]).shape == (2, 128)
     with pytest.raises(PsychinterpError, match="use 'pixel' or 'model:ID"):
         make_observer("telepathy")
+
+
+def test_simulate_fills_a_running_server_over_http(tiny_bundle_dir, tmp_path):
+    import threading
+
+    from typer.testing import CliRunner
+    from werkzeug.serving import make_server
+
+    from experiment_server import create_app
+    from experiment_server.db import ParticipantSession, Response
+    from psychinterp.cli import app
+
+    server_app = create_app({"bundle_dir": tiny_bundle_dir, "database_url": f"sqlite:///{tmp_path / 'live.db'}"})
+    server = make_server("127.0.0.1", 0, server_app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{server.server_port}"
+        args = ["simulate", str(tiny_bundle_dir), "--participants", "2", "--server", url]
+        result = CliRunner().invoke(app, args)
+        assert result.exit_code == 0, result.output
+        assert "2 pixel observer(s): " in result.output
+    finally:
+        server.shutdown()
+        thread.join()
+    with server_app.extensions["psychinterp_db"]() as db:
+        statuses = [s.status for s in db.query(ParticipantSession).all()]
+        assert len(statuses) == 2 and set(statuses) <= {"completed", "failed"}  # failed: practice or catch checks
+        assert db.query(Response).count() > 2
+    assert f"{statuses.count('completed')} completed" in result.output

@@ -1,0 +1,93 @@
+"""`make demo`'s two time targets: a first run under 10 minutes, a cached rerun serving in under 60 s.
+
+Runs `psychinterp demo` as a user does (a subprocess, offline, serving on a free port) in a fresh
+work folder: it generates the images, trains the family, builds the bundle, runs the observers
+over HTTP, writes the report and starts serving. The time to the "serving" line is taken, the
+participant page and the admin login page are fetched from the live server, and the server is
+stopped. Then the same again on the cached folder. Baseline, in the same run: the first run;
+the ratio is rerun / first run. Stage times come from the demo's own output.
+
+Run: .venv/bin/python benchmarks/bench_demo.py [--keep DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+FIRST_TARGET_S = 600.0
+RERUN_TARGET_S = 60.0
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from tests.server_helpers import free_port  # noqa: E402
+
+
+def run_until_serving(workdir: Path) -> tuple[float, list[str]]:
+    port = free_port()
+    command = [sys.executable, "-m", "psychinterp", "demo", "--workdir", str(workdir), "--port", str(port)]
+    env = {**os.environ, "PSYCHINTERP_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}  # lines as they come
+    started = time.perf_counter()
+    process = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, start_new_session=True
+    )
+    lines = []
+    try:
+        for line in process.stdout:
+            lines.append(line.rstrip())
+            if line.startswith("serving the demo study"):
+                elapsed = time.perf_counter() - started
+                break
+        else:
+            raise SystemExit("the demo ended without serving:\n" + "\n".join(lines[-20:]))
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
+            for _ in range(100):  # waitress binds just after printing
+                try:
+                    assert client.get("/").status_code == 200
+                    break
+                except httpx.TransportError:
+                    time.sleep(0.1)
+            assert client.get("/admin/login").status_code == 200
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(timeout=30)
+    return elapsed, lines
+
+
+def stage_times(lines: list[str]) -> str:
+    trained = [m.group(0) for line in lines if (m := re.search(r"trained \S+ in [\d.]+ s", line))]
+    return "; ".join(trained)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--keep", type=Path, help="work folder to keep (default: a temporary one)")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        workdir = args.keep or Path(tmp) / "demo"
+        first, first_lines = run_until_serving(workdir)
+        print(f"first run: serving after {first:.1f} s ({stage_times(first_lines)})")
+        for line in first_lines:
+            if line.startswith(("exported", "report:", "ready in")):
+                print("  " + line)
+        rerun, _ = run_until_serving(workdir)
+        print(f"cached rerun: serving after {rerun:.1f} s")
+    ratio = rerun / first
+    ok = first < FIRST_TARGET_S and rerun < RERUN_TARGET_S
+    verdict = "PASS" if ok else "FAIL"
+    print(f"RESULT demo_first_run {first:.0f} s target <{FIRST_TARGET_S:.0f} {verdict}")
+    print(f"RESULT demo_cached_rerun {rerun:.1f} s target <{RERUN_TARGET_S:.0f} (ratio {ratio:.3f} to first) {verdict}")
+    sys.exit(0 if ok else 1)
+
+
+if __name__ == "__main__":
+    main()
