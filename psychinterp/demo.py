@@ -2,7 +2,7 @@
 
 1. generate shapes-world images and train ShapesNet XS-L on them (cached);
 2. build a bundle with natural and synthetic conditions from the exemplar pool;
-3. start the real server, and let machine observers take the study through its HTTP API;
+3. start the real server (waitress), and let machine observers take the study through its HTTP API;
 4. score each unit offline with a second observer (the machine score) and write the report;
 5. serve the study on http://127.0.0.1:5000.
 """
@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import secrets
 import shutil
+import threading
 import time
 from pathlib import Path
 
@@ -19,6 +20,7 @@ import numpy as np
 import typer
 import yaml
 
+from stimuli.errors import PsychinterpError
 from stimuli.family import DEFAULT_DATA, DEFAULT_RECIPE, FAMILY, FamilyData, TrainingRecipe
 
 OBSERVERS = 72  # three per task
@@ -68,17 +70,42 @@ def prepare_demo_inputs(
     return path
 
 
-def run_observers(app, n_participants: int, seed: int = 0) -> None:
-    """Machine observers (pixel-statistics similarity) taking the study through the real HTTP API."""
+def run_observers(base_url: str, n_participants: int, seed: int = 0) -> None:
+    """Machine observers (pixel-statistics similarity) taking the study over HTTP, as browsers would."""
+    import httpx
+
     from psychinterp.observers import http_images, make_observer
     from psychinterp.scripted import run_session
 
     rng = np.random.default_rng(seed)
-    client = app.test_client()
     observer = make_observer(PARTICIPANT_OBSERVER, seed=seed + 1)  # its own stream, apart from the response times
-    images = http_images(client)
-    for _ in range(n_participants):
-        run_session(client, lambda trial: observer.decide(trial, images), rng)
+    with httpx.Client(base_url=base_url, timeout=60) as client:
+        images = http_images(client)
+        for _ in range(n_participants):
+            run_session(client, lambda trial: observer.decide(trial, images), rng)
+
+
+def start_server(app, host: str, port: int):
+    """The real server (waitress, as `psychinterp serve` runs it), in a background thread."""
+    import waitress
+
+    try:
+        server = waitress.create_server(
+            app, host=host, port=port, threads=16, connection_limit=1000, ident="psychinterp"
+        )
+    except OSError as exc:
+        raise PsychinterpError(
+            f"cannot serve on {host}:{port} ({exc.strerror}): is another server running there? Choose one with --port"
+        ) from None
+    thread = threading.Thread(target=server.run, name="waitress", daemon=True)
+    thread.start()
+    return server, thread
+
+
+def stop_server(server, thread: threading.Thread) -> None:
+    server.close()  # closing the socket and trigger ends the event loop
+    server.task_dispatcher.shutdown()
+    thread.join(timeout=10)
 
 
 def _fingerprint(*paths: Path) -> str:
@@ -92,6 +119,41 @@ def _stale(stamp: Path, fingerprint: str) -> bool:
     return not stamp.exists() or stamp.read_text() != fingerprint
 
 
+def _build_bundle(workdir: Path, study_path: Path, bundle_dir: Path, fingerprint: str) -> None:
+    from stimuli.build import build_study
+    from stimuli.study import load_study_config
+
+    typer.echo("building the demo bundle (first run only)")
+    # A build killed part-way resumes; one of another config or family starts afresh.
+    if _stale(workdir / ".bundle-started", fingerprint):
+        shutil.rmtree(bundle_dir, ignore_errors=True)
+        (workdir / ".bundle-started").write_text(fingerprint)
+    build_study(load_study_config(study_path), bundle_dir)
+    (bundle_dir / ".built-from").write_text(fingerprint)
+    # Responses and scores of an older bundle would not match its trials.
+    for stale in ("demo.db", ".observers-done", "machine_scores.csv"):
+        (workdir / stale).unlink(missing_ok=True)
+
+
+def _export_and_report(app, workdir: Path, scores: Path) -> None:
+    from analysis.exclusions import ExclusionCriteria
+    from analysis.report import write_report
+    from experiment_server.export import export_csv
+
+    bundle = app.extensions["psychinterp_bundle"]
+    responses = workdir / "responses.csv"
+    n = export_csv(bundle, app.extensions["psychinterp_db"], responses)
+    # Scripted participants answer in milliseconds and see only a few trials: the time and
+    # query-row rules are off for them; the catch-trial and practice rules stay.
+    scripted = ExclusionCriteria(min_instruction_s=0, min_session_s=0, min_choices_per_query_row=0)
+    facts = {m.id: m.model_dump() for m in bundle.manifest.models}
+    page = write_report(
+        responses, workdir / "report", criteria=scripted, models=facts, machine_scores=scores, n_resamples=2_000
+    )
+    typer.echo(f"exported {n} responses to {responses}")
+    typer.echo(f"report: {page}")
+
+
 def run_demo(
     workdir: Path,
     host: str = "127.0.0.1",
@@ -101,16 +163,10 @@ def run_demo(
     recipe: TrainingRecipe = DEFAULT_RECIPE,
 ) -> None:
     """The demo; ``data`` and ``recipe`` set the family's training (smaller in tests)."""
-    from analysis.exclusions import ExclusionCriteria
-    from analysis.report import write_report
     from experiment_server import create_app
     from experiment_server.admin import set_admin_password
-    from experiment_server.export import export_csv
     from psychinterp.observers import machine_scores, make_observer
-    from stimuli.build import build_study
     from stimuli.bundle import load_bundle
-    from stimuli.errors import PsychinterpError
-    from stimuli.study import load_study_config
 
     started = time.perf_counter()
     workdir = workdir.resolve()
@@ -119,16 +175,7 @@ def run_demo(
     bundle_dir = workdir / "bundle"
     fingerprint = _fingerprint(study_path, models_file, *sorted((workdir / "weights").glob("*.pt")))
     if _stale(bundle_dir / ".built-from", fingerprint):
-        typer.echo("building the demo bundle (first run only)")
-        # A build killed part-way resumes; one of another config or family starts afresh.
-        if _stale(workdir / ".bundle-started", fingerprint):
-            shutil.rmtree(bundle_dir, ignore_errors=True)
-            (workdir / ".bundle-started").write_text(fingerprint)
-        build_study(load_study_config(study_path), bundle_dir)
-        (bundle_dir / ".built-from").write_text(fingerprint)
-        # Responses and scores of an older bundle would not match its trials.
-        for stale in ("demo.db", ".observers-done", "machine_scores.csv"):
-            (workdir / stale).unlink(missing_ok=True)
+        _build_bundle(workdir, study_path, bundle_dir, fingerprint)
     database_url = f"sqlite:///{workdir / 'demo.db'}"
     try:
         app = create_app({"bundle_dir": bundle_dir, "database_url": database_url})
@@ -141,32 +188,28 @@ def run_demo(
     if not password_file.exists():
         password_file.write_text(secrets.token_urlsafe(12) + "\n")
     set_admin_password(app.extensions["psychinterp_db"], "admin", password_file.read_text().strip())
-    marker = workdir / ".observers-done"
-    if _stale(marker, fingerprint):
-        typer.echo(f"{OBSERVERS} simulated participants ({PARTICIPANT_OBSERVER} observers) take the study over HTTP")
-        run_observers(app, OBSERVERS)
-        marker.write_text(fingerprint)
-    scores = workdir / "machine_scores.csv"
-    if not scores.exists():
-        typer.echo(f"machine score of every unit ({MACHINE_OBSERVER} observer, offline)")
-        # No lapses: the score describes the feature space, not a person's attention.
-        observer = make_observer(MACHINE_OBSERVER, lapse=0.0, models_file=models_file)
-        machine_scores(load_bundle(bundle_dir), bundle_dir, observer).to_csv(scores, index=False)
-    responses = workdir / "responses.csv"
-    n = export_csv(app.extensions["psychinterp_bundle"], app.extensions["psychinterp_db"], responses)
-    # Scripted participants answer in milliseconds and see only a few trials: the time and
-    # query-row rules are off for them; the catch-trial and practice rules stay.
-    scripted = ExclusionCriteria(min_instruction_s=0, min_session_s=0, min_choices_per_query_row=0)
-    facts = {m.id: m.model_dump() for m in app.extensions["psychinterp_bundle"].manifest.models}
-    page = write_report(
-        responses, workdir / "report", criteria=scripted, models=facts, machine_scores=scores, n_resamples=2_000
-    )
-    typer.echo(f"exported {n} responses to {responses}")
-    typer.echo(f"report: {page}")
-    typer.echo(f"admin URL: http://{host}:{port}/admin/  login: admin / {password_file.read_text().strip()}")
-    typer.echo(f"ready in {time.perf_counter() - started:.0f} s")
-    if serve:
-        import waitress
-
-        typer.echo(f"serving the demo study: participant URL http://{host}:{port}/  (Ctrl-C to stop)")
-        waitress.serve(app, host=host, port=port, threads=16, connection_limit=1000, ident="psychinterp")
+    server, thread = start_server(app, host, port)
+    base_url = f"http://{host}:{server.effective_port}"
+    try:
+        marker = workdir / ".observers-done"
+        if _stale(marker, fingerprint):
+            typer.echo(f"{OBSERVERS} simulated participants ({PARTICIPANT_OBSERVER} observers) take the study")
+            run_observers(base_url, OBSERVERS)
+            marker.write_text(fingerprint)
+        scores = workdir / "machine_scores.csv"
+        if not scores.exists():
+            typer.echo(f"machine score of every unit ({MACHINE_OBSERVER} observer, offline)")
+            # No lapses: the score describes the feature space, not a person's attention.
+            observer = make_observer(MACHINE_OBSERVER, lapse=0.0, models_file=models_file)
+            machine_scores(load_bundle(bundle_dir), bundle_dir, observer).to_csv(scores, index=False)
+        _export_and_report(app, workdir, scores)
+        typer.echo(f"admin URL: {base_url}/admin/  login: admin / {password_file.read_text().strip()}")
+        typer.echo(f"ready in {time.perf_counter() - started:.0f} s")
+        if serve:
+            typer.echo(f"serving the demo study: participant URL {base_url}/  (Ctrl-C to stop)")
+            while thread.is_alive():
+                thread.join(0.5)
+    except KeyboardInterrupt:
+        typer.echo("stopping")
+    finally:
+        stop_server(server, thread)

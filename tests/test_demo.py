@@ -12,7 +12,7 @@ def test_demo_trains_a_tiny_family_and_runs_end_to_end_offline_then_reruns_from_
 
     monkeypatch.setenv("PSYCHINTERP_OFFLINE", "1")
     small = {"data": FamilyData(train=20, val=5, pool=40), "recipe": TrainingRecipe(epochs=1)}
-    run_demo(tmp_path, serve=False, **small)
+    run_demo(tmp_path, port=0, serve=False, **small)
 
     assert list(load_model_specs(tmp_path / "models.yaml")) == [m.id for m in FAMILY]
     assert all((tmp_path / "weights" / f"{m.id}.pt").is_file() for m in FAMILY)
@@ -32,7 +32,23 @@ def test_demo_trains_a_tiny_family_and_runs_end_to_end_offline_then_reruns_from_
 
     manifest = (tmp_path / "bundle" / "manifest.json").read_bytes()
     weights = (tmp_path / "weights" / "shapesnet_l.pt").stat().st_mtime_ns
-    run_demo(tmp_path, serve=False, **small)  # cached: no training, no rebuild, no duplicate observers
+    run_demo(tmp_path, port=0, serve=False, **small)  # cached: no training, no rebuild, no duplicate observers
     assert (tmp_path / "weights" / "shapesnet_l.pt").stat().st_mtime_ns == weights
     assert (tmp_path / "bundle" / "manifest.json").read_bytes() == manifest
     assert len(list(csv.DictReader((tmp_path / "responses.csv").open()))) == len(rows)
+
+
+def test_demo_names_a_busy_port():
+    import socket
+
+    from flask import Flask
+
+    from psychinterp.demo import start_server
+    from stimuli.errors import PsychinterpError
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(PsychinterpError, match=f"cannot serve on 127.0.0.1:{port} .*--port"):
+            start_server(Flask(__name__), "127.0.0.1", port)
