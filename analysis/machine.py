@@ -44,24 +44,3 @@ def human_machine_correlation(units: pd.DataFrame) -> pd.DataFrame:
         models = human_and_machine_models(group)
         _correlate(rows, {"condition": condition, "level": "models"}, models["machine_score"], models["human_accuracy"])
     return pd.DataFrame(rows)
-
-
-def machine_figure(units: pd.DataFrame):
-    """Human unit accuracy against machine score, a panel per condition, a colour per model."""
-    import matplotlib.pyplot as plt
-
-    conditions = sorted(units["condition"].unique())
-    fig, axes = plt.subplots(1, len(conditions), figsize=(4.2 * len(conditions), 3.6), squeeze=False)
-    for ax, condition in zip(axes[0], conditions, strict=True):
-        for model_id, group in units[units["condition"] == condition].groupby("model_id", sort=True):
-            ax.scatter(group["machine_score"], group["accuracy"], s=18, label=model_id)
-        ax.plot([0, 1], [0, 1], color="grey", linestyle=":", linewidth=1)
-        ax.axhline(0.5, color="grey", linestyle="--", linewidth=1)
-        ax.set_xlim(-0.02, 1.02)
-        ax.set_ylim(-0.02, 1.02)
-        ax.set_title(condition)
-        ax.set_xlabel("machine score")
-    axes[0][0].set_ylabel("human unit accuracy")
-    axes[0][-1].legend(frameon=False, fontsize="x-small", loc="upper left", bbox_to_anchor=(1.01, 1))
-    fig.tight_layout()
-    return fig

@@ -25,7 +25,6 @@ from analysis.machine import (  # noqa: E402
     human_and_machine_models,
     human_and_machine_units,
     human_machine_correlation,
-    machine_figure,
 )
 from analysis.scaling import robustness_checks, scaling_trends, unit_table, with_model_facts  # noqa: E402
 
@@ -88,24 +87,44 @@ def scaling_figure(responses: pd.DataFrame, trends: pd.DataFrame) -> plt.Figure:
     return fig
 
 
+def _panels_per_condition(units: pd.DataFrame, draw, xlabel: str, ylabel: str, width: float = 4.5) -> plt.Figure:
+    """One panel per condition, ``draw(ax, model_id, rows)`` once per model, chance line, legend at the side."""
+    conditions = sorted(units["condition"].unique())
+    fig, axes = plt.subplots(1, len(conditions), figsize=(width * len(conditions), 3.4), squeeze=False, sharey=True)
+    for ax, condition in zip(axes[0], conditions, strict=True):
+        for model_id, group in units[units["condition"] == condition].groupby("model_id", sort=True):
+            draw(ax, model_id, group)
+        ax.axhline(0.5, color="grey", linestyle="--", linewidth=1)
+        ax.set_title(condition)
+        ax.set_xlabel(xlabel)
+    axes[0][0].set_ylabel(ylabel)
+    axes[0][-1].legend(frameon=False, fontsize="x-small", loc="upper left", bbox_to_anchor=(1.01, 1))
+    fig.tight_layout()
+    return fig
+
+
 def depth_figure(units: pd.DataFrame) -> plt.Figure | None:
     """Unit accuracy against relative layer depth, one panel per condition, a line per model."""
     if "relative_depth" not in units or units["relative_depth"].isna().all():
         return None
-    conditions = sorted(units["condition"].unique())
-    fig, axes = plt.subplots(1, len(conditions), figsize=(4.5 * len(conditions), 3.3), squeeze=False, sharey=True)
-    for ax, condition in zip(axes[0], conditions, strict=True):
-        data = units[units["condition"] == condition]
-        for model_id, group in data.groupby("model_id", sort=True):
-            binned = group.groupby(group["relative_depth"].round(1))["accuracy"].mean()
-            ax.plot(binned.index, binned.to_numpy(), marker="o", markersize=3, label=model_id)
-        ax.axhline(0.5, color="grey", linestyle="--", linewidth=1)
-        ax.set_title(condition)
-        ax.set_xlabel("relative layer depth")
-    axes[0][0].set_ylabel("unit accuracy")
-    axes[0][-1].legend(frameon=False, fontsize="x-small", loc="upper left", bbox_to_anchor=(1.01, 1))
-    fig.tight_layout()
-    return fig
+
+    def draw(ax, model_id: str, group: pd.DataFrame) -> None:
+        binned = group.groupby(group["relative_depth"].round(1))["accuracy"].mean()
+        ax.plot(binned.index, binned.to_numpy(), marker="o", markersize=3, label=model_id)
+
+    return _panels_per_condition(units, draw, "relative layer depth", "unit accuracy")
+
+
+def machine_figure(units: pd.DataFrame) -> plt.Figure:
+    """Human unit accuracy against machine score, a panel per condition, a colour per model."""
+
+    def draw(ax, model_id: str, group: pd.DataFrame) -> None:
+        ax.scatter(group["machine_score"], group["accuracy"], s=18, label=model_id)
+        ax.plot([0, 1], [0, 1], color="grey", linestyle=":", linewidth=1)
+        ax.set_xlim(-0.02, 1.02)
+        ax.set_ylim(-0.02, 1.02)
+
+    return _panels_per_condition(units, draw, "machine score", "human unit accuracy", width=4.2)
 
 
 def confidence_figure(responses: pd.DataFrame) -> plt.Figure:

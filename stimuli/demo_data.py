@@ -59,15 +59,11 @@ GENERATORS = {"gratings": _grating, "blobs": _blobs, "checkerboards": _checkerbo
 
 def write_demo_dataset(root: Path, images_per_class: int = 80, seed: int = 0) -> Path:
     """Write an ImageFolder tree (one folder per class) of JPEGs; skips files already there."""
+    from stimuli.images import write_image_folder
+
     yy, xx = np.mgrid[0:SIZE, 0:SIZE].astype(float)
-    for k, (name, make) in enumerate(GENERATORS.items()):
-        folder = root / name
-        folder.mkdir(parents=True, exist_ok=True)
-        for i in range(images_per_class):
-            path = folder / f"{name}_{i:04d}.jpg"
-            if path.exists():
-                continue
-            rng = np.random.default_rng([seed, k, i])
-            pixels = (np.clip(make(rng, yy, xx), 0, 1) * 255).astype(np.uint8)
-            Image.fromarray(pixels).save(path, quality=92)
-    return root
+
+    def render(name: str, rng: np.random.Generator) -> np.ndarray:
+        return (np.clip(GENERATORS[name](rng, yy, xx), 0, 1) * 255).astype(np.uint8)
+
+    return write_image_folder(root, list(GENERATORS), render, images_per_class, seed)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -47,3 +48,29 @@ def png_bytes(pixels: np.ndarray) -> bytes:
     buffer = io.BytesIO()
     Image.fromarray(pixels).save(buffer, format="PNG", optimize=False)
     return buffer.getvalue()
+
+
+def write_image_folder(
+    root: Path,
+    class_names: Sequence[str],
+    render: Callable[[str, np.random.Generator], np.ndarray],
+    images_per_class: int,
+    seed: int = 0,
+) -> Path:
+    """Write an ImageFolder tree (one folder per class) of generated JPEGs.
+
+    Image ``i`` of class ``k`` comes from the generator seeded ``[seed, k, i]``, so a tree can
+    grow later without changing what it holds; files already there are kept, so a rerun is quick.
+    """
+    for k, class_name in enumerate(class_names):
+        folder = root / class_name
+        folder.mkdir(parents=True, exist_ok=True)
+        for i in range(images_per_class):
+            path = folder / f"{class_name}_{i:05d}.jpg"
+            if path.exists():
+                continue
+            pixels = render(class_name, np.random.default_rng([seed, k, i]))
+            tmp = path.with_suffix(".tmp")
+            Image.fromarray(pixels).save(tmp, format="JPEG", quality=92)
+            tmp.replace(path)  # a killed run leaves no half-written image behind
+    return root

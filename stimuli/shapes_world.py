@@ -102,15 +102,6 @@ def render(rng: np.random.Generator, class_name: str, size: int = 128) -> np.nda
 
 def write_shapes_world(root: Path, images_per_class: int, seed: int = 0, size: int = 128) -> Path:
     """Write an ImageFolder tree of JPEGs; files already there are kept, so a rerun is quick."""
-    for k, class_name in enumerate(CLASSES):
-        folder = root / class_name
-        folder.mkdir(parents=True, exist_ok=True)
-        for i in range(images_per_class):
-            path = folder / f"{class_name}_{i:05d}.jpg"
-            if path.exists():
-                continue
-            pixels = render(np.random.default_rng([seed, k, i]), class_name, size)
-            tmp = path.with_suffix(".tmp")
-            Image.fromarray(pixels).save(tmp, format="JPEG", quality=92)
-            tmp.replace(path)  # a killed run leaves no half-written image behind
-    return root
+    from stimuli.images import write_image_folder
+
+    return write_image_folder(root, CLASSES, lambda name, rng: render(rng, name, size), images_per_class, seed)
