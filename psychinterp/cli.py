@@ -372,7 +372,9 @@ def power(
 def simulate(
     bundle: Annotated[Path, typer.Argument(help="study bundle directory")],
     participants: Annotated[int, typer.Option(help="simulated participants")] = 10,
-    observer: Annotated[str, typer.Option(help="pixel, or model:ID[:LAYER] (a registry model's embedding)")] = "pixel",
+    observer: Annotated[
+        str, typer.Option(help="pixel, model:ID[:LAYER] (a registry model's embedding) or python:MODULE:FUNCTION")
+    ] = "pixel",
     server: Annotated[str | None, typer.Option(help="a running server's URL; default: the bundle in-process")] = None,
     db: Annotated[str | None, typer.Option("--db", help="database for the in-process server")] = None,
     out: Annotated[Path | None, typer.Option("--out", help="write the response table (CSV) here")] = None,

@@ -7,8 +7,8 @@ references. It picks query A with probability
     lapse / 2 + (1 - lapse) * sigmoid(temperature * (evidence_A - evidence_B))
 
 and its confidence grows with |evidence_A - evidence_B|. Feature spaces are pluggable:
-pixel and colour statistics (no model, no torch), the embedding of any registry model, or a
-perceptual-similarity model that the user registers like any other model.
+pixel and colour statistics (no model, no torch), the embedding of any registry model, or any
+embedding function the user names (a perceptual-similarity model such as DreamSim).
 
 Observers act as participants through the server's HTTP API (:func:`psychinterp.scripted.run_session`),
 or offline on a bundle, where :func:`machine_scores` gives each unit's expected accuracy.
@@ -106,6 +106,37 @@ class ModelEmbedding:
         return unit_activations(self._model, batch, {self.layer: channels})[self.layer].cpu().numpy()
 
 
+@dataclass
+class CallableFeatures:
+    """Features from a user's function: ``embed(images) -> (n, d)`` (a perceptual model such as DreamSim)."""
+
+    name: str
+    function: Callable[[Sequence[np.ndarray]], np.ndarray]
+
+    def embed(self, images: Sequence[np.ndarray]) -> np.ndarray:
+        features = np.asarray(self.function(images), dtype=float)
+        if features.ndim != 2 or len(features) != len(images):
+            raise PsychinterpError(
+                f"observer features {self.name}: expected an array of shape ({len(images)}, d), got {features.shape}"
+            )
+        return features
+
+
+def _import_features(target: str) -> CallableFeatures:
+    import importlib
+
+    module_name, _, attribute = target.rpartition(":")
+    if not module_name or not attribute:
+        raise PsychinterpError(f"observer 'python:{target}': use python:MODULE:FUNCTION")
+    try:
+        function = getattr(importlib.import_module(module_name), attribute)
+    except (ImportError, AttributeError) as exc:
+        raise PsychinterpError(f"observer 'python:{target}': cannot import it ({exc})") from None
+    if not callable(function):
+        raise PsychinterpError(f"observer 'python:{target}': {attribute!r} is not callable")
+    return CallableFeatures(name=target, function=function)
+
+
 def _cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     a = a / (np.linalg.norm(a, axis=1, keepdims=True) + 1e-12)
     b = b / (np.linalg.norm(b, axis=1, keepdims=True) + 1e-12)
@@ -193,12 +224,15 @@ def machine_scores(bundle, bundle_dir: Path, observer: SimilarityObserver) -> pd
 def make_observer(
     spec: str, seed: int = 0, temperature: float = 10.0, lapse: float = 0.05, models_file: Path | None = None
 ) -> SimilarityObserver:
-    """``pixel``, or ``model:ID[:LAYER]``: a registry model's embedding (register a perceptual model the same way)."""
+    """``pixel``; ``model:ID[:LAYER]``, a registry model's embedding; or ``python:MODULE:FUNCTION``,
+    any embedding function (images -> (n, d) features), e.g. a perceptual model such as DreamSim."""
     if spec == "pixel":
         features: FeatureSpace = PixelStatistics()
     elif spec.startswith("model:"):
         _, model_id, *layer = spec.split(":", 2)
         features = ModelEmbedding(model_id, layer[0] if layer else None, models_file=models_file)
+    elif spec.startswith("python:"):
+        features = _import_features(spec.removeprefix("python:"))
     else:
-        raise PsychinterpError(f"observer {spec!r}: use 'pixel' or 'model:ID[:LAYER]'")
+        raise PsychinterpError(f"observer {spec!r}: use 'pixel', 'model:ID[:LAYER]' or 'python:MODULE:FUNCTION'")
     return SimilarityObserver(features, temperature=temperature, lapse=lapse, rng=np.random.default_rng(seed))

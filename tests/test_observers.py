@@ -70,7 +70,7 @@ def test_model_embedding_observer_and_bad_specs(tmp_path):
     features = ModelEmbedding("tiny_resnet18", models_file=tmp_path / "models.yaml")
     assert features.name == "tiny_resnet18:layer2.1"
     assert features.embed([solid((10, 200, 30)), solid((200, 10, 30))]).shape == (2, 128)
-    with pytest.raises(PsychinterpError, match="use 'pixel' or 'model:ID"):
+    with pytest.raises(PsychinterpError, match="use 'pixel', 'model:ID"):
         make_observer("telepathy")
 
 
@@ -102,3 +102,32 @@ def test_simulate_fills_a_running_server_over_http(tiny_bundle_dir, tmp_path):
         assert len(statuses) == 2 and set(statuses) <= {"completed", "failed"}  # failed: practice or catch checks
         assert db.query(Response).count() > 2
     assert f"{statuses.count('completed')} completed" in result.output
+
+
+def mean_colour(images):
+    """An embedding function for the python: observer (a stand-in for a perceptual model)."""
+    return np.stack([image.reshape(-1, 3).mean(axis=0) for image in images])
+
+
+def one_number_each(images):
+    return np.zeros(len(images))
+
+
+def test_observer_from_a_users_embedding_function():
+    from stimuli.errors import PsychinterpError
+
+    observer = make_observer("python:tests.test_observers:mean_colour", lapse=0.0)
+    reds = [solid((200 + i, 20, 20)) for i in range(9)]
+    blues = [solid((20, 20, 200 + i)) for i in range(9)]
+    p, _ = observer.p_first([solid((210, 30, 30)), solid((30, 30, 210))], reds, blues)
+    assert p > 0.99 and observer.features.name == "tests.test_observers:mean_colour"
+    for spec, message in [
+        ("python:tests.test_observers", "use python:MODULE:FUNCTION"),
+        ("python:tests.nowhere:f", "cannot import it"),
+        ("python:tests.test_observers:np", "'np' is not callable"),
+    ]:
+        with pytest.raises(PsychinterpError, match=message):
+            make_observer(spec)
+    broken = make_observer("python:tests.test_observers:one_number_each")
+    with pytest.raises(PsychinterpError, match=r"expected an array of shape \(20, d\)"):
+        broken.p_first([solid((1, 1, 1))] * 2, reds, blues)
