@@ -161,23 +161,15 @@ def serve(
 
     For several worker processes with PostgreSQL, see docs/deploy.md (gunicorn).
     """
-    import waitress
-
     from experiment_server import create_app
     from experiment_server.config import load_server_config
+    from psychinterp.serving import create_server
 
     application = create_app(load_server_config(config, bundle_dir=bundle, database_url=db))
+    server = create_server(application, host, port, threads=threads, connection_limit=connection_limit)
     typer.echo(f"participant URL: http://{host}:{port}/")
     typer.echo(f"admin URL: http://{host}:{port}/admin/ (add a login with `psychinterp admin set-password`)")
-    waitress.serve(
-        application,
-        host=host,
-        port=port,
-        threads=threads,
-        connection_limit=connection_limit,
-        backlog=2048,
-        ident="psychinterp",
-    )
+    server.run()
 
 
 @admin_app.command("set-password")

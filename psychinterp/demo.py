@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import secrets
 import shutil
-import threading
 import time
 from pathlib import Path
 
@@ -20,19 +19,13 @@ import numpy as np
 import typer
 import yaml
 
-from stimuli.errors import PsychinterpError
-from stimuli.family import DEFAULT_DATA, DEFAULT_RECIPE, FAMILY, FamilyData, TrainingRecipe
+from stimuli.family import DEFAULT_DATA, DEFAULT_RECIPE, FAMILY, FamilyData, TrainingRecipe, write_if_changed
 
 OBSERVERS = 72  # three per task
 PARTICIPANT_OBSERVER = "pixel"
-# The machine score's feature space. A stand-in for a perceptual model such as DreamSim,
-# which a user registers like any other model.
+# The machine score's feature space: a stand-in for a perceptual model such as DreamSim,
+# which a user plugs in with --observer python:MODULE:FUNCTION (docs/demo.md).
 MACHINE_OBSERVER = f"model:{FAMILY[-1].id}"
-
-
-def _write_if_changed(path: Path, text: str) -> None:
-    if not path.exists() or path.read_text() != text:
-        path.write_text(text)
 
 
 def prepare_demo_inputs(
@@ -66,7 +59,7 @@ def prepare_demo_inputs(
         "seed": 0,
     }
     path = workdir / "study.yaml"
-    _write_if_changed(path, yaml.safe_dump(study, sort_keys=False))
+    write_if_changed(path, yaml.safe_dump(study, sort_keys=False))
     return path
 
 
@@ -83,29 +76,6 @@ def run_observers(base_url: str, n_participants: int, seed: int = 0) -> None:
         images = http_images(client)
         for _ in range(n_participants):
             run_session(client, lambda trial: observer.decide(trial, images), rng)
-
-
-def start_server(app, host: str, port: int):
-    """The real server (waitress, as `psychinterp serve` runs it), in a background thread."""
-    import waitress
-
-    try:
-        server = waitress.create_server(
-            app, host=host, port=port, threads=16, connection_limit=1000, ident="psychinterp"
-        )
-    except OSError as exc:
-        raise PsychinterpError(
-            f"cannot serve on {host}:{port} ({exc.strerror}): is another server running there? Choose one with --port"
-        ) from None
-    thread = threading.Thread(target=server.run, name="waitress", daemon=True)
-    thread.start()
-    return server, thread
-
-
-def stop_server(server, thread: threading.Thread) -> None:
-    server.close()  # closing the socket and trigger ends the event loop
-    server.task_dispatcher.shutdown()
-    thread.join(timeout=10)
 
 
 def _fingerprint(*paths: Path) -> str:
@@ -166,7 +136,9 @@ def run_demo(
     from experiment_server import create_app
     from experiment_server.admin import set_admin_password
     from psychinterp.observers import machine_scores, make_observer
+    from psychinterp.serving import create_server, start_in_thread, stop
     from stimuli.bundle import load_bundle
+    from stimuli.errors import PsychinterpError
 
     started = time.perf_counter()
     workdir = workdir.resolve()
@@ -188,7 +160,8 @@ def run_demo(
     if not password_file.exists():
         password_file.write_text(secrets.token_urlsafe(12) + "\n")
     set_admin_password(app.extensions["psychinterp_db"], "admin", password_file.read_text().strip())
-    server, thread = start_server(app, host, port)
+    server = create_server(app, host, port)
+    thread = start_in_thread(server)
     base_url = f"http://{host}:{server.effective_port}"
     try:
         marker = workdir / ".observers-done"
@@ -212,4 +185,4 @@ def run_demo(
     except KeyboardInterrupt:
         typer.echo("stopping")
     finally:
-        stop_server(server, thread)
+        stop(server, thread)

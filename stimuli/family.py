@@ -304,6 +304,11 @@ def prepare_family(
     text = "# Written by psychinterp train-family: the project's own model family.\n" + yaml.safe_dump(
         {"models": entries}, sort_keys=False
     )
-    if not models_file.is_file() or models_file.read_text() != text:
-        models_file.write_text(text)
+    write_if_changed(models_file, text)
     return models_file
+
+
+def write_if_changed(path: Path, text: str) -> None:
+    """Leave an identical file alone, so its modification time still says when it last changed."""
+    if not path.is_file() or path.read_text() != text:
+        path.write_text(text)

@@ -43,7 +43,7 @@ def test_demo_names_a_busy_port():
 
     from flask import Flask
 
-    from psychinterp.demo import start_server
+    from psychinterp.serving import create_server
     from stimuli.errors import PsychinterpError
 
     with socket.socket() as taken:
@@ -51,4 +51,4 @@ def test_demo_names_a_busy_port():
         taken.listen()
         port = taken.getsockname()[1]
         with pytest.raises(PsychinterpError, match=f"cannot serve on 127.0.0.1:{port} .*--port"):
-            start_server(Flask(__name__), "127.0.0.1", port)
+            create_server(Flask(__name__), "127.0.0.1", port)

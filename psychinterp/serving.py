@@ -1,0 +1,39 @@
+"""One waitress set-up for `psychinterp serve` and the demo: the settings the load benchmark measured."""
+
+from __future__ import annotations
+
+import threading
+
+from stimuli.errors import PsychinterpError
+
+
+def create_server(app, host: str, port: int, threads: int = 16, connection_limit: int = 1000):
+    """A bound waitress server (not yet running); a busy port is a clear error. ``port=0`` takes a free one."""
+    import waitress
+
+    try:
+        return waitress.create_server(
+            app,
+            host=host,
+            port=port,
+            threads=threads,
+            connection_limit=connection_limit,
+            backlog=2048,
+            ident="psychinterp",
+        )
+    except OSError as exc:
+        raise PsychinterpError(
+            f"cannot serve on {host}:{port} ({exc.strerror}): is another server running there? Choose one with --port"
+        ) from None
+
+
+def start_in_thread(server) -> threading.Thread:
+    thread = threading.Thread(target=server.run, name="waitress", daemon=True)
+    thread.start()
+    return thread
+
+
+def stop(server, thread: threading.Thread) -> None:
+    server.close()  # closing the socket and trigger ends the event loop
+    server.task_dispatcher.shutdown()
+    thread.join(timeout=10)
