@@ -5,6 +5,7 @@ The experiment server's dashboard previews the same checks that the analysis app
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,6 +40,7 @@ class ParticipantSummary:
     instruction_s: float | None
     session_s: float | None
     practice_blocks: int | None
+    session_id: str | None = None  # when one participant has several sessions (the 2023 release)
 
 
 def failed_rules(summary: ParticipantSummary, criteria: ExclusionCriteria = ExclusionCriteria()) -> list[str]:
@@ -70,10 +72,17 @@ def _first(rows: pd.DataFrame, column: str) -> Any:
     return float(values.iloc[0]) if len(values) else None
 
 
+def session_key(responses: pd.DataFrame) -> str:
+    """What a row of the exclusion table is: a session where the table names them, else a participant."""
+    return "session_id" if "session_id" in responses else "participant_id"
+
+
 def summarise_participants(responses: pd.DataFrame) -> list[ParticipantSummary]:
-    """Per-participant summaries from a response table (docs/responses.md): main and catch trials."""
+    """Per-session summaries from a response table (docs/responses.md): main and catch trials."""
     summaries = []
-    for participant, rows in responses.groupby("participant_id", sort=True):
+    key = session_key(responses)
+    for session, rows in responses.groupby(key, sort=True):
+        participant = rows["participant_id"].iloc[0]
         kind = rows["trial_kind"] if "trial_kind" in rows else pd.Series("main", index=rows.index)
         catch = rows[kind == "catch"]
         scored = rows[kind.isin(["main", "catch"])]
@@ -89,28 +98,59 @@ def summarise_participants(responses: pd.DataFrame) -> list[ParticipantSummary]:
                 instruction_s=_first(rows, "instruction_s"),
                 session_s=_first(rows, "session_s"),
                 practice_blocks=int(blocks) if blocks is not None else None,
+                session_id=str(session) if key == "session_id" else None,
             )
         )
     return summaries
 
 
 def exclusion_table(responses: pd.DataFrame, criteria: ExclusionCriteria | None = None) -> pd.DataFrame:
-    """One row per participant: the values checked, the rules failed, and whether they are excluded."""
+    """One row per participant (or session): the values checked, the rules failed, whether excluded."""
     criteria = criteria or ExclusionCriteria()
     rows = []
     for summary in summarise_participants(responses):
         failed = failed_rules(summary, criteria)
-        rows.append({**summary.__dict__, "failed_rules": ";".join(failed), "excluded": bool(failed)})
+        row = {**summary.__dict__, "failed_rules": ";".join(failed), "excluded": bool(failed)}
+        if summary.session_id is None:
+            del row["session_id"]
+        rows.append(row)
     return pd.DataFrame(rows)
+
+
+def _kept(responses: pd.DataFrame, table: pd.DataFrame) -> pd.DataFrame:
+    key = session_key(responses)
+    excluded = set(table.loc[table["excluded"], key].astype(str)) if len(table) else set()
+    return responses[~responses[key].astype(str).isin(excluded)]
 
 
 def apply_exclusions(
     responses: pd.DataFrame, criteria: ExclusionCriteria | None = None
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """The responses of included participants, and the per-participant exclusion table."""
+    """The responses of included participants (or sessions), and the exclusion table."""
     table = exclusion_table(responses, criteria)
-    excluded = set(table.loc[table["excluded"], "participant_id"])
-    return responses[~responses["participant_id"].astype(str).isin(excluded)], table
+    return _kept(responses, table), table
+
+
+PUBLISHED_RULE = "published:{column}"
+
+
+def published_exclusions(responses: pd.DataFrame, keep: Mapping[str, bool]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Exclusions as the source itself made them: a session is kept when every flag column in
+    ``keep`` has its keeping value (e.g. the 2023 release's ``passed_checks`` True and
+    ``multi_participation`` False). Missing flag columns are an error: the claim would be false."""
+    missing = [column for column in keep if column not in responses]
+    if missing:
+        raise ValueError(f"the table has no {missing} column(s), so the published exclusions cannot be applied")
+    key = session_key(responses)
+    rows = []
+    for session, group in responses.groupby(key, sort=True):
+        failed = [PUBLISHED_RULE.format(column=c) for c, value in keep.items() if not (group[c] == value).all()]
+        row = {"participant_id": group["participant_id"].iloc[0], **{c: group[c].iloc[0] for c in keep}}
+        if key == "session_id":
+            row["session_id"] = session
+        rows.append({**row, "failed_rules": ";".join(failed), "excluded": bool(failed)})
+    table = pd.DataFrame(rows)
+    return _kept(responses, table), table
 
 
 def load_criteria(path) -> ExclusionCriteria:
@@ -162,9 +202,10 @@ def counterfactual_grid(
     criteria = criteria or ExclusionCriteria()
     summaries = summarise_participants(responses)
     main = responses[responses["trial_kind"] == "main"] if "trial_kind" in responses else responses
+    key = session_key(responses)
     cells = (
-        main.assign(participant_id=main["participant_id"].astype(str))
-        .groupby(["participant_id", "model_id", "condition"])["correct"]
+        main.assign(**{key: main[key].astype(str), "participant_id": main["participant_id"].astype(str)})
+        .groupby(list(dict.fromkeys([key, "participant_id", "model_id", "condition"])))["correct"]
         .agg(["sum", "count"])
         .reset_index()
     )
@@ -172,8 +213,8 @@ def counterfactual_grid(
     for field, thresholds in (grid or COUNTERFACTUAL_GRID).items():
         for threshold in thresholds:
             varied = dataclasses.replace(criteria, **{field: threshold})
-            kept = {s.participant_id for s in summaries if not failed_rules(s, varied)}
-            chosen = cells[cells["participant_id"].isin(kept)]
+            kept = {s.session_id or s.participant_id for s in summaries if not failed_rules(s, varied)}
+            chosen = cells[cells[key].isin(kept)]
             for (model_id, condition), group in chosen.groupby(["model_id", "condition"], sort=True):
                 rows.append(
                     {

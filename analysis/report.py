@@ -12,15 +12,25 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from analysis.breakdown import (  # noqa: E402
+    BREAKDOWN_COLUMNS,
+    breakdowns,
+    participant_means,
+    rating_summary,
+    repeat_agreement,
+)
 from analysis.estimate import accuracy_table, depth_correlation, model_comparison, unit_accuracy  # noqa: E402
 from analysis.exclusions import (  # noqa: E402
+    PUBLISHED_RULE,
     RULES,
     ExclusionCriteria,
     apply_exclusions,
     counterfactual_grid,
     describe,
+    published_exclusions,
 )
-from analysis.load import ResponseTableError, load_machine_scores, load_responses  # noqa: E402
+from analysis.formats import FORMATS  # noqa: E402
+from analysis.load import ResponseTableError, as_responses, load_machine_scores, load_table  # noqa: E402
 from analysis.machine import (  # noqa: E402
     human_and_machine_models,
     human_and_machine_units,
@@ -260,17 +270,106 @@ def _machine_html(responses: pd.DataFrame, scores_csv: Path, out: Path) -> str:
     )
 
 
-def _exclusion_html(table: pd.DataFrame, criteria: ExclusionCriteria) -> str:
+EXCLUSION_MODES = ("ours", "published", "none")
+
+
+def _exclusion_html(table: pd.DataFrame, criteria: ExclusionCriteria, mode: str, note: str = "") -> str:
+    if mode == "none":
+        return "<h2>Exclusions</h2><p>No exclusions applied.</p>"
     if table.empty:
-        return ""
-    counts = {rule: int(table["failed_rules"].str.contains(rule).sum()) for rule in RULES}
-    items = "".join(f"<li>{html.escape(describe(rule, criteria))}: {n}</li>" for rule, n in counts.items())
+        return f"<h2>Exclusions</h2><p>None: {html.escape(note)}.</p>" if note else ""
+    unit = "session(s)" if "session_id" in table else "participant(s)"
+    if mode == "published":
+        flags = sorted({r for rules in table["failed_rules"] for r in rules.split(";") if r})
+        counts = {flag: int(table["failed_rules"].str.contains(flag, regex=False).sum()) for flag in flags}
+        items = "".join(
+            f"<li>{html.escape(flag.removeprefix(PUBLISHED_RULE.format(column='')))} not as kept: {n}</li>"
+            for flag, n in counts.items()
+        )
+        rules = f"<p>As published ({html.escape(note)}).</p><ul>{items}</ul>"
+    else:
+        counts = {rule: int(table["failed_rules"].str.contains(rule).sum()) for rule in RULES}
+        items = "".join(f"<li>{html.escape(describe(rule, criteria))}: {n}</li>" for rule, n in counts.items())
+        rules = f"<p>Our criteria, recomputed (a {unit[:-3]} may fail several rules):</p><ul>{items}</ul>"
     excluded = table[table["excluded"]]
-    listing = excluded[["participant_id", "failed_rules"]].to_html(index=False) if len(excluded) else "<p>none</p>"
-    return (
-        f"<h2>Exclusions</h2><p>{len(excluded)} of {len(table)} participant(s) excluded "
-        f"(a participant may fail several rules):</p><ul>{items}</ul>{listing}"
+    shown = [c for c in ("participant_id", "session_id", "failed_rules") if c in table]
+    listing = excluded[shown].to_html(index=False) if len(excluded) else "<p>none</p>"
+    return f"<h2>Exclusions</h2><p>{len(excluded)} of {len(table)} {unit} excluded.</p>{rules}{listing}"
+
+
+def _published_html(responses: pd.DataFrame, out: Path) -> str:
+    """The published studies' own statistic (participant means ± 2 SEM), their breakdowns and repeats."""
+    headline = participant_means(responses, ["model_id", "condition"])
+    headline.to_csv(out / "participant_means.csv", index=False)
+    parts = [
+        "<h2>Mean over participants, ± 2 SEM</h2><p>Each participant's proportion correct on main trials, "
+        "averaged over participants, with two standard errors of that mean: the statistic Borowski et al. (2021) "
+        "report (participant_means.csv).</p>"
+        + headline.to_html(index=False, float_format=lambda v: f"{v:.3f}", na_rep="")
+    ]
+    for name, table in breakdowns(responses).items():
+        table.to_csv(out / f"breakdown_{name.replace('+', '_')}.csv", index=False)
+        words = "; ".join(BREAKDOWN_COLUMNS[c] for c in name.split("+"))
+        parts.append(_table_html(f"By {name.replace('+', ' × ')}", table, f"<p>{html.escape(words)}.</p>"))
+    repeats = repeat_agreement(responses)
+    if not repeats.empty:
+        repeats.to_csv(out / "repeat_agreement.csv", index=False)
+        overall = repeat_agreement(responses, ["model_id", "condition"])
+        parts.append(
+            _table_html(
+                "Repeated trials: agreement with the first answer",
+                pd.concat([repeats, overall.assign(instr_type="(all)")], ignore_index=True),
+                "<p>Repeated trials are kept out of every accuracy above. Agreement: the share of repeats "
+                "where the same query was chosen as at the first showing (repeat_agreement.csv).</p>",
+            )
+        )
+    return "".join(parts)
+
+
+def rating_figure(summary: pd.DataFrame, ratings: pd.DataFrame) -> plt.Figure:
+    """Each participant's rating per trial (dots) and the group means with 95% intervals."""
+    groups = [c for c in ("phase", "expert_level") if c in ratings]
+    labels = ratings[groups].astype(str).agg(" ".join, axis=1) if groups else pd.Series("all", index=ratings.index)
+    names = sorted(ratings["trial_name"].unique())
+    fig, ax = plt.subplots(figsize=(1.6 * len(names) + 3, 3.4))
+    levels = list(dict.fromkeys(labels))
+    width = 0.8 / len(levels)
+    rng = np.random.default_rng(0)
+    for k, level in enumerate(levels):
+        rows = ratings[labels == level]
+        x = rows["trial_name"].map({n: i for i, n in enumerate(names)}) + (k - (len(levels) - 1) / 2) * width
+        ax.scatter(x + rng.uniform(-0.05, 0.05, len(x)), rows["rating"], s=10, alpha=0.5, label=level)
+        means = rows.groupby("trial_name")["rating"].mean().reindex(names)
+        ax.plot(np.arange(len(names)) + (k - (len(levels) - 1) / 2) * width, means, "_", markersize=18, color="black")
+    ax.axhline(0, color="grey", linestyle="--", linewidth=1)
+    ax.set_xticks(range(len(names)), names)
+    ax.set_ylim(-105, 105)
+    ax.set_xlabel("trial")
+    ax.set_ylabel("rating (-100 not intuitive, 100 intuitive)")
+    ax.legend(frameon=False, fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1))
+    fig.tight_layout()
+    return fig
+
+
+def write_ratings_report(ratings: pd.DataFrame, out: Path, source: Path) -> Path:
+    """Report for a rating table: mean rating per trial and participant group, with 95% t intervals."""
+    out.mkdir(parents=True, exist_ok=True)
+    summary = rating_summary(ratings)
+    summary.to_csv(out / "ratings.csv", index=False)
+    _save(rating_figure(summary, ratings), out, "ratings")
+    fmt = FORMATS[ratings.attrs["format"]]
+    page = out / "index.html"
+    page.write_text(
+        "<!doctype html><meta charset='utf-8'><title>psychinterp report: ratings</title>"
+        "<h1>Ratings per trial and participant group</h1>"
+        f"<p>{len(ratings)} ratings from {ratings['participant_id'].nunique()} participant(s): "
+        f"{html.escape(fmt.title)}, source: {html.escape(str(source))}. "
+        "Ratings run from -100 (not intuitive) to 100 (intuitive); "
+        "intervals are 95% t intervals over participants (ratings.csv).</p>"
+        "<img src='ratings.png' alt='ratings per trial' style='max-width:100%'>"
+        + summary.to_html(index=False, float_format=lambda v: f"{v:.1f}", na_rep="")
     )
+    return page
 
 
 def write_report(
@@ -280,23 +379,52 @@ def write_report(
     format: str | None = None,
     model_id: str = "googlenet",
     criteria: ExclusionCriteria | None = None,
-    exclude: bool = True,
+    exclusions: str = "ours",
     models: dict | None = None,
     machine_scores: Path | None = None,
 ) -> Path:
     """The report: accuracy with intervals, model comparison, depth, scaling trends (given ``models``' facts),
-    and machine scores next to human accuracy (given a machine-score CSV)."""
+    and machine scores next to human accuracy (given a machine-score CSV).
+
+    ``exclusions``: ``ours`` recomputes our criteria where the table allows, ``published`` applies the
+    source's own flags (the 2023 release's ``passed_checks`` / ``multi_participation``), ``none`` keeps all.
+    A rating table (Borowski et al.'s intuitiveness files) gets its own report.
+    """
+    if exclusions not in EXCLUSION_MODES:
+        raise ResponseTableError(f"exclusions {exclusions!r}: choose from {list(EXCLUSION_MODES)}")
+    loaded = load_table(responses_csv, format=format, model_id=model_id)
+    if loaded.attrs["kind"] == "ratings":
+        return write_ratings_report(loaded, out, responses_csv)
     criteria = criteria or ExclusionCriteria()
-    responses = load_responses(responses_csv, format=format, model_id=model_id)
-    included, exclusions = apply_exclusions(responses, criteria) if exclude else (responses, pd.DataFrame())
+    responses = as_responses(loaded)
+    fmt = FORMATS[responses.attrs["format"]]
+    note = ""
+    if exclusions == "ours":
+        included, excluded = apply_exclusions(responses, criteria)
+    elif exclusions == "published":
+        if fmt.published_keep is None:
+            raise ResponseTableError(
+                f"{responses_csv}: --exclusions published: {fmt.title} records no exclusions of its own; "
+                "use --exclusions ours or none"
+            )
+        note = fmt.published_note
+        try:
+            included, excluded = published_exclusions(responses, fmt.published_keep)
+        except ValueError as exc:
+            raise ResponseTableError(f"{responses_csv}: --exclusions published: {exc}") from None
+        if not fmt.published_keep:
+            excluded = pd.DataFrame()
+    else:
+        included, excluded = responses, pd.DataFrame()
     if included.empty:
         raise ResponseTableError(f"{responses_csv}: no responses left to analyse after the exclusions")
     table = accuracy_table(included, n_resamples=n_resamples)
     out.mkdir(parents=True, exist_ok=True)
     table.to_csv(out / "accuracy.csv", index=False)
     counterfactual = ""
-    if exclude:
-        exclusions.to_csv(out / "exclusions.csv", index=False)
+    if exclusions != "none":
+        excluded.to_csv(out / "exclusions.csv", index=False)
+    if exclusions == "ours":
         grid = counterfactual_grid(responses, criteria)
         grid.to_csv(out / "exclusion_thresholds.csv", index=False)
         if not grid.empty:
@@ -307,7 +435,7 @@ def write_report(
                 "<img src='exclusion_thresholds.png' alt='accuracy over exclusion thresholds' style='max-width:100%'>"
             )
     _save(accuracy_figure(table), out, "accuracy")
-    statistics = _statistics_html(included, out, models)
+    statistics = _published_html(included, out) + _statistics_html(included, out, models)
     if machine_scores is not None:
         statistics += _machine_html(included, machine_scores, out)
     page = out / "index.html"
@@ -315,14 +443,14 @@ def write_report(
         "<!doctype html><meta charset='utf-8'><title>psychinterp report</title>"
         "<h1>Accuracy per model and condition</h1>"
         f"<p>{len(included)} responses from {included['participant_id'].nunique()} participant(s) "
-        f"({responses.attrs.get('format', 'psychinterp')} format), "
-        f"source: {html.escape(str(responses_csv))}. Intervals: 95% bootstrap over participants "
-        "(ci: participants and units resampled together; participant_ci: participants only; unit_bca: "
-        "the 2023 study's BCa interval of the mean unit accuracy; blank when too few to resample).</p>"
+        f"({html.escape(fmt.title)}), source: {html.escape(str(responses_csv))}. Main trials only (catch, "
+        "practice and repeated trials are left out). Intervals: 95% bootstrap (ci: participants and units "
+        "resampled together; participant_ci: participants only; unit_bca: the 2023 study's BCa interval of the "
+        "mean unit accuracy; blank when too few to resample).</p>"
         "<img src='accuracy.png' alt='accuracy per model and condition' style='max-width:100%'>"
         + table.to_html(index=False, float_format=lambda v: f"{v:.3f}", na_rep="")
         + statistics
-        + (_exclusion_html(exclusions, criteria) if exclude else "<p>No exclusions applied.</p>")
+        + _exclusion_html(excluded, criteria, exclusions, note)
         + counterfactual
     )
     return page

@@ -221,11 +221,14 @@ def export(
 @app.command()
 def analyze(
     responses: Annotated[
-        Path | None, typer.Argument(help="response CSV (ours, IMI 2023 or Borowski et al. 2021)")
+        Path | None,
+        typer.Argument(help="response CSV (ours, IMI 2023, Borowski et al. 2021 trials or intuitiveness ratings)"),
     ] = None,
     out: Annotated[Path, typer.Option("--out", help="report directory")] = Path("report"),
     resamples: Annotated[int, typer.Option(help="bootstrap resamples")] = 10_000,
-    format: Annotated[str | None, typer.Option(help="psychinterp, imi or borowski (default: detected)")] = None,
+    format: Annotated[
+        str | None, typer.Option(help="psychinterp, imi, borowski or borowski-intuitiveness (default: detected)")
+    ] = None,
     model_id: Annotated[str, typer.Option(help="model id for Borowski et al. files, which name none")] = "googlenet",
     db: Annotated[str | None, typer.Option("--db", help="read a server database directly (with --bundle)")] = None,
     bundle: Annotated[Path | None, typer.Option(help="the study bundle: model facts, and the study for --db")] = None,
@@ -233,14 +236,23 @@ def analyze(
     models: Annotated[
         Path | None, typer.Option("--models", help="models file for model facts (needs torch to count parameters)")
     ] = None,
-    exclusions: Annotated[bool, typer.Option("--exclusions/--no-exclusions", help="apply the criteria")] = True,
+    exclusions: Annotated[
+        str,
+        typer.Option(
+            help="ours (recompute our criteria where the table allows), published (the source's own flags, "
+            "e.g. the 2023 release's passed_checks and multi_participation) or none"
+        ),
+    ] = "ours",
     machine_scores: Annotated[
         Path | None, typer.Option(help="per-unit machine scores (psychinterp simulate --scores) to set beside")
     ] = None,
 ) -> None:
     """Accuracy per model and condition after exclusions, with bootstrap CIs, figures and report/index.html."""
     from analysis.exclusions import load_criteria
-    from analysis.report import write_report
+    from analysis.report import EXCLUSION_MODES, write_report
+
+    if exclusions not in EXCLUSION_MODES:
+        raise typer.BadParameter(f"{exclusions!r}: choose from {', '.join(EXCLUSION_MODES)}", param_hint="--exclusions")
 
     if (responses is None) == (db is None):
         raise typer.BadParameter("give a response CSV, or --db with --bundle")
@@ -275,7 +287,7 @@ def analyze(
         format=format,
         model_id=model_id,
         criteria=chosen,
-        exclude=exclusions,
+        exclusions=exclusions,
         models=facts,
         machine_scores=machine_scores,
     )

@@ -87,9 +87,9 @@ def test_build_export_analyze_from_the_command_line(tmp_path, tiny_bundle_dir):
     report = ["--out", str(tmp_path / "report"), "--resamples", "200"]
     result = runner.invoke(app, ["analyze", str(csv_path), *report])
     assert result.exit_code != 0 and "no responses left" in str(result.exception)  # one answer: query-row rule
-    result = runner.invoke(app, ["analyze", str(csv_path), *report, "--no-exclusions"])
+    result = runner.invoke(app, ["analyze", str(csv_path), *report, "--exclusions", "none"])
     assert result.exit_code == 0, result.output
-    result = runner.invoke(app, ["analyze", "--db", db, "--bundle", str(out), *report, "--no-exclusions"])
+    result = runner.invoke(app, ["analyze", "--db", db, "--bundle", str(out), *report, "--exclusions", "none"])
     assert result.exit_code == 0, result.output
     assert (tmp_path / "report" / "index.html").exists()
 

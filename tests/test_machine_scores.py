@@ -89,7 +89,7 @@ def test_report_sets_machine_scores_beside_human_accuracy(tmp_path):
     pd.DataFrame(rows).to_csv(responses, index=False)
     scores_csv = tmp_path / "scores.csv"
     scores.assign(observer="pixel").to_csv(scores_csv, index=False)
-    page = write_report(responses, tmp_path / "report", n_resamples=100, exclude=False, machine_scores=scores_csv)
+    page = write_report(responses, tmp_path / "report", n_resamples=100, exclusions="none", machine_scores=scores_csv)
     text = page.read_text()
     assert "Machine score and human accuracy" in text and "expected accuracy of pixel" in text
     correlation = pd.read_csv(tmp_path / "report" / "machine_correlation.csv").set_index(["condition", "level"])
@@ -100,4 +100,4 @@ def test_report_sets_machine_scores_beside_human_accuracy(tmp_path):
     other = tmp_path / "other.csv"
     other.write_text("unit_id,condition,machine_score\nzz,natural,0.5\n")
     with pytest.raises(ResponseTableError, match="no unit of the responses has a machine score"):
-        write_report(responses, tmp_path / "report2", n_resamples=100, exclude=False, machine_scores=other)
+        write_report(responses, tmp_path / "report2", n_resamples=100, exclusions="none", machine_scores=other)

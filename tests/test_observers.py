@@ -46,7 +46,7 @@ def test_observers_take_the_study_through_the_api_and_score_units_offline(tiny_b
     assert np.allclose(direct["machine_score"], table["machine_score"])
 
     report = tmp_path / "report"
-    args = ["analyze", str(out), "--out", str(report), "--no-exclusions", "--resamples", "100"]
+    args = ["analyze", str(out), "--out", str(report), "--exclusions", "none", "--resamples", "100"]
     result = CliRunner().invoke(app, [*args, "--machine-scores", str(scores)])
     assert result.exit_code == 0, result.output
     assert "Machine score and human accuracy" in (report / "index.html").read_text()
