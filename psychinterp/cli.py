@@ -132,14 +132,23 @@ def import_imi(
     out: Annotated[Path, typer.Option("--out", help="bundle directory to write")],
     study_id: Annotated[str, typer.Option(help="study id of the new bundle")] = "imported",
     model: Annotated[str, typer.Option(help="model id to file the units under")] = "imported",
-    condition: Annotated[str | None, typer.Option(help="natural or synthetic (default: from the task name)")] = None,
+    condition: Annotated[
+        str | None, typer.Option(help="natural or synthetic, for folders whose names say neither")
+    ] = None,
 ) -> None:
-    """Import task folders in the 2023 study's on-disk format (brendel-group/imi) into a bundle."""
+    """Import task folders in the 2023 study's on-disk format (brendel-group/imi) into a bundle.
+
+    References are the ones the study's page shows (mturk/2afc/task.js); what was missing or
+    ignored is listed.
+    """
     from stimuli.imi_import import import_imi_tasks
 
-    bundle = import_imi_tasks(source, out, study_id=study_id, model_id=model, condition=condition)
-    n_trials = sum(len(t.trials) for t in bundle.manifest.tasks)
-    typer.echo(f"wrote {out}: {len(bundle.manifest.tasks)} task(s), {n_trials} trials")
+    imported = import_imi_tasks(source, out, study_id=study_id, model_id=model, condition=condition)
+    for note in imported.notes:
+        typer.echo(f"note: {note}", err=True)
+    manifest = imported.bundle.manifest
+    n_trials, n_practice = sum(len(t.trials) for t in manifest.tasks), len(manifest.practice_trials)
+    typer.echo(f"wrote {out}: {len(manifest.tasks)} task(s), {n_trials} trials, {n_practice} practice trials")
 
 
 ServerConfigOption = Annotated[

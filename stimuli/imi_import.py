@@ -1,15 +1,29 @@
 """Import task folders in the on-disk format of the 2023 study (brendel-group/imi) into a bundle.
 
-A task folder holds ``index.json`` and ``trials/trial_<k>/{queries,references}/``. The format
-varies across that release: ``n_reference_images`` is a string or an integer, trials are numbered
-from 1, and reference indices are not always contiguous from 0. So this reads what is there, and
-checks it, rather than assuming.
+A task folder holds ``index.json`` (``task_name``, ``n_reference_images``, ``n_trials``, and
+optionally ``catch_trial_idxs``) and ``trials/trial_<k>/{queries,references}/``. This reads the
+folders the way the study's own page does (``mturk/2afc/task.js``, ``getTaskStructure``):
+
+- trials ``trial_1`` ... ``trial_<n_trials>``, in that order; other trial folders are ignored;
+- for n = ``n_reference_images`` (a string in some folders of the release, an integer in others),
+  the references ``max_8, max_7, ..., max_(9-n)`` and ``min_8, ..., min_(9-n)``, the first of each
+  shown first; other indices are ignored;
+- the queries ``queries/max.png`` (the correct answer) and ``queries/min.png``.
+
+Some released folders still use the numbering of that page's earlier version (kept there in a
+comment: ``max_i`` and ``min_(i+1)``, so ``min_1 ... min_9`` and no ``min_0``). Where a listed file
+is missing, the import says which, and uses that numbering when it is complete; otherwise it stops.
+
+When a folder holds both the tasks of a namespace (``<ns>/task_<k>``) and its practice folder
+(``demo_<ns>``), as the page expects, the practice folder's trials become the bundle's practice
+trials; a practice folder imported on its own becomes a task, so it can be served.
 """
 
 from __future__ import annotations
 
 import json
 import re
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -20,32 +34,60 @@ from stimuli.bundle import Answer, AnswerKey, Bundle, BundleModel, Manifest, Ref
 from stimuli.errors import PsychinterpError
 from stimuli.images import png_bytes
 
-_REFERENCE = re.compile(r"^(max|min)_(\d+)\.png$")
 _TRIAL = re.compile(r"^trial_(\d+)$")
+_HIGHEST_REFERENCE = 8  # task.js counts down from max_8 / min_8
 
 
 class ImiFormatError(PsychinterpError):
     pass
 
 
+@dataclass
+class ImiImport:
+    bundle: Bundle
+    notes: list[str] = field(default_factory=list)  # what was missing or ignored, and what was used instead
+
+
+@dataclass(frozen=True)
+class TaskFolder:
+    path: Path
+    task_name: str
+    n_references: int
+    n_trials: int
+    catch_trials: frozenset[int]
+
+    @property
+    def namespace(self) -> str:
+        """``resnet50_natural`` for ``.../resnet50_natural/task_3``; the folder's own name otherwise."""
+        return self.path.parent.name if re.match(r"^task_\d+$", self.path.name) else self.path.name
+
+
+def reference_names(n: int, side: str, legacy: bool = False) -> list[str]:
+    """The files task.js shows for ``n`` references, in its order (``legacy``: its earlier numbering)."""
+    offset = 1 if legacy and side == "min" else 0
+    return [f"{side}_{i + offset}.png" for i in range(_HIGHEST_REFERENCE, _HIGHEST_REFERENCE - n, -1)]
+
+
+def _natural_key(path: Path) -> list:
+    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", path.as_posix())]
+
+
 def find_task_folders(root: Path) -> list[Path]:
-    """``root`` itself when it is a task folder, else its task subfolders (sorted naturally)."""
+    """``root`` itself when it is a task folder, else the task folders one or two levels below it."""
     if (root / "index.json").is_file():
         return [root]
-    found = (
-        sorted(
-            (p for p in root.iterdir() if (p / "index.json").is_file()),
-            key=lambda p: [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", p.name)],
-        )
+    found = sorted(
+        (p.parent for pattern in ("*/index.json", "*/*/index.json") for p in root.glob(pattern))
         if root.is_dir()
-        else []
+        else [],
+        key=_natural_key,
     )
     if not found:
         raise ImiFormatError(f"{root}: no index.json here or in any subfolder; not a 2023-format task folder")
     return found
 
 
-def _read_index(folder: Path) -> tuple[str, int | None, int | None]:
+def read_task_folder(folder: Path) -> TaskFolder:
     path = folder / "index.json"
     try:
         index = json.loads(path.read_text())
@@ -54,16 +96,31 @@ def _read_index(folder: Path) -> tuple[str, int | None, int | None]:
     if not isinstance(index, dict):
         raise ImiFormatError(f"{path}: expected a JSON object")
 
-    def as_int(key: str) -> int | None:
-        value = index.get(key)
-        if value is None:
-            return None
+    def whole(key: str, value) -> int:
         try:
-            return int(value)  # a string in some folders, an integer in others
+            number = int(value)  # a string in some folders, an integer in others
         except (TypeError, ValueError):
             raise ImiFormatError(f"{path}: {key} = {value!r} is not a whole number") from None
+        if number < 1:
+            raise ImiFormatError(f"{path}: {key} = {value!r} must be at least 1")
+        return number
 
-    return str(index.get("task_name") or folder.name), as_int("n_reference_images"), as_int("n_trials")
+    for key in ("n_reference_images", "n_trials"):
+        if key not in index:
+            raise ImiFormatError(f"{path}: no {key}; the study's page needs it")
+    n_refs = whole("n_reference_images", index["n_reference_images"])
+    if n_refs > _HIGHEST_REFERENCE + 1:
+        raise ImiFormatError(f"{path}: n_reference_images = {n_refs}; the study's page shows at most 9")
+    catch = index.get("catch_trial_idxs", [])
+    if not isinstance(catch, list):
+        raise ImiFormatError(f"{path}: catch_trial_idxs = {catch!r} is not a list")
+    return TaskFolder(
+        path=folder,
+        task_name=str(index.get("task_name") or folder.name),
+        n_references=n_refs,
+        n_trials=whole("n_trials", index["n_trials"]),
+        catch_trials=frozenset(whole("catch_trial_idxs", k) for k in catch),
+    )
 
 
 def _image_sha(out: Path, path: Path) -> str:
@@ -75,15 +132,96 @@ def _image_sha(out: Path, path: Path) -> str:
     return bundle_schema.write_image_bytes(out, png_bytes(pixels))
 
 
-def _condition(task_name: str, condition: str | None) -> str:
-    if condition:
-        return condition
-    name = task_name.lower()
-    if "natural" in name:
-        return "natural"
-    if "optimized" in name or "synthetic" in name:
-        return "synthetic"
-    raise ImiFormatError(f"task {task_name!r}: cannot tell the condition from its name; pass --condition")
+def _condition(task: TaskFolder, condition: str | None) -> str:
+    name = f"{task.namespace}/{task.task_name}".lower()
+    said = "natural" if "natural" in name else "synthetic" if ("optimized" in name or "synthetic" in name) else None
+    if said or condition:  # the name wins: --condition is for folders whose names say nothing
+        return said or condition
+    raise ImiFormatError(f"{task.path}: cannot tell the condition from its name; pass --condition")
+
+
+def _references(task: TaskFolder, ref_dir: Path, notes: list[str]) -> dict[str, list[Path]]:
+    """The reference files the study's page shows, per side; where some are missing, the earlier numbering."""
+    chosen = {}
+    for side in ("max", "min"):
+        expected = [ref_dir / name for name in reference_names(task.n_references, side)]
+        missing = [p.name for p in expected if not p.is_file()]
+        if not missing:
+            chosen[side] = expected
+            continue
+        legacy = [ref_dir / name for name in reference_names(task.n_references, side, legacy=True)]
+        if all(p.is_file() for p in legacy):
+            notes.append(
+                f"{ref_dir}: {', '.join(missing)} missing (the study's page would show a broken image); "
+                f"used {legacy[0].name} ... {legacy[-1].name}, the numbering of the page's earlier version"
+            )
+            chosen[side] = legacy
+            continue
+        raise ImiFormatError(
+            f"{ref_dir}: {', '.join(missing)} missing; the study's page shows "
+            f"{expected[0].name} ... {expected[-1].name} for n_reference_images = {task.n_references}"
+        )
+    return chosen
+
+
+def _trials(task: TaskFolder, out: Path, source: Path, condition: str, rng, notes: list[str], kind: str):
+    """Trials, units and answers of one task folder."""
+    trials_dir = task.path / "trials"
+    present = (
+        {int(m.group(1)) for p in trials_dir.iterdir() if (m := _TRIAL.match(p.name))} if trials_dir.is_dir() else set()
+    )
+    wanted = range(1, task.n_trials + 1)
+    missing = [k for k in wanted if k not in present]
+    if missing:
+        raise ImiFormatError(
+            f"{trials_dir}: no trial_{missing[0]} folder, but index.json says n_trials = {task.n_trials}"
+        )
+    if extra := sorted(present - set(wanted)):
+        notes.append(
+            f"{trials_dir}: trial_{extra[0]} and {len(extra) - 1} more beyond n_trials ignored, as the page does"
+        )
+    trials, units, answers = [], [], {}
+    for k in wanted:
+        trial_dir = trials_dir / f"trial_{k}"
+        queries = {}
+        for side in ("max", "min"):
+            path = trial_dir / "queries" / f"{side}.png"
+            if not path.is_file():
+                raise ImiFormatError(f"{path}: missing query image")
+            queries[side] = _image_sha(out, path)
+        refs = {
+            side: [_image_sha(out, p) for p in paths]
+            for side, paths in _references(task, trial_dir / "references", notes).items()
+        }
+        trial_kind = kind
+        if k in task.catch_trials:
+            if {queries["max"], queries["min"]} <= {*refs["max"], *refs["min"]}:
+                trial_kind = "catch"
+            else:
+                notes.append(
+                    f"{trial_dir}: listed in catch_trial_idxs, but its queries are not among the references "
+                    "the page shows; imported as a main trial"
+                )
+        trial_id = f"{task.task_name}__trial_{k}"
+        unit_id = re.sub(r"[^A-Za-z0-9_.-]", "-", trial_id)
+        max_first = bool(rng.integers(2))
+        units.append(unit_id)
+        trials.append(
+            Trial(
+                trial_id=trial_id,
+                unit_id=unit_id,
+                condition=condition,
+                kind=trial_kind,
+                max_side="right",
+                references=References(min=refs["min"], max=refs["max"]),
+                queries=(queries["max"], queries["min"]) if max_first else (queries["min"], queries["max"]),
+            )
+        )
+        sources = tuple((trial_dir / "queries" / f"{s}.png").relative_to(source).as_posix() for s in ("max", "min"))
+        answers[trial_id] = Answer(
+            max_query=0 if max_first else 1, query_sources=sources if max_first else sources[::-1]
+        )
+    return trials, units, answers
 
 
 def import_imi_tasks(
@@ -93,83 +231,45 @@ def import_imi_tasks(
     model_id: str = "imported",
     condition: str | None = None,
     seed: int = 0,
-) -> Bundle:
-    """Write a bundle holding every task under ``source``.
+) -> ImiImport:
+    """Write a bundle holding every task under ``source`` (``condition``: for folders whose names say none).
 
-    Max references are shown on the right, as in the 2023 study; the order of the two
-    queries is shuffled (seeded), since the original shows them by file name.
+    Max references are shown on the right, as in the 2023 study; the order of the two queries
+    is shuffled (seeded): the original page shuffles them in the browser.
     """
     rng = np.random.default_rng(seed)
+    notes: list[str] = []
+    folders = [read_task_folder(p) for p in find_task_folders(source)]
+    namespaces = {f.namespace for f in folders if not f.namespace.startswith("demo_")}
+    practice = [f for f in folders if f.namespace.startswith("demo_") and f.namespace[5:] in namespaces]
     tasks: list[Task] = []
-    units: list[Unit] = []
+    units: list[str] = []
     answers: dict[str, Answer] = {}
+    practice_trials: list[Trial] = []
     conditions: list[str] = []
-    for folder in find_task_folders(source):
-        task_name, n_refs, n_trials = _read_index(folder)
-        task_condition = _condition(task_name, condition)
-        trial_dirs = sorted(
-            (p for p in (folder / "trials").iterdir() if _TRIAL.match(p.name)) if (folder / "trials").is_dir() else [],
-            key=lambda p: int(_TRIAL.match(p.name).group(1)),
+    for task in folders:
+        task_condition = _condition(task, condition)
+        is_practice = task in practice
+        trials, task_units, task_answers = _trials(
+            task, out, source, task_condition, rng, notes, "practice" if is_practice else "main"
         )
-        if not trial_dirs:
-            raise ImiFormatError(f"{folder / 'trials'}: no trial_<k> folders")
-        if n_trials is not None and n_trials != len(trial_dirs):
-            raise ImiFormatError(
-                f"{folder / 'index.json'}: n_trials is {n_trials} but {len(trial_dirs)} trial folders exist"
-            )
-        trials = []
-        for trial_dir in trial_dirs:
-            trial_id = f"{task_name}__{trial_dir.name}"
-            refs: dict[str, list[tuple[int, Path]]] = {"max": [], "min": []}
-            ref_dir = trial_dir / "references"
-            for path in sorted(ref_dir.iterdir()) if ref_dir.is_dir() else []:
-                if match := _REFERENCE.match(path.name):
-                    refs[match.group(1)].append((int(match.group(2)), path))
-            counts = {side: len(found) for side, found in refs.items()}
-            if counts["max"] != counts["min"] or (n_refs is not None and counts["max"] != n_refs):
-                raise ImiFormatError(
-                    f"{ref_dir}: found {counts['max']} max and {counts['min']} min references"
-                    + (f"; index.json says {n_refs}" if n_refs is not None else "")
-                )
-            queries = {}
-            for side in ("max", "min"):
-                path = trial_dir / "queries" / f"{side}.png"
-                if not path.is_file():
-                    raise ImiFormatError(f"{path}: missing query image")
-                queries[side] = _image_sha(out, path)
-            # In the 2023 release a higher index is a more extreme reference; the bundle lists the most extreme first.
-            ordered = {
-                side: [_image_sha(out, p) for _, p in sorted(found, reverse=True)] for side, found in refs.items()
-            }
-            unit_id = re.sub(r"[^A-Za-z0-9_.-]", "-", trial_id)
-            max_first = bool(rng.integers(2))
-            units.append(Unit(unit_id=unit_id, model_id=model_id))
-            trials.append(
-                Trial(
-                    trial_id=trial_id,
-                    unit_id=unit_id,
-                    condition=task_condition,
-                    max_side="right",
-                    references=References(min=ordered["min"], max=ordered["max"]),
-                    queries=(queries["max"], queries["min"]) if max_first else (queries["min"], queries["max"]),
-                )
-            )
-            sources = tuple(
-                (trial_dir / "queries" / f"{side}.png").relative_to(source).as_posix() for side in ("max", "min")
-            )
-            answers[trial_id] = Answer(
-                max_query=0 if max_first else 1, query_sources=sources if max_first else sources[::-1]
-            )
-        tasks.append(Task(task_id=task_name, condition=task_condition, model_id=model_id, trials=trials))
+        units += task_units
+        answers |= task_answers
+        if is_practice:
+            practice_trials += trials
+        else:
+            tasks.append(Task(task_id=task.task_name, condition=task_condition, model_id=model_id, trials=trials))
         if task_condition not in conditions:
             conditions.append(task_condition)
     manifest = Manifest(
-        schema_version=1,
+        schema_version=bundle_schema.SCHEMA_VERSION,
         study_id=study_id,
         title=f"imported from {source.name}",
         models=[BundleModel(id=model_id, display_name=model_id, source="imported")],
-        units=units,
+        units=[Unit(unit_id=u, model_id=model_id) for u in units],
         conditions=conditions,
         tasks=tasks,
+        practice_trials=practice_trials,
     )
-    return bundle_schema.write_bundle(out, manifest, AnswerKey(schema_version=1, study_id=study_id, answers=answers))
+    key = AnswerKey(schema_version=bundle_schema.SCHEMA_VERSION, study_id=study_id, answers=answers)
+    return ImiImport(bundle=bundle_schema.write_bundle(out, manifest, key), notes=notes)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import os
 import threading
@@ -16,6 +17,7 @@ from experiment_server.db import ParticipantSession
 from experiment_server.export import export_csv
 from stimuli.bundle import load_bundle
 from tests.server_helpers import correct_choice
+from tests.test_imi_import import REFERENCE, RELEASED, needs_reference
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update"]
@@ -27,21 +29,29 @@ pytestmark = [
 ]
 
 
-@pytest.fixture
-def live_server(tiny_bundle_dir, tmp_path):
+@contextlib.contextmanager
+def serving(bundle_dir: Path, database: Path):
     app = create_app(
         {
-            "bundle_dir": tiny_bundle_dir,
-            "database_url": f"sqlite:///{tmp_path / 'live.db'}",
+            "bundle_dir": bundle_dir,
+            "database_url": f"sqlite:///{database}",
             "prolific": {"completion_code": "GOOD123", "failed_code": "BAD456"},
         }
     )
     server = make_server("127.0.0.1", 0, app, threaded=True)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
-    yield app, f"http://127.0.0.1:{server.server_port}"
-    server.shutdown()
-    thread.join()
+    try:
+        yield app, f"http://127.0.0.1:{server.server_port}"
+    finally:
+        server.shutdown()
+        thread.join()
+
+
+@pytest.fixture
+def live_server(tiny_bundle_dir, tmp_path):
+    with serving(tiny_bundle_dir, tmp_path / "live.db") as served:
+        yield served
 
 
 @pytest.fixture
@@ -162,3 +172,50 @@ def test_preview_writes_nothing_and_phones_are_turned_away(live_server, browser,
     phone.wait_for_selector("#blocked:not([hidden])")
     with app.extensions["psychinterp_db"]() as db:
         assert db.scalar(select(func.count()).select_from(ParticipantSession)) == 0
+
+
+def _main_trials(page, bundle) -> list[tuple[int, int, int]]:
+    """Answer every main trial as it comes (alternately by key and by click) until the feedback form shows."""
+    answered = []
+    while True:
+        page.wait_for_selector("#trial:not([hidden]), #feedback:not([hidden])")
+        if page.is_visible("#feedback"):
+            return answered
+        label = page.text_content("#trial-label")
+        index = int(label.split()[1]) - 1
+        chosen, confidence = _answer(page, bundle, key=index % 2 == 0)
+        answered.append((index, chosen, confidence))
+        page.wait_for_function(
+            f"!document.getElementById('trial-label').textContent.startsWith('{label}')"
+            " || !document.getElementById('feedback').hidden"
+        )
+
+
+@needs_reference
+@pytest.mark.parametrize("name", RELEASED)
+def test_a_whole_session_on_each_released_task_folder(page, tmp_path, name):
+    from stimuli.imi_import import import_imi_tasks
+
+    bundle = import_imi_tasks(REFERENCE / name, tmp_path / "bundle", study_id="imi", condition="natural").bundle
+    with serving(tmp_path / "bundle", tmp_path / "live.db") as (app, url):
+        page.goto(url + "/")
+        page.click("#consent-yes")
+        page.wait_for_selector("#instructions:not([hidden])")
+        assert page.locator("#example .grid img").count() == 18  # 9 + 9 references of the first trial
+        page.click("#instructions-done")
+        page.click("#setup-go")
+        page.click("#main-go")  # these folders have no practice trials
+        answered = _main_trials(page, bundle)
+        page.click("#feedback-send")
+        page.wait_for_selector("#done:not([hidden])")
+        assert page.text_content("#completion-code").strip()
+        out = tmp_path / "responses.csv"
+        export_csv(bundle, app.extensions["psychinterp_db"], out)
+    with out.open() as fh:
+        rows = list(csv.DictReader(fh))
+    assert [(int(r["trial_index"]), int(r["chosen_query"]), int(r["confidence"])) for r in rows] == answered
+    assert (
+        len(rows) == 2
+        and {r["correct"] for r in rows} == {"1"}
+        and {r["session_status"] for r in rows} == {"completed"}
+    )
