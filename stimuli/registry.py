@@ -7,10 +7,11 @@ pretrained weights come from a local file or, when online, from the hub.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import re
 from collections import Counter
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -69,48 +70,146 @@ def _offline() -> bool:
     return any(os.environ.get(k, "") not in ("", "0") for k in ("PSYCHINTERP_OFFLINE", "HF_HUB_OFFLINE"))
 
 
+def _on(device: str | torch.device | None):
+    """Create parameters directly on ``device`` (``meta`` for counting without memory)."""
+    return torch.device(device) if device else contextlib.nullcontext()
+
+
+def _torchvision(spec: ModelSpec, hub_weights: bool, device) -> nn.Module:
+    import torchvision
+
+    with _on(device):
+        return torchvision.models.get_model(
+            spec.constructor, weights=spec.weights if hub_weights else None, **spec.constructor_kwargs
+        )
+
+
+def _timm(spec: ModelSpec, hub_weights: bool, device) -> nn.Module:
+    import timm
+
+    name = f"{spec.constructor}.{spec.weights}" if spec.weights else spec.constructor
+    with _on(device):
+        return timm.create_model(name, pretrained=hub_weights, **spec.constructor_kwargs)
+
+
+def _timm_file(spec: ModelSpec, path: Path) -> nn.Module:
+    import timm
+
+    name = f"{spec.constructor}.{spec.weights}" if spec.weights else spec.constructor
+    try:
+        # timm's own loader applies its checkpoint filters (e.g. original ViT layouts).
+        return timm.create_model(
+            name, pretrained=True, pretrained_cfg_overlay={"file": str(path)}, **spec.constructor_kwargs
+        )
+    except (RuntimeError, KeyError, ValueError) as exc:
+        raise WeightsError(f"{path}: does not fit model {spec.id!r}: {str(exc)[:300]}") from None
+
+
+@contextlib.contextmanager
+def _quiet_root_logger():
+    """open_clip warns "No pretrained weights loaded" on the root logger whenever it builds an architecture alone."""
+    root = logging.getLogger()
+    before = root.level
+    root.setLevel(max(logging.ERROR, before))
+    try:
+        yield
+    finally:
+        root.setLevel(before)
+
+
+def _open_clip(spec: ModelSpec, hub_weights: bool, device) -> nn.Module:
+    import open_clip
+
+    pretrained = spec.weights if hub_weights else None
+    with _quiet_root_logger() if pretrained is None else contextlib.nullcontext():
+        clip = open_clip.create_model(
+            spec.constructor, pretrained=pretrained, device=device or "cpu", **spec.constructor_kwargs
+        )
+    return clip.visual
+
+
+def _open_clip_file(spec: ModelSpec, path: Path) -> nn.Module:
+    import open_clip
+
+    try:
+        # open_clip reads its own formats, including OpenAI's TorchScript archives.
+        clip = open_clip.create_model(spec.constructor, pretrained=str(path), **spec.constructor_kwargs)
+    except (RuntimeError, KeyError, ValueError, EOFError) as exc:
+        raise WeightsError(f"{path}: does not fit model {spec.id!r}: {str(exc)[:300]}") from None
+    return clip.visual
+
+
+def _lucent(spec: ModelSpec, hub_weights: bool, device) -> nn.Module:
+    try:
+        from lucent.modelzoo import inceptionv1
+    except ModuleNotFoundError as exc:
+        raise PsychinterpError(LUCENT_MISSING.format(reason=exc)) from None
+
+    if spec.constructor != "inceptionv1":
+        raise PsychinterpError(f"model {spec.id!r}: lucent source only provides 'inceptionv1'")
+    with _on(device):
+        return inceptionv1(pretrained=hub_weights, **spec.constructor_kwargs)
+
+
+def _psychinterp(spec: ModelSpec, hub_weights: bool, device) -> nn.Module:
+    from stimuli.family import create_model
+
+    with _on(device):
+        return create_model(spec.constructor, **spec.constructor_kwargs)
+
+
+def _python(spec: ModelSpec, hub_weights: bool, device) -> nn.Module:
+    """Any importable callable ``package.module:callable`` (or ``module:Class.method``) that returns a module."""
+    from stimuli.python_models import resolve_constructor
+
+    build = resolve_constructor(spec)
+    with _on(device):
+        try:
+            module = build(**spec.constructor_kwargs)
+        except Exception as exc:  # the user's code: any exception means "cannot build this entry"
+            raise PsychinterpError(
+                f"model {spec.id!r}: {spec.constructor}(**constructor_kwargs) raised {type(exc).__name__}: "
+                f"{str(exc)[:300]}"
+            ) from None
+    if not isinstance(module, nn.Module):
+        raise PsychinterpError(
+            f"model {spec.id!r}: {spec.constructor} returned {type(module).__name__}, not a torch.nn.Module"
+        )
+    return module
+
+
+@dataclass(frozen=True)
+class Source:
+    """How one ``source:`` of models.yaml makes architectures and reads weights.
+
+    ``build(spec, hub_weights, device)`` returns the architecture, with the hub's weights when
+    ``hub_weights``; ``read_file(spec, path)``, when a source has its own checkpoint formats, builds
+    the model from a weights file (otherwise the file is read as a state dict); ``hub`` is False
+    for sources whose weights only come from a file.
+    """
+
+    build: Callable[[ModelSpec, bool, str | torch.device | None], nn.Module]
+    read_file: Callable[[ModelSpec, Path], nn.Module] | None = None
+    hub: bool = True
+    where_weights_come_from: str = ""  # said when a source without a hub has no weights file
+
+
+# One table from source name to builder; its keys are exactly specs.ModelSource (a test holds that).
+SOURCES: dict[str, Source] = {
+    "torchvision": Source(_torchvision),
+    "timm": Source(_timm, read_file=_timm_file),
+    "open_clip": Source(_open_clip, read_file=_open_clip_file),
+    "lucent": Source(_lucent),
+    "psychinterp": Source(
+        _psychinterp, hub=False, where_weights_come_from="train them with `psychinterp train-family`"
+    ),
+    "python": Source(_python, hub=False, where_weights_come_from="save the model's state dict to a file"),
+}
+
+
 def _construct(spec: ModelSpec, hub_weights: bool, device: str | torch.device | None = None) -> nn.Module:
     """Build the architecture; with ``hub_weights``, also fetch the pretrained weights."""
-    kwargs = dict(spec.constructor_kwargs)
-    if spec.source == "torchvision":
-        import torchvision
-
-        weights = spec.weights if hub_weights else None
-        with torch.device(device) if device else contextlib.nullcontext():
-            return torchvision.models.get_model(spec.constructor, weights=weights, **kwargs)
-    if spec.source == "timm":
-        import timm
-
-        name = f"{spec.constructor}.{spec.weights}" if spec.weights else spec.constructor
-        with torch.device(device) if device else contextlib.nullcontext():
-            return timm.create_model(name, pretrained=hub_weights, **kwargs)
-    if spec.source == "open_clip":
-        import open_clip
-
-        pretrained = spec.weights if hub_weights else None
-        clip = open_clip.create_model(spec.constructor, pretrained=pretrained, device=device or "cpu", **kwargs)
-        return clip.visual
-    if spec.source == "lucent":
-        try:
-            from lucent.modelzoo import inceptionv1
-        except ModuleNotFoundError as exc:
-            raise PsychinterpError(LUCENT_MISSING.format(reason=exc)) from None
-
-        if spec.constructor != "inceptionv1":
-            raise PsychinterpError(f"model {spec.id!r}: lucent source only provides 'inceptionv1'")
-        with torch.device(device) if device else contextlib.nullcontext():
-            return inceptionv1(pretrained=hub_weights, **kwargs)
-    if spec.source == "psychinterp":
-        from stimuli.family import create_model
-
-        if hub_weights:
-            raise WeightsUnavailableError(
-                f"model {spec.id!r}: the project's own models have no hub; train them with "
-                "`psychinterp train-family` and set `weights_file:`"
-            )
-        with torch.device(device) if device else contextlib.nullcontext():
-            return create_model(spec.constructor, **kwargs)
-    raise AssertionError(spec.source)
+    return SOURCES[spec.source].build(spec, hub_weights, device)
 
 
 def build_architecture(spec: ModelSpec) -> nn.Module:
@@ -202,10 +301,11 @@ def load_model(
     """Load a model with pretrained weights: the local file if given, else the hub."""
     path = Path(weights_file) if weights_file else spec.weights_file
     if path is not None:
-        if spec.source == "timm":
-            module = _load_timm_file(spec, path)
-        elif spec.source == "open_clip":
-            module = _load_open_clip_file(spec, path)
+        source = SOURCES[spec.source]
+        if source.read_file is not None:
+            if not path.is_file():
+                raise WeightsError(f"weights file not found: {path}")
+            module = source.read_file(spec, path)
         else:
             module = _construct(spec, hub_weights=False)
             load_weights_file(module, path, spec.id)
@@ -214,40 +314,18 @@ def load_model(
     return LoadedModel(spec=spec, module=_prepare(module).to(device))
 
 
-def _load_timm_file(spec: ModelSpec, path: Path) -> nn.Module:
-    import timm
-
-    if not path.is_file():
-        raise WeightsError(f"weights file not found: {path}")
-    name = f"{spec.constructor}.{spec.weights}" if spec.weights else spec.constructor
-    try:
-        # timm's own loader applies its checkpoint filters (e.g. original ViT layouts).
-        return timm.create_model(
-            name, pretrained=True, pretrained_cfg_overlay={"file": str(path)}, **spec.constructor_kwargs
-        )
-    except (RuntimeError, KeyError, ValueError) as exc:
-        raise WeightsError(f"{path}: does not fit model {spec.id!r}: {str(exc)[:300]}") from None
-
-
-def _load_open_clip_file(spec: ModelSpec, path: Path) -> nn.Module:
-    import open_clip
-
-    if not path.is_file():
-        raise WeightsError(f"weights file not found: {path}")
-    try:
-        # open_clip reads its own formats, including OpenAI's TorchScript archives.
-        clip = open_clip.create_model(spec.constructor, pretrained=str(path), **spec.constructor_kwargs)
-    except (RuntimeError, KeyError, ValueError, EOFError) as exc:
-        raise WeightsError(f"{path}: does not fit model {spec.id!r}: {str(exc)[:300]}") from None
-    return clip.visual
-
-
 def _load_from_hub(spec: ModelSpec) -> nn.Module:
     label = _hub_label(spec)
     advice = (
         f"Save the weights to a file and set `weights_file:` for {spec.id!r} in models.yaml "
         f"(or pass --weights {spec.id}=PATH)."
     )
+    source = SOURCES[spec.source]
+    if spec.weights_url is None and not source.hub:
+        raise WeightsUnavailableError(
+            f"model {spec.id!r}: source {spec.source!r} has no hub, and no weights file is given; "
+            f"{source.where_weights_come_from} and set `weights_file:` (or pass --weights {spec.id}=PATH)."
+        )
     if label is None:
         raise WeightsUnavailableError(f"model {spec.id!r} has neither a weights tag nor a weights file. {advice}")
     if _offline():

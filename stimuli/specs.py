@@ -8,16 +8,20 @@ weights (``weights`` tag for the hub, ``weights_file`` for offline use).
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from stimuli.errors import ConfigError, format_validation_error
 
-ModelSource = Literal["torchvision", "timm", "open_clip", "lucent", "psychinterp"]
-DEFAULT_MODELS_FILE = Path(__file__).resolve().parent.parent / "models.yaml"
+# The sources a models file may name; stimuli.registry.SOURCES holds a builder for each.
+ModelSource = Literal["torchvision", "timm", "open_clip", "lucent", "psychinterp", "python"]
+NO_HUB_SOURCES = ("psychinterp", "python")  # weights only from weights_file / weights_url
+# The nine models of the 2023 study; package data, so an installed wheel has it too.
+DEFAULT_MODELS_FILE = Path(__file__).resolve().parent / "models.yaml"
 
 
 class Preprocessing(BaseModel):
@@ -59,8 +63,11 @@ class ModelSpec(BaseModel):
     id: str = Field(pattern=r"^[a-z0-9][a-z0-9_]*$")
     display_name: str
     source: ModelSource
-    constructor: str
+    constructor: str = Field(description="source python: 'package.module:callable' (the callable may be dotted)")
     constructor_kwargs: dict[str, Any] = {}
+    import_path: list[Path] = Field(
+        [], description="source python: folders searched first for the constructor's module (relative to this file)"
+    )
     weights: str | None = Field(None, description="weights tag used when online")
     weights_url: str | None = Field(None, description="direct URL, for weights not on a hub")
     weights_file: Path | None = Field(None, description="local state dict or checkpoint")
@@ -69,6 +76,19 @@ class ModelSpec(BaseModel):
     prefix_tokens: int = Field(0, ge=0, description="tokens (CLS, registers) left out of token means")
     fixed_input_size: bool = Field(False, description="the model accepts only preprocessing.crop inputs (ViTs)")
     metadata: ModelMetadata
+
+    @model_validator(mode="after")
+    def _source_rules(self) -> ModelSpec:
+        if self.source == "python" and not re.fullmatch(r"[A-Za-z_][\w.]*:[A-Za-z_][\w.]*", self.constructor):
+            raise ValueError(
+                f"constructor {self.constructor!r}: source python needs 'package.module:callable', "
+                "e.g. 'pytorchcv.model_provider:get_model'"
+            )
+        if self.import_path and self.source != "python":
+            raise ValueError("import_path is only for source python")
+        if self.weights is not None and self.source in NO_HUB_SOURCES:
+            raise ValueError(f"source {self.source} has no hub, so no weights tag: use weights_file or weights_url")
+        return self
 
 
 class ModelsFile(BaseModel):
@@ -88,7 +108,7 @@ class ModelsFile(BaseModel):
 
 
 def default_models_file() -> Path:
-    """``$PSYCHINTERP_MODELS``, else ./models.yaml, else the repository's."""
+    """``$PSYCHINTERP_MODELS``, else ./models.yaml, else the package's (stimuli/models.yaml)."""
     if env := os.environ.get("PSYCHINTERP_MODELS"):
         return Path(env)
     local = Path("models.yaml")
@@ -112,5 +132,7 @@ def load_model_specs(path: str | Path | None = None) -> dict[str, ModelSpec]:
     for spec in parsed.models:
         if spec.weights_file is not None and not spec.weights_file.is_absolute():
             spec = spec.model_copy(update={"weights_file": path.parent / spec.weights_file})
+        if spec.import_path:
+            spec = spec.model_copy(update={"import_path": [path.parent / p for p in spec.import_path]})
         specs[spec.id] = spec
     return specs
