@@ -252,3 +252,11 @@ def test_breakdowns_of_a_study_without_them_are_empty():
         }
     )
     assert breakdowns(frame) == {} and repeat_agreement(frame).empty
+
+
+def test_docs_list_every_format_the_loader_reads():
+    docs = (Path(__file__).parents[1] / "docs" / "responses.md").read_text()
+    for name, fmt in FORMATS.items():
+        if name != "psychinterp":
+            assert f"| `{name}` |" in docs, name
+            assert all(f"`{column}`" in docs for column in fmt.required), name

@@ -174,3 +174,15 @@ def test_build_serve_analyze_with_a_python_model(tmp_path):
     assert result.exit_code == 0, result.output
     accuracy = list(csv.DictReader((report / "accuracy.csv").open()))
     assert {a["model_id"] for a in accuracy} == {"tiny_python"} and {float(a["accuracy"]) for a in accuracy} == {1.0}
+
+
+def test_the_readmes_python_source_example_builds():
+    """README's `source: python` entry is a valid models.yaml entry that builds (docs kept equal to code)."""
+    import re
+    from pathlib import Path
+
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    block = next(b for b in re.findall(r"```yaml\n(.*?)```", readme, re.S) if "source: python" in b)
+    spec = ModelSpec.model_validate(yaml.safe_load(block)[0])
+    layers = registry.matching_module_names(registry.build_architecture(spec), spec.layers.include)
+    assert spec.source == "python" and layers == [f"features.stage{k}" for k in (1, 2, 3)]
