@@ -35,10 +35,24 @@ def spreadsheet_row(mask: pd.Series | np.ndarray) -> int:
     return int(np.asarray(mask).argmax()) + 2
 
 
+class _AsWritten:
+    """The file's cells, kept on a converted frame's ``attrs`` for error messages.
+
+    pandas deep-copies ``attrs`` into every derived frame; this shares one read-only copy instead.
+    """
+
+    def __init__(self, frame: pd.DataFrame):
+        self.frame = frame
+
+    def __deepcopy__(self, memo) -> _AsWritten:
+        return self
+
+
 def fail(path: Path, column: str, mask, frame: pd.DataFrame, problem: str) -> ResponseTableError:
     """An error naming the file, the column, the first row where ``mask`` holds, and its text in the file."""
     row = spreadsheet_row(mask)
-    text = frame.attrs.get("text", frame)  # the cells as written, kept by convert_columns
+    written = frame.attrs.get("as_written")
+    text = written.frame if written is not None else frame
     value = text[column].iloc[row - 2] if column in text else None
     return ResponseTableError(f"{path}: column {column!r}, row {row}: {value!r} {problem}")
 
@@ -102,5 +116,5 @@ def convert_columns(
     out = frame.copy()
     for column, kind in {**required, **{c: k for c, k in optional.items() if c in frame}}.items():
         out[column] = convert(path, frame, column, kind)
-    out.attrs["text"] = frame
+    out.attrs["as_written"] = _AsWritten(frame)
     return out
