@@ -1,67 +1,28 @@
-"""Exclusion criteria (pure): the 2023 study's defaults, applied to per-participant summaries.
-
-The experiment server's dashboard previews the same checks that the analysis applies.
+"""Exclusions applied to a response table: per-participant (or per-session) summaries checked against
+the criteria of :mod:`contracts.criteria`, which the server's dashboard uses too.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 
 import pandas as pd
 
+from contracts.criteria import RULES, ExclusionCriteria, ParticipantSummary, describe, failed_rules, load_criteria
 
-@dataclass(frozen=True)
-class ExclusionCriteria:
-    min_catch_accuracy: float = 0.8
-    min_choices_per_query_row: int = 5  # each query row (upper, lower) chosen at least this often
-    min_instruction_s: float = 15.0
-    min_session_s: float = 135.0
-    max_session_s: float = 2500.0
-    max_practice_blocks: int = 3
-
-
-RULES = {
-    "catch_accuracy": "catch-trial accuracy below {min_catch_accuracy}",
-    "query_rows": "chose one query row fewer than {min_choices_per_query_row} times",
-    "instruction_time": "read the instructions for less than {min_instruction_s} s",
-    "session_time": "total time outside {min_session_s}-{max_session_s} s",
-    "practice_blocks": "needed more than {max_practice_blocks} practice blocks",
-}
-
-
-@dataclass(frozen=True)
-class ParticipantSummary:
-    participant_id: str
-    catch_accuracy: float | None
-    upper_choices: int | None  # None when the table does not say which query was chosen
-    lower_choices: int | None
-    instruction_s: float | None
-    session_s: float | None
-    practice_blocks: int | None
-    session_id: str | None = None  # when one participant has several sessions (the 2023 release)
-
-
-def failed_rules(summary: ParticipantSummary, criteria: ExclusionCriteria = ExclusionCriteria()) -> list[str]:
-    """The rules (keys of :data:`RULES`) this participant fails; unknown values fail no rule."""
-    failed = []
-    if summary.catch_accuracy is not None and summary.catch_accuracy < criteria.min_catch_accuracy:
-        failed.append("catch_accuracy")
-    rows = (summary.upper_choices, summary.lower_choices)
-    if None not in rows and min(rows) < criteria.min_choices_per_query_row:
-        failed.append("query_rows")
-    if summary.instruction_s is not None and summary.instruction_s < criteria.min_instruction_s:
-        failed.append("instruction_time")
-    if summary.session_s is not None and not criteria.min_session_s <= summary.session_s <= criteria.max_session_s:
-        failed.append("session_time")
-    if summary.practice_blocks is not None and summary.practice_blocks > criteria.max_practice_blocks:
-        failed.append("practice_blocks")
-    return failed
-
-
-def describe(rule: str, criteria: ExclusionCriteria = ExclusionCriteria()) -> str:
-    return RULES[rule].format(**criteria.__dict__)
+__all__ = [
+    "RULES",
+    "ExclusionCriteria",
+    "ParticipantSummary",
+    "apply_exclusions",
+    "counterfactual_grid",
+    "describe",
+    "exclusion_table",
+    "failed_rules",
+    "load_criteria",
+    "published_exclusions",
+]
 
 
 def _first(rows: pd.DataFrame, column: str) -> Any:
@@ -153,31 +114,6 @@ def published_exclusions(responses: pd.DataFrame, keep: Mapping[str, bool]) -> t
     return _kept(responses, table), table
 
 
-def load_criteria(path) -> ExclusionCriteria:
-    """Criteria from a YAML file of field: value (unknown fields and bad values are errors)."""
-    from pathlib import Path
-
-    import yaml
-    from pydantic import TypeAdapter, ValidationError
-
-    from stimuli.errors import ConfigError, format_validation_error
-
-    path = Path(path)
-    try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except (OSError, yaml.YAMLError) as exc:
-        raise ConfigError(f"{path}: cannot read exclusion criteria: {exc}") from None
-    unknown = sorted(set(raw) - set(ExclusionCriteria.__dataclass_fields__))
-    if unknown:
-        raise ConfigError(
-            f"{path}: unknown criteria {unknown}; known: {sorted(ExclusionCriteria.__dataclass_fields__)}"
-        )
-    try:
-        return TypeAdapter(ExclusionCriteria).validate_python(raw)
-    except ValidationError as exc:
-        raise ConfigError(format_validation_error(path, exc, raw)) from None
-
-
 COUNTERFACTUAL_GRID = {
     "min_catch_accuracy": (0.0, 0.6, 0.7, 0.8, 0.9, 1.0),
     "min_choices_per_query_row": (0, 2, 5, 8, 10),
@@ -197,8 +133,6 @@ def counterfactual_grid(
     Returns one row per (criterion, threshold, model, condition): accuracy on main
     trials of the participants kept, and how many were kept.
     """
-    import dataclasses
-
     criteria = criteria or ExclusionCriteria()
     summaries = summarise_participants(responses)
     main = responses[responses["trial_kind"] == "main"] if "trial_kind" in responses else responses
@@ -212,7 +146,7 @@ def counterfactual_grid(
     rows = []
     for field, thresholds in (grid or COUNTERFACTUAL_GRID).items():
         for threshold in thresholds:
-            varied = dataclasses.replace(criteria, **{field: threshold})
+            varied = criteria.model_copy(update={field: threshold})
             kept = {s.session_id or s.participant_id for s in summaries if not failed_rules(s, varied)}
             chosen = cells[cells[key].isin(kept)]
             for (model_id, condition), group in chosen.groupby(["model_id", "condition"], sort=True):

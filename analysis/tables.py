@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from stimuli.errors import PsychinterpError
+from contracts.errors import PsychinterpError
 
 
 class ResponseTableError(PsychinterpError):

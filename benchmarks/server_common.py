@@ -24,7 +24,8 @@ def synthetic_bundle(out: Path, n_units: int = 40, trials_per_task: int = 40, re
     """A bundle made by the real task builder from solid-colour images (no torch, no model)."""
     from PIL import Image
 
-    from stimuli.bundle import AnswerKey, BundleModel, Manifest, Unit, write_bundle, write_image_bytes
+    from contracts.bundle import SCHEMA_VERSION, AnswerKey, BundleModel, Manifest, Unit, write_bundle, write_image_bytes
+    from contracts.units import ChannelSelector
     from stimuli.images import png_bytes
     from stimuli.tasks import BatchImages, UnitStimuli, assemble_tasks, plan_study
 
@@ -65,17 +66,20 @@ def synthetic_bundle(out: Path, n_units: int = 40, trials_per_task: int = 40, re
     )
     tasks, practice, answers = assemble_tasks(plan, stimuli)
     manifest = Manifest(
-        schema_version=1,
+        schema_version=SCHEMA_VERSION,
         study_id="bench",
         title="Server benchmark",
         models=[BundleModel(id="bench", display_name="bench", source="torchvision")],
-        units=[Unit(unit_id=u, model_id="bench", layer=u.split("__")[1], channel=i) for i, u in enumerate(unit_ids)],
+        units=[
+            Unit(unit_id=u, model_id="bench", layer=u.split("__")[1], selector=ChannelSelector(channel=i))
+            for i, u in enumerate(unit_ids)
+        ],
         conditions=["natural"],
         reference_images=[],
         tasks=tasks,
         practice_trials=practice,
     )
-    write_bundle(out, manifest, AnswerKey(schema_version=1, study_id="bench", answers=answers))
+    write_bundle(out, manifest, AnswerKey(schema_version=SCHEMA_VERSION, study_id="bench", answers=answers))
     return out
 
 

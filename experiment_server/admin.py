@@ -31,7 +31,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload
 from werkzeug.security import check_password_hash, generate_password_hash
 
-from analysis.exclusions import ExclusionCriteria, ParticipantSummary, describe, failed_rules
+from contracts.criteria import ExclusionCriteria, ParticipantSummary, describe, failed_rules
 from experiment_server.assignment import expire_reservations, lock_study
 from experiment_server.context import bundle as _bundle
 from experiment_server.context import cfg as _cfg
@@ -61,7 +61,7 @@ class AdminUser:
 def set_admin_password(session_factory, username: str, password: str) -> bool:
     """Create the admin, or change their password; returns True when created."""
     if len(password) < 12:
-        from stimuli.errors import ConfigError
+        from contracts.errors import ConfigError
 
         raise ConfigError("admin password: use at least 12 characters")
     with session_factory() as db, db.begin():

@@ -13,10 +13,10 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from werkzeug.exceptions import HTTPException
 
+from contracts.bundle import load_bundle
 from experiment_server.config import ServerConfig
 from experiment_server.db import Admin, AppSetting, Study, make_session_factory
 from experiment_server.extensions import csrf, login_manager
-from stimuli.bundle import load_bundle
 
 
 def _shared_secret(session_factory, configured: str | None) -> str:

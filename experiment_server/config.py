@@ -5,10 +5,9 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from stimuli.errors import ConfigError, format_validation_error
+from contracts.errors import load_yaml
 
 DEFAULT_CONSENT = """\
 You are invited to take part in a research study on how people understand the inner workings of
@@ -82,20 +81,7 @@ def consent_version(text: str) -> str:
 
 def load_server_config(path: Path | None, **overrides) -> ServerConfig:
     """A config file (optional) plus command-line values; relative paths resolve against the file."""
-    raw: dict = {}
-    if path is not None:
-        try:
-            raw = yaml.safe_load(Path(path).read_text()) or {}
-        except FileNotFoundError:
-            raise ConfigError(f"{path}: server config not found") from None
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{path}: not valid YAML: {exc}") from None
-        if not isinstance(raw, dict):
-            raise ConfigError(f"{path}: expected a mapping of settings")
-        if "bundle_dir" in raw:
-            raw["bundle_dir"] = Path(path).parent / raw["bundle_dir"]
-    raw.update({k: v for k, v in overrides.items() if v is not None})
-    try:
-        return ServerConfig.model_validate(raw)
-    except ValidationError as exc:
-        raise ConfigError(format_validation_error(path or Path("<command line>"), exc, raw)) from None
+    config = load_yaml(path, ServerConfig, "server config", overrides)
+    if path is not None and overrides.get("bundle_dir") is None and not config.bundle_dir.is_absolute():
+        config = config.model_copy(update={"bundle_dir": Path(path).parent / config.bundle_dir})
+    return config

@@ -7,9 +7,9 @@ from datetime import UTC, datetime
 from flask import current_app
 from sqlalchemy.orm import Session
 
+from contracts.bundle import Bundle
 from experiment_server.config import ServerConfig
 from experiment_server.db import utcnow
-from stimuli.bundle import Bundle
 
 
 def cfg() -> ServerConfig:

@@ -15,8 +15,8 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import sessionmaker
 
+from contracts.bundle import Bundle
 from experiment_server.db import ParticipantSession, Response
-from stimuli.bundle import Bundle
 
 RESPONSE_COLUMNS = (
     "study_id",
@@ -104,7 +104,7 @@ def response_rows(bundle: Bundle, session_factory: sessionmaker) -> Iterator[dic
                 "model_id": unit.model_id,
                 "unit_id": unit.unit_id,
                 "layer": unit.layer,
-                "channel": unit.channel,
+                "channel": unit.selector.channel if unit.selector is not None else None,
                 "layer_index": unit.layer_index,
                 "n_layers": unit.n_layers,
                 "condition": trial.condition,

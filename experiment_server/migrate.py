@@ -11,7 +11,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import inspect, text
 from sqlalchemy.engine import Connection, Engine
 
-from stimuli.errors import PsychinterpError
+from contracts.errors import PsychinterpError
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 _LOCK_ID = 727_301_2023  # any constant: serialises migrations of several workers on PostgreSQL

@@ -21,6 +21,7 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from contracts.bundle import Task, Trial
 from experiment_server.assignment import choose_task, reservation_end
 from experiment_server.config import DEFAULT_CONSENT, consent_version
 from experiment_server.context import bundle as _bundle
@@ -38,7 +39,6 @@ from experiment_server.schemas import (
     ResponseBody,
     StartSession,
 )
-from stimuli.bundle import Task, Trial
 
 blueprint = Blueprint("participant", __name__)
 

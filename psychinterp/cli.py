@@ -13,7 +13,7 @@ from typing import Annotated
 
 import typer
 
-from stimuli.errors import PsychinterpError
+from contracts.errors import PsychinterpError
 
 app = typer.Typer(help="Measure how interpretable the units of vision models are to people.", no_args_is_help=True)
 models_app = typer.Typer(help="The model registry (models.yaml).", no_args_is_help=True)
@@ -219,9 +219,9 @@ def export(
     db: DbOption = DEFAULT_DB,
 ) -> None:
     """Export every stored response as one CSV row (docs/responses.md)."""
+    from contracts.bundle import load_bundle
     from experiment_server.db import make_session_factory
     from experiment_server.export import export_csv
-    from stimuli.bundle import load_bundle
 
     n = export_csv(load_bundle(bundle), make_session_factory(db), out)
     typer.echo(f"wrote {n} responses to {out}")
@@ -268,9 +268,9 @@ def analyze(
     if db is not None:
         if bundle is None:
             raise typer.BadParameter("--db needs --bundle", param_hint="--bundle")
+        from contracts.bundle import load_bundle
         from experiment_server.db import make_session_factory
         from experiment_server.export import export_csv
-        from stimuli.bundle import load_bundle
 
         out.mkdir(parents=True, exist_ok=True)
         responses = out / "responses.csv"
@@ -278,7 +278,7 @@ def analyze(
     chosen = load_criteria(criteria) if criteria else None
     facts = None
     if bundle is not None:
-        from stimuli.bundle import load_bundle
+        from contracts.bundle import load_bundle
 
         facts = {m.id: m.model_dump() for m in load_bundle(bundle).manifest.models}
     elif models is not None:
@@ -343,7 +343,7 @@ def power(
     if (bundle is None) == (log10_params is None):
         raise typer.BadParameter("give the models with --bundle or --log10-params")
     if bundle is not None:
-        from stimuli.bundle import load_bundle
+        from contracts.bundle import load_bundle
 
         counts = [m.parameter_count for m in load_bundle(bundle).manifest.models if m.parameter_count]
         x = np.log10(np.asarray(counts, float))
@@ -404,9 +404,9 @@ def simulate(
 
     import numpy as np
 
+    from contracts.bundle import load_bundle
     from psychinterp.observers import http_images, machine_scores, make_observer
     from psychinterp.scripted import run_session
-    from stimuli.bundle import load_bundle
 
     model = make_observer(observer, seed=seed, temperature=temperature, lapse=lapse, models_file=models)
     loaded = load_bundle(bundle)

@@ -133,12 +133,12 @@ def run_demo(
     recipe: TrainingRecipe = DEFAULT_RECIPE,
 ) -> None:
     """The demo; ``data`` and ``recipe`` set the family's training (smaller in tests)."""
+    from contracts.bundle import load_bundle
+    from contracts.errors import PsychinterpError
     from experiment_server import create_app
     from experiment_server.admin import set_admin_password
     from psychinterp.observers import machine_scores, make_observer
     from psychinterp.serving import create_server, start_in_thread, stop
-    from stimuli.bundle import load_bundle
-    from stimuli.errors import PsychinterpError
 
     started = time.perf_counter()
     workdir = workdir.resolve()

@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from stimuli.errors import PsychinterpError
+from contracts.errors import PsychinterpError
 
 ImageSource = Callable[[str], np.ndarray]  # image URL or hash -> uint8 HWC
 

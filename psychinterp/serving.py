@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 
-from stimuli.errors import PsychinterpError
+from contracts.errors import PsychinterpError
 
 
 def create_server(app, host: str, port: int, threads: int = 16, connection_limit: int = 1000):

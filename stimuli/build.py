@@ -24,9 +24,9 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from stimuli import bundle as bundle_schema
-from stimuli.bundle import AnswerKey, Bundle, BundleModel, Manifest, ReferenceImage, Unit
-from stimuli.errors import ConfigError, PsychinterpError
+from contracts import bundle as bundle_schema
+from contracts.bundle import AnswerKey, Bundle, BundleModel, Manifest, ReferenceImage, Unit
+from contracts.errors import ConfigError, PsychinterpError
 from stimuli.exemplars import (
     ImageTreeDataset,
     Precision,
@@ -417,7 +417,7 @@ def assemble_bundle(config: StudyConfig, out: Path, plan: StudyPlan, dataset: Im
         )
     tasks, practice, answers = assemble_tasks(dealt, stimuli, max_side=task_cfg.max_side, seed=config.seed)
     manifest = Manifest(
-        schema_version=1,
+        schema_version=bundle_schema.SCHEMA_VERSION,
         study_id=config.study_id,
         title=config.title,
         consent_text=config.consent_text,
@@ -427,7 +427,7 @@ def assemble_bundle(config: StudyConfig, out: Path, plan: StudyPlan, dataset: Im
                 unit_id=r.unit.unit_id,
                 model_id=r.unit.model_id,
                 layer=r.unit.layer,
-                channel=r.unit.channel,
+                selector=r.unit.selector,
                 layer_index=r.unit.layer_index,
                 n_layers=r.unit.n_layers,
             )
@@ -438,7 +438,7 @@ def assemble_bundle(config: StudyConfig, out: Path, plan: StudyPlan, dataset: Im
         tasks=tasks,
         practice_trials=practice,
     )
-    key = AnswerKey(schema_version=1, study_id=config.study_id, answers=answers)
+    key = AnswerKey(schema_version=bundle_schema.SCHEMA_VERSION, study_id=config.study_id, answers=answers)
     return bundle_schema.write_bundle(out, manifest, key)
 
 

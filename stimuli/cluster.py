@@ -8,9 +8,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from contracts.bundle import Bundle
+from contracts.errors import PsychinterpError
 from stimuli.build import PrecisionChoice, Shard, build_study, merge_shards, plan_units
-from stimuli.bundle import Bundle
-from stimuli.errors import PsychinterpError
 from stimuli.exemplars import ImageTreeDataset
 from stimuli.study import StudyConfig
 from stimuli.workdir import WORK

@@ -14,6 +14,11 @@ import importlib.util
 import sys
 from pathlib import Path
 
+LUCENT_MISSING = (
+    "lucent is not installed ({reason}). Install it without its stale pins: "
+    "pip install --no-deps torch-lucent==0.1.8   (see DEVELOPERS.md)"
+)
+
 # Copied from torchvision/csrc/ops/{nms,quantized/cpu/qnms_kernel}.cpp (0.28.0).
 _SCHEMAS = (
     "nms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor",

@@ -18,8 +18,8 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm import tqdm
 
-from stimuli.bundle import write_json_atomic
-from stimuli.errors import ConfigError, PsychinterpError
+from contracts.bundle import write_json_atomic
+from contracts.errors import ConfigError, PsychinterpError
 from stimuli.images import decode_stored_view, list_images
 from stimuli.registry import LoadedModel, unit_activations
 

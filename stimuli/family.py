@@ -20,7 +20,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from stimuli.errors import PsychinterpError
+from contracts.errors import PsychinterpError
 from stimuli.shapes_world import CLASSES
 
 INPUT_SIZE = 64

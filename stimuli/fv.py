@@ -26,7 +26,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from stimuli.errors import LUCENT_MISSING, PsychinterpError
+from contracts.errors import PsychinterpError
+from stimuli.compat import LUCENT_MISSING
 from stimuli.registry import LoadedModel, capture_outputs, channel_map, forward_until_captured
 
 try:

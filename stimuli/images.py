@@ -17,7 +17,7 @@ STORED_CROP = 224
 def list_images(root: Path) -> list[Path]:
     """Every image file under ``root``, sorted, as paths relative to it."""
     if not root.is_dir():
-        from stimuli.errors import ConfigError
+        from contracts.errors import ConfigError
 
         raise ConfigError(f"dataset folder not found: {root}")
     return sorted(p.relative_to(root) for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())

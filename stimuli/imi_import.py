@@ -29,9 +29,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from stimuli import bundle as bundle_schema
-from stimuli.bundle import Answer, AnswerKey, Bundle, BundleModel, Manifest, References, Task, Trial, Unit
-from stimuli.errors import PsychinterpError
+from contracts import bundle as bundle_schema
+from contracts.bundle import Answer, AnswerKey, Bundle, BundleModel, Manifest, References, Task, Trial, Unit
+from contracts.errors import PsychinterpError
 from stimuli.images import png_bytes
 
 _TRIAL = re.compile(r"^trial_(\d+)$")

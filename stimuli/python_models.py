@@ -14,7 +14,7 @@ from collections.abc import Callable
 from contextlib import contextmanager
 from pathlib import Path
 
-from stimuli.errors import PsychinterpError
+from contracts.errors import PsychinterpError
 from stimuli.specs import ModelSpec
 
 

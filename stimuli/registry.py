@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
-from stimuli.compat import ensure_torchvision_importable
-from stimuli.errors import LUCENT_MISSING, PsychinterpError
+from contracts.errors import PsychinterpError
+from stimuli.compat import LUCENT_MISSING, ensure_torchvision_importable
 from stimuli.specs import ModelSpec
 
 ensure_torchvision_importable()

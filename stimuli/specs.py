@@ -12,10 +12,9 @@ import re
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from stimuli.errors import ConfigError, format_validation_error
+from contracts.errors import load_yaml
 
 # The sources a models file may name; stimuli.registry.SOURCES holds a builder for each.
 ModelSource = Literal["torchvision", "timm", "open_clip", "lucent", "psychinterp", "python"]
@@ -118,16 +117,7 @@ def default_models_file() -> Path:
 def load_model_specs(path: str | Path | None = None) -> dict[str, ModelSpec]:
     """Read and validate a models file. Relative weight paths resolve against it."""
     path = Path(path) if path is not None else default_models_file()
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: models file not found") from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
-    try:
-        parsed = ModelsFile.model_validate(raw)
-    except ValidationError as exc:
-        raise ConfigError(format_validation_error(path, exc, raw)) from None
+    parsed = load_yaml(path, ModelsFile, "models file")
     specs = {}
     for spec in parsed.models:
         if spec.weights_file is not None and not spec.weights_file.is_absolute():

@@ -5,10 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from stimuli.errors import ConfigError, format_validation_error
+from contracts.errors import load_yaml
 
 
 class _Strict(BaseModel):
@@ -120,16 +119,7 @@ class StudyConfig(_Strict):
 def load_study_config(path: str | Path) -> StudyConfig:
     """Read a study config; relative paths resolve against the config's folder."""
     path = Path(path)
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: study config not found") from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
-    try:
-        config = StudyConfig.model_validate(raw)
-    except ValidationError as exc:
-        raise ConfigError(format_validation_error(path, exc, raw)) from None
+    config = load_yaml(path, StudyConfig, "study config")
     base = path.parent
     dataset = config.dataset.model_copy(update={"path": base / config.dataset.path})
     models_file = base / config.models_file if config.models_file else None

@@ -12,8 +12,8 @@ from typing import Literal
 
 import numpy as np
 
-from stimuli.bundle import Answer, References, Task, Trial
-from stimuli.errors import PsychinterpError
+from contracts.bundle import Answer, References, Task, Trial
+from contracts.errors import PsychinterpError
 
 MaxSide = Literal["counterbalanced", "right"]
 

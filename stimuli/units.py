@@ -2,18 +2,13 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
-from stimuli.errors import PsychinterpError
-
-
-def unit_slug(model_id: str, layer: str, channel: int) -> str:
-    """Stable, URL-safe unit id: ``<model>__<layer>__<channel>``."""
-    return "__".join(re.sub(r"[^A-Za-z0-9_.-]", "-", part) for part in (model_id, layer, str(channel)))
+from contracts.errors import PsychinterpError
+from contracts.units import ChannelSelector, unit_id
 
 
 @dataclass(frozen=True)
@@ -25,8 +20,12 @@ class SampledUnit:
     n_layers: int
 
     @property
+    def selector(self) -> ChannelSelector:
+        return ChannelSelector(channel=self.channel)
+
+    @property
     def unit_id(self) -> str:
-        return unit_slug(self.model_id, self.layer, self.channel)
+        return unit_id(self.model_id, self.layer, self.selector)
 
     def for_model(self, model_id: str) -> SampledUnit:
         """The same unit in another model of the same architecture."""

@@ -24,8 +24,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from stimuli.bundle import IMAGES, write_json_atomic
-from stimuli.errors import PsychinterpError
+from contracts.bundle import IMAGES, write_json_atomic
+from contracts.errors import PsychinterpError
 from stimuli.exemplars import BatchSide, UnitExemplars
 from stimuli.units import SampledUnit
 

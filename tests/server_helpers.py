@@ -6,8 +6,8 @@ import socket
 import time
 from typing import Any
 
+from contracts.bundle import Bundle
 from psychinterp.scripted import page_settings
-from stimuli.bundle import Bundle
 
 __all__ = ["page_settings"]  # re-exported for the tests
 

@@ -9,8 +9,8 @@ import re
 
 import pytest
 
+from contracts.bundle import load_bundle
 from psychinterp.scripted import run_session
-from stimuli.bundle import load_bundle
 from tests.server_helpers import correct_choice, start
 
 PASSWORD = "correct horse battery"

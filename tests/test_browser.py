@@ -12,10 +12,10 @@ import pytest
 from sqlalchemy import func, select
 from werkzeug.serving import make_server
 
+from contracts.bundle import load_bundle
 from experiment_server import create_app
 from experiment_server.db import ParticipantSession
 from experiment_server.export import export_csv
-from stimuli.bundle import load_bundle
 from tests.server_helpers import correct_choice
 from tests.test_imi_import import REFERENCE, RELEASED, needs_reference
 

@@ -15,8 +15,8 @@ MODELS = ["googlenet", "vit_b32", "resnet50", "clip_resnet50"]  # lucent, timm (
 def test_build_gives_a_valid_bundle_for_registry_architectures(tmp_path):
     from typer.testing import CliRunner
 
+    from contracts.bundle import load_bundle
     from psychinterp.cli import app
-    from stimuli.bundle import load_bundle
     from stimuli.demo_data import write_demo_dataset
     from stimuli.registry import build_architecture
     from stimuli.specs import load_model_specs

@@ -106,7 +106,7 @@ def test_crash_during_the_scan_resumes_from_its_checkpoint(reference, tmp_path, 
 
 
 def test_a_changed_config_does_not_reuse_old_work(reference, tmp_path):
-    from stimuli.errors import PsychinterpError
+    from contracts.errors import PsychinterpError
 
     study, _, _ = reference
     out = tmp_path / "bundle"
@@ -120,8 +120,8 @@ def test_a_changed_config_does_not_reuse_old_work(reference, tmp_path):
 
 
 def test_shards_merged_in_place_or_from_their_own_folders_equal_one_build(reference, tmp_path):
+    from contracts.errors import PsychinterpError
     from stimuli.build import Shard, merge_shards
-    from stimuli.errors import PsychinterpError
     from stimuli.study import load_study_config
 
     study, manifest, answers = reference
@@ -145,8 +145,8 @@ def test_shards_merged_in_place_or_from_their_own_folders_equal_one_build(refere
 
 
 def test_shard_argument_is_validated():
+    from contracts.errors import ConfigError
     from stimuli.build import Shard, WorkItem
-    from stimuli.errors import ConfigError
 
     for bad in ("0/2", "3/2", "1", "a/b", "1/0"):
         with pytest.raises(ConfigError, match="--shard"):
@@ -227,8 +227,8 @@ def test_exact_at_used_ranks_repairs_every_rank_that_selection_reads():
 
 
 def test_dataset_from_a_file_list(tmp_path):
+    from contracts.errors import ConfigError
     from stimuli.demo_data import write_demo_dataset
-    from stimuli.errors import ConfigError
     from stimuli.exemplars import ImageTreeDataset
 
     root = write_demo_dataset(tmp_path / "images", images_per_class=2)

@@ -2,11 +2,12 @@ import hashlib
 import json
 import shutil
 from collections import Counter
+from pathlib import Path
 
 import pytest
 
-from stimuli.bundle import ANSWER_KEY, MANIFEST, BundleError, load_bundle
-from stimuli.errors import PsychinterpError
+from contracts.bundle import ANSWER_KEY, MANIFEST, BundleError, load_bundle
+from contracts.errors import PsychinterpError
 from stimuli.tasks import BatchImages, UnitStimuli, assemble_tasks, plan_study
 
 
@@ -207,3 +208,26 @@ def test_same_config_and_seed_give_a_byte_identical_manifest(tiny_bundle_dir, tm
     build_study(load_study_config(study), tmp_path / "again")
     assert (tmp_path / "again" / MANIFEST).read_bytes() == (tiny_bundle_dir / MANIFEST).read_bytes()
     assert (tmp_path / "again" / ANSWER_KEY).read_bytes() == (tiny_bundle_dir / ANSWER_KEY).read_bytes()
+
+
+def test_version_one_bundles_are_upgraded_and_the_build_is_unchanged(tmp_path):
+    """tests/fixtures/bundle_v1/ was written by the schema-1 builder (commit 19ae5dd) from this config and seed:
+    today's build gives the same content, with the schema's version 2 fields, and the old files still load."""
+    from contracts.bundle import SCHEMA_VERSION, upgrade
+    from stimuli.build import build_study
+    from stimuli.study import load_study_config
+    from tests.conftest import write_tiny_study
+
+    golden = Path(__file__).parent / "fixtures" / "bundle_v1"
+    build_study(load_study_config(write_tiny_study(tmp_path, conditions=("natural",), units=2)), tmp_path / "b")
+    for name in (MANIFEST, ANSWER_KEY):
+        old = json.loads((golden / name).read_text())
+        new = json.loads((tmp_path / "b" / name).read_text())
+        assert old["schema_version"] == 1 and new["schema_version"] == SCHEMA_VERSION == 2
+        assert upgrade(old) == new
+    units = json.loads((tmp_path / "b" / MANIFEST).read_text())["units"]
+    assert all(u["selector"]["kind"] == "channel" and "channel" not in u for u in units)
+    current = load_bundle(tmp_path / "b")
+    for name in (MANIFEST, ANSWER_KEY):
+        shutil.copy(golden / name, tmp_path / "b" / name)
+    assert load_bundle(tmp_path / "b", verify_hashes=True) == current

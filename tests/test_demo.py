@@ -43,8 +43,8 @@ def test_demo_names_a_busy_port():
 
     from flask import Flask
 
+    from contracts.errors import PsychinterpError
     from psychinterp.serving import create_server
-    from stimuli.errors import PsychinterpError
 
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))

@@ -73,9 +73,9 @@ def test_criteria_files(tmp_path):
     assert load_criteria(good) == ExclusionCriteria(min_catch_accuracy=0.9, max_session_s=3600)
     bad = tmp_path / "bad.yaml"
     bad.write_text("min_catch_acuracy: 0.9\n")
-    from stimuli.errors import ConfigError
+    from contracts.errors import ConfigError
 
-    with pytest.raises(ConfigError, match=r"bad.yaml: unknown criteria \['min_catch_acuracy'\]"):
+    with pytest.raises(ConfigError, match=r"bad.yaml: 1 invalid field\(s\)\n  min_catch_acuracy: Extra inputs"):
         load_criteria(bad)
     bad.write_text("min_catch_accuracy: lots\n")
     with pytest.raises(ConfigError, match="min_catch_accuracy"):

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import yaml
 
-from stimuli.errors import PsychinterpError
+from contracts.errors import PsychinterpError
 from stimuli.family import (
     FAMILY,
     FamilyData,

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from stimuli.bundle import load_bundle
+from contracts.bundle import load_bundle
 from stimuli.imi_import import ImiFormatError, import_imi_tasks, reference_names
 
 REFERENCE = Path(__file__).resolve().parents[1].parent / "shared" / "reference" / "imi-2afc-task-folders"

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from contracts.bundle import load_bundle
 from psychinterp.observers import PixelStatistics, SimilarityObserver, machine_scores, make_observer
-from stimuli.bundle import load_bundle
 
 
 def solid(rgb):
@@ -57,7 +57,7 @@ def test_model_embedding_observer_and_bad_specs(tmp_path):
     import torch
     import yaml
 
-    from stimuli.errors import PsychinterpError
+    from contracts.errors import PsychinterpError
     from stimuli.registry import build_architecture
     from stimuli.specs import ModelSpec
     from tests.conftest import TINY_MODEL
@@ -114,7 +114,7 @@ def one_number_each(images):
 
 
 def test_observer_from_a_users_embedding_function():
-    from stimuli.errors import PsychinterpError
+    from contracts.errors import PsychinterpError
 
     observer = make_observer("python:tests.test_observers:mean_colour", lapse=0.0)
     reds = [solid((200 + i, 20, 20)) for i in range(9)]

@@ -10,8 +10,8 @@ import pytest
 from sqlalchemy import create_engine, select, text
 from sqlalchemy.exc import OperationalError
 
+from contracts.bundle import load_bundle
 from psychinterp.scripted import run_session
-from stimuli.bundle import load_bundle
 from tests.server_helpers import answer_body, correct_choice, free_port, pass_practice, start, wait_until_serving
 
 URL = os.environ.get("PSYCHINTERP_TEST_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432/test")

@@ -10,8 +10,8 @@ import torch
 import yaml
 from typer.testing import CliRunner
 
+from contracts.errors import ConfigError, PsychinterpError
 from stimuli import registry
-from stimuli.errors import ConfigError, PsychinterpError
 from stimuli.specs import ModelSource, ModelSpec, load_model_specs
 
 TINY = {
@@ -135,10 +135,10 @@ def test_without_a_weights_file_python_models_say_they_have_no_hub(monkeypatch):
 @pytest.mark.slow
 def test_build_serve_analyze_with_a_python_model(tmp_path):
     """End to end: a study of a source-python model, built, taken by scripted participants, exported, analysed."""
+    from contracts.bundle import load_bundle
     from experiment_server import create_app
     from psychinterp.cli import app
     from psychinterp.scripted import run_session
-    from stimuli.bundle import load_bundle
     from tests.conftest import write_tiny_study
     from tests.server_helpers import correct_choice
 

@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
+from contracts.bundle import load_bundle
 from experiment_server.db import ParticipantSession, Response, SessionEvent
 from psychinterp.scripted import run_session
-from stimuli.bundle import load_bundle
 from tests.server_helpers import answer_all, answer_body, correct_choice, page_settings, pass_practice, start
 
 
@@ -305,7 +305,7 @@ def test_migrations_build_exactly_the_model_schema(tmp_path):
 def test_a_database_from_before_migrations_is_refused(tmp_path, tiny_bundle_dir):
     from sqlalchemy import create_engine, text
 
-    from stimuli.errors import PsychinterpError
+    from contracts.errors import PsychinterpError
 
     old = tmp_path / "old.db"
     with create_engine(f"sqlite:///{old}").begin() as conn:

@@ -1,7 +1,7 @@
 import pytest
 import yaml
 
-from stimuli.errors import ConfigError
+from contracts.errors import ConfigError
 from stimuli.specs import load_model_specs
 from stimuli.study import load_study_config
 

@@ -17,7 +17,7 @@ def test_server_and_analysis_import_and_serve_without_torch(tiny_bundle_dir, tmp
         import experiment_server, analysis
         import experiment_server.export, experiment_server.participant, analysis.report, analysis.estimate
         import experiment_server.admin, experiment_server.api_docs, experiment_server.wsgi, analysis.exclusions
-        import stimuli.bundle, stimuli.specs, stimuli.study
+        import contracts.bundle, stimuli.specs, stimuli.study
         import psychinterp.cli, psychinterp.scripted
         from experiment_server import create_app
         from psychinterp.scripted import run_session

@@ -4,9 +4,10 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from stimuli.errors import PsychinterpError
+from contracts.errors import PsychinterpError
+from contracts.units import ChannelSelector, unit_id
 from stimuli.exemplars import ImageTreeDataset, UnitRef, scan_dataset, select_exemplars
-from stimuli.units import sample_units, unit_slug
+from stimuli.units import sample_units
 
 
 def test_unit_sampling_is_seeded_distinct_and_in_range():
@@ -86,7 +87,7 @@ def test_weighting_by_layer_size_prefers_wide_layers():
     assert sum(u.layer == "narrow" for u in uniform) >= 3
     assert sum(u.layer == "narrow" for u in weighted) <= 2
     assert uniform[0].unit_id == f"m__{uniform[0].layer}__{uniform[0].channel}"
-    assert unit_slug("clip rn50", "visual/layer1.0", 3) == "clip-rn50__visual-layer1.0__3"
+    assert unit_id("clip rn50", "visual/layer1.0", ChannelSelector(channel=3)) == "clip-rn50__visual-layer1.0__3"
 
 
 def test_scan_skips_undecodable_images_and_matches_direct_activations(tmp_path):

@@ -23,7 +23,7 @@ import yaml
 from tests.server_helpers import free_port, wait_until_serving
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ("stimuli", "experiment_server", "analysis", "psychinterp")
+PACKAGES = ("contracts", "stimuli", "experiment_server", "analysis", "psychinterp")
 
 pytestmark = pytest.mark.slow
 

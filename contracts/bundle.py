@@ -1,10 +1,13 @@
 """The study bundle: the contract between the stimulus generator and the server.
 
-Torch-free. See docs/bundle.md. A bundle is a directory::
+See docs/bundle.md. A bundle is a directory::
 
     manifest.json     what the server may show (no answers)
     answer_key.json   which query is correct, per trial; never sent to browsers
     images/<sha256>.png
+
+Schema version 2 names the bundle's paradigm and gives each unit a selector (version 1 had a
+loose ``channel``); version-1 bundles are upgraded when they are read (:func:`upgrade`).
 """
 
 from __future__ import annotations
@@ -19,9 +22,11 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from stimuli.errors import PsychinterpError, format_validation_error
+from contracts.errors import PsychinterpError, format_validation_error
+from contracts.paradigms import PARADIGMS
+from contracts.units import UnitSelector
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 MANIFEST = "manifest.json"
 ANSWER_KEY = "answer_key.json"
 IMAGES = "images"
@@ -52,7 +57,7 @@ class Unit(_Strict):
     unit_id: str = Field(pattern=r"^[A-Za-z0-9_.\-]+$")
     model_id: str
     layer: str | None = Field(None, description="null when unknown (imported bundles)")
-    channel: int | None = Field(None, ge=0)
+    selector: UnitSelector | None = Field(None, description="which unit of the layer; null when unknown")
     layer_index: int | None = Field(None, ge=0)
     n_layers: int | None = Field(None, gt=0)
 
@@ -87,7 +92,7 @@ class Trial(_Strict):
     batch: int = Field(0, ge=0, description="which batch of the unit's natural exemplars")
     max_side: Side
     references: References
-    queries: tuple[str, str]
+    queries: list[str] = Field(min_length=1, description="in display order; as many as the paradigm shows")
 
     @model_validator(mode="after")
     def _references_match_condition(self) -> Trial:
@@ -109,8 +114,9 @@ class Task(_Strict):
 
 
 class Manifest(_Strict):
-    schema_version: Literal[1]
+    schema_version: Literal[2]
     study_id: str = Field(pattern=r"^[A-Za-z0-9_.\-]+$")
+    paradigm: str = Field("2afc", description="contracts.paradigms.PARADIGMS: what a trial asks")
     title: str = ""
     consent_text: str | None = None  # shown before the study; the server config may override it
     models: list[BundleModel] = Field(min_length=1)
@@ -122,6 +128,9 @@ class Manifest(_Strict):
 
     @model_validator(mode="after")
     def _consistent(self) -> Manifest:
+        if self.paradigm not in PARADIGMS:
+            raise ValueError(f"paradigm {self.paradigm!r} is unknown; known: {sorted(PARADIGMS)}")
+        n_queries = PARADIGMS[self.paradigm].n_queries
         model_ids = {m.id for m in self.models}
         unit_ids = {u.unit_id for u in self.units}
         for unit in self.units:
@@ -135,6 +144,10 @@ class Manifest(_Strict):
                 if trial.kind == "practice":
                     raise ValueError(f"trial {trial.trial_id}: practice trials belong in practice_trials")
         for trial in self.all_trials():
+            if len(trial.queries) != n_queries:
+                raise ValueError(
+                    f"trial {trial.trial_id}: {len(trial.queries)} queries; {self.paradigm} shows {n_queries}"
+                )
             if trial.trial_id in seen:
                 raise ValueError(f"trial_id {trial.trial_id!r} appears twice")
             seen.add(trial.trial_id)
@@ -161,14 +174,14 @@ class Manifest(_Strict):
 
 
 class Answer(_Strict):
-    max_query: Literal[0, 1] = Field(description="index into Trial.queries of the more activating query")
-    query_activations: tuple[float, float] | None = Field(None, description="null when unknown (imported)")
-    query_ranks: tuple[int, int] | None = Field(None, description="rank of each query from its own extreme end")
-    query_sources: tuple[str, str] | None = None
+    max_query: int = Field(ge=0, description="index into Trial.queries of the more activating query")
+    query_activations: list[float] | None = Field(None, description="per query; null when unknown (imported)")
+    query_ranks: list[int] | None = Field(None, description="rank of each query from its own extreme end")
+    query_sources: list[str] | None = None
 
 
 class AnswerKey(_Strict):
-    schema_version: Literal[1]
+    schema_version: Literal[2]
     study_id: str
     answers: dict[str, Answer]
 
@@ -196,8 +209,26 @@ def _read_json(path: Path) -> Any:
         raise BundleError(f"{path}: not valid JSON: {exc}") from None
 
 
+def upgrade(raw: Any) -> Any:
+    """A version-1 manifest or answer key as version 2 (the content is otherwise the same)."""
+    if not isinstance(raw, dict) or raw.get("schema_version") != 1:
+        return raw
+    raw = {**raw, "schema_version": 2}
+    if "units" in raw:  # the manifest: the 2AFC paradigm, and a channel selector per unit
+        raw.setdefault("paradigm", "2afc")
+        units = []
+        for unit in raw["units"]:
+            unit = dict(unit) if isinstance(unit, dict) else unit
+            if isinstance(unit, dict) and "channel" in unit:
+                channel = unit.pop("channel")
+                unit["selector"] = None if channel is None else {"kind": "channel", "channel": channel}
+            units.append(unit)
+        raw["units"] = units
+    return raw
+
+
 def _validate(cls: type[BaseModel], path: Path) -> Any:
-    raw = _read_json(path)
+    raw = upgrade(_read_json(path))
     try:
         return cls.model_validate(raw)
     except ValidationError as exc:

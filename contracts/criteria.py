@@ -1,0 +1,73 @@
+"""Exclusion criteria and their rules (pure): the 2023 study's defaults.
+
+One definition for the server's dashboard and payment lists and for ``psychinterp analyze``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from contracts.errors import load_yaml
+
+
+class ExclusionCriteria(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    min_catch_accuracy: float = Field(0.8, ge=0, le=1)
+    min_choices_per_query_row: int = Field(5, ge=0, description="each query row (upper, lower) chosen this often")
+    min_instruction_s: float = Field(15.0, ge=0)
+    min_session_s: float = Field(135.0, ge=0)
+    max_session_s: float = Field(2500.0, gt=0)
+    max_practice_blocks: int = Field(3, ge=1)
+
+
+DEFAULT_CRITERIA = ExclusionCriteria()
+
+RULES = {
+    "catch_accuracy": "catch-trial accuracy below {min_catch_accuracy}",
+    "query_rows": "chose one query row fewer than {min_choices_per_query_row} times",
+    "instruction_time": "read the instructions for less than {min_instruction_s} s",
+    "session_time": "total time outside {min_session_s}-{max_session_s} s",
+    "practice_blocks": "needed more than {max_practice_blocks} practice blocks",
+}
+
+
+@dataclass(frozen=True)
+class ParticipantSummary:
+    participant_id: str
+    catch_accuracy: float | None
+    upper_choices: int | None  # None when the table does not say which query was chosen
+    lower_choices: int | None
+    instruction_s: float | None
+    session_s: float | None
+    practice_blocks: int | None
+    session_id: str | None = None  # when one participant has several sessions (the 2023 release)
+
+
+def failed_rules(summary: ParticipantSummary, criteria: ExclusionCriteria = DEFAULT_CRITERIA) -> list[str]:
+    """The rules (keys of :data:`RULES`) this participant fails; unknown values fail no rule."""
+    failed = []
+    if summary.catch_accuracy is not None and summary.catch_accuracy < criteria.min_catch_accuracy:
+        failed.append("catch_accuracy")
+    rows = (summary.upper_choices, summary.lower_choices)
+    if None not in rows and min(rows) < criteria.min_choices_per_query_row:
+        failed.append("query_rows")
+    if summary.instruction_s is not None and summary.instruction_s < criteria.min_instruction_s:
+        failed.append("instruction_time")
+    if summary.session_s is not None and not criteria.min_session_s <= summary.session_s <= criteria.max_session_s:
+        failed.append("session_time")
+    if summary.practice_blocks is not None and summary.practice_blocks > criteria.max_practice_blocks:
+        failed.append("practice_blocks")
+    return failed
+
+
+def describe(rule: str, criteria: ExclusionCriteria = DEFAULT_CRITERIA) -> str:
+    return RULES[rule].format(**criteria.model_dump())
+
+
+def load_criteria(path: str | Path) -> ExclusionCriteria:
+    """Criteria from a YAML file of field: value (unknown fields and bad values are errors)."""
+    return load_yaml(path, ExclusionCriteria, "exclusion criteria")
