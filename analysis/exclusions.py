@@ -60,6 +60,7 @@ def summarise_participants(responses: pd.DataFrame) -> list[ParticipantSummary]:
                 session_s=_first(rows, "session_s"),
                 practice_blocks=int(blocks) if blocks is not None else None,
                 session_id=str(session) if key == "session_id" else None,
+                excluded_by_experimenter=bool(_first(rows, "excluded_by_experimenter")),
             )
         )
     return summaries
@@ -69,13 +70,25 @@ def exclusion_table(responses: pd.DataFrame, criteria: ExclusionCriteria | None 
     """One row per participant (or session): the values checked, the rules failed, whether excluded."""
     criteria = criteria or ExclusionCriteria()
     rows = []
+    reasons = _per_session(responses, "exclusion_reason")
     for summary in summarise_participants(responses):
         failed = failed_rules(summary, criteria)
         row = {**summary.__dict__, "failed_rules": ";".join(failed), "excluded": bool(failed)}
         if summary.session_id is None:
             del row["session_id"]
+        if reasons is not None:
+            row["exclusion_reason"] = reasons.get(summary.session_id or summary.participant_id)
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def _per_session(responses: pd.DataFrame, column: str) -> dict[str, Any] | None:
+    """A per-session text column (repeated on every row), by session key; None when the table lacks it."""
+    if column not in responses:
+        return None
+    key = session_key(responses)
+    values = responses.dropna(subset=[column]).groupby(responses[key].astype(str))[column].first()
+    return values.to_dict()
 
 
 def _kept(responses: pd.DataFrame, table: pd.DataFrame) -> pd.DataFrame:
@@ -103,12 +116,15 @@ def published_exclusions(responses: pd.DataFrame, keep: Mapping[str, bool]) -> t
     if missing:
         raise ValueError(f"the table has no {missing} column(s), so the published exclusions cannot be applied")
     key = session_key(responses)
+    reasons = _per_session(responses, "exclusion_reason")
     rows = []
     for session, group in responses.groupby(key, sort=True):
         failed = [PUBLISHED_RULE.format(column=c) for c, value in keep.items() if not (group[c] == value).all()]
         row = {"participant_id": group["participant_id"].iloc[0], **{c: group[c].iloc[0] for c in keep}}
         if key == "session_id":
             row["session_id"] = session
+        if reasons is not None:
+            row["exclusion_reason"] = reasons.get(str(session))
         rows.append({**row, "failed_rules": ";".join(failed), "excluded": bool(failed)})
     table = pd.DataFrame(rows)
     return _kept(responses, table), table

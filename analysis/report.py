@@ -292,7 +292,7 @@ def _exclusion_html(table: pd.DataFrame, criteria: ExclusionCriteria, mode: str,
         items = "".join(f"<li>{html.escape(describe(rule, criteria))}: {n}</li>" for rule, n in counts.items())
         rules = f"<p>Our criteria, recomputed (a {unit[:-3]} may fail several rules):</p><ul>{items}</ul>"
     excluded = table[table["excluded"]]
-    shown = [c for c in ("participant_id", "session_id", "failed_rules") if c in table]
+    shown = [c for c in ("participant_id", "session_id", "failed_rules", "exclusion_reason") if c in table]
     listing = excluded[shown].to_html(index=False) if len(excluded) else "<p>none</p>"
     return f"<h2>Exclusions</h2><p>{len(excluded)} of {len(table)} {unit} excluded.</p>{rules}{listing}"
 

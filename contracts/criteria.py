@@ -32,6 +32,7 @@ RULES = {
     "instruction_time": "read the instructions for less than {min_instruction_s} s",
     "session_time": "total time outside {min_session_s}-{max_session_s} s",
     "practice_blocks": "needed more than {max_practice_blocks} practice blocks",
+    "experimenter": "excluded by the experimenter on the server's dashboard",
 }
 
 
@@ -45,6 +46,7 @@ class ParticipantSummary:
     session_s: float | None
     practice_blocks: int | None
     session_id: str | None = None  # when one participant has several sessions (the 2023 release)
+    excluded_by_experimenter: bool = False  # a decision on the dashboard, whatever the thresholds
 
 
 def failed_rules(summary: ParticipantSummary, criteria: ExclusionCriteria = DEFAULT_CRITERIA) -> list[str]:
@@ -61,6 +63,8 @@ def failed_rules(summary: ParticipantSummary, criteria: ExclusionCriteria = DEFA
         failed.append("session_time")
     if summary.practice_blocks is not None and summary.practice_blocks > criteria.max_practice_blocks:
         failed.append("practice_blocks")
+    if summary.excluded_by_experimenter:
+        failed.append("experimenter")
     return failed
 
 

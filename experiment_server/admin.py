@@ -182,6 +182,8 @@ def participants(db: Session, criteria: ExclusionCriteria | None = None) -> list
                 "focus_lost": sum(r.focus_lost for r in main),
                 "failed_checks": [describe(r, criteria) for r in rules],
                 "excluded_by_experimenter": session.excluded_by_experimenter,
+                "exclusion_reason": session.exclusion_reason,
+                "feedback": session.feedback,
                 "completion_code": session.completion_code,
             }
         )
@@ -215,6 +217,8 @@ def toggle_exclusion(session_id: int):
         if session is None or session.study_id != _bundle().manifest.study_id:
             abort(404)
         session.excluded_by_experimenter = request.form.get("exclude") == "1"
+        reason = " ".join(request.form.get("reason", "").split())[:500]  # one line, as exported
+        session.exclusion_reason = (reason or None) if session.excluded_by_experimenter else None
     return redirect(url_for("admin.dashboard") + "#participants")
 
 

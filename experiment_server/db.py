@@ -66,6 +66,7 @@ class ParticipantSession(Base):
     status: Mapped[str] = mapped_column(String(20), default="active", index=True)
     failure_reason: Mapped[str | None] = mapped_column(String(40))
     excluded_by_experimenter: Mapped[bool] = mapped_column(Boolean, default=False)
+    exclusion_reason: Mapped[str | None] = mapped_column(String(500))  # the experimenter's note
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     reserved_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     consent_version: Mapped[str | None] = mapped_column(String(64))

@@ -1,4 +1,4 @@
-"""The response table: one row per stored response (documented in docs/responses.md), streamed."""
+"""The response table: one row per stored response, streamed; its columns are contracts.responses'."""
 
 from __future__ import annotations
 
@@ -16,42 +16,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import sessionmaker
 
 from contracts.bundle import Bundle
+from contracts.responses import COLUMN_NAMES
 from experiment_server.db import ParticipantSession, Response
-
-RESPONSE_COLUMNS = (
-    "study_id",
-    "participant_id",
-    "platform",
-    "task_id",
-    "trial_index",
-    "trial_id",
-    "model_id",
-    "unit_id",
-    "layer",
-    "channel",
-    "layer_index",
-    "n_layers",
-    "condition",
-    "trial_kind",
-    "practice_block",
-    "batch",
-    "max_side",
-    "chosen_query",
-    "max_query",
-    "correct",
-    "confidence",
-    "rt_ms",
-    "focus_lost",
-    "responded_at",
-    "session_status",
-    "session_completed",
-    "instruction_s",
-    "session_s",
-    "practice_blocks",
-    "window_width",
-    "window_height",
-    "device_pixel_ratio",
-)
 
 
 def _seconds(start: datetime | None, end: datetime | None) -> float | None:
@@ -72,6 +38,10 @@ def session_facts(session: ParticipantSession) -> dict[str, Any]:
         "window_width": session.window_width,
         "window_height": session.window_height,
         "device_pixel_ratio": session.device_pixel_ratio,
+        "failure_reason": session.failure_reason,
+        "excluded_by_experimenter": int(session.excluded_by_experimenter),
+        "exclusion_reason": session.exclusion_reason,
+        "feedback": session.feedback,
     }
 
 
@@ -94,7 +64,7 @@ def response_rows(bundle: Bundle, session_factory: sessionmaker) -> Iterator[dic
                 facts = {session.id: session_facts(session)}
             trial = trials[response.trial_id]
             unit = units[trial.unit_id]
-            yield {
+            row = {
                 "study_id": session.study_id,
                 "participant_id": session.participant_id,
                 "platform": session.platform,
@@ -121,12 +91,13 @@ def response_rows(bundle: Bundle, session_factory: sessionmaker) -> Iterator[dic
                 "responded_at": response.created_at.isoformat(),
                 **facts[session.id],
             }
+            yield {name: row[name] for name in COLUMN_NAMES}
 
 
 def csv_chunks(rows: Iterable[dict[str, Any]]) -> Iterator[str]:
     """The CSV text in chunks of rows, for streaming."""
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=RESPONSE_COLUMNS)
+    writer = csv.DictWriter(buffer, fieldnames=COLUMN_NAMES)
     writer.writeheader()
     for n, row in enumerate(rows, start=1):
         writer.writerow(row)

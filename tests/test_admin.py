@@ -138,3 +138,47 @@ def test_dashboard_progress_participants_exports_and_payments(admin_app, tiny_bu
     session_id = people["P-good"]["id"]
     client.post(f"/admin/participants/{session_id}/exclusion", data={"exclude": "1", "csrf_token": token})
     assert client.get("/admin/export/prolific-approve.txt").get_data(as_text=True) == ""
+
+
+def test_a_dashboard_exclusion_reaches_the_export_and_the_analysis(admin_app, tiny_bundle_dir, tmp_path):
+    from typer.testing import CliRunner
+
+    from psychinterp.cli import app
+
+    bundle = load_bundle(tiny_bundle_dir)
+    participant = admin_app.test_client()
+    for pid in ("P-keep", "P-drop"):
+        run_session(
+            participant, oracle(bundle), platform={"platform": "prolific", "participant_id": pid}, feedback="ok"
+        )
+    client = login(admin_app.test_client())
+    people = {p["participant_id"]: p for p in client.get("/api/admin/participants").get_json()["participants"]}
+    assert people["P-keep"]["feedback"] == "ok" and "ok" in client.get("/admin/").get_data(as_text=True)
+    form = {"exclude": "1", "reason": "answered  while\\non the phone", "csrf_token": csrf_token(client, "/admin/")}
+    client.post(f"/admin/participants/{people['P-drop']['id']}/exclusion", data=form)
+
+    rows = list(csv.DictReader(io.StringIO(client.get("/admin/export/responses.csv").get_data(as_text=True))))
+    dropped = {r["excluded_by_experimenter"] for r in rows if r["participant_id"] == "P-drop"}
+    assert dropped == {"1"} and {r["exclusion_reason"] for r in rows if r["participant_id"] == "P-drop"} == {
+        "answered while\\non the phone"
+    }
+    assert {r["feedback"] for r in rows} == {"ok"} and {r["excluded_by_experimenter"] for r in rows} == {"0", "1"}
+
+    criteria = tmp_path / "lenient.yaml"  # scripted participants are fast: only the dashboard's decision counts
+    criteria.write_text("min_instruction_s: 0\nmin_session_s: 0\nmin_choices_per_query_row: 0\n")
+    db = admin_app.config["PSYCHINTERP"].database_url
+    for mode in ("ours", "published"):
+        out = tmp_path / mode
+        args = ["analyze", "--db", db, "--bundle", str(tiny_bundle_dir), "--out", str(out), "--resamples", "50"]
+        result = CliRunner().invoke(app, [*args, "--criteria", str(criteria), "--exclusions", mode])
+        assert result.exit_code == 0, result.output
+        kept = pd_read(out / "accuracy.csv")
+        assert set(kept["n_participants"]) == {1}
+        page = (out / "index.html").read_text()
+        assert "1 of 2 participant(s) excluded" in page and "on the phone" in page
+
+
+def pd_read(path):
+    import pandas as pd
+
+    return pd.read_csv(path)

@@ -7,7 +7,8 @@ import pytest
 from analysis.estimate import accuracy_table, participant_bootstrap_ci
 from analysis.load import ResponseTableError, load_responses
 from analysis.report import write_report
-from experiment_server.export import RESPONSE_COLUMNS, export_csv
+from contracts.responses import COLUMN_NAMES as RESPONSE_COLUMNS
+from experiment_server.export import export_csv
 
 
 def test_export_joins_unit_and_answer_facts(app, client, tmp_path):
@@ -114,3 +115,13 @@ def test_report_refuses_an_empty_table(tmp_path):
     path.write_text(",".join(RESPONSE_COLUMNS) + "\n")
     with pytest.raises(ResponseTableError, match="no responses"):
         write_report(path, tmp_path / "report")
+
+
+def test_docs_response_table_is_generated_from_the_contract():
+    from pathlib import Path
+
+    from contracts.responses import markdown_table
+
+    docs = (Path(__file__).parents[1] / "docs" / "responses.md").read_text()
+    generated = docs.split("<!-- response-columns")[1].split("-->", 1)[1].split("<!-- /response-columns -->")[0]
+    assert generated.strip() == markdown_table(), "regenerate with: python -m contracts.responses"

@@ -353,13 +353,14 @@ def test_feedback_setting_and_consent_text_override(tmp_path, tiny_bundle_dir, b
 
 
 def test_new_revision_helper_finds_no_change_when_models_match_migrations():
-    from experiment_server.migrate import new_revision
+    from experiment_server.migrate import head_revision, new_revision
 
+    head = head_revision()
     path = new_revision("nothing changed")
     try:
         text = path.read_text()
         upgrade_body = text.split("def upgrade() -> None:")[1].split("def downgrade")[0]
         statements = [line.strip() for line in upgrade_body.splitlines() if line.strip() and "#" not in line]
-        assert statements == ["pass"] and "down_revision = '0001'" in text
+        assert statements == ["pass"] and f"down_revision = '{head}'" in text
     finally:
         path.unlink()

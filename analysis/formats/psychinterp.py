@@ -1,4 +1,4 @@
-"""Our own response table (``psychinterp export``; docs/responses.md)."""
+"""Our own response table (``psychinterp export``): the columns of contracts.responses."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from pathlib import Path
 import pandas as pd
 
 from analysis.formats.base import LoadOptions, TableFormat
+from contracts.responses import RESPONSE_COLUMNS
 
 
 def _to_tidy(path: Path, frame: pd.DataFrame, options: LoadOptions) -> pd.DataFrame:
@@ -20,25 +21,9 @@ FORMAT = TableFormat(
     name="psychinterp",
     title="a psychinterp export",
     kind="responses",
-    required={
-        "participant_id": "str",
-        "model_id": "str",
-        "unit_id": "str",
-        "condition": "str",
-        "correct": "binary",
-        "confidence": "confidence",
-    },
-    optional={
-        "rt_ms": "number?",
-        "trial_index": "int?",
-        "layer_index": "int?",
-        "n_layers": "int?",
-        "channel": "int?",
-        "chosen_query": "int?",
-        "max_query": "int?",
-        "instruction_s": "number?",
-        "session_s": "number?",
-        "practice_blocks": "int?",
-    },
+    required={c.name: c.kind for c in RESPONSE_COLUMNS if c.required},
+    optional={c.name: c.kind for c in RESPONSE_COLUMNS if not c.required},
     to_tidy=_to_tidy,
+    published_keep={"excluded_by_experimenter": False},
+    published_note="the experimenter's exclusions on the server's dashboard",
 )

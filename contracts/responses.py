@@ -1,0 +1,88 @@
+"""The response table, in one place: every column ``psychinterp export`` writes and ``analyze`` reads.
+
+``experiment_server.export`` writes exactly these columns, in this order; the analysis checks
+each column it finds against its kind and requires the ``required`` ones; docs/responses.md's
+column table is generated from here (``python -m contracts.responses``; a test keeps it equal).
+
+Kinds are the analysis' cell checks (``analysis.tables.KINDS``); a trailing ``?`` lets a cell be empty.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Column:
+    name: str
+    kind: str
+    type: str  # as the documentation shows it
+    meaning: str = ""
+    required: bool = False  # the analysis needs it
+
+
+RESPONSE_COLUMNS: tuple[Column, ...] = (
+    Column("study_id", "str", "string", "the bundle's study"),
+    Column("participant_id", "str", "string", "platform worker id, or `direct-<random>` for a direct link", True),
+    Column("platform", "str", "string", "`prolific`, `mturk` or `direct`"),
+    Column("task_id", "str", "string", "the task the participant was assigned"),
+    Column("trial_index", "int", "int ≥ 0", "position in the task (in the practice block, for practice rows)"),
+    Column("trial_id", "str", "string", "the bundle's trial id"),
+    Column("model_id", "str", "string", "the unit's model", True),
+    Column("unit_id", "str", "string", "`<model>__<layer>__<channel>`", True),
+    Column("layer", "str?", "string or empty", "module name (empty for imported bundles)"),
+    Column("channel", "int?", "int or empty", "the unit's channel (its selector's, for channel units)"),
+    Column("layer_index", "int?", "int or empty", "0-based among the model's eligible layers"),
+    Column("n_layers", "int?", "int or empty", "number of eligible layers of the model"),
+    Column("condition", "str", "`natural` / `synthetic` / `none`", "reference type", True),
+    Column(
+        "trial_kind",
+        "str",
+        "`main` / `catch` / `practice`",
+        "catch trials show queries that also appear among the references",
+    ),
+    Column("practice_block", "int?", "int ≥ 1 or empty", "the practice block (1 = first try), practice rows only"),
+    Column("batch", "int?", "int ≥ 0", "which batch of the unit's natural exemplars the trial used"),
+    Column("max_side", "str", "`left` / `right`", "where the max references were shown"),
+    Column("chosen_query", "int", "0 / 1", "the query the participant chose (0 = top)"),
+    Column("max_query", "int", "0 / 1", "the query that activates the unit more"),
+    Column("correct", "binary", "0 / 1", "`chosen_query == max_query`", True),
+    Column("confidence", "confidence", "1 / 2 / 3", "3 = most confident", True),
+    Column(
+        "rt_ms", "number", "float", "from the first frame with the trial visible to the click (`performance.now()`)"
+    ),
+    Column("focus_lost", "int", "int ≥ 0", "how often the window lost focus while the trial was shown"),
+    Column("responded_at", "str", "ISO 8601 UTC", "when the server stored the response"),
+    Column(
+        "session_status",
+        "str",
+        "`active` / `completed` / `failed` / `expired`",
+        "`failed`: practice or catch trials failed",
+    ),
+    Column("session_completed", "binary", "0 / 1", "1 when `session_status` is `completed` (a valid completion)"),
+    Column("failure_reason", "str?", "`practice` / `catch` or empty", "why the server ended a failed session"),
+    Column(
+        "excluded_by_experimenter", "binary", "0 / 1", "1 when the experimenter excluded the session on the dashboard"
+    ),
+    Column("exclusion_reason", "str?", "string or empty", "the experimenter's note for that exclusion"),
+    Column("instruction_s", "number?", "float or empty", "seconds from the instructions' first display to practice"),
+    Column("session_s", "number?", "float or empty", "seconds from consent to completion"),
+    Column("practice_blocks", "int?", "int ≥ 0", "practice blocks the participant needed"),
+    Column("window_width", "int?", "int or empty", "browser window at the start, CSS pixels"),
+    Column("window_height", "int?", "int or empty", "browser window at the start, CSS pixels"),
+    Column("device_pixel_ratio", "number?", "float or empty", "the browser's device pixel ratio at the start"),
+    Column("feedback", "str?", "string or empty", "the participant's optional free-text feedback at the end"),
+)
+
+COLUMN_NAMES: tuple[str, ...] = tuple(c.name for c in RESPONSE_COLUMNS)
+
+
+def markdown_table() -> str:
+    """The column table of docs/responses.md."""
+    lines = ["| column | type | meaning |", "|---|---|---|"]
+    lines += [f"| `{c.name}` | {c.type} | {c.meaning}{' (required)' if c.required else ''} |" for c in RESPONSE_COLUMNS]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    print(markdown_table())
