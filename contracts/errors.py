@@ -43,7 +43,10 @@ def format_validation_error(path: str | Path, exc: ValidationError, raw: Any = N
 
 def load_yaml(path: str | Path | None, model: type[M], what: str, overrides: Mapping[str, Any] | None = None) -> M:
     """Read a YAML mapping from ``path`` (optional when ``overrides`` say everything), lay ``overrides``
-    over it, and validate it as ``model``; every problem names the file (and the field)."""
+    over it, and validate it as ``model``; every problem names the file (and the field).
+
+    Validators see the file's folder as ``info.context["base"]``, to resolve paths written in it.
+    """
     import yaml
 
     raw: Any = {}
@@ -62,6 +65,6 @@ def load_yaml(path: str | Path | None, model: type[M], what: str, overrides: Map
             raise ConfigError(f"{path}: expected a mapping of settings for the {what}, found {type(raw).__name__}")
     raw = {**raw, **{k: v for k, v in (overrides or {}).items() if v is not None}}
     try:
-        return model.model_validate(raw)
+        return model.model_validate(raw, context={"base": path.parent if path is not None else None})
     except ValidationError as exc:
         raise ConfigError(format_validation_error(path or Path("<command line>"), exc, raw)) from None

@@ -60,7 +60,12 @@ RESPONSE_COLUMNS: tuple[Column, ...] = (
         "`failed`: practice or catch trials failed",
     ),
     Column("session_completed", "binary", "0 / 1", "1 when `session_status` is `completed` (a valid completion)"),
-    Column("failure_reason", "str?", "`practice` / `catch` or empty", "why the server ended a failed session"),
+    Column(
+        "failure_reason",
+        "str?",
+        "`practice` / `attention` or empty",
+        "why the server failed the session (catch trials)",
+    ),
     Column(
         "excluded_by_experimenter", "binary", "0 / 1", "1 when the experimenter excluded the session on the dashboard"
     ),

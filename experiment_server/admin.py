@@ -31,8 +31,9 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload
 from werkzeug.security import check_password_hash, generate_password_hash
 
-from contracts.criteria import ExclusionCriteria, ParticipantSummary, describe, failed_rules
+from contracts.criteria import describe, failed_rules
 from experiment_server.assignment import expire_reservations, lock_study
+from experiment_server.checks import session_summary
 from experiment_server.context import bundle as _bundle
 from experiment_server.context import cfg as _cfg
 from experiment_server.context import db as _db
@@ -144,26 +145,21 @@ def progress(db: Session) -> list[dict[str, Any]]:
     ]
 
 
-def participants(db: Session, criteria: ExclusionCriteria | None = None) -> list[dict[str, Any]]:
-    """Every session, with the analysis' exclusion checks previewed."""
-    criteria = criteria or ExclusionCriteria()
-    tasks = {t.task_id: t for t in _bundle().manifest.tasks}
+def _trials_of(session: ParticipantSession) -> list:
+    task = current_app.extensions["psychinterp_tasks"].get(session.task_id)
+    return task.trials if task else []
+
+
+def participants(db: Session) -> list[dict[str, Any]]:
+    """Every session, with the exclusion checks of the server's criteria previewed."""
+    criteria = _cfg().criteria
     now = utcnow()
     rows = []
     for session in _sessions(db):
         facts = session_facts(session)
         main = [r for r in session.responses if r.phase == "main"]
-        trials = tasks[session.task_id].trials if session.task_id else []
-        catch = [r for r in main if r.trial_index < len(trials) and trials[r.trial_index].kind == "catch"]
-        summary = ParticipantSummary(
-            participant_id=session.participant_id,
-            catch_accuracy=sum(r.correct for r in catch) / len(catch) if catch else None,
-            upper_choices=sum(r.chosen_query == 0 for r in main),
-            lower_choices=sum(r.chosen_query == 1 for r in main),
-            instruction_s=facts["instruction_s"],
-            session_s=facts["session_s"],
-            practice_blocks=session.practice_blocks or None,
-        )
+        trials = _trials_of(session)
+        summary = session_summary(session, trials)
         rules = failed_rules(summary, criteria) if session.status == "completed" else []
         rows.append(
             {
@@ -258,12 +254,14 @@ def export_jsonl():
 
 
 def _payable(db: Session, platform: str) -> list[tuple[ParticipantSession, float]]:
-    """Valid completions of one platform with their bonus (in the platform's currency)."""
-    bonus = _cfg().bonus
+    """Valid completions of one platform that pass the criteria, with their bonus (in the platform's currency)."""
+    bonus, criteria = _cfg().bonus, _cfg().criteria
     trials = _bundle().manifest.trials()
     out = []
     for session in _sessions(db):
         if session.platform != platform or session.status != "completed" or session.excluded_by_experimenter:
+            continue
+        if failed_rules(session_summary(session, _trials_of(session)), criteria):
             continue
         correct = sum(r.correct for r in session.responses if r.phase == "main" and trials[r.trial_id].kind == "main")
         out.append((session, round(bonus.flat + bonus.per_correct_main_trial * correct, 2)))

@@ -33,13 +33,18 @@ def _shared_secret(session_factory, configured: str | None) -> str:
         return db.get(AppSetting, "secret_key").value
 
 
-def _register_study(session_factory, study_id: str) -> None:
+def _register_study(session_factory, study_id: str, criteria: str) -> None:
+    """The study's row, with the criteria this server applies (the last server started wins)."""
     try:
         with session_factory() as db, db.begin():
             if db.get(Study, study_id) is None:
-                db.add(Study(study_id=study_id))
+                db.add(Study(study_id=study_id, exclusion_criteria=criteria))
     except IntegrityError:
         pass  # another worker registered it first
+    with session_factory() as db, db.begin():
+        study = db.get(Study, study_id)
+        if study.exclusion_criteria != criteria:
+            study.exclusion_criteria = criteria
 
 
 def create_app(config: ServerConfig | dict[str, Any]) -> Flask:
@@ -52,7 +57,7 @@ def create_app(config: ServerConfig | dict[str, Any]) -> Flask:
         from experiment_server.migrate import upgrade
 
         upgrade(session_factory.kw["bind"])
-    _register_study(session_factory, bundle.manifest.study_id)
+    _register_study(session_factory, bundle.manifest.study_id, config.criteria.model_dump_json())
 
     app = Flask(__name__)
     app.config.update(

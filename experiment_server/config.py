@@ -5,8 +5,9 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, model_validator
 
+from contracts.criteria import ExclusionCriteria, load_criteria
 from contracts.errors import load_yaml
 
 DEFAULT_CONSENT = """\
@@ -52,19 +53,38 @@ class ServerConfig(_Strict):
     migrate: bool = Field(True, description="bring the database schema up to date at start-up")
     consent_text: str | None = Field(None, description="overrides the bundle's consent text")
     practice_block_size: int = Field(5, gt=0)
-    max_practice_blocks: int = Field(3, gt=0, description="practice blocks before a session fails")
     feedback: bool = Field(False, description="tell participants after each main trial whether they were right")
     button_lock_ms: int = Field(1500, ge=0, description="answer buttons stay locked this long after trial onset")
     min_window_width: int = Field(940, gt=0)
     min_window_height: int = Field(600, gt=0)
     reservation_minutes: float = Field(60.0, gt=0, description="a started session holds its task this long")
-    catch_accuracy_threshold: float = Field(0.8, ge=0, le=1, description="below it, the session fails its checks")
+    criteria_file: Path | None = Field(
+        None,
+        description="exclusion criteria (YAML, as for `psychinterp analyze --criteria`): the server fails sessions "
+        "below their catch accuracy or past their practice blocks, the dashboard previews them, payment lists "
+        "leave out sessions that fail them, and `analyze --db` uses them by default",
+    )
+    criteria: ExclusionCriteria = Field(
+        ExclusionCriteria(), description="the criteria themselves, when no criteria_file is given"
+    )
     study_group: str | None = Field(None, description="workers may take part in only one study of this group")
     prolific: ProlificConfig = ProlificConfig()
     mturk: MTurkConfig = MTurkConfig()
     bonus: BonusConfig = BonusConfig()
     login_rate_limit: str = Field("5 per minute", description="admin login attempts per client address")
     rate_limit_storage_uri: str = Field("memory://", description="Flask-Limiter storage; use redis:// with workers")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _read_criteria(cls, data, info: ValidationInfo):
+        """A criteria file (relative to the server config) is read into ``criteria``."""
+        if not isinstance(data, dict) or data.get("criteria_file") is None:
+            return data
+        if data.get("criteria") is not None:
+            raise ValueError("give criteria_file or criteria, not both")
+        path, base = Path(data["criteria_file"]), (info.context or {}).get("base")
+        path = base / path if base is not None and not path.is_absolute() else path
+        return {**data, "criteria_file": path, "criteria": load_criteria(path)}
 
     @model_validator(mode="after")
     def _codes(self) -> ServerConfig:

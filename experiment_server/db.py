@@ -41,6 +41,8 @@ class Study(Base):
     study_id: Mapped[str] = mapped_column(String(200), primary_key=True)
     assignments: Mapped[int] = mapped_column(Integer, default=0)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    # The exclusion criteria the server last ran with (JSON), so that `analyze --db` uses the same.
+    exclusion_criteria: Mapped[str | None] = mapped_column(Text)
 
 
 # Session status: active (reserved, running), completed (valid, counts toward filling), failed

@@ -16,8 +16,9 @@ from sqlalchemy import select
 from sqlalchemy.orm import sessionmaker
 
 from contracts.bundle import Bundle
+from contracts.criteria import ExclusionCriteria
 from contracts.responses import COLUMN_NAMES
-from experiment_server.db import ParticipantSession, Response
+from experiment_server.db import ParticipantSession, Response, Study
 
 
 def _seconds(start: datetime | None, end: datetime | None) -> float | None:
@@ -92,6 +93,15 @@ def response_rows(bundle: Bundle, session_factory: sessionmaker) -> Iterator[dic
                 **facts[session.id],
             }
             yield {name: row[name] for name in COLUMN_NAMES}
+
+
+def study_criteria(session_factory: sessionmaker, study_id: str) -> ExclusionCriteria | None:
+    """The exclusion criteria the study's server last ran with; None for a database that never said."""
+    with session_factory() as db:
+        study = db.get(Study, study_id)
+    if study is None or study.exclusion_criteria is None:
+        return None
+    return ExclusionCriteria.model_validate_json(study.exclusion_criteria)
 
 
 def csv_chunks(rows: Iterable[dict[str, Any]]) -> Iterator[str]:

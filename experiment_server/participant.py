@@ -23,6 +23,7 @@ from sqlalchemy.orm import Session
 
 from contracts.bundle import Task, Trial
 from experiment_server.assignment import choose_task, reservation_end
+from experiment_server.checks import session_summary
 from experiment_server.config import DEFAULT_CONSENT, consent_version
 from experiment_server.context import bundle as _bundle
 from experiment_server.context import cfg as _cfg
@@ -139,7 +140,7 @@ def _settle_practice(db: Session, session: ParticipantSession) -> None:
         session.practice_blocks = block
         if _count(db, session, "practice", block, correct=True) == len(trials):
             session.practice_passed = True
-        elif block >= _cfg().max_practice_blocks:
+        elif block >= _cfg().criteria.max_practice_blocks:
             session.status, session.failure_reason = "failed", "practice"
             session.completed_at = utcnow()
 
@@ -176,7 +177,7 @@ def _state(db: Session, session: ParticipantSession) -> dict[str, Any]:
         "practice_trials": len(practice),
         "practice_block": block,
         "practice_next_trial": practice_next,
-        "max_practice_blocks": _cfg().max_practice_blocks,
+        "max_practice_blocks": _cfg().criteria.max_practice_blocks,
         "example": _trial_json(example_source, 0, 1) if example_source is not None else None,
     }
 
@@ -248,7 +249,7 @@ def index():
         "minHeight": cfg.min_window_height,
         "buttonLockMs": cfg.button_lock_ms,
         "feedback": cfg.feedback,
-        "maxPracticeBlocks": cfg.max_practice_blocks,
+        "maxPracticeBlocks": cfg.criteria.max_practice_blocks,
     }
     return render_template("index.html", settings=settings, consent=text, title=settings["title"])
 
@@ -559,18 +560,6 @@ def post_feedback(token: str):
 # --- completion -----------------------------------------------------------------------
 
 
-def _catch_accuracy(db: Session, session: ParticipantSession) -> float | None:
-    catch = {i for i, t in enumerate(_main_trials(session)) if t.kind == "catch"}
-    if not catch:
-        return None
-    rows = db.execute(
-        select(Response.trial_index, Response.correct).where(
-            Response.session_id == session.id, Response.phase == "main"
-        )
-    ).all()
-    return sum(correct for i, correct in rows if i in catch) / len(catch)
-
-
 def _completion(session: ParticipantSession) -> dict[str, Any]:
     cfg = _cfg()
     payload: dict[str, Any] = {
@@ -613,8 +602,9 @@ def complete(token: str):
         missing = n_trials - _count(db, session, "main")
         if missing:
             abort(409, f"{missing} trial(s) still unanswered")
-        accuracy = _catch_accuracy(db, session)
-        passed = accuracy is None or accuracy >= _cfg().catch_accuracy_threshold
+        # The server's own check at completion: catch trials (the other criteria are for the experimenter).
+        accuracy = session_summary(session, _main_trials(session)).catch_accuracy
+        passed = accuracy is None or accuracy >= _cfg().criteria.min_catch_accuracy
         session.status = "completed" if passed else "failed"
         session.failure_reason = None if passed else "attention"
         session.completed_at = utcnow()

@@ -241,7 +241,10 @@ def analyze(
     model_id: Annotated[str, typer.Option(help="model id for Borowski et al. files, which name none")] = "googlenet",
     db: Annotated[str | None, typer.Option("--db", help="read a server database directly (with --bundle)")] = None,
     bundle: Annotated[Path | None, typer.Option(help="the study bundle: model facts, and the study for --db")] = None,
-    criteria: Annotated[Path | None, typer.Option(help="exclusion criteria (YAML); default: the 2023 study's")] = None,
+    criteria: Annotated[
+        Path | None,
+        typer.Option(help="exclusion criteria (YAML); default: with --db, the server's; otherwise the 2023 study's"),
+    ] = None,
     models: Annotated[
         Path | None, typer.Option("--models", help="models file for model facts (needs torch to count parameters)")
     ] = None,
@@ -265,17 +268,20 @@ def analyze(
 
     if (responses is None) == (db is None):
         raise typer.BadParameter("give a response CSV, or --db with --bundle")
+    chosen = load_criteria(criteria) if criteria else None
     if db is not None:
         if bundle is None:
             raise typer.BadParameter("--db needs --bundle", param_hint="--bundle")
         from contracts.bundle import load_bundle
         from experiment_server.db import make_session_factory
-        from experiment_server.export import export_csv
+        from experiment_server.export import export_csv, study_criteria
 
         out.mkdir(parents=True, exist_ok=True)
         responses = out / "responses.csv"
-        export_csv(load_bundle(bundle), make_session_factory(db), responses)
-    chosen = load_criteria(criteria) if criteria else None
+        served, session_factory = load_bundle(bundle), make_session_factory(db)
+        export_csv(served, session_factory, responses)
+        if chosen is None:  # the criteria the study's server ran with (its dashboard and payment lists used them)
+            chosen = study_criteria(session_factory, served.manifest.study_id)
     facts = None
     if bundle is not None:
         from contracts.bundle import load_bundle

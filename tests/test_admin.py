@@ -33,6 +33,15 @@ def admin_app(tiny_bundle_dir, tmp_path):
     return app
 
 
+def lenient_app(app, bundle_dir):
+    """Another server on the same database whose criteria scripted participants pass (they are fast)."""
+    from experiment_server import create_app
+
+    config = app.config["PSYCHINTERP"]
+    criteria = {"min_instruction_s": 0, "min_session_s": 0, "min_choices_per_query_row": 0}
+    return create_app({**config.model_dump(exclude={"criteria_file"}), "bundle_dir": bundle_dir, "criteria": criteria})
+
+
 def csrf_token(client, path="/admin/login") -> str:
     return CSRF.search(client.get(path).get_data(as_text=True)).group(1)
 
@@ -124,6 +133,9 @@ def test_dashboard_progress_participants_exports_and_payments(admin_app, tiny_bu
     assert json.loads(lines[0])["participant_id"] == rows[0]["participant_id"]
     assert {r["trial_kind"] for r in rows} == {"practice", "main", "catch"}
 
+    # Payment lists leave out sessions that fail the server's criteria: this one was too fast for 135 s.
+    assert client.get("/admin/export/prolific-approve.txt").get_data(as_text=True) == ""
+    client = login(lenient_app(admin_app, tiny_bundle_dir).test_client())
     assert client.get("/admin/export/prolific-approve.txt").get_data(as_text=True) == "P-good\n"
     n_main = sum(1 for r in rows if r["participant_id"] == "P-good" and r["trial_kind"] == "main")
     bonus = client.get("/admin/export/prolific-bonus.csv").get_data(as_text=True)
@@ -164,18 +176,20 @@ def test_a_dashboard_exclusion_reaches_the_export_and_the_analysis(admin_app, ti
     }
     assert {r["feedback"] for r in rows} == {"ok"} and {r["excluded_by_experimenter"] for r in rows} == {"0", "1"}
 
-    criteria = tmp_path / "lenient.yaml"  # scripted participants are fast: only the dashboard's decision counts
-    criteria.write_text("min_instruction_s: 0\nmin_session_s: 0\nmin_choices_per_query_row: 0\n")
+    # Scripted participants are fast: on a server with lenient criteria only the dashboard's decision counts,
+    # and `analyze --db` takes the criteria the server ran with.
+    lenient_app(admin_app, tiny_bundle_dir)
     db = admin_app.config["PSYCHINTERP"].database_url
     for mode in ("ours", "published"):
         out = tmp_path / mode
         args = ["analyze", "--db", db, "--bundle", str(tiny_bundle_dir), "--out", str(out), "--resamples", "50"]
-        result = CliRunner().invoke(app, [*args, "--criteria", str(criteria), "--exclusions", mode])
+        result = CliRunner().invoke(app, [*args, "--exclusions", mode])
         assert result.exit_code == 0, result.output
         kept = pd_read(out / "accuracy.csv")
         assert set(kept["n_participants"]) == {1}
         page = (out / "index.html").read_text()
         assert "1 of 2 participant(s) excluded" in page and "on the phone" in page
+    assert "total time outside 0.0-2500.0 s" in (tmp_path / "ours" / "index.html").read_text()
 
 
 def pd_read(path):

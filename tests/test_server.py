@@ -111,7 +111,7 @@ def test_failed_practice_ends_the_session_and_catch_trials_decide_the_code(tmp_p
     app = make_app(
         tiny_bundle_dir,
         tmp_path / "p.db",
-        max_practice_blocks=2,
+        criteria={"max_practice_blocks": 2},
         prolific={"completion_code": "GOOD123", "failed_code": "BAD456"},
     )
     client = app.test_client()
@@ -364,3 +364,27 @@ def test_new_revision_helper_finds_no_change_when_models_match_migrations():
         assert statements == ["pass"] and f"down_revision = '{head}'" in text
     finally:
         path.unlink()
+
+
+def test_the_server_config_names_a_criteria_file_relative_to_itself(tmp_path):
+    from contracts.errors import ConfigError
+    from experiment_server.config import load_server_config
+
+    (tmp_path / "conf").mkdir()
+    (tmp_path / "conf" / "criteria.yaml").write_text("min_catch_accuracy: 0.9\nmax_practice_blocks: 2\n")
+    server = tmp_path / "conf" / "server.yaml"
+    server.write_text("criteria_file: criteria.yaml\n")
+    config = load_server_config(server, bundle_dir=tmp_path)
+    assert config.criteria.min_catch_accuracy == 0.9 and config.criteria.max_practice_blocks == 2
+    assert config.criteria.min_session_s == 135.0  # the rest keep the 2023 defaults
+    server.write_text("criteria_file: criteria.yaml\ncriteria: {min_catch_accuracy: 0.5}\n")
+    with pytest.raises(ConfigError, match="give criteria_file or criteria, not both"):
+        load_server_config(server, bundle_dir=tmp_path)
+    server.write_text("criteria_file: missing.yaml\n")
+    with pytest.raises(ConfigError, match=r"conf/missing.yaml: exclusion criteria not found"):
+        load_server_config(server, bundle_dir=tmp_path)
+    examples = Path(__file__).parents[1] / "examples" / "server.yaml"
+    assert (
+        load_server_config(examples, bundle_dir=tmp_path).criteria
+        == load_server_config(None, bundle_dir=tmp_path).criteria
+    )
