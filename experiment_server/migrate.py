@@ -14,6 +14,12 @@ from sqlalchemy.engine import Connection, Engine
 from contracts.errors import PsychinterpError
 
 MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+class LegacyDatabaseError(PsychinterpError):
+    """A database made before migrations existed: it cannot be upgraded in place."""
+
+
 _LOCK_ID = 727_301_2023  # any constant: serialises migrations of several workers on PostgreSQL
 
 
@@ -40,7 +46,7 @@ def upgrade(engine: Engine, revision: str = "head") -> None:
             conn.execute(text("SELECT pg_advisory_xact_lock(:id)"), {"id": _LOCK_ID})
         tables = set(inspect(conn).get_table_names())
         if "participant_sessions" in tables and "alembic_version" not in tables:
-            raise PsychinterpError(
+            raise LegacyDatabaseError(
                 f"database {engine.url.render_as_string(hide_password=True)} was made by a pre-release of "
                 "psychinterp without migrations: export its responses with that version, then use a new database"
             )

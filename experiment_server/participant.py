@@ -92,11 +92,14 @@ def _load(db: Session, token: str) -> ParticipantSession:
 
 
 def _require_running(session: ParticipantSession) -> None:
-    """Responses are accepted only from an active session whose reservation is live."""
-    if reservation_lapsed(session.status, session.reserved_until):
-        session.status = "expired"
-    if session.status != "active":
-        abort(409 if session.status in ("completed", "failed") else 410, f"session is {session.status}")
+    """Responses are accepted only from an active session whose reservation is live.
+
+    A lapsed reservation is refused as expired; storing that status is the assignment's job (it
+    expires stale reservations in its own transaction), since abort() rolls this one back.
+    """
+    status = "expired" if reservation_lapsed(session.status, session.reserved_until) else session.status
+    if status != "active":
+        abort(409 if status in ("completed", "failed") else 410, f"session is {status}")
 
 
 def _image_urls(hashes) -> list[str]:

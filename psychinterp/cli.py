@@ -485,7 +485,7 @@ def demo(
 
 def main() -> None:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    for package in ("stimuli", "experiment_server", "analysis", "psychinterp"):
+    for package in ("contracts", "stimuli", "experiment_server", "analysis", "psychinterp"):
         logging.getLogger(package).setLevel(logging.INFO)
     try:
         app()

@@ -134,9 +134,9 @@ def run_demo(
 ) -> None:
     """The demo; ``data`` and ``recipe`` set the family's training (smaller in tests)."""
     from contracts.bundle import load_bundle
-    from contracts.errors import PsychinterpError
     from experiment_server import create_app
     from experiment_server.admin import set_admin_password
+    from experiment_server.migrate import LegacyDatabaseError
     from psychinterp.observers import machine_scores, make_observer
     from psychinterp.serving import create_server, start_in_thread, stop
 
@@ -151,7 +151,7 @@ def run_demo(
     database_url = f"sqlite:///{workdir / 'demo.db'}"
     try:
         app = create_app({"bundle_dir": bundle_dir, "database_url": database_url})
-    except PsychinterpError:
+    except LegacyDatabaseError:
         # A demo database from before migrations existed: its sample responses are made again.
         (workdir / "demo.db").unlink(missing_ok=True)
         (workdir / ".observers-done").unlink(missing_ok=True)

@@ -14,12 +14,14 @@ from typing import Any
 
 import numpy as np
 
+from contracts.errors import PsychinterpError
+
 Decide = Callable[[dict[str, Any]], tuple[int, int]]
 _SETTINGS = re.compile(r'<script id="settings" type="application/json">(.*?)</script>', re.S)
 
 
-class FlowError(RuntimeError):
-    pass
+class FlowError(PsychinterpError):
+    """The server answered a scripted participant unexpectedly (the command line prints it, no traceback)."""
 
 
 def _payload(response) -> Any:

@@ -93,7 +93,9 @@ class WorkItem:
 
 
 @dataclass(frozen=True)
-class StudyPlan:
+class UnitPlan:
+    """The models of a study and the units sampled from each (the build's first stage)."""
+
     models: dict[str, BundleModel]
     units: dict[str, list[SampledUnit]]
 
@@ -190,7 +192,7 @@ def _plan_fingerprint(config: StudyConfig, specs: Mapping[str, ModelSpec], datas
     )
 
 
-def plan_units(config: StudyConfig, out: Path, dataset: ImageTreeDataset) -> StudyPlan:
+def plan_units(config: StudyConfig, out: Path, dataset: ImageTreeDataset) -> UnitPlan:
     """The units of every model, sampled once and recorded; every shard reads the same plan."""
     specs = load_model_specs(config.models_file)
     unknown = [m for m in config.models if m not in specs]
@@ -221,7 +223,7 @@ def plan_units(config: StudyConfig, out: Path, dataset: ImageTreeDataset) -> Stu
             "units": {m: [asdict(u) for u in units] for m, units in sampled.items()},
         }
         work.write_plan(stored)
-    return StudyPlan(
+    return UnitPlan(
         models={m: BundleModel.model_validate(b) for m, b in stored["models"].items()},
         units={m: [SampledUnit(**u) for u in units] for m, units in stored["units"].items()},
     )
@@ -307,7 +309,7 @@ def _visualise(config: StudyConfig, model: LoadedModel, item: WorkItem, out: Pat
 def run_work_items(
     config: StudyConfig,
     out: Path,
-    plan: StudyPlan,
+    plan: UnitPlan,
     items: Sequence[WorkItem],
     dataset: ImageTreeDataset,
     device: str = "cpu",
@@ -359,7 +361,7 @@ def run_work_items(
     return n_pending
 
 
-def _missing_records(work: WorkDir, plan: StudyPlan, synthetic: bool) -> list[str]:
+def _missing_records(work: WorkDir, plan: UnitPlan, synthetic: bool) -> list[str]:
     missing = []
     for units in plan.units.values():
         for unit in units:
@@ -370,7 +372,7 @@ def _missing_records(work: WorkDir, plan: StudyPlan, synthetic: bool) -> list[st
     return missing
 
 
-def assemble_bundle(config: StudyConfig, out: Path, plan: StudyPlan, dataset: ImageTreeDataset) -> Bundle:
+def assemble_bundle(config: StudyConfig, out: Path, plan: UnitPlan, dataset: ImageTreeDataset) -> Bundle:
     """The merge step: deal tasks and write the bundle from the unit records of every shard."""
     work = WorkDir(out)
     missing = _missing_records(work, plan, "synthetic" in config.conditions)

@@ -56,8 +56,8 @@ def test_build_gives_a_valid_bundle_for_registry_architectures(tmp_path):
     assert [m.id for m in manifest.models] == MODELS
     by_model = {m: [u for u in manifest.units if u.model_id == m] for m in MODELS}
     assert all(len(units) == 3 for units in by_model.values())
-    same = [(u.layer, u.channel) for u in by_model["resnet50"]]
-    assert same == [(u.layer, u.channel) for u in by_model["clip_resnet50"]]  # shared_units
+    same = [(u.layer, u.selector) for u in by_model["resnet50"]]
+    assert same == [(u.layer, u.selector) for u in by_model["clip_resnet50"]]  # shared_units
     assert all(u.layer.startswith("blocks.") for u in by_model["vit_b32"])
     synthetic = [r for r in manifest.reference_images if r.kind == "synthetic"]
     assert len(synthetic) == 4 * 3 * 2 * 2  # models x units x directions x images

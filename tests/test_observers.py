@@ -131,3 +131,14 @@ def test_observer_from_a_users_embedding_function():
     broken = make_observer("python:tests.test_observers:one_number_each")
     with pytest.raises(PsychinterpError, match=r"expected an array of shape \(20, d\)"):
         broken.p_first([solid((1, 1, 1))] * 2, reds, blues)
+
+
+def test_a_refused_scripted_participant_is_a_one_line_error(app):
+    from contracts.errors import PsychinterpError
+    from psychinterp.scripted import FlowError, _call
+
+    with pytest.raises(FlowError, match=r"POST /api/sessions: 400 ") as raised:
+        _call(app.test_client(), "POST", "/api/sessions", {"platform": "direct"})
+    assert isinstance(
+        raised.value, PsychinterpError
+    )  # so `psychinterp simulate --server` prints it without a traceback

@@ -114,11 +114,15 @@ async function drainOutbox() {
     try {
       await api("POST", `/api/sessions/${state.token}/responses`, item);
     } catch (err) {
-      if (err instanceof HttpError && err.status >= 400 && err.status < 500) {
-        // The server will never take this one (expired session, already over): stop asking.
+      if (err instanceof HttpError && (err.status === 409 || err.status === 410)) {
+        // The session is over (expired, completed, failed): the server will never take this one.
         saveOutbox(outbox().filter((r) => r.trial_index !== item.trial_index));
-        if (err.status === 410 || err.status === 409) throw err;
-        continue;
+        throw err;
+      }
+      if (err instanceof HttpError && err.status >= 400 && err.status < 500 && err.status !== 429) {
+        // Refused for what it is: keep it (nothing is dropped unseen) and stop with the server's reason.
+        $("status").textContent = `Your answer could not be stored (${err.message}). Please reload the page.`;
+        throw err;
       }
       $("status").textContent = "Connection problem: your answers are kept and will be sent when it returns.";
       await new Promise((resolve) => setTimeout(resolve, backoffMs));
