@@ -22,6 +22,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from contracts.config import Strict
 from contracts.errors import PsychinterpError, format_validation_error
 from contracts.paradigms import PARADIGMS
 from contracts.units import UnitSelector
@@ -40,11 +41,7 @@ class BundleError(PsychinterpError):
     pass
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class BundleModel(_Strict):
+class BundleModel(Strict):
     id: str
     display_name: str
     source: str
@@ -53,7 +50,7 @@ class BundleModel(_Strict):
     imagenet_top1: float | None = None
 
 
-class Unit(_Strict):
+class Unit(Strict):
     unit_id: str = Field(pattern=r"^[A-Za-z0-9_.\-]+$")
     model_id: str
     layer: str | None = Field(None, description="null when unknown (imported bundles)")
@@ -62,7 +59,7 @@ class Unit(_Strict):
     n_layers: int | None = Field(None, gt=0)
 
 
-class ReferenceImage(_Strict):
+class ReferenceImage(Strict):
     """Metadata of a reference image for one unit (queries' metadata lives in the answer key)."""
 
     sha256: str = Field(pattern=_HASH)
@@ -79,12 +76,12 @@ class ReferenceImage(_Strict):
     beats_exemplars: bool | None = Field(None, description="synthetic: beats the most extreme exemplar")
 
 
-class References(_Strict):
+class References(Strict):
     min: list[str] = []
     max: list[str] = []
 
 
-class Trial(_Strict):
+class Trial(Strict):
     trial_id: str
     unit_id: str
     condition: Condition
@@ -106,14 +103,14 @@ class Trial(_Strict):
         return self
 
 
-class Task(_Strict):
+class Task(Strict):
     task_id: str
     condition: Condition
     model_id: str
     trials: list[Trial] = Field(min_length=1)
 
 
-class Manifest(_Strict):
+class Manifest(Strict):
     schema_version: Literal[2]
     study_id: str = Field(pattern=r"^[A-Za-z0-9_.\-]+$")
     paradigm: str = Field("2afc", description="contracts.paradigms.PARADIGMS: what a trial asks")
@@ -173,14 +170,14 @@ class Manifest(_Strict):
         return hashes
 
 
-class Answer(_Strict):
+class Answer(Strict):
     max_query: int = Field(ge=0, description="index into Trial.queries of the more activating query")
     query_activations: list[float] | None = Field(None, description="per query; null when unknown (imported)")
     query_ranks: list[int] | None = Field(None, description="rank of each query from its own extreme end")
     query_sources: list[str] | None = None
 
 
-class AnswerKey(_Strict):
+class AnswerKey(Strict):
     schema_version: Literal[2]
     study_id: str
     answers: dict[str, Answer]

@@ -16,12 +16,16 @@ from contracts.errors import load_yaml
 class ExclusionCriteria(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    min_catch_accuracy: float = Field(0.8, ge=0, le=1)
+    min_catch_accuracy: float = Field(
+        0.8, ge=0, le=1, description="catch-trial accuracy below this fails (the server gives the failed code)"
+    )
     min_choices_per_query_row: int = Field(5, ge=0, description="each query row (upper, lower) chosen this often")
-    min_instruction_s: float = Field(15.0, ge=0)
-    min_session_s: float = Field(135.0, ge=0)
-    max_session_s: float = Field(2500.0, gt=0)
-    max_practice_blocks: int = Field(3, ge=1)
+    min_instruction_s: float = Field(15.0, ge=0, description="seconds on the instructions, at least")
+    min_session_s: float = Field(135.0, ge=0, description="seconds from consent to completion, at least ...")
+    max_session_s: float = Field(2500.0, gt=0, description="... and at most")
+    max_practice_blocks: int = Field(
+        3, ge=1, description="practice blocks allowed (the server ends a session that needs more)"
+    )
 
 
 DEFAULT_CRITERIA = ExclusionCriteria()

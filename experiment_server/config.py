@@ -5,10 +5,12 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, model_validator
+from pydantic import Field, ValidationInfo, model_validator
 
+from contracts.config import Strict
 from contracts.criteria import ExclusionCriteria, load_criteria
 from contracts.errors import load_yaml
+from experiment_server.db import DEFAULT_DATABASE_URL
 
 DEFAULT_CONSENT = """\
 You are invited to take part in a research study on how people understand the inner workings of
@@ -20,42 +22,41 @@ you and to prevent repeated participation. The anonymised responses may be publi
 """
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class ProlificConfig(_Strict):
+class ProlificConfig(Strict):
     completion_code: str | None = Field(None, description="the study's completion code (Prolific study page)")
     failed_code: str | None = Field(None, description="the code for sessions that failed the attention checks")
-    completion_url: str = "https://app.prolific.com/submissions/complete?cc={code}"
+    completion_url: str = Field(
+        "https://app.prolific.com/submissions/complete?cc={code}", description="where participants are sent back"
+    )
 
 
-class MTurkConfig(_Strict):
+class MTurkConfig(Strict):
     submit_hosts: list[str] = Field(
         ["https://www.mturk.com", "https://workersandbox.mturk.com"],
         description="turkSubmitTo must be one of these, so a crafted link cannot redirect answers elsewhere",
     )
 
 
-class BonusConfig(_Strict):
+class BonusConfig(Strict):
     per_correct_main_trial: float = Field(
         0.0, ge=0, description="bonus per correct main trial, in the platform's currency"
     )
     flat: float = Field(0.0, ge=0, description="bonus per valid completed session")
 
 
-class ServerConfig(_Strict):
-    bundle_dir: Path
-    database_url: str = Field("sqlite:///psychinterp.db", description="SQLAlchemy URL")
+class ServerConfig(Strict):
+    bundle_dir: Path = Field(description="the study bundle to serve (relative to this file; `serve BUNDLE` gives it)")
+    database_url: str = Field(DEFAULT_DATABASE_URL, description="SQLAlchemy URL")
     secret_key: str | None = Field(
         None, description="signs admin cookies; default: generated once, kept in the database"
     )
     migrate: bool = Field(True, description="bring the database schema up to date at start-up")
     consent_text: str | None = Field(None, description="overrides the bundle's consent text")
-    practice_block_size: int = Field(5, gt=0)
     feedback: bool = Field(False, description="tell participants after each main trial whether they were right")
     button_lock_ms: int = Field(1500, ge=0, description="answer buttons stay locked this long after trial onset")
-    min_window_width: int = Field(940, gt=0)
+    min_window_width: int = Field(
+        940, gt=0, description="smaller windows are asked to grow (the 2023 study's 940 x 600)"
+    )
     min_window_height: int = Field(600, gt=0)
     reservation_minutes: float = Field(60.0, gt=0, description="a started session holds its task this long")
     criteria_file: Path | None = Field(
@@ -68,9 +69,9 @@ class ServerConfig(_Strict):
         ExclusionCriteria(), description="the criteria themselves, when no criteria_file is given"
     )
     study_group: str | None = Field(None, description="workers may take part in only one study of this group")
-    prolific: ProlificConfig = ProlificConfig()
-    mturk: MTurkConfig = MTurkConfig()
-    bonus: BonusConfig = BonusConfig()
+    prolific: ProlificConfig = Field(ProlificConfig(), description="Prolific's completion codes")
+    mturk: MTurkConfig = Field(MTurkConfig(), description="where MTurk answers may be submitted")
+    bonus: BonusConfig = Field(BonusConfig(), description="bonuses on the payment lists")
     login_rate_limit: str = Field("5 per minute", description="admin login attempts per client address")
     rate_limit_storage_uri: str = Field("memory://", description="Flask-Limiter storage; use redis:// with workers")
 

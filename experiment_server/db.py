@@ -209,7 +209,11 @@ def _serialise_sqlite_writers(engine: Engine) -> None:
     event.listen(engine, "before_cursor_execute", before_write)
 
 
-def make_engine(url: str) -> Engine:
+DEFAULT_DATABASE_URL = "sqlite:///psychinterp.db"  # in the folder the server is started from
+
+
+def make_engine(url: str | None = None) -> Engine:
+    url = url or DEFAULT_DATABASE_URL
     if url.startswith("sqlite"):
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 10})
         event.listen(engine, "connect", _sqlite_pragmas)
@@ -219,5 +223,5 @@ def make_engine(url: str) -> Engine:
     return engine
 
 
-def make_session_factory(url: str) -> sessionmaker:
+def make_session_factory(url: str | None = None) -> sessionmaker:
     return sessionmaker(bind=make_engine(url), expire_on_commit=False)

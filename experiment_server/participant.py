@@ -75,7 +75,7 @@ def _condition(session: ParticipantSession) -> str | None:
 
 def _practice_trials(condition: str | None) -> list[Trial]:
     trials = [t for t in _bundle().manifest.practice_trials if t.condition == condition]
-    return trials[: _cfg().practice_block_size]
+    return trials  # a block shows every practice trial of the condition (the study config sets how many)
 
 
 def _block_order(token: str, block: int, n: int) -> list[int]:

@@ -23,8 +23,9 @@ app.add_typer(admin_app, name="admin")
 db_app = typer.Typer(help="The response database.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 
-DbOption = Annotated[str, typer.Option("--db", help="SQLAlchemy database URL.")]
-DEFAULT_DB = "sqlite:///psychinterp.db"
+DbOption = Annotated[
+    str | None, typer.Option("--db", help="SQLAlchemy database URL (default: psychinterp.db in this folder)")
+]
 
 
 @models_app.command("list")
@@ -159,7 +160,7 @@ ServerConfigOption = Annotated[
 @app.command()
 def serve(
     bundle: Annotated[Path, typer.Argument(help="study bundle directory")],
-    db: DbOption = DEFAULT_DB,
+    db: DbOption = None,
     config: ServerConfigOption = None,
     host: str = "127.0.0.1",
     port: int = 5000,
@@ -184,7 +185,7 @@ def serve(
 @admin_app.command("set-password")
 def admin_set_password(
     username: Annotated[str, typer.Argument(help="admin login name")],
-    db: DbOption = DEFAULT_DB,
+    db: DbOption = None,
     password: Annotated[
         str, typer.Option(prompt=True, hide_input=True, confirmation_prompt=True, help="at least 12 characters")
     ] = "",
@@ -201,7 +202,7 @@ def admin_set_password(
 
 
 @db_app.command("upgrade")
-def db_upgrade(db: DbOption = DEFAULT_DB) -> None:
+def db_upgrade(db: DbOption = None) -> None:
     """Bring the database schema up to date (Alembic migrations). Run before starting several workers."""
     from experiment_server.db import make_engine
     from experiment_server.migrate import current_revision, head_revision, upgrade
@@ -216,7 +217,7 @@ def db_upgrade(db: DbOption = DEFAULT_DB) -> None:
 def export(
     bundle: Annotated[Path, typer.Argument(help="study bundle directory")],
     out: Annotated[Path, typer.Option("--out", help="CSV file to write")],
-    db: DbOption = DEFAULT_DB,
+    db: DbOption = None,
 ) -> None:
     """Export every stored response as one CSV row (docs/responses.md)."""
     from contracts.bundle import load_bundle
@@ -430,7 +431,7 @@ def simulate(
     else:
         from experiment_server import create_app
 
-        app_ = create_app({"bundle_dir": bundle, "database_url": db or "sqlite:///psychinterp.db"})
+        app_ = create_app({"bundle_dir": bundle, **({"database_url": db} if db else {})})
         client = app_.test_client()
     images = http_images(client)
     rng = np.random.default_rng(seed)

@@ -5,16 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
+from contracts.config import Strict
 from contracts.errors import load_yaml
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class DatasetConfig(_Strict):
+class DatasetConfig(Strict):
     path: Path = Field(
         description="a folder tree of images (ImageNet train or val layout, ImageFolder, any tree), "
         "or a .txt file listing image paths"
@@ -30,7 +27,7 @@ class DatasetConfig(_Strict):
         return default_num_workers() if self.num_workers is None else self.num_workers
 
 
-class ExemplarConfig(_Strict):
+class ExemplarConfig(Strict):
     batches: int = Field(20, gt=0, description="batches of references per unit (K = batches x references)")
     references: int = Field(9, gt=0, description="reference images per side in one batch")
     queries: Literal["easy", "extreme", "hard99", "hard95", "hard85"] | int = Field(
@@ -38,14 +35,14 @@ class ExemplarConfig(_Strict):
     )
 
 
-class UnitSamplingConfig(_Strict):
+class UnitSamplingConfig(Strict):
     weight_by_layer_size: bool = Field(False, description="pick layers in proportion to their channel counts")
     shared_units: list[list[str]] = Field(
         [], description="groups of models with one architecture that use the same units (first model samples)"
     )
 
 
-class TaskConfig(_Strict):
+class TaskConfig(Strict):
     trials_per_task: int = Field(40, gt=0, description="main trials per task")
     catch_trials_per_task: int = Field(5, ge=0)
     repetitions: int = Field(1, gt=0, description="how many tasks show each unit, per condition")
@@ -55,7 +52,7 @@ class TaskConfig(_Strict):
     )
 
 
-class FeatureVisConfig(_Strict):
+class FeatureVisConfig(Strict):
     image_size: int = Field(224, ge=32)
     padding: int = Field(16, ge=0)
     lr: float = Field(0.05, gt=0)
@@ -85,7 +82,7 @@ class FeatureVisConfig(_Strict):
         )
 
 
-class StudyConfig(_Strict):
+class StudyConfig(Strict):
     study_id: str = Field(pattern=r"^[A-Za-z0-9_.\-]+$")
     title: str = ""
     consent_text: str | None = Field(None, description="the consent form participants see (plain text)")

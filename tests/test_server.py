@@ -388,3 +388,15 @@ def test_the_server_config_names_a_criteria_file_relative_to_itself(tmp_path):
         load_server_config(examples, bundle_dir=tmp_path).criteria
         == load_server_config(None, bundle_dir=tmp_path).criteria
     )
+
+
+def test_examples_server_yaml_is_generated_from_the_config_model(tmp_path):
+    from experiment_server.config import ServerConfig, load_server_config
+    from experiment_server.config_example import example_yaml
+
+    examples = Path(__file__).parents[1] / "examples" / "server.yaml"
+    assert examples.read_text() == example_yaml(), "regenerate: python -m experiment_server.config_example"
+    loaded = load_server_config(examples, bundle_dir=tmp_path)
+    assert loaded == ServerConfig(bundle_dir=tmp_path)  # every value in it is the default
+    for name in ServerConfig.model_fields:
+        assert f"{name}:" in examples.read_text()
