@@ -6,8 +6,6 @@ POST with a CSRF token (Flask-WTF).
 
 from __future__ import annotations
 
-import csv
-import io
 from collections import Counter, defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -40,6 +38,7 @@ from experiment_server.context import db as _db
 from experiment_server.context import reservation_lapsed
 from experiment_server.db import Admin, ParticipantSession, utcnow
 from experiment_server.export import csv_chunks, jsonl_chunks, response_rows, session_facts
+from experiment_server.platforms import PLATFORMS
 
 blueprint = Blueprint("admin", __name__, url_prefix="/admin")
 api = Blueprint("admin_api", __name__, url_prefix="/api/admin")
@@ -201,6 +200,7 @@ def dashboard():
         progress=table,
         totals=totals,
         participants=people,
+        platforms=list(PLATFORMS.values()),
         user=current_user,
     )
 
@@ -268,37 +268,15 @@ def _payable(db: Session, platform: str) -> list[tuple[ParticipantSession, float
     return out
 
 
-def _csv_text(header: list[str], rows: list[list[Any]]) -> str:
-    buffer = io.StringIO()
-    writer = csv.writer(buffer)
-    writer.writerow(header)
-    writer.writerows(rows)
-    return buffer.getvalue()
-
-
 @blueprint.get("/export/<name>")
 @login_required
 def payments(name: str):
-    """Prolific: ids to approve (paste into bulk approve) and `id,amount` bonuses; MTurk: batch CSVs."""
-    with _db() as db:
-        if name == "prolific-approve.txt":
-            text = "".join(f"{s.participant_id}\n" for s, _ in _payable(db, "prolific"))
-            return Response(text, mimetype="text/plain")
-        if name == "prolific-bonus.csv":
-            # Prolific's bulk bonus box takes "participant_id,amount" lines without a header.
-            text = "".join(f"{s.participant_id},{b:.2f}\n" for s, b in _payable(db, "prolific") if b > 0)
-            return Response(text, mimetype="text/csv")
-        if name == "mturk-approve.csv":
-            rows = [[s.assignment_id, s.participant_id, s.hit_id, "x", ""] for s, _ in _payable(db, "mturk")]
-            text = _csv_text(["AssignmentId", "WorkerId", "HITId", "Approve", "Reject"], rows)
-            return Response(text, mimetype="text/csv")
-        if name == "mturk-bonus.csv":
-            rows = [
-                [s.participant_id, s.assignment_id, f"{b:.2f}", "Bonus for correct answers"]
-                for s, b in _payable(db, "mturk")
-                if b > 0
-            ]
-            return Response(_csv_text(["WorkerId", "AssignmentId", "BonusAmount", "Reason"], rows), mimetype="text/csv")
+    """Each platform's payment files (Prolific: approve and bulk-bonus lists; MTurk: batch CSVs)."""
+    for platform in PLATFORMS.values():
+        if name in platform.payment_lists:
+            mimetype, render = platform.payment_lists[name]
+            with _db() as db:
+                return Response(render(_payable(db, platform.name)), mimetype=mimetype)
     abort(404)
 
 

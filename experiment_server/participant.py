@@ -12,7 +12,6 @@ import hashlib
 import re
 import secrets
 from typing import Any
-from urllib.parse import urlsplit
 
 import numpy as np
 from flask import Blueprint, abort, current_app, jsonify, render_template, request, send_file
@@ -30,6 +29,7 @@ from experiment_server.context import cfg as _cfg
 from experiment_server.context import db as _db
 from experiment_server.context import reservation_lapsed
 from experiment_server.db import ParticipantSession, Response, SessionEvent, WorkerGroupMember, utcnow
+from experiment_server.platforms import PLATFORMS, PlatformRefusal
 from experiment_server.schemas import (
     Decline,
     EventBatch,
@@ -43,7 +43,6 @@ from experiment_server.schemas import (
 
 blueprint = Blueprint("participant", __name__)
 
-MTURK_PREVIEW = "ASSIGNMENT_ID_NOT_AVAILABLE"
 MOBILE_AGENT = re.compile(r"Mobi|Android|iPhone|iPad|iPod|Silk|Kindle", re.IGNORECASE)
 
 
@@ -186,19 +185,10 @@ def _state(db: Session, session: ParticipantSession) -> dict[str, Any]:
 
 
 def _platform_identity(params: PlatformParams) -> str:
-    if params.platform == "mturk" and params.assignment_id == MTURK_PREVIEW:
-        abort(400, "MTurk preview: nothing is stored until the HIT is accepted")
-    if params.platform == "direct":
-        return f"direct-{secrets.token_hex(8)}"
-    if not params.participant_id:
-        name = "PROLIFIC_PID" if params.platform == "prolific" else "workerId"
-        abort(400, f"participant_id: {params.platform} links must carry {name}")
-    if params.platform == "mturk":
-        if not (params.assignment_id and params.hit_id and params.turk_submit_to):
-            abort(400, "mturk: assignment_id, hit_id and turk_submit_to are required")
-        if _submit_host(params.turk_submit_to) not in _cfg().mturk.submit_hosts:
-            abort(400, f"turk_submit_to: {params.turk_submit_to!r} is not an MTurk submission host")
-    return params.participant_id
+    try:
+        return PLATFORMS[params.platform].identify(params, _cfg())
+    except PlatformRefusal as refusal:
+        abort(refusal.status, refusal.detail)
 
 
 def _platform_columns(params: PlatformParams, participant_id: str) -> dict[str, Any]:
@@ -214,11 +204,6 @@ def _platform_columns(params: PlatformParams, participant_id: str) -> dict[str, 
         "hit_id": params.hit_id,
         "turk_submit_to": params.turk_submit_to,
     }
-
-
-def _submit_host(url: str) -> str:
-    parts = urlsplit(url)
-    return f"{parts.scheme}://{parts.netloc}"
 
 
 def _already_here(db: Session, participant_id: str) -> None:
@@ -564,7 +549,6 @@ def post_feedback(token: str):
 
 
 def _completion(session: ParticipantSession) -> dict[str, Any]:
-    cfg = _cfg()
     payload: dict[str, Any] = {
         "status": session.status,
         "completion_code": session.completion_code,
@@ -572,24 +556,11 @@ def _completion(session: ParticipantSession) -> dict[str, Any]:
         "submit_url": None,
         "submit_fields": None,
     }
-    if session.platform == "prolific" and session.completion_code:
-        payload["redirect_url"] = cfg.prolific.completion_url.format(code=session.completion_code)
-    if session.platform == "mturk":
-        payload["submit_url"] = _submit_host(session.turk_submit_to) + "/mturk/externalSubmit"
-        payload["submit_fields"] = {
-            "assignmentId": session.assignment_id,
-            "completion_code": session.completion_code or "",
-        }
-    return payload
+    return {**payload, **PLATFORMS[session.platform].completion(session, _cfg())}
 
 
 def _issue_code(session: ParticipantSession, passed: bool) -> str:
-    prolific = _cfg().prolific
-    if session.platform == "prolific":
-        configured = prolific.completion_code if passed else prolific.failed_code
-        if configured:
-            return configured
-    return secrets.token_hex(4).upper()
+    return PLATFORMS[session.platform].completion_code(session, passed, _cfg())
 
 
 @blueprint.post("/api/sessions/<token>/complete")

@@ -400,3 +400,12 @@ def test_examples_server_yaml_is_generated_from_the_config_model(tmp_path):
     assert loaded == ServerConfig(bundle_dir=tmp_path)  # every value in it is the default
     for name in ServerConfig.model_fields:
         assert f"{name}:" in examples.read_text()
+
+
+def test_every_platform_the_api_accepts_has_a_module():
+    import typing
+
+    from experiment_server.platforms import PLATFORMS
+    from experiment_server.schemas import PlatformParams
+
+    assert set(typing.get_args(PlatformParams.model_fields["platform"].annotation)) == set(PLATFORMS)
