@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from stimuli.demo_data import write_demo_dataset
+from stimuli.demo.images import write_demo_dataset
 from stimuli.exemplars import ImageTreeDataset, UnitRef, scan_dataset
 from stimuli.fv import FVRequest, FVSettings, Group, GroupResult, optimise_groups, visualise_units
 from stimuli.registry import LoadedModel, build_architecture

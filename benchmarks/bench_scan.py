@@ -35,7 +35,7 @@ MODEL = {
 def _setup(root: Path, n_images: int):
     import torch
 
-    from stimuli.demo_data import write_demo_dataset
+    from stimuli.demo.images import write_demo_dataset
     from stimuli.exemplars import ImageTreeDataset, UnitRef
     from stimuli.registry import LoadedModel, build_architecture, eligible_layers
     from stimuli.specs import ModelSpec

@@ -31,7 +31,7 @@ def main() -> int:
     if not torch.cuda.is_available():
         print("bench_scan_precision: no CUDA device; mixed precision is only used on GPU")
         return 1
-    from stimuli.demo_data import write_demo_dataset
+    from stimuli.demo.images import write_demo_dataset
     from stimuli.exemplars import (
         ImageTreeDataset,
         UnitRef,

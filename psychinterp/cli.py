@@ -459,7 +459,7 @@ def train_family(
     seed: int = 0,
 ) -> None:
     """Train the project's own model family (ShapesNet XS-L) on generated shapes-world images; cached."""
-    from stimuli.family import FamilyData, TrainingRecipe, prepare_family
+    from stimuli.demo.family import FamilyData, TrainingRecipe, prepare_family
 
     models_file = prepare_family(
         out,

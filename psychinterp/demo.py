@@ -19,7 +19,7 @@ import numpy as np
 import typer
 import yaml
 
-from stimuli.family import DEFAULT_DATA, DEFAULT_RECIPE, FAMILY, FamilyData, TrainingRecipe, write_if_changed
+from stimuli.demo.family import DEFAULT_DATA, DEFAULT_RECIPE, FAMILY, FamilyData, TrainingRecipe, write_if_changed
 
 OBSERVERS = 72  # three per task
 PARTICIPANT_OBSERVER = "pixel"
@@ -32,7 +32,7 @@ def prepare_demo_inputs(
     workdir: Path, data: FamilyData = DEFAULT_DATA, recipe: TrainingRecipe = DEFAULT_RECIPE
 ) -> Path:
     """Images, trained family, models file and study config; returns the study config path."""
-    from stimuli.family import prepare_family
+    from stimuli.demo.family import prepare_family
 
     workdir.mkdir(parents=True, exist_ok=True)
     prepare_family(workdir, data, recipe, progress=True, log=typer.echo)

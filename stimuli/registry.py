@@ -152,7 +152,7 @@ def _lucent(spec: ModelSpec, hub_weights: bool, device) -> nn.Module:
 
 
 def _psychinterp(spec: ModelSpec, hub_weights: bool, device) -> nn.Module:
-    from stimuli.family import create_model
+    from stimuli.demo.family import create_model
 
     with _on(device):
         return create_model(spec.constructor, **spec.constructor_kwargs)

@@ -21,7 +21,7 @@ def write_tiny_study(root: Path, conditions=("natural", "synthetic"), units: int
     """Dataset, random weights saved to a file, models file and study config under ``root``."""
     import torch
 
-    from stimuli.demo_data import write_demo_dataset
+    from stimuli.demo.images import write_demo_dataset
     from stimuli.registry import build_architecture
     from stimuli.specs import ModelSpec
 

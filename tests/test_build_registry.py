@@ -17,7 +17,7 @@ def test_build_gives_a_valid_bundle_for_registry_architectures(tmp_path):
 
     from contracts.bundle import load_bundle
     from psychinterp.cli import app
-    from stimuli.demo_data import write_demo_dataset
+    from stimuli.demo.images import write_demo_dataset
     from stimuli.registry import build_architecture
     from stimuli.specs import load_model_specs
 

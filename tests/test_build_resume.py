@@ -228,7 +228,7 @@ def test_exact_at_used_ranks_repairs_every_rank_that_selection_reads():
 
 def test_dataset_from_a_file_list(tmp_path):
     from contracts.errors import ConfigError
-    from stimuli.demo_data import write_demo_dataset
+    from stimuli.demo.images import write_demo_dataset
     from stimuli.exemplars import ImageTreeDataset
 
     root = write_demo_dataset(tmp_path / "images", images_per_class=2)

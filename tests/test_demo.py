@@ -7,7 +7,7 @@ import pytest
 def test_demo_trains_a_tiny_family_and_runs_end_to_end_offline_then_reruns_from_cache(tmp_path, monkeypatch):
     """The whole demo on a tiny version of the family: the observers beat chance well on natural trials."""
     from psychinterp.demo import OBSERVERS, run_demo
-    from stimuli.family import FAMILY, FamilyData, TrainingRecipe
+    from stimuli.demo.family import FAMILY, FamilyData, TrainingRecipe
     from stimuli.specs import load_model_specs
 
     monkeypatch.setenv("PSYCHINTERP_OFFLINE", "1")

@@ -7,7 +7,7 @@ import pytest
 import yaml
 
 from contracts.errors import PsychinterpError
-from stimuli.family import (
+from stimuli.demo.family import (
     FAMILY,
     FamilyData,
     FamilyMember,
@@ -18,7 +18,7 @@ from stimuli.family import (
     prepare_family,
     train_model,
 )
-from stimuli.shapes_world import CLASSES, render, write_shapes_world
+from stimuli.demo.shapes_world import CLASSES, render, write_shapes_world
 
 TINY = (FamilyMember("tiny_a", (4, 8, 8), 1), FamilyMember("tiny_b", (8, 8, 16), 1))
 

@@ -92,7 +92,7 @@ def test_weighting_by_layer_size_prefers_wide_layers():
 
 def test_scan_skips_undecodable_images_and_matches_direct_activations(tmp_path):
     from stimuli import registry
-    from stimuli.demo_data import write_demo_dataset
+    from stimuli.demo.images import write_demo_dataset
     from stimuli.specs import ModelSpec
     from tests.conftest import TINY_MODEL
 

@@ -79,7 +79,7 @@ def test_models_list_from_the_packaged_models_file_prints_no_warnings(installed)
 
 def test_build_serve_and_analyze_from_the_wheel(installed, tmp_path):
     bin_dir, work = installed
-    from stimuli.demo_data import write_demo_dataset
+    from stimuli.demo.images import write_demo_dataset
     from stimuli.registry import build_architecture
     from stimuli.specs import load_model_specs
 

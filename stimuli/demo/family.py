@@ -21,7 +21,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from contracts.errors import PsychinterpError
-from stimuli.shapes_world import CLASSES
+from stimuli.demo.shapes_world import CLASSES
 
 INPUT_SIZE = 64
 ARCHITECTURE_VERSION = 1  # bump when ShapesNet changes, so that cached weights are retrained
@@ -292,7 +292,7 @@ def prepare_family(
     and ``root/models.yaml`` registering the members; returns the models file. Cached throughout."""
     import yaml
 
-    from stimuli.shapes_world import write_shapes_world
+    from stimuli.demo.shapes_world import write_shapes_world
 
     shapes = root / "shapes"
     for seed, (split, per_class) in enumerate(asdict(data).items(), start=1):
