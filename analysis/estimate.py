@@ -6,6 +6,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from contracts.paradigms import PARADIGMS, TWO_AFC
+
 
 def _ratio(correct: np.ndarray, n: np.ndarray, axis: int = -1) -> np.ndarray:
     return correct.sum(axis=axis) / n.sum(axis=axis)
@@ -123,6 +125,14 @@ def unit_mean_bca_ci(unit_accuracy: np.ndarray, n_resamples: int = 10_000, seed:
         rng=np.random.default_rng(seed),
     )
     return float(result.confidence_interval.low), float(result.confidence_interval.high)
+
+
+def chance_level(responses: pd.DataFrame) -> float:
+    """Accuracy by guessing, from the paradigm the responses name (every published table is 2AFC)."""
+    names = set(responses["paradigm"].dropna()) if "paradigm" in responses else {TWO_AFC.name}
+    if len(names) != 1 or not names <= set(PARADIGMS):
+        raise ValueError(f"responses name the paradigm(s) {sorted(names)}; one of {sorted(PARADIGMS)} is needed")
+    return PARADIGMS[names.pop()].chance
 
 
 def main_trials(responses: pd.DataFrame) -> pd.DataFrame:

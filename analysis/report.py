@@ -19,7 +19,13 @@ from analysis.breakdown import (  # noqa: E402
     rating_summary,
     repeat_agreement,
 )
-from analysis.estimate import accuracy_table, depth_correlation, model_comparison, unit_accuracy  # noqa: E402
+from analysis.estimate import (  # noqa: E402
+    accuracy_table,
+    chance_level,
+    depth_correlation,
+    model_comparison,
+    unit_accuracy,
+)
 from analysis.exclusions import (  # noqa: E402
     PUBLISHED_RULE,
     RULES,
@@ -39,7 +45,7 @@ from analysis.machine import (  # noqa: E402
 from analysis.scaling import robustness_checks, scaling_trends, unit_table, with_model_facts  # noqa: E402
 
 
-def accuracy_figure(table: pd.DataFrame) -> plt.Figure:
+def accuracy_figure(table: pd.DataFrame, chance: float) -> plt.Figure:
     """Bars per model, one per condition, with 95% CIs and the chance line."""
     models = list(dict.fromkeys(table["model_id"]))
     conditions = list(dict.fromkeys(table["condition"]))
@@ -58,7 +64,7 @@ def accuracy_figure(table: pd.DataFrame) -> plt.Figure:
             ecolor="black",
             capsize=3,
         )
-    ax.axhline(0.5, color="grey", linestyle="--", linewidth=1, label="chance")
+    ax.axhline(chance, color="grey", linestyle="--", linewidth=1, label="chance")
     ax.set_xticks(x, models, rotation=30, ha="right")
     ax.set_ylim(0, 1.02)
     ax.set_ylabel("proportion correct")
@@ -67,7 +73,7 @@ def accuracy_figure(table: pd.DataFrame) -> plt.Figure:
     return fig
 
 
-def scaling_figure(responses: pd.DataFrame, trends: pd.DataFrame) -> plt.Figure:
+def scaling_figure(responses: pd.DataFrame, trends: pd.DataFrame, chance: float) -> plt.Figure:
     """Model accuracy (mean of unit accuracies) against log10 parameters, with the fitted trend and its band."""
     units = unit_table(responses, ["log10_parameters"])
     fig, ax = plt.subplots(figsize=(5.5, 3.5))
@@ -89,7 +95,7 @@ def scaling_figure(responses: pd.DataFrame, trends: pd.DataFrame) -> plt.Figure:
                 color=points.get_facecolor()[0],
                 linewidth=0,
             )
-    ax.axhline(0.5, color="grey", linestyle="--", linewidth=1)
+    ax.axhline(chance, color="grey", linestyle="--", linewidth=1)
     ax.set_xlabel("log10 parameters")
     ax.set_ylabel("proportion correct")
     ax.legend(frameon=False, fontsize="small")
@@ -97,14 +103,16 @@ def scaling_figure(responses: pd.DataFrame, trends: pd.DataFrame) -> plt.Figure:
     return fig
 
 
-def _panels_per_condition(units: pd.DataFrame, draw, xlabel: str, ylabel: str, width: float = 4.5) -> plt.Figure:
+def _panels_per_condition(
+    units: pd.DataFrame, draw, xlabel: str, ylabel: str, chance: float, width: float = 4.5
+) -> plt.Figure:
     """One panel per condition, ``draw(ax, model_id, rows)`` once per model, chance line, legend at the side."""
     conditions = sorted(units["condition"].unique())
     fig, axes = plt.subplots(1, len(conditions), figsize=(width * len(conditions), 3.4), squeeze=False, sharey=True)
     for ax, condition in zip(axes[0], conditions, strict=True):
         for model_id, group in units[units["condition"] == condition].groupby("model_id", sort=True):
             draw(ax, model_id, group)
-        ax.axhline(0.5, color="grey", linestyle="--", linewidth=1)
+        ax.axhline(chance, color="grey", linestyle="--", linewidth=1)
         ax.set_title(condition)
         ax.set_xlabel(xlabel)
     axes[0][0].set_ylabel(ylabel)
@@ -113,7 +121,7 @@ def _panels_per_condition(units: pd.DataFrame, draw, xlabel: str, ylabel: str, w
     return fig
 
 
-def depth_figure(units: pd.DataFrame) -> plt.Figure | None:
+def depth_figure(units: pd.DataFrame, chance: float) -> plt.Figure | None:
     """Unit accuracy against relative layer depth, one panel per condition, a line per model."""
     if "relative_depth" not in units or units["relative_depth"].isna().all():
         return None
@@ -122,10 +130,10 @@ def depth_figure(units: pd.DataFrame) -> plt.Figure | None:
         binned = group.groupby(group["relative_depth"].round(1))["accuracy"].mean()
         ax.plot(binned.index, binned.to_numpy(), marker="o", markersize=3, label=model_id)
 
-    return _panels_per_condition(units, draw, "relative layer depth", "unit accuracy")
+    return _panels_per_condition(units, draw, "relative layer depth", "unit accuracy", chance)
 
 
-def machine_figure(units: pd.DataFrame) -> plt.Figure:
+def machine_figure(units: pd.DataFrame, chance: float) -> plt.Figure:
     """Human unit accuracy against machine score, a panel per condition, a colour per model."""
 
     def draw(ax, model_id: str, group: pd.DataFrame) -> None:
@@ -134,17 +142,17 @@ def machine_figure(units: pd.DataFrame) -> plt.Figure:
         ax.set_xlim(-0.02, 1.02)
         ax.set_ylim(-0.02, 1.02)
 
-    return _panels_per_condition(units, draw, "machine score", "human unit accuracy", width=4.2)
+    return _panels_per_condition(units, draw, "machine score", "human unit accuracy", chance, width=4.2)
 
 
-def confidence_figure(responses: pd.DataFrame) -> plt.Figure:
+def confidence_figure(responses: pd.DataFrame, chance: float) -> plt.Figure:
     """Accuracy at each confidence level, per condition (are confident answers more often right?)."""
     data = responses.groupby(["condition", "confidence"])["correct"].agg(["mean", "count"]).reset_index()
     fig, ax = plt.subplots(figsize=(4.5, 3.3))
     for condition, group in data.groupby("condition", sort=True):
         se = np.sqrt(group["mean"] * (1 - group["mean"]) / group["count"])
         ax.errorbar(group["confidence"], group["mean"], yerr=1.96 * se, marker="o", capsize=3, label=condition)
-    ax.axhline(0.5, color="grey", linestyle="--", linewidth=1)
+    ax.axhline(chance, color="grey", linestyle="--", linewidth=1)
     ax.set_xticks([1, 2, 3])
     ax.set_xlabel("confidence")
     ax.set_ylabel("proportion correct")
@@ -209,12 +217,13 @@ def _statistics_html(responses: pd.DataFrame, out: Path, models) -> str:
     units = unit_accuracy(responses)
     units.to_csv(out / "unit_accuracy.csv", index=False)
     parts = []
-    figure = depth_figure(units)
+    chance = chance_level(responses)
+    figure = depth_figure(units, chance)
     if figure is not None:
         _save(figure, out, "depth")
         parts.append("<img src='depth.png' alt='unit accuracy by relative layer depth' style='max-width:100%'>")
     main = responses[responses["trial_kind"] == "main"] if "trial_kind" in responses else responses
-    _save(confidence_figure(main), out, "confidence")
+    _save(confidence_figure(main, chance), out, "confidence")
     parts.append("<h2>Confidence and accuracy</h2><img src='confidence.png' alt='accuracy by confidence'>")
     for condition, result in model_comparison(units).items():
         conover = result["conover_holm_p"]
@@ -232,7 +241,7 @@ def _statistics_html(responses: pd.DataFrame, out: Path, models) -> str:
         trends = scaling_trends(facts)
         trends.to_csv(out / "scaling.csv", index=False)
         if not trends.empty:
-            _save(scaling_figure(facts, trends), out, "scaling")
+            _save(scaling_figure(facts, trends, chance), out, "scaling")
             verdicts = "".join(f"<li>{html.escape(scaling_sentence(r))}</li>" for r in trends.itertuples())
             parts.append(
                 "<h2>Scaling trends</h2><p>Two-stage meta-regression: unit accuracies, their mean per model, then "
@@ -257,7 +266,7 @@ def _machine_html(responses: pd.DataFrame, scores_csv: Path, out: Path) -> str:
     models.to_csv(out / "machine_models.csv", index=False)
     correlation = human_machine_correlation(units)
     correlation.to_csv(out / "machine_correlation.csv", index=False)
-    _save(machine_figure(units), out, "machine")
+    _save(machine_figure(units, chance_level(responses)), out, "machine")
     observer = scores["observer"].iloc[0] if "observer" in scores else "an observer"
     return (
         "<h2>Machine score and human accuracy</h2>"
@@ -434,7 +443,7 @@ def write_report(
                 "moves and the others stay (dotted: the threshold used; exclusion_thresholds.csv has the numbers).</p>"
                 "<img src='exclusion_thresholds.png' alt='accuracy over exclusion thresholds' style='max-width:100%'>"
             )
-    _save(accuracy_figure(table), out, "accuracy")
+    _save(accuracy_figure(table, chance_level(included)), out, "accuracy")
     statistics = _published_html(included, out) + _statistics_html(included, out, models)
     if machine_scores is not None:
         statistics += _machine_html(included, machine_scores, out)

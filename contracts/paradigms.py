@@ -6,6 +6,7 @@ only one for now; a paradigm is a value in :data:`PARADIGMS`, named by the bundl
 
 from __future__ import annotations
 
+import string
 from dataclasses import dataclass
 
 
@@ -14,12 +15,50 @@ class Paradigm:
     name: str
     title: str
     n_queries: int  # images the participant chooses among
-    confidence_levels: tuple[int, ...]  # the confidence ratings a response may carry
+    confidence_words: tuple[str, ...]  # the confidence ratings a response may carry, 1 = least sure
 
     @property
     def chance(self) -> float:
         """Accuracy of an observer who guesses."""
         return 1 / self.n_queries
+
+    @property
+    def confidence_levels(self) -> tuple[int, ...]:
+        return tuple(range(1, len(self.confidence_words) + 1))
+
+    def query_name(self, query: int) -> str:
+        return string.ascii_uppercase[query]
+
+    def answers(self) -> list[dict]:
+        """The answer buttons the page shows, in order: one per query and confidence, with its key.
+
+        Each query's buttons run from its most confident end towards the next query's, so that two
+        queries read "A very sure ... A unsure | B unsure ... B very sure".
+        """
+        buttons = []
+        for query in range(self.n_queries):
+            levels = self.confidence_levels[::-1] if query % 2 == 0 else self.confidence_levels
+            for confidence in levels:
+                word = self.confidence_words[confidence - 1]
+                buttons.append(
+                    {
+                        "query": query,
+                        "confidence": confidence,
+                        "key": str(len(buttons) + 1),
+                        "label": f"{self.query_name(query)} · {word}",
+                    }
+                )
+        return buttons
+
+    def problem_with(self, chosen_query: int, confidence: int) -> str | None:
+        """What is wrong with a response for this paradigm, or None."""
+        if not 0 <= chosen_query < self.n_queries:
+            return (
+                f"chosen_query: {chosen_query} is not one of the {self.n_queries} queries (0 to {self.n_queries - 1})"
+            )
+        if confidence not in self.confidence_levels:
+            return f"confidence: {confidence} is not one of {list(self.confidence_levels)}"
+        return None
 
     def score(self, chosen_query: int, answer: int) -> bool:
         """Whether a response is correct: the chosen query is the answer (the more activating one)."""
@@ -30,7 +69,7 @@ TWO_AFC = Paradigm(
     name="2afc",
     title="two-alternative forced choice: which of two queries activates the unit more",
     n_queries=2,
-    confidence_levels=(1, 2, 3),
+    confidence_words=("unsure", "fairly sure", "very sure"),
 )
 
 PARADIGMS: dict[str, Paradigm] = {p.name: p for p in (TWO_AFC,)}

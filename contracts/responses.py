@@ -23,6 +23,12 @@ class Column:
 
 RESPONSE_COLUMNS: tuple[Column, ...] = (
     Column("study_id", "str", "string", "the bundle's study"),
+    Column(
+        "paradigm",
+        "str",
+        "`2afc`",
+        "the bundle's paradigm (`contracts/paradigms.py`): how many queries, what chance is",
+    ),
     Column("participant_id", "str", "string", "platform worker id, or `direct-<random>` for a direct link", True),
     Column("platform", "str", "string", "`prolific`, `mturk` or `direct`"),
     Column("task_id", "str", "string", "the task the participant was assigned"),

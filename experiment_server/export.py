@@ -67,6 +67,7 @@ def response_rows(bundle: Bundle, session_factory: sessionmaker) -> Iterator[dic
             unit = units[trial.unit_id]
             row = {
                 "study_id": session.study_id,
+                "paradigm": manifest.paradigm,
                 "participant_id": session.participant_id,
                 "platform": session.platform,
                 "task_id": session.task_id,

@@ -21,6 +21,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from contracts.bundle import Task, Trial
+from contracts.paradigms import PARADIGMS, Paradigm
 from experiment_server.assignment import choose_task, reservation_end
 from experiment_server.checks import session_summary
 from experiment_server.config import DEFAULT_CONSENT, consent_version
@@ -114,7 +115,20 @@ def _trial_json(trial: Trial, index: int, n_trials: int) -> dict[str, Any]:
         "max_side": trial.max_side,
         "references": {"min": _image_urls(trial.references.min), "max": _image_urls(trial.references.max)},
         "queries": _image_urls(trial.queries),
+        "answers": _paradigm().answers(),
     }
+
+
+def _paradigm() -> Paradigm:
+    return PARADIGMS[_bundle().manifest.paradigm]
+
+
+def _scored(trial: Trial, body: ResponseBody) -> bool:
+    """Whether a response is right, by the bundle's paradigm; a response it cannot take is a 400."""
+    paradigm = _paradigm()
+    if problem := paradigm.problem_with(body.chosen_query, body.confidence):
+        abort(400, problem)
+    return paradigm.score(body.chosen_query, _bundle().answer_key.answers[trial.trial_id].max_query)
 
 
 def _count(db: Session, session: ParticipantSession, phase: str, block: int = 0, correct: bool | None = None) -> int:
@@ -180,6 +194,7 @@ def _state(db: Session, session: ParticipantSession) -> dict[str, Any]:
         "practice_block": block,
         "practice_next_trial": practice_next,
         "max_practice_blocks": _cfg().criteria.max_practice_blocks,
+        "answers": _paradigm().answers(),
         "example": _trial_json(example_source, 0, 1) if example_source is not None else None,
     }
 
@@ -367,7 +382,7 @@ def practice_response(token: str, block: int):
             session = _load(db, token)
             _require_running(session)
             trial, n = _practice_trial(session, block, body.trial_index)
-            correct = body.chosen_query == _bundle().answer_key.answers[trial.trial_id].max_query
+            correct = _scored(trial, body)
             duplicate = _insert_response(db, session, body, trial, correct, "practice", block)
         with db.begin():
             session = _load(db, token)
@@ -474,7 +489,7 @@ def _store_main(db: Session, session: ParticipantSession, body: ResponseBody) ->
     if body.trial_index >= len(trials):
         abort(400, f"trial_index {body.trial_index} out of range (task has {len(trials)})")
     trial = trials[body.trial_index]
-    correct = body.chosen_query == _bundle().answer_key.answers[trial.trial_id].max_query
+    correct = _scored(trial, body)
     return _insert_response(db, session, body, trial, correct, "main", 0), correct
 
 

@@ -47,8 +47,8 @@ class PhaseBody(_Body):
 
 class ResponseBody(_Body):
     trial_index: int = Field(ge=0)
-    chosen_query: Literal[0, 1]
-    confidence: Literal[1, 2, 3]
+    chosen_query: int = Field(ge=0, le=25, description="index into the trial's queries (the paradigm says how many)")
+    confidence: int = Field(ge=1, le=10, description="one of the paradigm's confidence levels (2AFC: 1, 2, 3)")
     rt_ms: float = Field(ge=0, le=24 * 3600 * 1000)
     focus_lost: int = Field(0, ge=0, le=10_000, description="blur events while the trial was shown")
 
@@ -82,7 +82,8 @@ class TrialOut(BaseModel):
     condition: str
     max_side: Literal["left", "right"]
     references: dict[Literal["min", "max"], list[str]]
-    queries: list[str] = Field(description="two image URLs, upper then lower; nothing says which is correct")
+    queries: list[str] = Field(description="image URLs in display order; nothing says which is correct")
+    answers: list[dict] = Field(description="the answer buttons: query, confidence, key and label, in order")
 
 
 class SessionOut(BaseModel):
@@ -95,6 +96,7 @@ class SessionOut(BaseModel):
     practice_block: int | None = Field(description="the block to do next; null once practice is passed")
     practice_next_trial: int | None
     max_practice_blocks: int
+    answers: list[dict] = Field(description="the study's answer buttons (its paradigm's), as each trial has them")
     example: TrialOut | None = Field(description="an example trial for the instructions")
 
 

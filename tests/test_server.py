@@ -13,6 +13,7 @@ import pytest
 from sqlalchemy import func, select
 
 from contracts.bundle import load_bundle
+from contracts.paradigms import TWO_AFC
 from experiment_server.db import ParticipantSession, Response, SessionEvent
 from psychinterp.scripted import run_session
 from tests.server_helpers import answer_all, answer_body, correct_choice, page_settings, pass_practice, start
@@ -72,7 +73,8 @@ def test_nothing_sent_before_a_response_reveals_the_answer(client, bundle):
         assert "max_query" not in text and "activation" not in text and "catch" not in text
         assert not any(s in text for s in secrets_)
     trial = payloads[-1]
-    assert set(trial) == {"trial_index", "n_trials", "condition", "max_side", "references", "queries"}
+    assert set(trial) == {"trial_index", "n_trials", "condition", "max_side", "references", "queries", "answers"}
+    assert trial["answers"] == TWO_AFC.answers()  # the same buttons on every trial: they say nothing either
     assert all(q.startswith("/images/") and len(q) == len("/images/") + 64 + 4 for q in trial["queries"])
 
 
@@ -409,3 +411,25 @@ def test_every_platform_the_api_accepts_has_a_module():
     from experiment_server.schemas import PlatformParams
 
     assert set(typing.get_args(PlatformParams.model_fields["platform"].annotation)) == set(PLATFORMS)
+
+
+def test_responses_are_checked_and_scored_by_the_bundles_paradigm(client, bundle):
+    from contracts.paradigms import TWO_AFC
+
+    assert [(a["query"], a["confidence"], a["key"]) for a in TWO_AFC.answers()] == [
+        (0, 3, "1"),
+        (0, 2, "2"),
+        (0, 1, "3"),
+        (1, 1, "4"),
+        (1, 2, "5"),
+        (1, 3, "6"),
+    ]  # the 2023 layout: A very sure ... A unsure | B unsure ... B very sure
+    token = start(client)["token"]
+    pass_practice(client, bundle, token)
+    wrong_query = client.post(f"/api/sessions/{token}/responses", json={**answer_body(0), "chosen_query": 2})
+    assert wrong_query.status_code == 400 and "not one of the 2 queries" in wrong_query.get_json()["detail"]
+    wrong_confidence = client.post(f"/api/sessions/{token}/responses", json={**answer_body(0), "confidence": 4})
+    assert (
+        wrong_confidence.status_code == 400
+        and "confidence: 4 is not one of [1, 2, 3]" in wrong_confidence.get_json()["detail"]
+    )

@@ -34,6 +34,7 @@ import pandas as pd
 
 from analysis.formats.base import LoadOptions, TableFormat
 from analysis.tables import ResponseTableError, fail
+from contracts.paradigms import TWO_AFC
 
 # InceptionV1's mixed layers, in forward order: ``layer_<k>`` in the release is the k-th.
 INCEPTION_V1_MIXED = ("3a", "3b", "4a", "4b", "4c", "4d", "4e", "5a", "5b")
@@ -169,6 +170,7 @@ def _to_tidy(path: Path, frame: pd.DataFrame, options: LoadOptions) -> pd.DataFr
         raise fail(path, "abs_conf_rating", bad, frame, "is not the absolute value of conf_rating")
     tidy = pd.DataFrame(
         {
+            "paradigm": TWO_AFC.name,
             "participant_id": participant,
             "model_id": options.model_id,
             "condition": condition,

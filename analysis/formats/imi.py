@@ -36,6 +36,7 @@ import pandas as pd
 
 from analysis.formats.base import LoadOptions, TableFormat
 from analysis.tables import ResponseTableError, fail
+from contracts.paradigms import TWO_AFC
 
 MODES = {"natural": "natural", "optimized": "synthetic", "catch_trial": None}
 CATCH_MODEL = "catch/manual"
@@ -107,6 +108,7 @@ def _to_tidy(path: Path, frame: pd.DataFrame, options: LoadOptions) -> pd.DataFr
 
     tidy = pd.DataFrame(
         {
+            "paradigm": TWO_AFC.name,
             "participant_id": frame["participant_id"],
             "session_id": frame["participant_id"] + "/" + session,
             "task_id": frame["task_id"],

@@ -7,6 +7,7 @@ from pathlib import Path
 import pandas as pd
 
 from analysis.formats.base import LoadOptions, TableFormat
+from contracts.paradigms import TWO_AFC
 from contracts.responses import RESPONSE_COLUMNS
 
 
@@ -14,6 +15,8 @@ def _to_tidy(path: Path, frame: pd.DataFrame, options: LoadOptions) -> pd.DataFr
     tidy = frame.copy()
     if "trial_kind" not in tidy:
         tidy["trial_kind"] = "main"
+    if "paradigm" not in tidy:  # exports from before the column existed were all 2AFC
+        tidy["paradigm"] = TWO_AFC.name
     return tidy
 
 
