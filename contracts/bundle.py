@@ -16,7 +16,6 @@ import hashlib
 import json
 import os
 import re
-import tempfile
 from pathlib import Path
 from typing import Any, Literal
 
@@ -24,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from contracts.config import Strict
 from contracts.errors import PsychinterpError, format_validation_error
+from contracts.files import atomic_text_file
 from contracts.paradigms import PARADIGMS
 from contracts.units import UnitSelector
 
@@ -260,18 +260,9 @@ def load_bundle(root: str | Path, verify_hashes: bool = False) -> Bundle:
 
 def write_json_atomic(path: Path, payload: Any) -> None:
     """Write, fsync and rename, so a reader never sees half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "w") as fh:
-            json.dump(payload, fh, indent=1, sort_keys=True)
-            fh.write("\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_text_file(path) as fh:
+        json.dump(payload, fh, indent=1, sort_keys=True)
+        fh.write("\n")
 
 
 def write_image_bytes(root: Path, data: bytes) -> str:

@@ -5,8 +5,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
-import tempfile
 from collections.abc import Iterable, Iterator
 from datetime import datetime
 from pathlib import Path
@@ -17,6 +15,7 @@ from sqlalchemy.orm import sessionmaker
 
 from contracts.bundle import Bundle
 from contracts.criteria import ExclusionCriteria
+from contracts.files import atomic_text_file
 from contracts.responses import COLUMN_NAMES
 from experiment_server.db import ParticipantSession, Response, Study
 
@@ -126,8 +125,6 @@ def jsonl_chunks(rows: Iterable[dict[str, Any]]) -> Iterator[str]:
 
 def export_csv(bundle: Bundle, session_factory: sessionmaker, out: Path) -> int:
     """Write the table atomically; returns the number of rows."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.")
     counted = 0
 
     def counting(rows: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
@@ -136,14 +133,7 @@ def export_csv(bundle: Bundle, session_factory: sessionmaker, out: Path) -> int:
             counted += 1
             yield row
 
-    try:
-        with os.fdopen(fd, "w", newline="") as fh:
-            for chunk in csv_chunks(counting(response_rows(bundle, session_factory))):
-                fh.write(chunk)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_text_file(out, newline="") as fh:
+        for chunk in csv_chunks(counting(response_rows(bundle, session_factory))):
+            fh.write(chunk)
     return counted
