@@ -261,50 +261,26 @@ def analyze(
     ] = None,
 ) -> None:
     """Accuracy per model and condition after exclusions, with bootstrap CIs, figures and report/index.html."""
-    from analysis.exclusions import load_criteria
-    from analysis.report import EXCLUSION_MODES, write_report
+    from analysis.report import EXCLUSION_MODES
+    from psychinterp.workflows import analyze_study
 
     if exclusions not in EXCLUSION_MODES:
         raise typer.BadParameter(f"{exclusions!r}: choose from {', '.join(EXCLUSION_MODES)}", param_hint="--exclusions")
-
     if (responses is None) == (db is None):
         raise typer.BadParameter("give a response CSV, or --db with --bundle")
-    chosen = load_criteria(criteria) if criteria else None
-    if db is not None:
-        if bundle is None:
-            raise typer.BadParameter("--db needs --bundle", param_hint="--bundle")
-        from contracts.bundle import load_bundle
-        from experiment_server.db import make_session_factory
-        from experiment_server.export import export_csv, study_criteria
-
-        out.mkdir(parents=True, exist_ok=True)
-        responses = out / "responses.csv"
-        served, session_factory = load_bundle(bundle), make_session_factory(db)
-        export_csv(served, session_factory, responses)
-        if chosen is None:  # the criteria the study's server ran with (its dashboard and payment lists used them)
-            chosen = study_criteria(session_factory, served.manifest.study_id)
-    facts = None
-    if bundle is not None:
-        from contracts.bundle import load_bundle
-
-        facts = {m.id: m.model_dump() for m in load_bundle(bundle).manifest.models}
-    elif models is not None:
-        from stimuli.registry import parameter_count
-        from stimuli.specs import load_model_specs
-
-        facts = {
-            spec.id: {**spec.metadata.model_dump(), "parameter_count": parameter_count(spec)}
-            for spec in load_model_specs(models).values()
-        }
-    page = write_report(
+    if db is not None and bundle is None:
+        raise typer.BadParameter("--db needs --bundle", param_hint="--bundle")
+    page = analyze_study(
         responses,
         out,
+        db=db,
+        bundle=bundle,
+        models=models,
+        criteria=criteria,
         n_resamples=resamples,
         format=format,
         model_id=model_id,
-        criteria=chosen,
         exclusions=exclusions,
-        models=facts,
         machine_scores=machine_scores,
     )
     typer.echo(f"report: {page}")
@@ -407,45 +383,34 @@ def simulate(
     seed: int = 0,
 ) -> None:
     """Machine observers take the study as participants (through the HTTP API), and/or score each unit offline."""
-    from collections import Counter
+    from psychinterp.workflows import simulate_study
 
-    import numpy as np
-
-    from contracts.bundle import load_bundle
-    from psychinterp.observers import http_images, machine_scores, make_observer
-    from psychinterp.scripted import run_session
-
-    model = make_observer(observer, seed=seed, temperature=temperature, lapse=lapse, models_file=models)
-    loaded = load_bundle(bundle)
-    if scores is not None:
-        table = machine_scores(loaded, bundle, model)
-        scores.parent.mkdir(parents=True, exist_ok=True)
-        table.to_csv(scores, index=False)
-        typer.echo(f"wrote machine scores of {len(table)} unit x condition rows to {scores}")
-    if participants == 0:
-        return
-    if server is not None:
-        import httpx
-
-        client = httpx.Client(base_url=server, timeout=30)
-    else:
-        from experiment_server import create_app
-
-        app_ = create_app({"bundle_dir": bundle, **({"database_url": db} if db else {})})
-        client = app_.test_client()
-    images = http_images(client)
-    rng = np.random.default_rng(seed)
-    outcomes = [run_session(client, lambda trial: model.decide(trial, images), rng) for _ in range(participants)]
-    statuses = Counter(o["status"] for o in outcomes)
-    ended = ", ".join(f"{n} {status}" for status, n in sorted(statuses.items()))
-    typer.echo(f"{participants} {model.features.name} observer(s): {ended}")
-    if out is not None:
-        if server is not None:
-            raise typer.BadParameter("--out needs the in-process server; export from the running one instead")
-        from experiment_server.export import export_csv
-
-        n = export_csv(loaded, app_.extensions["psychinterp_db"], out)
-        typer.echo(f"wrote {n} responses to {out}")
+    if out is not None and server is not None:
+        raise typer.BadParameter(
+            "--out needs the in-process server; export from the running one instead", param_hint="--out"
+        )
+    if db is not None and server is not None:
+        raise typer.BadParameter("--db is for the in-process server; the running one has its own", param_hint="--db")
+    run = simulate_study(
+        bundle,
+        participants,
+        observer,
+        server=server,
+        db=db,
+        out=out,
+        scores=scores,
+        models=models,
+        temperature=temperature,
+        lapse=lapse,
+        seed=seed,
+    )
+    if run.scored_rows is not None:
+        typer.echo(f"wrote machine scores of {run.scored_rows} unit x condition rows to {scores}")
+    if participants:
+        ended = ", ".join(f"{n} {status}" for status, n in sorted(run.outcomes.items()))
+        typer.echo(f"{participants} {run.observer} observer(s): {ended}")
+    if run.responses_written is not None:
+        typer.echo(f"wrote {run.responses_written} responses to {out}")
 
 
 @app.command("train-family")

@@ -145,3 +145,12 @@ def test_serve_with_a_config_file_admin_login_and_db_upgrade(tmp_path, tiny_bund
     result = subprocess.run([*command, "--config", str(bad)], capture_output=True, text=True, timeout=60)
     assert result.returncode == 2 and result.stderr.startswith(f"error: {bad}: ")
     assert "reservation_minutes" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_simulate_refuses_an_impossible_option_pair_before_running_anything(tiny_bundle_dir, tmp_path):
+    # Nothing listens on port 9: had it started sessions first, this would fail on the connection instead.
+    args = ["simulate", str(tiny_bundle_dir), "--server", "http://127.0.0.1:9", "--out", str(tmp_path / "r.csv")]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2 and "--out needs the in-process server" in result.output
+    result = runner.invoke(app, [*args[:4], "--db", f"sqlite:///{tmp_path / 'x.db'}"])
+    assert result.exit_code == 2 and "--db is for the in-process server" in result.output
