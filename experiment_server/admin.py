@@ -37,7 +37,7 @@ from experiment_server.context import cfg as _cfg
 from experiment_server.context import db as _db
 from experiment_server.context import reservation_lapsed
 from experiment_server.db import Admin, ParticipantSession, utcnow
-from experiment_server.export import csv_chunks, jsonl_chunks, response_rows, session_facts
+from experiment_server.export import csv_chunks, jsonl_chunks, response_rows
 from experiment_server.platforms import PLATFORMS
 
 blueprint = Blueprint("admin", __name__, url_prefix="/admin")
@@ -155,7 +155,6 @@ def participants(db: Session) -> list[dict[str, Any]]:
     now = utcnow()
     rows = []
     for session in _sessions(db):
-        facts = session_facts(session)
         main = [r for r in session.responses if r.phase == "main"]
         trials = _trials_of(session)
         summary = session_summary(session, trials)
@@ -171,8 +170,8 @@ def participants(db: Session) -> list[dict[str, Any]]:
                 "answered": len(main),
                 "n_trials": len(trials),
                 "catch_accuracy": summary.catch_accuracy,
-                "instruction_s": facts["instruction_s"],
-                "session_s": facts["session_s"],
+                "instruction_s": summary.instruction_s,
+                "session_s": summary.session_s,
                 "practice_blocks": session.practice_blocks,
                 "focus_lost": sum(r.focus_lost for r in main),
                 "failed_checks": [describe(r, criteria) for r in rules],
