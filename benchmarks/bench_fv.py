@@ -25,14 +25,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from contracts.units import UnitRef, channel
 from stimuli.demo.images import write_demo_dataset
-from stimuli.exemplars import ImageTreeDataset, UnitRef, scan_dataset
+from stimuli.exemplars import ImageTreeDataset, scan_dataset
 from stimuli.fv import FVRequest, FVSettings, Group, GroupResult, optimise_groups, visualise_units
 from stimuli.registry import LoadedModel, build_architecture
 from stimuli.specs import ModelSpec
 
 TARGET = 10.0
-LAYER, CHANNEL = "layer2.0.bn2", 7
+LAYER, CHANNEL = "layer2.0.bn2", channel(7)
 MODEL = {
     "id": "bench_resnet18",
     "display_name": "ResNet-18 (random init, 32 px)",
@@ -121,7 +122,9 @@ def main() -> None:
     model = LoadedModel(spec=spec, module=build_architecture(spec))
     with tempfile.TemporaryDirectory() as tmp:
         dataset = ImageTreeDataset(write_demo_dataset(Path(tmp) / "images", images_per_class=64))
-        scan = scan_dataset(model, [UnitRef(LAYER, CHANNEL)], dataset, Path(tmp) / "acts.npy")
+        scan = scan_dataset(
+            model, [UnitRef(model_id="resnet18", layer=LAYER, selector=CHANNEL)], dataset, Path(tmp) / "acts.npy"
+        )
         column = np.asarray(scan.activations[:, 0])
     request = FVRequest(LAYER, CHANNEL, max_target=float(column.max()), min_target=float(column.min()))
 

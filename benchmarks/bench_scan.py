@@ -36,7 +36,7 @@ def _setup(root: Path, n_images: int):
     import torch
 
     from stimuli.demo.images import write_demo_dataset
-    from stimuli.exemplars import ImageTreeDataset, UnitRef
+    from stimuli.exemplars import ImageTreeDataset
     from stimuli.registry import LoadedModel, build_architecture, eligible_layers
     from stimuli.specs import ModelSpec
     from stimuli.units import sample_units
@@ -47,7 +47,7 @@ def _setup(root: Path, n_images: int):
     model = LoadedModel(spec=spec, module=build_architecture(spec))
     layers = eligible_layers(model)
     units = sample_units(spec.id, [(l.name, l.channels) for l in layers], N_UNITS, seed=0)
-    return model, ImageTreeDataset(root / "images"), [UnitRef(u.layer, u.channel) for u in units]
+    return model, ImageTreeDataset(root / "images"), [u.ref for u in units]
 
 
 def measure_peak(n_images: int, workdir: str) -> None:

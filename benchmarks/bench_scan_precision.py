@@ -34,7 +34,6 @@ def main() -> int:
     from stimuli.demo.images import write_demo_dataset
     from stimuli.exemplars import (
         ImageTreeDataset,
-        UnitRef,
         batch_activations,
         default_num_workers,
         exact_at_used_ranks,
@@ -52,14 +51,14 @@ def main() -> int:
     model = LoadedModel(spec, build_architecture(spec).to("cuda"))
     layers = eligible_layers(model)
     units = sample_units(spec.id, [(x.name, x.channels) for x in layers], N_UNITS, seed=0)
-    refs = [UnitRef(u.layer, u.channel) for u in units]
+    refs = [u.ref for u in units]
     workers = default_num_workers()
     with tempfile.TemporaryDirectory() as tmp:
         dataset = ImageTreeDataset(write_demo_dataset(Path(tmp) / "images", images_per_class=IMAGES_PER_CLASS))
         n = len(dataset)
         by_layer = {}
         for ref in refs:
-            by_layer.setdefault(ref.layer, []).append(ref.channel)
+            by_layer.setdefault(ref.layer, []).append(ref.selector)
         decoded = torch.stack([dataset[i][1] for i in range(1024)]).cuda()
         forward = {}
         for precision in ("fp32", "fp16"):

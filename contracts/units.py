@@ -28,6 +28,11 @@ class ChannelSelector(BaseModel):
 UnitSelector = ChannelSelector
 
 
+def channel(index: int) -> ChannelSelector:
+    """The selector of channel ``index``."""
+    return ChannelSelector(channel=index)
+
+
 def _safe(part: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]", "-", part)
 

@@ -96,14 +96,15 @@ class ModelEmbedding:
     def embed(self, images: Sequence[np.ndarray]) -> np.ndarray:
         import torch
 
+        from contracts.units import channel
         from stimuli.registry import unit_activations
 
         size = self._model.input_size
         # np.array copies: arrays from PIL are read-only, which torch warns about.
         batch = torch.stack([torch.from_numpy(np.array(i[..., :3])).permute(2, 0, 1) for i in images])
         batch = torch.nn.functional.interpolate(batch.float() / 255, size=(size, size), mode="bilinear", antialias=True)
-        channels = list(range(self._channels[self.layer]))
-        return unit_activations(self._model, batch, {self.layer: channels})[self.layer].cpu().numpy()
+        every_channel = [channel(c) for c in range(self._channels[self.layer])]
+        return unit_activations(self._model, batch, {self.layer: every_channel})[self.layer].cpu().numpy()
 
 
 @dataclass

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -30,7 +30,6 @@ from contracts.errors import ConfigError, PsychinterpError
 from stimuli.exemplars import (
     ImageTreeDataset,
     Precision,
-    UnitRef,
     exact_at_used_ranks,
     rescore_rows,
     scan_dataset,
@@ -39,6 +38,7 @@ from stimuli.exemplars import (
 )
 from stimuli.images import STORED_CROP, decode_stored_view, png_bytes
 from stimuli.registry import Layer, LoadedModel, build_architecture, eligible_layers, load_model, parameter_count
+from stimuli.selectors import selector_problem
 from stimuli.specs import ModelSpec, load_model_specs
 from stimuli.study import StudyConfig
 from stimuli.tasks import BatchImages, UnitStimuli, assemble_tasks, plan_study, practice_unit_ranking
@@ -131,7 +131,8 @@ def _shared_units(
     channels = {layer.name: layer.channels for layer in layers}
     donor_layers = {(u.layer, u.n_layers) for u in sampled[donor]}
     for unit in sampled[donor]:
-        if unit.layer not in channels or unit.channel >= channels[unit.layer] or unit.n_layers != len(layers):
+        fits = unit.layer in channels and selector_problem(unit.selector, channels[unit.layer]) is None
+        if not fits or unit.n_layers != len(layers):
             raise ConfigError(
                 f"unit_sampling.shared_units: {model_id!r} cannot reuse the units of {donor!r}: "
                 f"their eligible layers differ (e.g. {sorted(donor_layers)[:2]})"
@@ -220,12 +221,12 @@ def plan_units(config: StudyConfig, out: Path, dataset: ImageTreeDataset) -> Uni
         stored = {
             "fingerprint": key,
             "models": {m: b.model_dump(mode="json") for m, b in models.items()},
-            "units": {m: [asdict(u) for u in units] for m, units in sampled.items()},
+            "units": {m: [u.model_dump(mode="json") for u in units] for m, units in sampled.items()},
         }
         work.write_plan(stored)
     return UnitPlan(
         models={m: BundleModel.model_validate(b) for m, b in stored["models"].items()},
-        units={m: [SampledUnit(**u) for u in units] for m, units in stored["units"].items()},
+        units={m: [SampledUnit.model_validate(u) for u in units] for m, units in stored["units"].items()},
     )
 
 
@@ -242,7 +243,7 @@ def _scan_and_select(
     """One streaming pass for ``units``, then each unit's exemplars, recorded one by one."""
     ex, ds = config.exemplars, config.dataset
     array_path = work.scan_path(model.spec.id, [u.unit_id for u in units])
-    refs = [UnitRef(u.layer, u.channel) for u in units]
+    refs = [u.ref for u in units]
     scan = scan_dataset(
         model,
         refs,
@@ -288,7 +289,7 @@ def _visualise(config: StudyConfig, model: LoadedModel, item: WorkItem, out: Pat
     from stimuli.fv import FVRequest, visualise_units
 
     records = [work.read_exemplars(u.unit_id) for u in item.units]
-    requests = [FVRequest(r.unit.layer, r.unit.channel, *r.targets) for r in records]
+    requests = [FVRequest(r.unit.layer, r.unit.selector, *r.targets) for r in records]
     images, _ = visualise_units(model, requests, config.feature_visualization.settings(), seed=config.seed + item.first)
     for unit, visualisations in zip(item.units, images, strict=True):
         stored = [

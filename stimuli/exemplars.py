@@ -20,6 +20,7 @@ from tqdm import tqdm
 
 from contracts.bundle import write_json_atomic
 from contracts.errors import ConfigError, PsychinterpError
+from contracts.units import UnitRef, UnitSelector
 from stimuli.images import decode_stored_view, list_images
 from stimuli.registry import LoadedModel, unit_activations
 
@@ -89,12 +90,6 @@ def _collate(batch: list[tuple[int, torch.Tensor | None]]) -> tuple[list[int], t
     return [i for i, _ in good], torch.stack([t for _, t in good]), bad
 
 
-@dataclass(frozen=True)
-class UnitRef:
-    layer: str
-    channel: int
-
-
 @dataclass
 class ScanResult:
     activations: np.ndarray  # (n_images, n_units) float32; NaN rows are undecodable images
@@ -112,7 +107,10 @@ def loader_for(dataset: Dataset, rows: Sequence[int] | None, batch_size: int, nu
 
 
 def batch_activations(
-    model: LoadedModel, batch: torch.Tensor, by_layer: Mapping[str, Sequence[int]], precision: Precision = "fp32"
+    model: LoadedModel,
+    batch: torch.Tensor,
+    by_layer: Mapping[str, Sequence[UnitSelector]],
+    precision: Precision = "fp32",
 ) -> dict[str, np.ndarray]:
     """Unit activations of a uint8 image batch; a batch that overflows in reduced precision is redone in fp32."""
     images = batch.to(model.device, non_blocking=True).float().div_(255)
@@ -129,11 +127,12 @@ def batch_activations(
     return {layer: a.float().cpu().numpy() for layer, a in acts.items()}
 
 
-def _by_layer(units: Sequence[UnitRef]) -> tuple[dict[str, list[int]], dict[tuple[str, int], int]]:
-    by_layer: dict[str, list[int]] = defaultdict(list)
+def _by_layer(units: Sequence[UnitRef]) -> tuple[dict[str, list[UnitSelector]], dict[tuple[str, UnitSelector], int]]:
+    """The selectors wanted per layer, and each unit's column in the activation array."""
+    by_layer: dict[str, list[UnitSelector]] = defaultdict(list)
     for unit in units:
-        by_layer[unit.layer].append(unit.channel)
-    return by_layer, {(u.layer, u.channel): j for j, u in enumerate(units)}
+        by_layer[unit.layer].append(unit.selector)
+    return by_layer, {(u.layer, u.selector): j for j, u in enumerate(units)}
 
 
 def _read_progress(path: Path, shape: tuple[int, int]) -> dict | None:
@@ -187,9 +186,9 @@ def scan_dataset(
             if batch is not None:
                 acts = batch_activations(model, batch, by_layer, precision)
                 rows = np.asarray(indices)
-                for layer, channels in by_layer.items():
-                    for k, channel in enumerate(channels):
-                        out[rows, columns[(layer, channel)]] = acts[layer][:, k]
+                for layer, selectors in by_layer.items():
+                    for k, selector in enumerate(selectors):
+                        out[rows, columns[(layer, selector)]] = acts[layer][:, k]
             progress["skipped"] += len(bad)
             examples = progress["skipped_examples"]
             examples += [dataset.paths[i].as_posix() for i in bad[: max(0, 10 - len(examples))]]
@@ -384,7 +383,7 @@ def rescore_rows(
             continue
         acts = batch_activations(model, batch, by_layer, "fp32")
         where = [position[i] for i in indices]
-        for layer, channels in by_layer.items():
-            for k, channel in enumerate(channels):
-                result[where, columns[(layer, channel)]] = acts[layer][:, k]
+        for layer, selectors in by_layer.items():
+            for k, selector in enumerate(selectors):
+                result[where, columns[(layer, selector)]] = acts[layer][:, k]
     return result

@@ -2,9 +2,9 @@
 
 lucent 0.1.8's ``render_vis`` leaks hooks, pins tensors to ``cuda:0`` and uses
 kornia functions that no longer exist, so the optimisation loop, the
-transforms, the hooks and the device handling are ours; the FFT
-parametrisation, the colour decorrelation matrix and the objectives (channel,
-diversity) are lucent's.
+transforms, the hooks, the device handling and the unit objective (any unit
+selector) are ours; the FFT parametrisation, the colour decorrelation matrix
+and the diversity objective are lucent's.
 
 Per unit and direction the result is 9 images: 8 diverse and 1 non-diverse.
 The diversity weight alpha is the largest for which every diverse image still
@@ -27,8 +27,10 @@ import torch
 import torch.nn.functional as F
 
 from contracts.errors import PsychinterpError
+from contracts.units import UnitSelector
 from stimuli.compat import LUCENT_MISSING
 from stimuli.registry import LoadedModel, capture_outputs, channel_map, forward_until_captured
+from stimuli.selectors import selector_positions
 
 try:
     from lucent.optvis import objectives
@@ -102,7 +104,7 @@ class Group:
     """Images of one batch that share a unit, a direction and a diversity weight."""
 
     layer: str
-    channel: int
+    selector: UnitSelector
     direction: str  # "max" or "min"
     n_images: int
     alpha: float
@@ -137,14 +139,19 @@ def _diversity_slice(layer: str, start: int, stop: int) -> objectives.Objective:
     return objectives.Objective(lambda T: diversity(lambda name: T(name)[start:stop]))
 
 
+def _unit_objective(layer: str, selector: UnitSelector, batch: int) -> objectives.Objective:
+    """Minus the unit's mean over positions in image ``batch`` (for a channel, lucent's ``channel``)."""
+    return objectives.Objective(lambda T: -selector_positions(T(layer), selector)[batch].mean())
+
+
 def _objective(groups: Sequence[Group]) -> objectives.Objective:
-    """Channel objectives per image (negated for min), plus each group's own diversity term."""
+    """Unit objectives per image (negated for min), plus each group's own diversity term."""
     parts = []
     start = 0
     for g in groups:
         for i in range(start, start + g.n_images):
-            channel = objectives.channel(g.layer, g.channel, batch=i)
-            parts.append(channel if g.direction == "max" else -channel)
+            unit = _unit_objective(g.layer, g.selector, i)
+            parts.append(unit if g.direction == "max" else -unit)
         if g.alpha > 0 and g.n_images > 1:
             # lucent's diversity is minus the mean pairwise Gram similarity: subtracting it penalises similarity.
             parts.append(-g.alpha * _diversity_slice(g.layer, start, start + g.n_images))
@@ -228,7 +235,7 @@ def optimise_groups(
             results = []
             start = 0
             for g in groups:
-                acts = T(g.layer)[start : start + g.n_images, g.channel]
+                acts = selector_positions(T(g.layer), g.selector)[start : start + g.n_images]
                 acts = acts.flatten(1).mean(1) if acts.ndim > 1 else acts
                 pixels = final[start : start + g.n_images]
                 results.append(
@@ -252,7 +259,7 @@ class FVRequest:
     """One unit to visualise, with its most extreme natural exemplar activations as targets."""
 
     layer: str
-    channel: int
+    selector: UnitSelector
     max_target: float
     min_target: float
 
@@ -287,8 +294,8 @@ def visualise_units(
     groups = []
     for r in requests:
         for d in directions:
-            groups.append(Group(r.layer, r.channel, d, 1, 0.0))
-            groups += [Group(r.layer, r.channel, d, k, a * _scale(r)) for a in settings.relative_alphas]
+            groups.append(Group(r.layer, r.selector, d, 1, 0.0))
+            groups += [Group(r.layer, r.selector, d, k, a * _scale(r)) for a in settings.relative_alphas]
     results, image_steps = optimise_groups(model, groups, settings, seed)
     per_key: dict[tuple[int, str], list[GroupResult]] = {}
     per_group = 1 + len(settings.relative_alphas)
@@ -310,7 +317,7 @@ def visualise_units(
         high = found[found.index(passing[-1]) + 1].group.alpha
         for a in np.geomspace(low, high, settings.refine_candidates + 2)[1:-1]:
             g = passing[-1].group
-            refine.append(((i, d), Group(g.layer, g.channel, d, k, float(a), init=passing[-1].spectrum)))
+            refine.append(((i, d), Group(g.layer, g.selector, d, k, float(a), init=passing[-1].spectrum)))
     if refine:
         refined, more_steps = optimise_groups(model, [g for _, g in refine], settings, seed + 1)
         image_steps += more_steps

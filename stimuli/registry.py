@@ -17,6 +17,7 @@ from functools import cache
 from pathlib import Path
 
 from contracts.errors import PsychinterpError
+from contracts.units import UnitSelector
 from stimuli.compat import LUCENT_MISSING, ensure_torchvision_importable
 from stimuli.specs import ModelSpec
 
@@ -24,6 +25,8 @@ ensure_torchvision_importable()
 
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
+
+from stimuli.selectors import selector_activations  # noqa: E402
 
 
 class WeightsError(PsychinterpError):
@@ -469,18 +472,16 @@ def eligible_layers(model: LoadedModel) -> list[Layer]:
 
 
 def unit_activations(
-    model: LoadedModel, images: torch.Tensor, units: Mapping[str, Sequence[int]]
+    model: LoadedModel, images: torch.Tensor, units: Mapping[str, Sequence[UnitSelector]]
 ) -> dict[str, torch.Tensor]:
-    """Mean activation of each requested channel: spatial mean, or token mean without prefix tokens.
+    """Activation of each requested unit: its spatial mean, or token mean without prefix tokens.
 
-    ``images`` are [0, 1] RGB at the model's input size; returns {layer: (N, len(channels))}.
+    ``images`` are [0, 1] RGB at the model's input size; ``units`` maps a layer to the selectors
+    wanted there (:mod:`stimuli.selectors`); returns {layer: (N, len(selectors))}.
     """
     with capture_outputs(model.module, list(units), stop_early=True) as captured, torch.no_grad():
         forward_until_captured(model.module, model.normalize(images.to(model.device)), captured)
-        result = {}
-        for layer, channels in units.items():
-            mapped = channel_map(captured[layer], model.spec.prefix_tokens)
-            idx = torch.as_tensor(list(channels), device=mapped.device)
-            selected = mapped.index_select(1, idx)
-            result[layer] = selected.flatten(2).mean(dim=2) if selected.ndim > 2 else selected
-    return result
+        return {
+            layer: selector_activations(channel_map(captured[layer], model.spec.prefix_tokens), selectors)
+            for layer, selectors in units.items()
+        }

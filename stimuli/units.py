@@ -3,33 +3,46 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict, model_validator
 
 from contracts.errors import PsychinterpError
-from contracts.units import ChannelSelector, unit_id
+from contracts.units import UnitRef, UnitSelector, channel
 
 
-@dataclass(frozen=True)
-class SampledUnit:
+class SampledUnit(BaseModel):
+    """A unit the build works on: which one, and where its layer sits among the model's eligible layers."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
     model_id: str
     layer: str
-    channel: int
+    selector: UnitSelector
     layer_index: int
     n_layers: int
 
+    @model_validator(mode="before")
+    @classmethod
+    def _loose_channel(cls, raw: Any) -> Any:
+        # Work records of builds before unit selectors hold a loose channel; they resume unchanged.
+        if isinstance(raw, dict) and "channel" in raw and "selector" not in raw:
+            raw = {**raw, "selector": channel(raw["channel"])}
+            del raw["channel"]
+        return raw
+
     @property
-    def selector(self) -> ChannelSelector:
-        return ChannelSelector(channel=self.channel)
+    def ref(self) -> UnitRef:
+        return UnitRef(model_id=self.model_id, layer=self.layer, selector=self.selector)
 
     @property
     def unit_id(self) -> str:
-        return unit_id(self.model_id, self.layer, self.selector)
+        return self.ref.unit_id
 
     def for_model(self, model_id: str) -> SampledUnit:
         """The same unit in another model of the same architecture."""
-        return SampledUnit(model_id, self.layer, self.channel, self.layer_index, self.n_layers)
+        return self.model_copy(update={"model_id": model_id})
 
 
 def sample_units(
@@ -56,4 +69,7 @@ def sample_units(
         li = int(rng.choice(len(layers), p=p))
         ch = int(rng.integers(layers[li][1]))
         chosen.setdefault((li, ch))
-    return [SampledUnit(model_id, layers[li][0], ch, li, len(layers)) for li, ch in sorted(chosen)]
+    return [
+        SampledUnit(model_id=model_id, layer=layers[li][0], selector=channel(ch), layer_index=li, n_layers=len(layers))
+        for li, ch in sorted(chosen)
+    ]

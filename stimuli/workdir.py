@@ -46,7 +46,7 @@ class ExemplarRecord:
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "unit": dataclasses.asdict(self.unit),
+            "unit": self.unit.model_dump(mode="json"),
             "max_side": [dataclasses.asdict(s) for s in self.exemplars.max_side],
             "min_side": [dataclasses.asdict(s) for s in self.exemplars.min_side],
             "activations": {str(i): v for i, v in sorted(self.activations.items())},
@@ -60,7 +60,7 @@ class ExemplarRecord:
             return BatchSide(tuple(d["references"]), tuple(d["reference_ranks"]), d["query"], d["query_rank"])
 
         return cls(
-            unit=SampledUnit(**raw["unit"]),
+            unit=SampledUnit.model_validate(raw["unit"]),
             exemplars=UnitExemplars(tuple(map(side, raw["max_side"])), tuple(map(side, raw["min_side"]))),
             activations={int(i): v for i, v in raw["activations"].items()},
             separation=raw["separation"],

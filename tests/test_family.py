@@ -94,6 +94,7 @@ def test_training_learns_the_classes_well_above_chance(tmp_path):
 
 
 def test_prepare_family_caches_weights_and_retrains_only_what_changed(tmp_path):
+    from contracts.units import channel
     from stimuli.registry import load_model, unit_activations
     from stimuli.specs import load_model_specs
 
@@ -117,5 +118,5 @@ def test_prepare_family_caches_weights_and_retrains_only_what_changed(tmp_path):
     model = load_model(specs["tiny_a"])
     import torch
 
-    acts = unit_activations(model, torch.rand(2, 3, 64, 64), {"stages.2.0.norm": [0, 1]})
+    acts = unit_activations(model, torch.rand(2, 3, 64, 64), {"stages.2.0.norm": [channel(0), channel(1)]})
     assert acts["stages.2.0.norm"].shape == (2, 2)

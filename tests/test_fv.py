@@ -5,6 +5,7 @@ import textwrap
 import numpy as np
 import torch
 
+from contracts.units import channel
 from stimuli import registry
 from stimuli.fv import (
     FVRequest,
@@ -43,7 +44,7 @@ def test_transforms_shrink_by_the_two_jitters():
 
 def test_groups_drive_their_unit_the_right_way_and_hooks_are_removed():
     model = tiny_model()
-    groups = [Group("layer1.1.bn2", 5, "max", 2, 0.0), Group("layer1.1.bn2", 5, "min", 2, 0.0)]
+    groups = [Group("layer1.1.bn2", channel(5), "max", 2, 0.0), Group("layer1.1.bn2", channel(5), "min", 2, 0.0)]
     results, image_steps = optimise_groups(model, groups, SMALL, seed=3)
     high, low = results
     assert high.activations.min() > low.activations.max()
@@ -51,14 +52,14 @@ def test_groups_drive_their_unit_the_right_way_and_hooks_are_removed():
     assert image_steps == 4 * high.steps and 32 <= high.steps <= 80
     # the recorded activation is the unit's response to the stored image
     image = torch.from_numpy(high.pixels[0]).permute(2, 0, 1).float().div(255)[None]
-    direct = registry.unit_activations(model, image, {"layer1.1.bn2": [5]})["layer1.1.bn2"][0, 0]
+    direct = registry.unit_activations(model, image, {"layer1.1.bn2": [channel(5)]})["layer1.1.bn2"][0, 0]
     assert abs(float(direct) - high.activations[0]) < 0.05 * abs(high.activations[0]) + 0.05
     assert all(not m._forward_hooks for m in model.module.modules())
 
 
 def test_diversity_term_makes_images_less_alike():
     model = tiny_model()
-    groups = [Group("layer1.1.bn2", 5, "max", 3, 0.0), Group("layer1.1.bn2", 5, "max", 3, 50.0)]
+    groups = [Group("layer1.1.bn2", channel(5), "max", 3, 0.0), Group("layer1.1.bn2", channel(5), "max", 3, 50.0)]
     plain, diverse = optimise_groups(model, groups, SMALL, seed=1)[0]
 
     def mean_pairwise_distance(pixels):
@@ -70,7 +71,7 @@ def test_diversity_term_makes_images_less_alike():
 
 def test_calibration_picks_the_largest_passing_alpha():
     model = tiny_model()
-    request = FVRequest("layer1.1.bn2", 5, max_target=0.05, min_target=-0.05)
+    request = FVRequest("layer1.1.bn2", channel(5), max_target=0.05, min_target=-0.05)
     settings = FVSettings(**{**SMALL.__dict__, "relative_alphas": (1e-3, 1.0, 1e4), "refine_candidates": 1})
     (images,), image_steps = visualise_units(model, [request], settings, seed=0)
     assert [v.direction for v in images] == ["max"] * 4 + ["min"] * 4
@@ -92,7 +93,7 @@ def test_token_maps_work_with_lucent_objectives(tmp_path):
     spec = ModelSpec.model_validate(TINY_VIT)
     torch.manual_seed(0)
     model = registry.LoadedModel(spec=spec, module=registry.build_architecture(spec))
-    groups = [Group("blocks.1", 3, "max", 2, 1e-3), Group("blocks.1", 3, "min", 2, 1e-3)]
+    groups = [Group("blocks.1", channel(3), "max", 2, 1e-3), Group("blocks.1", channel(3), "min", 2, 1e-3)]
     high, low = optimise_groups(model, groups, SMALL, seed=0)[0]  # channel and diversity on (N, C, L, 1)
     assert high.activations.min() > low.activations.max()
 

@@ -11,6 +11,7 @@ import yaml
 from typer.testing import CliRunner
 
 from contracts.errors import ConfigError, PsychinterpError
+from contracts.units import channel
 from stimuli import registry
 from stimuli.specs import ModelSource, ModelSpec, load_model_specs
 
@@ -56,7 +57,7 @@ def test_a_model_class_from_a_test_module(tmp_path):
         ("block2", 12, "conv"),
     ]
     images = torch.rand(2, 3, 224, 224)
-    acts = registry.unit_activations(model, images, {"block2": [0, 11]})
+    acts = registry.unit_activations(model, images, {"block2": [channel(0), channel(11)]})
     with torch.no_grad():
         expected = model.module.block2(model.module.block1(model.normalize(images))).mean(dim=(2, 3))[:, [0, 11]]
     assert torch.allclose(acts["block2"], expected, atol=1e-6)

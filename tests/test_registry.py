@@ -1,6 +1,7 @@
 import pytest
 import torch
 
+from contracts.units import channel
 from stimuli import registry
 from stimuli.registry import WeightsError, WeightsUnavailableError
 from stimuli.specs import ModelSpec, load_model_specs
@@ -49,7 +50,7 @@ def test_activations_are_spatial_means_and_hooks_are_removed(resnet):
     spec, _, path = resnet
     model = registry.load_model(spec, path)
     images = torch.rand(3, 3, 64, 64)
-    acts = registry.unit_activations(model, images, {"layer1.1": [5, 0], "layer2.0": [127]})
+    acts = registry.unit_activations(model, images, {"layer1.1": [channel(5), channel(0)], "layer2.0": [channel(127)]})
     m = model.module
     with torch.no_grad():
         x = m.maxpool(m.relu(m.bn1(m.conv1(model.normalize(images)))))
@@ -67,7 +68,7 @@ def test_token_mean_leaves_out_the_cls_token(tmp_path):
     torch.save(registry.build_architecture(spec).state_dict(), path)
     model = registry.load_model(spec, path)  # through timm's pretrained_cfg_overlay(file=...)
     images = torch.rand(2, 3, 32, 32)
-    acts = registry.unit_activations(model, images, {"blocks.1": [0, 7]})
+    acts = registry.unit_activations(model, images, {"blocks.1": [channel(0), channel(7)]})
     m = model.module
     with torch.no_grad():
         x = m.norm_pre(m.patch_drop(m._pos_embed(m.patch_embed(model.normalize(images)))))
@@ -174,7 +175,7 @@ def test_every_registered_architecture_loads_from_a_local_file(model_id, tmp_pat
         last,
         last_c,
     )
-    units = {layers[0].name: [0, first_c - 1], layers[-1].name: [last_c - 1]}
+    units = {layers[0].name: [channel(0), channel(first_c - 1)], layers[-1].name: [channel(last_c - 1)]}
     acts = registry.unit_activations(model, torch.rand(2, 3, spec.preprocessing.crop, spec.preprocessing.crop), units)
     assert acts[layers[0].name].shape == (2, 2) and acts[layers[-1].name].shape == (2, 1)
     assert torch.isfinite(acts[layers[-1].name]).all()

@@ -5,8 +5,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from contracts.errors import PsychinterpError
-from contracts.units import ChannelSelector, unit_id
-from stimuli.exemplars import ImageTreeDataset, UnitRef, scan_dataset, select_exemplars
+from contracts.units import ChannelSelector, UnitRef, channel, unit_id
+from stimuli.exemplars import ImageTreeDataset, scan_dataset, select_exemplars
 from stimuli.units import sample_units
 
 
@@ -15,10 +15,10 @@ def test_unit_sampling_is_seeded_distinct_and_in_range():
     first = sample_units("m", layers, 8, seed=0)
     assert first == sample_units("m", layers, 8, seed=0)
     assert first != sample_units("m", layers, 8, seed=1)
-    pairs = {(u.layer, u.channel) for u in first}
+    pairs = {(u.layer, u.selector.channel) for u in first}
     assert len(pairs) == 8
     sizes = dict(layers)
-    assert all(0 <= u.channel < sizes[u.layer] for u in first)
+    assert all(0 <= u.selector.channel < sizes[u.layer] for u in first)
     assert all(u.n_layers == 3 and u.layer == layers[u.layer_index][0] for u in first)
     assert len(sample_units("m", layers, 10, seed=0)) == 10  # every unit
     with pytest.raises(PsychinterpError, match="asked for 11 units"):
@@ -86,7 +86,7 @@ def test_weighting_by_layer_size_prefers_wide_layers():
     weighted = sample_units("m", layers, 20, seed=0, weight_by_layer_size=True)
     assert sum(u.layer == "narrow" for u in uniform) >= 3
     assert sum(u.layer == "narrow" for u in weighted) <= 2
-    assert uniform[0].unit_id == f"m__{uniform[0].layer}__{uniform[0].channel}"
+    assert uniform[0].unit_id == f"m__{uniform[0].layer}__{uniform[0].selector.channel}"
     assert unit_id("clip rn50", "visual/layer1.0", ChannelSelector(channel=3)) == "clip-rn50__visual-layer1.0__3"
 
 
@@ -104,7 +104,10 @@ def test_scan_skips_undecodable_images_and_matches_direct_activations(tmp_path):
     torch.save(registry.build_architecture(spec).state_dict(), path)
     model = registry.load_model(spec, path)
     dataset = ImageTreeDataset(root)
-    units = [UnitRef("layer1.0", 3), UnitRef("layer2.1", 100), UnitRef("layer1.0", 7)]
+    units = [
+        UnitRef(model_id="m", layer=layer, selector=channel(c))
+        for layer, c in [("layer1.0", 3), ("layer2.1", 100), ("layer1.0", 7)]
+    ]
     result = scan_dataset(model, units, dataset, tmp_path / "acts.npy", batch_size=5)
     assert result.skipped == 1
     broken = dataset.paths.index(next(p for p in dataset.paths if p.name == "broken.jpg"))
@@ -113,10 +116,34 @@ def test_scan_skips_undecodable_images_and_matches_direct_activations(tmp_path):
     assert result.activations.shape == (13, 3) and result.activations.dtype == np.float32
     index = 0 if broken != 0 else 1
     image = torch.from_numpy(np.asarray(dataset[index][1])).float().div(255)[None]
-    direct = registry.unit_activations(model, image, {"layer1.0": [3, 7], "layer2.1": [100]})
+    direct = registry.unit_activations(model, image, {"layer1.0": [channel(3), channel(7)], "layer2.1": [channel(100)]})
     np.testing.assert_allclose(
         result.activations[index],
         [direct["layer1.0"][0, 0], direct["layer2.1"][0, 0], direct["layer1.0"][0, 1]],
         rtol=1e-4,
         atol=1e-5,
     )
+
+
+def test_sampled_units_round_trip_and_read_the_work_records_of_builds_before_selectors():
+    from stimuli.units import SampledUnit
+
+    unit = sample_units("m", [("a", 3), ("b", 5)], 1, seed=0)[0]
+    assert SampledUnit.model_validate(unit.model_dump(mode="json")) == unit
+    legacy = {"model_id": "m", "layer": "b", "channel": 4, "layer_index": 1, "n_layers": 2}
+    old = SampledUnit.model_validate(legacy)
+    assert old.selector == channel(4) and old.unit_id == "m__b__4"
+    assert old.for_model("n").ref == UnitRef(model_id="n", layer="b", selector=channel(4))
+
+
+def test_selectors_compute_each_unit_in_the_order_asked_and_check_the_layer_size():
+    import torch
+
+    from stimuli.selectors import selector_activations, selector_positions, selector_problem
+
+    mapped = torch.arange(2 * 3 * 4, dtype=torch.float32).reshape(2, 3, 2, 2)
+    acts = selector_activations(mapped, [channel(2), channel(0)])
+    assert torch.equal(acts, mapped.mean(dim=(2, 3))[:, [2, 0]])
+    assert torch.equal(selector_positions(mapped, channel(1)), mapped[:, 1])
+    assert selector_problem(channel(2), 3) is None
+    assert "outside the layer's 3 channels" in selector_problem(channel(3), 3)
