@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from contracts.paradigms import PARADIGMS, TWO_AFC
+from contracts.paradigms import PARADIGMS, TWO_AFC, Paradigm
 
 
 def _ratio(correct: np.ndarray, n: np.ndarray, axis: int = -1) -> np.ndarray:
@@ -127,12 +127,19 @@ def unit_mean_bca_ci(unit_accuracy: np.ndarray, n_resamples: int = 10_000, seed:
     return float(result.confidence_interval.low), float(result.confidence_interval.high)
 
 
-def chance_level(responses: pd.DataFrame) -> float:
-    """Accuracy by guessing, from the paradigm the responses name (every published table is 2AFC)."""
+def responses_paradigm(responses: pd.DataFrame) -> Paradigm:
+    """The paradigm the responses name (a table without the column is 2AFC, as every published one is)."""
     names = set(responses["paradigm"].dropna()) if "paradigm" in responses else {TWO_AFC.name}
+    if not names:
+        return TWO_AFC
     if len(names) != 1 or not names <= set(PARADIGMS):
         raise ValueError(f"responses name the paradigm(s) {sorted(names)}; one of {sorted(PARADIGMS)} is needed")
-    return PARADIGMS[names.pop()].chance
+    return PARADIGMS[names.pop()]
+
+
+def chance_level(responses: pd.DataFrame) -> float:
+    """Accuracy by guessing, in the responses' paradigm."""
+    return responses_paradigm(responses).chance
 
 
 def main_trials(responses: pd.DataFrame) -> pd.DataFrame:

@@ -9,6 +9,7 @@ from typing import Any
 
 import pandas as pd
 
+from analysis.estimate import responses_paradigm
 from contracts.criteria import RULES, ExclusionCriteria, ParticipantSummary, describe, failed_rules, load_criteria
 
 __all__ = [
@@ -42,6 +43,7 @@ def summarise_participants(responses: pd.DataFrame) -> list[ParticipantSummary]:
     """Per-session summaries from a response table (docs/responses.md): main and catch trials."""
     summaries = []
     key = session_key(responses)
+    n_queries = responses_paradigm(responses).n_queries
     for session, rows in responses.groupby(key, sort=True):
         participant = rows["participant_id"].iloc[0]
         kind = rows["trial_kind"] if "trial_kind" in rows else pd.Series("main", index=rows.index)
@@ -54,8 +56,9 @@ def summarise_participants(responses: pd.DataFrame) -> list[ParticipantSummary]:
             ParticipantSummary(
                 participant_id=str(participant),
                 catch_accuracy=float(catch["correct"].mean()) if len(catch) else None,
-                upper_choices=int((chosen == 0).sum()) if chosen is not None else None,
-                lower_choices=int((chosen == 1).sum()) if chosen is not None else None,
+                query_choices=(
+                    tuple(int((chosen == q).sum()) for q in range(n_queries)) if chosen is not None else None
+                ),
                 instruction_s=_first(rows, "instruction_s"),
                 session_s=_first(rows, "session_s"),
                 practice_blocks=int(blocks) if blocks is not None else None,
@@ -74,6 +77,9 @@ def exclusion_table(responses: pd.DataFrame, criteria: ExclusionCriteria | None 
     for summary in summarise_participants(responses):
         failed = failed_rules(summary, criteria)
         row = {**summary.__dict__, "failed_rules": ";".join(failed), "excluded": bool(failed)}
+        # One column per query position, so that the table stays flat (query_0_choices, ...).
+        choices = row.pop("query_choices")
+        row.update({f"query_{q}_choices": n for q, n in enumerate(choices or ())})
         if summary.session_id is None:
             del row["session_id"]
         if reasons is not None:

@@ -7,10 +7,11 @@ one model. Accuracy is
     p = base + slope * (log10 params - mean) + model effect + unit effect + participant effect
 
 with normal effects whose standard deviations come from pilot data (:func:`variance_components`)
-or are stated. Each study is analysed with the primary scaling estimate of
-:mod:`analysis.scaling` (two stages: unit accuracies, model means, OLS across models with a t
-test on models - 2 degrees of freedom), computed here in closed form for all simulated studies
-at once; a test checks it against :func:`analysis.scaling.scaling_trends`.
+or are stated. A participant's accuracy on a unit is bounded below by the paradigm's chance level:
+an observer can guess, but not do systematically worse than guessing. Each study is analysed with
+the primary scaling estimate of :mod:`analysis.scaling` (two stages: unit accuracies, model means,
+OLS across models with a t test on models - 2 degrees of freedom), computed here in closed form
+for all simulated studies at once; a test checks it against :func:`analysis.scaling.scaling_trends`.
 """
 
 from __future__ import annotations
@@ -59,6 +60,7 @@ def simulate_model_means(
     trials: int,
     n_studies: int,
     rng: np.random.Generator,
+    chance: float = 0.5,
 ) -> np.ndarray:
     """Per study and model, the mean of the unit accuracies that the analysis computes (n_studies x models)."""
     n_models = len(log10_params)
@@ -67,7 +69,7 @@ def simulate_model_means(
     unit_p = model[..., None] + rng.normal(0, components.unit_sd, (n_studies, n_models, units))
     ability = rng.normal(0, components.participant_sd, (n_studies, n_models, participants))
     chosen = rng.integers(0, units, (n_studies, n_models, participants, trials))
-    p = np.clip(np.take_along_axis(unit_p[..., None, :], chosen, axis=-1) + ability[..., None], 0.0, 1.0)
+    p = np.clip(np.take_along_axis(unit_p[..., None, :], chosen, axis=-1) + ability[..., None], chance, 1.0)
     correct = rng.random(p.shape) < p
     # Unit accuracy over the answers it got; units nobody saw drop out, as in a real study.
     flat = chosen.reshape(n_studies, n_models, -1)
@@ -106,14 +108,28 @@ def power_grid(
     n_studies: int = 200,
     alpha: float = 0.05,
     seed: int = 0,
+    chance: float = 0.5,
 ) -> pd.DataFrame:
-    """Power for each (participants per model, units per model), with its Monte Carlo 95% interval."""
+    """Power for each (participants per model, units per model), with its Monte Carlo 95% interval.
+
+    ``chance`` is the paradigm's guessing accuracy (:attr:`contracts.paradigms.Paradigm.chance`).
+    """
+    if not chance < components.base <= 1:
+        raise ValueError(f"mean accuracy {components.base} must lie above chance ({chance:g}) and at most 1")
     rng = np.random.default_rng(seed)
     rows = []
     for n_units in units:
         for n_participants in participants:
             means = simulate_model_means(
-                np.asarray(log10_params, float), slope, components, n_units, n_participants, trials, n_studies, rng
+                np.asarray(log10_params, float),
+                slope,
+                components,
+                n_units,
+                n_participants,
+                trials,
+                n_studies,
+                rng,
+                chance,
             )
             _, significant = two_stage_test(np.asarray(log10_params, float), means, alpha)
             power = float(significant.mean())

@@ -27,7 +27,7 @@ def synthetic_bundle(out: Path, n_units: int = 40, trials_per_task: int = 40, re
     from contracts.bundle import SCHEMA_VERSION, AnswerKey, BundleModel, Manifest, Unit, write_bundle, write_image_bytes
     from contracts.units import ChannelSelector
     from stimuli.images import png_bytes
-    from stimuli.tasks import BatchImages, UnitStimuli, assemble_tasks, plan_study
+    from stimuli.tasks import BatchImages, QueryImage, UnitStimuli, assemble_tasks, plan_study
 
     rng = np.random.default_rng(0)
 
@@ -45,14 +45,10 @@ def synthetic_bundle(out: Path, n_units: int = 40, trials_per_task: int = 40, re
                 natural_max=tuple(image() for _ in range(9)),
                 natural_min_activations=tuple(range(9)),
                 natural_max_activations=tuple(range(10, 19)),
-                max_query=image(),
-                min_query=image(),
-                max_query_activation=20.0,
-                min_query_activation=-1.0,
-                max_query_rank=1,
-                min_query_rank=1,
-                max_query_source="max.png",
-                min_query_source="min.png",
+                queries={
+                    "max": QueryImage(image(), 20.0, 1, "max.png"),
+                    "min": QueryImage(image(), -1.0, 1, "min.png"),
+                },
             )
         stimuli[unit] = UnitStimuli(unit, batches)
     plan = plan_study(

@@ -19,7 +19,9 @@ class ExclusionCriteria(BaseModel):
     min_catch_accuracy: float = Field(
         0.8, ge=0, le=1, description="catch-trial accuracy below this fails (the server gives the failed code)"
     )
-    min_choices_per_query_row: int = Field(5, ge=0, description="each query row (upper, lower) chosen this often")
+    min_choices_per_query_row: int = Field(
+        5, ge=0, description="each query position (2AFC: the upper and the lower row) chosen this often"
+    )
     min_instruction_s: float = Field(15.0, ge=0, description="seconds on the instructions, at least")
     min_session_s: float = Field(135.0, ge=0, description="seconds from consent to completion, at least ...")
     max_session_s: float = Field(2500.0, gt=0, description="... and at most")
@@ -32,7 +34,7 @@ DEFAULT_CRITERIA = ExclusionCriteria()
 
 RULES = {
     "catch_accuracy": "catch-trial accuracy below {min_catch_accuracy}",
-    "query_rows": "chose one query row fewer than {min_choices_per_query_row} times",
+    "query_rows": "chose one query position fewer than {min_choices_per_query_row} times",
     "instruction_time": "read the instructions for less than {min_instruction_s} s",
     "session_time": "total time outside {min_session_s}-{max_session_s} s",
     "practice_blocks": "needed more than {max_practice_blocks} practice blocks",
@@ -44,8 +46,9 @@ RULES = {
 class ParticipantSummary:
     participant_id: str
     catch_accuracy: float | None
-    upper_choices: int | None  # None when the table does not say which query was chosen
-    lower_choices: int | None
+    # How often each shown query position was chosen (2AFC: upper, lower); None when the table
+    # does not say which query was chosen.
+    query_choices: tuple[int, ...] | None
     instruction_s: float | None
     session_s: float | None
     practice_blocks: int | None
@@ -58,8 +61,7 @@ def failed_rules(summary: ParticipantSummary, criteria: ExclusionCriteria = DEFA
     failed = []
     if summary.catch_accuracy is not None and summary.catch_accuracy < criteria.min_catch_accuracy:
         failed.append("catch_accuracy")
-    rows = (summary.upper_choices, summary.lower_choices)
-    if None not in rows and min(rows) < criteria.min_choices_per_query_row:
+    if summary.query_choices is not None and min(summary.query_choices) < criteria.min_choices_per_query_row:
         failed.append("query_rows")
     if summary.instruction_s is not None and summary.instruction_s < criteria.min_instruction_s:
         failed.append("instruction_time")

@@ -8,14 +8,41 @@ from __future__ import annotations
 
 import string
 from dataclasses import dataclass
+from itertools import permutations
 
 
 @dataclass(frozen=True)
 class Paradigm:
     name: str
     title: str
-    n_queries: int  # images the participant chooses among
+    # Where each query of a trial comes from: the query range (or, for a catch trial, the
+    # references) at that end of the unit's ranking, "max" or "min".
+    query_roles: tuple[str, ...]
+    answer_role: str  # the role of the correct query
     confidence_words: tuple[str, ...]  # the confidence ratings a response may carry, 1 = least sure
+
+    @property
+    def n_queries(self) -> int:
+        """Images the participant chooses among."""
+        return len(self.query_roles)
+
+    @property
+    def n_orders(self) -> int:
+        """How many display orders the queries can take (a trial draws one)."""
+        return len(self._orders())
+
+    def _orders(self) -> list[tuple[int, ...]]:
+        # Descending, so that draw 1 of the two 2AFC orders shows the max query first, as the
+        # builder of schema version 1 did.
+        return sorted(permutations(range(self.n_queries)), reverse=True)
+
+    def query_order(self, draw: int) -> tuple[int, ...]:
+        """Display order number ``draw`` (0 <= draw < n_orders), as indices into ``query_roles``."""
+        return self._orders()[draw]
+
+    def answer_position(self, order: tuple[int, ...]) -> int:
+        """Where the correct query is shown, for a display order from :meth:`query_order`."""
+        return order.index(self.query_roles.index(self.answer_role))
 
     @property
     def chance(self) -> float:
@@ -68,7 +95,8 @@ class Paradigm:
 TWO_AFC = Paradigm(
     name="2afc",
     title="two-alternative forced choice: which of two queries activates the unit more",
-    n_queries=2,
+    query_roles=("max", "min"),
+    answer_role="max",
     confidence_words=("unsure", "fairly sure", "very sure"),
 )
 

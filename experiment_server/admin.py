@@ -35,6 +35,7 @@ from experiment_server.checks import session_summary
 from experiment_server.context import bundle as _bundle
 from experiment_server.context import cfg as _cfg
 from experiment_server.context import db as _db
+from experiment_server.context import paradigm as _paradigm
 from experiment_server.context import reservation_lapsed
 from experiment_server.db import Admin, ParticipantSession, utcnow
 from experiment_server.export import csv_chunks, jsonl_chunks, response_rows
@@ -157,7 +158,7 @@ def participants(db: Session) -> list[dict[str, Any]]:
     for session in _sessions(db):
         main = [r for r in session.responses if r.phase == "main"]
         trials = _trials_of(session)
-        summary = session_summary(session, trials)
+        summary = session_summary(session, trials, _paradigm())
         rules = failed_rules(summary, criteria) if session.status == "completed" else []
         rows.append(
             {
@@ -260,7 +261,7 @@ def _payable(db: Session, platform: str) -> list[tuple[ParticipantSession, float
     for session in _sessions(db):
         if session.platform != platform or session.status != "completed" or session.excluded_by_experimenter:
             continue
-        if failed_rules(session_summary(session, _trials_of(session)), criteria):
+        if failed_rules(session_summary(session, _trials_of(session), _paradigm()), criteria):
             continue
         correct = sum(r.correct for r in session.responses if r.phase == "main" and trials[r.trial_id].kind == "main")
         out.append((session, round(bonus.flat + bonus.per_correct_main_trial * correct, 2)))

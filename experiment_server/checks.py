@@ -8,11 +8,12 @@ from __future__ import annotations
 
 from contracts.bundle import Trial
 from contracts.criteria import ParticipantSummary
+from contracts.paradigms import Paradigm
 from experiment_server.db import ParticipantSession
 from experiment_server.export import session_facts
 
 
-def session_summary(session: ParticipantSession, main_trials: list[Trial]) -> ParticipantSummary:
+def session_summary(session: ParticipantSession, main_trials: list[Trial], paradigm: Paradigm) -> ParticipantSummary:
     """What the criteria check, from the session's stored main-phase responses (catch trials included)."""
     facts = session_facts(session)
     main = [r for r in session.responses if r.phase == "main"]
@@ -20,8 +21,7 @@ def session_summary(session: ParticipantSession, main_trials: list[Trial]) -> Pa
     return ParticipantSummary(
         participant_id=session.participant_id,
         catch_accuracy=sum(r.correct for r in catch) / len(catch) if catch else None,
-        upper_choices=sum(r.chosen_query == 0 for r in main),
-        lower_choices=sum(r.chosen_query == 1 for r in main),
+        query_choices=tuple(sum(r.chosen_query == q for r in main) for q in range(paradigm.n_queries)),
         instruction_s=facts["instruction_s"],
         session_s=facts["session_s"],
         practice_blocks=session.practice_blocks or None,

@@ -8,6 +8,7 @@ from flask import current_app
 from sqlalchemy.orm import Session
 
 from contracts.bundle import Bundle
+from contracts.paradigms import PARADIGMS, Paradigm
 from experiment_server.config import ServerConfig
 from experiment_server.db import utcnow
 
@@ -18,6 +19,11 @@ def cfg() -> ServerConfig:
 
 def bundle() -> Bundle:
     return current_app.extensions["psychinterp_bundle"]
+
+
+def paradigm() -> Paradigm:
+    """The bundle's paradigm: what its trials ask and how responses are scored."""
+    return PARADIGMS[bundle().manifest.paradigm]
 
 
 def db() -> Session:

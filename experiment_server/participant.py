@@ -21,13 +21,13 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from contracts.bundle import Task, Trial
-from contracts.paradigms import PARADIGMS, Paradigm
 from experiment_server.assignment import choose_task, reservation_end
 from experiment_server.checks import session_summary
 from experiment_server.config import DEFAULT_CONSENT, consent_version
 from experiment_server.context import bundle as _bundle
 from experiment_server.context import cfg as _cfg
 from experiment_server.context import db as _db
+from experiment_server.context import paradigm as _paradigm
 from experiment_server.context import reservation_lapsed
 from experiment_server.db import ParticipantSession, Response, SessionEvent, WorkerGroupMember, utcnow
 from experiment_server.platforms import PLATFORMS, PlatformRefusal
@@ -117,10 +117,6 @@ def _trial_json(trial: Trial, index: int, n_trials: int) -> dict[str, Any]:
         "queries": _image_urls(trial.queries),
         "answers": _paradigm().answers(),
     }
-
-
-def _paradigm() -> Paradigm:
-    return PARADIGMS[_bundle().manifest.paradigm]
 
 
 def _scored(trial: Trial, body: ResponseBody) -> bool:
@@ -592,7 +588,7 @@ def complete(token: str):
         if missing:
             abort(409, f"{missing} trial(s) still unanswered")
         # The server's own check at completion: catch trials (the other criteria are for the experimenter).
-        accuracy = session_summary(session, _main_trials(session)).catch_accuracy
+        accuracy = session_summary(session, _main_trials(session), _paradigm()).catch_accuracy
         passed = accuracy is None or accuracy >= _cfg().criteria.min_catch_accuracy
         session.status = "completed" if passed else "failed"
         session.failure_reason = None if passed else "attention"

@@ -298,6 +298,13 @@ def _int_list(text: str, name: str) -> list[int]:
     return values
 
 
+def _float_list(text: str, name: str) -> list[float]:
+    try:
+        return [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise typer.BadParameter(f"{text!r}: expected comma-separated numbers", param_hint=name) from None
+
+
 @app.command()
 def power(
     slope: Annotated[float, typer.Option(help="the slope to detect, percentage points per decade of parameters")],
@@ -311,6 +318,9 @@ def power(
     model_sd: Annotated[float, typer.Option(help="between-model sd (proportion), without --pilot")] = 0.02,
     unit_sd: Annotated[float, typer.Option(help="between-unit sd (proportion), without --pilot")] = 0.08,
     participant_sd: Annotated[float, typer.Option(help="between-participant sd, without --pilot")] = 0.05,
+    paradigm: Annotated[
+        str, typer.Option(help="the paradigm, for its chance level, without --bundle or --pilot")
+    ] = "2afc",
     participants: Annotated[str, typer.Option(help="participants per model to try")] = "10,20,40,80",
     units: Annotated[str, typer.Option(help="units per model to try")] = "20,40,80",
     trials: Annotated[int, typer.Option(help="main trials per participant")] = 40,
@@ -319,49 +329,28 @@ def power(
     seed: int = 0,
 ) -> None:
     """Power to detect a scaling slope, for a grid of participant and unit counts (simulated whole studies)."""
-    import numpy as np
-
-    from analysis.power import VarianceComponents, power_figure, power_grid, variance_components
+    from psychinterp.workflows import plan_power
 
     if (bundle is None) == (log10_params is None):
         raise typer.BadParameter("give the models with --bundle or --log10-params")
-    if bundle is not None:
-        from contracts.bundle import load_bundle
-
-        counts = [m.parameter_count for m in load_bundle(bundle).manifest.models if m.parameter_count]
-        x = np.log10(np.asarray(counts, float))
-    else:
-        try:
-            x = np.asarray([float(v) for v in log10_params.split(",")])
-        except ValueError:
-            raise typer.BadParameter(f"{log10_params!r}: expected numbers", param_hint="--log10-params") from None
-    if len(x) < 3 or np.ptp(x) == 0:
-        raise typer.BadParameter("a slope needs at least three models with different sizes")
-    if pilot is not None:
-        from analysis.load import load_responses
-
-        components = variance_components(load_responses(pilot))
-    else:
-        components = VarianceComponents(base, model_sd, unit_sd, participant_sd)
-    table = power_grid(
-        x,
+    run = plan_power(
         slope / 100,
-        components,
-        _int_list(participants, "--participants"),
-        _int_list(units, "--units"),
+        out,
+        participants=_int_list(participants, "--participants"),
+        units=_int_list(units, "--units"),
+        bundle=bundle,
+        log10_params=_float_list(log10_params, "--log10-params") if log10_params is not None else None,
+        pilot=pilot,
+        components={"base": base, "model_sd": model_sd, "unit_sd": unit_sd, "participant_sd": participant_sd},
+        paradigm=paradigm,
         trials=trials,
-        n_studies=studies,
+        studies=studies,
         alpha=alpha,
         seed=seed,
     )
-    out.mkdir(parents=True, exist_ok=True)
-    table.to_csv(out / "power.csv", index=False)
-    figure = power_figure(table, slope / 100)
-    for suffix in ("png", "pdf"):
-        figure.savefig(out / f"power.{suffix}", dpi=150)
-    typer.echo(f"variance components: {components}")
-    typer.echo(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
-    typer.echo(f"wrote {out / 'power.csv'} and {out / 'power.png'}")
+    typer.echo(f"variance components: {run.components} ({run.paradigm})")
+    typer.echo(run.table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    typer.echo(f"wrote {run.files[0]} and {run.files[1]}")
 
 
 @app.command()

@@ -151,26 +151,35 @@ class SimilarityObserver:
     lapse: float = 0.05
     rng: np.random.Generator = field(default_factory=np.random.default_rng)
 
-    def p_first(self, queries: Sequence[np.ndarray], max_refs: Sequence[np.ndarray], min_refs: Sequence[np.ndarray]):
-        """Probability of choosing query A (the upper one), and the evidence difference."""
+    def choice_probabilities(
+        self, queries: Sequence[np.ndarray], max_refs: Sequence[np.ndarray], min_refs: Sequence[np.ndarray]
+    ) -> tuple[np.ndarray, float]:
+        """Probability of choosing each query, and the evidence margin of the best query over the next.
+
+        A query's evidence is its mean similarity to the max references minus that to the min
+        references; the choice is a softmax of the evidence (for two queries, a logistic on their
+        difference) mixed with uniform guessing at the lapse rate.
+        """
+        n = len(queries)
         if not max_refs:  # no references: nothing to go on
-            return 0.5, 0.0
+            return np.full(n, 1 / n), 0.0
         features = self.features.embed([*queries, *max_refs, *min_refs])
         # Standardised within the trial, so that similarity reflects what distinguishes these images.
         features = (features - features.mean(axis=0)) / (features.std(axis=0) + 1e-9)
-        q, hi, lo = features[:2], features[2 : 2 + len(max_refs)], features[2 + len(max_refs) :]
+        q, hi, lo = features[:n], features[n : n + len(max_refs)], features[n + len(max_refs) :]
         evidence = _cosine(q, hi).mean(axis=1) - _cosine(q, lo).mean(axis=1)
-        difference = float(evidence[0] - evidence[1])
-        p = self.lapse / 2 + (1 - self.lapse) / (1 + np.exp(-self.temperature * difference))
-        return float(p), difference
+        weights = np.exp(self.temperature * (evidence - evidence.max()))
+        p = self.lapse / n + (1 - self.lapse) * weights / weights.sum()
+        best, runner_up = np.sort(evidence)[::-1][:2]
+        return p, float(best - runner_up)
 
     def decide(self, trial: dict, image: ImageSource) -> tuple[int, int]:
         refs = trial["references"]
-        p, difference = self.p_first(
+        p, margin = self.choice_probabilities(
             [image(u) for u in trial["queries"]], [image(u) for u in refs["max"]], [image(u) for u in refs["min"]]
         )
-        choice = 0 if self.rng.random() < p else 1
-        strength = abs(self.temperature * difference)
+        choice = min(int(np.searchsorted(np.cumsum(p), self.rng.random(), side="right")), len(p) - 1)
+        strength = self.temperature * margin
         return choice, 3 if strength > 2 else 2 if strength > 0.7 else 1
 
 
@@ -204,12 +213,12 @@ def machine_scores(bundle, bundle_dir: Path, observer: SimilarityObserver) -> pd
     for trial in bundle.manifest.all_trials():
         if trial.kind != "main" or trial.condition == "none":
             continue
-        p_first, _ = observer.p_first(
+        p, _ = observer.choice_probabilities(
             [image(q) for q in trial.queries],
             [image(r) for r in trial.references.max],
             [image(r) for r in trial.references.min],
         )
-        p_correct = p_first if answers[trial.trial_id].max_query == 0 else 1 - p_first
+        p_correct = float(p[answers[trial.trial_id].max_query])
         rows.append({"unit_id": trial.unit_id, "condition": trial.condition, "p_correct": p_correct})
     frame = pd.DataFrame(rows)
     if frame.empty:

@@ -2,7 +2,8 @@
 
 ``analyze_study`` joins a server database (experiment_server), model facts (the bundle, or the
 registry for a models file) and the report (analysis); ``simulate_study`` lets machine observers
-take a study through the participant API.
+take a study through the participant API; ``plan_power`` simulates whole studies of a bundle's
+models (or stated sizes) in its paradigm.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from contracts.criteria import ExclusionCriteria
+from contracts.errors import ConfigError
 
 
 def model_facts(bundle: Path | None = None, models: Path | None = None) -> dict[str, dict] | None:
@@ -127,3 +129,86 @@ def simulate_study(
 
         written = export_csv(loaded, app.extensions["psychinterp_db"], out)
     return SimulationRun(model.features.name, Counter(o["status"] for o in outcomes), scored, written)
+
+
+@dataclass(frozen=True)
+class PowerRun:
+    components: object  # analysis.power.VarianceComponents
+    paradigm: str
+    table: object  # pandas.DataFrame: power per grid point
+    files: tuple[Path, ...]
+
+
+def plan_power(
+    slope: float,
+    out: Path,
+    *,
+    participants: list[int],
+    units: list[int],
+    bundle: Path | None = None,
+    log10_params: list[float] | None = None,
+    pilot: Path | None = None,
+    components: dict | None = None,
+    paradigm: str = "2afc",
+    trials: int = 40,
+    studies: int = 500,
+    alpha: float = 0.05,
+    seed: int = 0,
+) -> PowerRun:
+    """Power to detect ``slope`` (proportion per decade of parameters) over a grid; writes power.csv and the curve.
+
+    The models come from a bundle (its parameter counts and paradigm) or from ``log10_params``;
+    the variance components from pilot responses or from ``components`` (VarianceComponents fields).
+    """
+    import numpy as np
+
+    from analysis.estimate import responses_paradigm
+    from analysis.power import VarianceComponents, power_figure, power_grid, variance_components
+    from contracts.paradigms import PARADIGMS
+
+    if (bundle is None) == (log10_params is None):
+        raise ConfigError("power: give the models as a bundle or as log10 parameter counts, not both")
+    if paradigm not in PARADIGMS:
+        raise ConfigError(f"power: unknown paradigm {paradigm!r}; known: {sorted(PARADIGMS)}")
+    if bundle is not None:
+        from contracts.bundle import load_bundle
+
+        manifest = load_bundle(bundle).manifest
+        x = np.log10(np.asarray([m.parameter_count for m in manifest.models if m.parameter_count], float))
+        paradigm = manifest.paradigm
+    else:
+        x = np.asarray(log10_params, float)
+    if len(x) < 3 or np.ptp(x) == 0:
+        raise ConfigError("power: a slope needs at least three models with different sizes")
+    if pilot is not None:
+        from analysis.load import load_responses
+
+        responses = load_responses(pilot)
+        chosen = variance_components(responses)
+        paradigm = responses_paradigm(responses).name if bundle is None else paradigm
+    else:
+        chosen = VarianceComponents(**(components or {}))
+    chance = PARADIGMS[paradigm].chance
+    try:
+        table = power_grid(
+            x,
+            slope,
+            chosen,
+            participants,
+            units,
+            trials=trials,
+            n_studies=studies,
+            alpha=alpha,
+            seed=seed,
+            chance=chance,
+        )
+    except ValueError as exc:
+        raise ConfigError(f"power ({paradigm}): {exc}") from None
+    out.mkdir(parents=True, exist_ok=True)
+    files = [out / "power.csv"]
+    table.to_csv(files[0], index=False)
+    figure = power_figure(table, slope)
+    for suffix in ("png", "pdf"):
+        files.append(out / f"power.{suffix}")
+        figure.savefig(files[-1], dpi=150)
+    return PowerRun(chosen, paradigm, table, tuple(files))

@@ -27,6 +27,7 @@ from tqdm import tqdm
 from contracts import bundle as bundle_schema
 from contracts.bundle import AnswerKey, Bundle, BundleModel, Manifest, ReferenceImage, Unit
 from contracts.errors import ConfigError, PsychinterpError
+from contracts.paradigms import PARADIGMS
 from stimuli.exemplars import (
     ImageTreeDataset,
     Precision,
@@ -41,7 +42,7 @@ from stimuli.registry import Layer, LoadedModel, build_architecture, eligible_la
 from stimuli.selectors import selector_problem
 from stimuli.specs import ModelSpec, load_model_specs
 from stimuli.study import StudyConfig
-from stimuli.tasks import BatchImages, UnitStimuli, assemble_tasks, plan_study, practice_unit_ranking
+from stimuli.tasks import BatchImages, QueryImage, UnitStimuli, assemble_tasks, plan_study, practice_unit_ranking
 from stimuli.units import SampledUnit, sample_units
 from stimuli.workdir import ExemplarRecord, WorkDir, fingerprint
 
@@ -168,14 +169,15 @@ def _natural_batch(
         natural_max=tuple(hashes["max"]),
         natural_min_activations=tuple(acts[i] for i in mins.references),
         natural_max_activations=tuple(acts[i] for i in maxs.references),
-        max_query=_store(out, decode_stored_view(dataset.root / dataset.paths[maxs.query])),
-        min_query=_store(out, decode_stored_view(dataset.root / dataset.paths[mins.query])),
-        max_query_activation=acts[maxs.query],
-        min_query_activation=acts[mins.query],
-        max_query_rank=maxs.query_rank,
-        min_query_rank=mins.query_rank,
-        max_query_source=dataset.paths[maxs.query].as_posix(),
-        min_query_source=dataset.paths[mins.query].as_posix(),
+        queries={
+            role: QueryImage(
+                sha256=_store(out, decode_stored_view(dataset.root / dataset.paths[side.query])),
+                activation=acts[side.query],
+                rank=side.query_rank,
+                source=dataset.paths[side.query].as_posix(),
+            )
+            for role, side in (("max", maxs), ("min", mins))
+        },
     )
     return images, refs
 
@@ -418,10 +420,14 @@ def assemble_bundle(config: StudyConfig, out: Path, plan: UnitPlan, dataset: Ima
             synthetic_min_activations=tuple(v.activation for v in synthetic["min"]),
             synthetic_max_activations=tuple(v.activation for v in synthetic["max"]),
         )
-    tasks, practice, answers = assemble_tasks(dealt, stimuli, max_side=task_cfg.max_side, seed=config.seed)
+    paradigm = PARADIGMS[config.paradigm]
+    tasks, practice, answers = assemble_tasks(
+        dealt, stimuli, max_side=task_cfg.max_side, seed=config.seed, paradigm=paradigm
+    )
     manifest = Manifest(
         schema_version=bundle_schema.SCHEMA_VERSION,
         study_id=config.study_id,
+        paradigm=paradigm.name,
         title=config.title,
         consent_text=config.consent_text,
         models=list(plan.models.values()),

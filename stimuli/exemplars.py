@@ -23,6 +23,7 @@ from contracts.errors import ConfigError, PsychinterpError
 from contracts.units import UnitRef, UnitSelector
 from stimuli.images import decode_stored_view, list_images
 from stimuli.registry import LoadedModel, unit_activations
+from stimuli.study import QUERY_PRESETS
 
 log = logging.getLogger(__name__)
 
@@ -205,15 +206,6 @@ def scan_dataset(
             ", ".join(progress["skipped_examples"][:3]),
         )
     return ScanResult(activations=out, paths=dataset.paths, skipped=progress["skipped"])
-
-
-QUERY_PRESETS: dict[str, float | None] = {
-    "easy": None,  # the ranks just past the references: 181-200 with the defaults
-    "extreme": None,  # Borowski et al. 2021: the most extreme bin supplies the queries
-    "hard99": 0.01,  # ranks starting at the 1st / 99th percentile
-    "hard95": 0.05,
-    "hard85": 0.15,
-}
 
 
 def query_start_rank(queries: str | int, n_images: int, n_references: int) -> int:

@@ -32,6 +32,7 @@ from PIL import Image, UnidentifiedImageError
 from contracts import bundle as bundle_schema
 from contracts.bundle import Answer, AnswerKey, Bundle, BundleModel, Manifest, References, Task, Trial, Unit
 from contracts.errors import PsychinterpError
+from contracts.paradigms import TWO_AFC
 from stimuli.images import png_bytes
 
 _TRIAL = re.compile(r"^trial_(\d+)$")
@@ -204,7 +205,9 @@ def _trials(task: TaskFolder, out: Path, source: Path, condition: str, rng, note
                 )
         trial_id = f"{task.task_name}__trial_{k}"
         unit_id = re.sub(r"[^A-Za-z0-9_.-]", "-", trial_id)
-        max_first = bool(rng.integers(2))
+        # The page's own paradigm; the page shuffles the queries in the browser, the import draws an order.
+        order = TWO_AFC.query_order(int(rng.integers(TWO_AFC.n_orders)))
+        roles = [TWO_AFC.query_roles[i] for i in order]
         units.append(unit_id)
         trials.append(
             Trial(
@@ -214,12 +217,12 @@ def _trials(task: TaskFolder, out: Path, source: Path, condition: str, rng, note
                 kind=trial_kind,
                 max_side="right",
                 references=References(min=refs["min"], max=refs["max"]),
-                queries=(queries["max"], queries["min"]) if max_first else (queries["min"], queries["max"]),
+                queries=[queries[role] for role in roles],
             )
         )
-        sources = tuple((trial_dir / "queries" / f"{s}.png").relative_to(source).as_posix() for s in ("max", "min"))
         answers[trial_id] = Answer(
-            max_query=0 if max_first else 1, query_sources=sources if max_first else sources[::-1]
+            max_query=TWO_AFC.answer_position(order),
+            query_sources=[(trial_dir / "queries" / f"{role}.png").relative_to(source).as_posix() for role in roles],
         )
     return trials, units, answers
 
@@ -264,6 +267,7 @@ def import_imi_tasks(
     manifest = Manifest(
         schema_version=bundle_schema.SCHEMA_VERSION,
         study_id=study_id,
+        paradigm=TWO_AFC.name,
         title=f"imported from {source.name}",
         models=[BundleModel(id=model_id, display_name=model_id, source="imported")],
         units=[Unit(unit_id=u, model_id=model_id) for u in units],

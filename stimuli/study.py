@@ -5,10 +5,24 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
+from contracts.bundle import Condition
 from contracts.config import Strict
 from contracts.errors import load_yaml
+from contracts.paradigms import PARADIGMS
+from stimuli.tasks import MaxSide
+
+# Where a batch's query images come from, per end of the unit's ranking: a fraction gives the
+# percentile where the query ranks start; None means a rule of stimuli.exemplars.query_start_rank.
+QUERY_PRESETS: dict[str, float | None] = {
+    "easy": None,  # the ranks just past the references: 181-200 with the defaults
+    "extreme": None,  # Borowski et al. 2021: the most extreme bin supplies the queries
+    "hard99": 0.01,  # ranks starting at the 1st / 99th percentile
+    "hard95": 0.05,
+    "hard85": 0.15,
+}
+QueryPreset = Literal[tuple(QUERY_PRESETS)]
 
 
 class DatasetConfig(Strict):
@@ -30,7 +44,7 @@ class DatasetConfig(Strict):
 class ExemplarConfig(Strict):
     batches: int = Field(20, gt=0, description="batches of references per unit (K = batches x references)")
     references: int = Field(9, gt=0, description="reference images per side in one batch")
-    queries: Literal["easy", "extreme", "hard99", "hard95", "hard85"] | int = Field(
+    queries: QueryPreset | int = Field(
         "easy", description="a preset, or the 1-based rank (from each end) of the first query"
     )
 
@@ -47,7 +61,7 @@ class TaskConfig(Strict):
     catch_trials_per_task: int = Field(5, ge=0)
     repetitions: int = Field(1, gt=0, description="how many tasks show each unit, per condition")
     practice_trials: int = Field(5, ge=0, description="practice trials per condition")
-    max_side: Literal["counterbalanced", "right"] = Field(
+    max_side: MaxSide = Field(
         "counterbalanced", description="'right' reproduces the 2023 study's max-always-right layout"
     )
 
@@ -93,9 +107,17 @@ class StudyConfig(Strict):
     dataset: DatasetConfig
     exemplars: ExemplarConfig = ExemplarConfig()
     feature_visualization: FeatureVisConfig = FeatureVisConfig()
-    conditions: list[Literal["natural", "synthetic", "none"]] = Field(["natural", "synthetic"], min_length=1)
+    paradigm: str = Field("2afc", description="what a trial asks (contracts.paradigms.PARADIGMS)")
+    conditions: list[Condition] = Field(["natural", "synthetic"], min_length=1)
     tasks: TaskConfig = TaskConfig()
     seed: int = 0
+
+    @field_validator("paradigm")
+    @classmethod
+    def _known_paradigm(cls, name: str) -> str:
+        if name not in PARADIGMS:
+            raise ValueError(f"unknown paradigm {name!r}; known: {sorted(PARADIGMS)}")
+        return name
 
     @model_validator(mode="after")
     def _unique(self) -> StudyConfig:

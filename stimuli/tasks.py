@@ -14,8 +14,19 @@ import numpy as np
 
 from contracts.bundle import Answer, References, Task, Trial
 from contracts.errors import PsychinterpError
+from contracts.paradigms import TWO_AFC, Paradigm
 
-MaxSide = Literal["counterbalanced", "right"]
+MaxSide = Literal["counterbalanced", "right"]  # where the max references are shown
+
+
+@dataclass(frozen=True)
+class QueryImage:
+    """A query candidate of one batch: its hash, activation, rank from its end, and dataset path."""
+
+    sha256: str
+    activation: float
+    rank: int
+    source: str
 
 
 @dataclass(frozen=True)
@@ -26,14 +37,7 @@ class BatchImages:
     natural_max: tuple[str, ...]
     natural_min_activations: tuple[float, ...]
     natural_max_activations: tuple[float, ...]
-    max_query: str
-    min_query: str
-    max_query_activation: float
-    min_query_activation: float
-    max_query_rank: int
-    min_query_rank: int
-    max_query_source: str
-    min_query_source: str
+    queries: Mapping[str, QueryImage]  # by the paradigm's query role ("max", "min")
 
 
 @dataclass(frozen=True)
@@ -136,31 +140,44 @@ def practice_unit_ranking(separation: Mapping[str, float]) -> list[str]:
     return sorted(separation, key=lambda u: (-separation[u], u))
 
 
+def _references(condition: str, images: BatchImages, stim: UnitStimuli) -> dict[str, tuple[tuple, tuple]]:
+    """Per side, the reference hashes and their activations that ``condition`` shows."""
+    if condition == "natural":
+        return {
+            "max": (images.natural_max, images.natural_max_activations),
+            "min": (images.natural_min, images.natural_min_activations),
+        }
+    if condition == "synthetic":
+        return {
+            "max": (stim.synthetic_max, stim.synthetic_max_activations),
+            "min": (stim.synthetic_min, stim.synthetic_min_activations),
+        }
+    return {"max": ((), ()), "min": ((), ())}
+
+
 def _trial(
-    trial_id: str, planned: PlannedTrial, condition: str, max_side: str, stim: UnitStimuli, rng: np.random.Generator
+    trial_id: str,
+    planned: PlannedTrial,
+    condition: str,
+    max_side: str,
+    stim: UnitStimuli,
+    paradigm: Paradigm,
+    rng: np.random.Generator,
 ) -> tuple[Trial, Answer]:
     images = stim.batches[planned.batch]
-    if condition == "natural":
-        refs = References(min=list(images.natural_min), max=list(images.natural_max))
-        ref_acts = (images.natural_min_activations, images.natural_max_activations)
-    elif condition == "synthetic":
-        refs = References(min=list(stim.synthetic_min), max=list(stim.synthetic_max))
-        ref_acts = (stim.synthetic_min_activations, stim.synthetic_max_activations)
-    else:
-        refs, ref_acts = References(), ((), ())
-    max_q, min_q = images.max_query, images.min_query
-    acts = (images.max_query_activation, images.min_query_activation)
-    ranks = (images.max_query_rank, images.min_query_rank)
-    sources = (images.max_query_source, images.min_query_source)
+    refs = _references(condition, images, stim)
+    roles = paradigm.query_roles
     if planned.kind == "catch":
-        # Both queries are copies of references, so an attentive participant cannot miss.
-        i_max, i_min = (int(v) for v in rng.integers(len(refs.max), size=2))
-        max_q, min_q = refs.max[i_max], refs.min[i_min]
-        acts = (ref_acts[1][i_max], ref_acts[0][i_min])
-        ranks = (i_max + 1, i_min + 1)
-        sources = ("reference-image", "reference-image")
-    max_first = bool(rng.integers(2))
-    flip = (lambda pair: pair) if max_first else (lambda pair: pair[::-1])
+        # Every query is a copy of a reference of its side, so an attentive participant cannot miss.
+        picks = [int(v) for v in rng.integers(len(refs["max"][0]), size=len(roles))]
+        queries = [
+            QueryImage(refs[role][0][i], refs[role][1][i], i + 1, "reference-image")
+            for role, i in zip(roles, picks, strict=True)
+        ]
+    else:
+        queries = [images.queries[role] for role in roles]
+    order = paradigm.query_order(int(rng.integers(paradigm.n_orders)))
+    shown = [queries[i] for i in order]
     trial = Trial(
         trial_id=trial_id,
         unit_id=stim.unit_id,
@@ -168,14 +185,14 @@ def _trial(
         kind=planned.kind,
         batch=planned.batch,
         max_side=max_side,
-        references=refs,
-        queries=flip((max_q, min_q)),
+        references=References(min=list(refs["min"][0]), max=list(refs["max"][0])),
+        queries=[q.sha256 for q in shown],
     )
     answer = Answer(
-        max_query=0 if max_first else 1,
-        query_activations=flip(acts),
-        query_ranks=flip(ranks),
-        query_sources=flip(sources),
+        max_query=paradigm.answer_position(order),
+        query_activations=[q.activation for q in shown],
+        query_ranks=[q.rank for q in shown],
+        query_sources=[q.source for q in shown],
     )
     return trial, answer
 
@@ -188,9 +205,13 @@ def _sides(n: int, mode: MaxSide, rng: np.random.Generator) -> list[str]:
 
 
 def assemble_tasks(
-    plan: StudyPlan, stimuli: Mapping[str, UnitStimuli], max_side: MaxSide = "counterbalanced", seed: int = 0
+    plan: StudyPlan,
+    stimuli: Mapping[str, UnitStimuli],
+    max_side: MaxSide = "counterbalanced",
+    seed: int = 0,
+    paradigm: Paradigm = TWO_AFC,
 ) -> tuple[list[Task], list[Trial], dict[str, Answer]]:
-    """Trials for every plan entry; returns tasks, practice trials and the answer key."""
+    """Trials of ``paradigm`` for every plan entry; returns tasks, practice trials and the answer key."""
     rng = np.random.default_rng([seed, 1])
     answers: dict[str, Answer] = {}
     tasks = []
@@ -198,7 +219,8 @@ def assemble_tasks(
         trials = []
         for index, (planned, side) in enumerate(zip(task.trials, _sides(len(task.trials), max_side, rng), strict=True)):
             trial_id = f"{task.task_id}__{index:02d}"
-            trial, answers[trial_id] = _trial(trial_id, planned, task.condition, side, stimuli[planned.unit_id], rng)
+            stim = stimuli[planned.unit_id]
+            trial, answers[trial_id] = _trial(trial_id, planned, task.condition, side, stim, paradigm, rng)
             trials.append(trial)
         tasks.append(Task(task_id=task.task_id, condition=task.condition, model_id=task.model_id, trials=trials))
     practice = []
@@ -207,6 +229,7 @@ def assemble_tasks(
             zip(planned_trials, _sides(len(planned_trials), max_side, rng), strict=True)
         ):
             trial_id = f"practice__{condition}__{index:02d}"
-            trial, answers[trial_id] = _trial(trial_id, planned, condition, side, stimuli[planned.unit_id], rng)
+            stim = stimuli[planned.unit_id]
+            trial, answers[trial_id] = _trial(trial_id, planned, condition, side, stim, paradigm, rng)
             practice.append(trial)
     return tasks, practice, answers

@@ -9,7 +9,7 @@ import pytest
 
 from contracts.bundle import ANSWER_KEY, MANIFEST, BundleError, load_bundle
 from contracts.errors import PsychinterpError
-from stimuli.tasks import BatchImages, UnitStimuli, assemble_tasks, plan_study
+from stimuli.tasks import BatchImages, QueryImage, UnitStimuli, assemble_tasks, plan_study
 
 
 def test_built_bundle_is_valid_and_complete(tiny_bundle_dir):
@@ -109,14 +109,10 @@ def _stimuli(unit: str, batches: int) -> UnitStimuli:
             natural_max=tuple(_hash(f"{unit}nmax{b}{i}") for i in range(3)),
             natural_min_activations=(-3.0, -2.5, -2.0),
             natural_max_activations=(5.0, 4.5, 4.0),
-            max_query=_hash(f"{unit}qmax{b}"),
-            min_query=_hash(f"{unit}qmin{b}"),
-            max_query_activation=2.0,
-            min_query_activation=-1.0,
-            max_query_rank=4,
-            min_query_rank=4,
-            max_query_source=f"{unit}max{b}.jpg",
-            min_query_source=f"{unit}min{b}.jpg",
+            queries={
+                "max": QueryImage(_hash(f"{unit}qmax{b}"), 2.0, 4, f"{unit}max{b}.jpg"),
+                "min": QueryImage(_hash(f"{unit}qmin{b}"), -1.0, 4, f"{unit}min{b}.jpg"),
+            },
         )
 
     return UnitStimuli(
@@ -185,7 +181,7 @@ def test_assembled_trials_keep_the_answer_with_the_query():
         if trial.kind == "catch":
             assert max_q in trial.references.max and min_q in trial.references.min
         else:
-            assert (max_q, min_q) == (images.max_query, images.min_query)
+            assert (max_q, min_q) == (images.queries["max"].sha256, images.queries["min"].sha256)
         assert answer.query_activations[answer.max_query] > answer.query_activations[1 - answer.max_query]
         if trial.condition == "none":
             assert not trial.references.min and not trial.references.max

@@ -15,7 +15,7 @@ from analysis.exclusions import (
 )
 
 GOOD = ParticipantSummary(
-    "p", catch_accuracy=1.0, upper_choices=20, lower_choices=20, instruction_s=60, session_s=900, practice_blocks=1
+    "p", catch_accuracy=1.0, query_choices=(20, 20), instruction_s=60, session_s=900, practice_blocks=1
 )
 
 
@@ -23,8 +23,9 @@ GOOD = ParticipantSummary(
     "change, rule",
     [
         ({"catch_accuracy": 0.79}, "catch_accuracy"),
-        ({"upper_choices": 4}, "query_rows"),
-        ({"lower_choices": 0}, "query_rows"),
+        ({"query_choices": (4, 20)}, "query_rows"),
+        ({"query_choices": (20, 0)}, "query_rows"),
+        ({"query_choices": (20, 20, 4)}, "query_rows"),  # a paradigm with three queries
         ({"instruction_s": 14.9}, "instruction_time"),
         ({"session_s": 134}, "session_time"),
         ({"session_s": 2501}, "session_time"),
@@ -37,9 +38,9 @@ def test_each_rule_fails_just_past_its_threshold(change, rule):
 
 
 def test_thresholds_are_inclusive_and_unknown_values_fail_nothing():
-    edge = ParticipantSummary("p", 0.8, 5, 5, 15.0, 135.0, 3)
+    edge = ParticipantSummary("p", 0.8, (5, 5), 15.0, 135.0, 3)
     assert failed_rules(edge) == []
-    assert failed_rules(ParticipantSummary("p", None, None, None, None, None, None)) == []
+    assert failed_rules(ParticipantSummary("p", None, None, None, None, None)) == []
     lenient = ExclusionCriteria(min_catch_accuracy=0.5)
     assert failed_rules(ParticipantSummary(**{**GOOD.__dict__, "catch_accuracy": 0.6}), lenient) == []
     assert describe("session_time") == "total time outside 135.0-2500.0 s"
@@ -64,7 +65,7 @@ def test_apply_exclusions_on_a_response_table():
     kept, table = apply_exclusions(pd.DataFrame(rows))
     assert set(kept["participant_id"]) == {"ok"}
     assert table.set_index("participant_id").loc["sloppy", "failed_rules"] == "catch_accuracy"
-    assert table.set_index("participant_id").loc["ok", "upper_choices"] == 6  # main + catch trials, not practice
+    assert table.set_index("participant_id").loc["ok", "query_0_choices"] == 6  # main + catch trials, not practice
 
 
 def test_criteria_files(tmp_path):

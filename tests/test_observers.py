@@ -17,13 +17,19 @@ def test_similarity_observer_prefers_the_query_that_looks_like_the_max_reference
     observer = SimilarityObserver(PixelStatistics(), temperature=50, lapse=0.0, rng=np.random.default_rng(0))
     reds = [solid((200 + i, 20, 20)) for i in range(3)]
     blues = [solid((20, 20, 200 + i)) for i in range(3)]
-    p, difference = observer.p_first([solid((210, 30, 30)), solid((30, 30, 210))], reds, blues)
-    assert p > 0.99 and difference > 0
-    p, _ = observer.p_first([solid((30, 30, 210)), solid((210, 30, 30))], reds, blues)
-    assert p < 0.01
-    assert observer.p_first([solid(0), solid(1)], [], []) == (0.5, 0.0)  # the 'none' condition: a coin
+    p, margin = observer.choice_probabilities([solid((210, 30, 30)), solid((30, 30, 210))], reds, blues)
+    assert p[0] > 0.99 and margin > 0 and p.sum() == pytest.approx(1)
+    p, _ = observer.choice_probabilities([solid((30, 30, 210)), solid((210, 30, 30))], reds, blues)
+    assert p[0] < 0.01
+    p, margin = observer.choice_probabilities([solid(0), solid(1)], [], [])  # the 'none' condition: a coin
+    assert list(p) == [0.5, 0.5] and margin == 0.0
     lapsing = SimilarityObserver(PixelStatistics(), temperature=50, lapse=0.2)
-    assert lapsing.p_first([solid((210, 30, 30)), solid((30, 30, 210))], reds, blues)[0] == pytest.approx(0.9, abs=1e-3)
+    p, _ = lapsing.choice_probabilities([solid((210, 30, 30)), solid((30, 30, 210))], reds, blues)
+    assert p[0] == pytest.approx(0.9, abs=1e-3)
+    # Three queries: the max-like one wins, the lapse spreads evenly, and the choice follows the probabilities.
+    three = [solid((30, 30, 210)), solid((210, 30, 30)), solid((120, 20, 120))]
+    p, _ = lapsing.choice_probabilities(three, reds, blues)
+    assert p.argmax() == 1 and p.min() >= 0.2 / 3 - 1e-9 and p.sum() == pytest.approx(1)
 
 
 def test_observers_take_the_study_through_the_api_and_score_units_offline(tiny_bundle_dir, tmp_path):
@@ -119,8 +125,8 @@ def test_observer_from_a_users_embedding_function():
     observer = make_observer("python:tests.test_observers:mean_colour", lapse=0.0)
     reds = [solid((200 + i, 20, 20)) for i in range(9)]
     blues = [solid((20, 20, 200 + i)) for i in range(9)]
-    p, _ = observer.p_first([solid((210, 30, 30)), solid((30, 30, 210))], reds, blues)
-    assert p > 0.99 and observer.features.name == "tests.test_observers:mean_colour"
+    p, _ = observer.choice_probabilities([solid((210, 30, 30)), solid((30, 30, 210))], reds, blues)
+    assert p[0] > 0.99 and observer.features.name == "tests.test_observers:mean_colour"
     for spec, message in [
         ("python:tests.test_observers", "use python:MODULE:FUNCTION"),
         ("python:tests.nowhere:f", "cannot import it"),
@@ -130,7 +136,7 @@ def test_observer_from_a_users_embedding_function():
             make_observer(spec)
     broken = make_observer("python:tests.test_observers:one_number_each")
     with pytest.raises(PsychinterpError, match=r"expected an array of shape \(20, d\)"):
-        broken.p_first([solid((1, 1, 1))] * 2, reds, blues)
+        broken.choice_probabilities([solid((1, 1, 1))] * 2, reds, blues)
 
 
 def test_a_refused_scripted_participant_is_a_one_line_error(app):

@@ -55,4 +55,33 @@ def test_power_command_with_a_pilot_file(tmp_path):
     table = (out / "power.csv").read_text().splitlines()
     assert len(table) == 3 and (out / "power.png").exists() and "unit_sd" in result.output
     bad = CliRunner().invoke(app, ["power", "--slope", "3", "--log10-params", "7,8"])
-    assert bad.exit_code != 0 and "three models" in bad.output
+    assert bad.exit_code != 0 and "three models" in str(bad.exception)
+    bad = CliRunner().invoke(app, ["power", "--slope", "3", "--log10-params", "7,eight"])
+    assert bad.exit_code == 2 and "'7,eight'" in bad.output
+
+
+def test_simulated_accuracy_never_falls_below_the_paradigms_chance_level():
+    from analysis.power import simulate_model_means
+
+    # A wide participant spread around a mean near chance: without the floor, model means fall below it.
+    noisy = VarianceComponents(base=0.55, model_sd=0.0, unit_sd=0.2, participant_sd=0.3)
+    rng = np.random.default_rng(0)
+    floored = simulate_model_means(LOG10_PARAMS, 0.0, noisy, 20, 10, 40, 50, rng, chance=0.5)
+    assert floored.min() >= 0.5
+    unfloored = simulate_model_means(LOG10_PARAMS, 0.0, noisy, 20, 10, 40, 50, np.random.default_rng(0), chance=0.0)
+    assert unfloored.mean() < floored.mean()
+    with pytest.raises(ValueError, match=r"above chance \(0.5\)"):
+        power_grid(LOG10_PARAMS, 0.0, VarianceComponents(base=0.45), participants=[5], units=[5], n_studies=2)
+
+
+def test_power_workflow_refuses_designs_it_cannot_simulate(tmp_path):
+    from contracts.errors import ConfigError
+    from psychinterp.workflows import plan_power
+
+    grid = {"participants": [5], "units": [5], "studies": 2}
+    with pytest.raises(ConfigError, match="three models"):
+        plan_power(0.03, tmp_path, log10_params=[7, 8], **grid)
+    with pytest.raises(ConfigError, match="unknown paradigm 'odd'"):
+        plan_power(0.03, tmp_path, log10_params=[7, 8, 9], paradigm="odd", **grid)
+    with pytest.raises(ConfigError, match=r"power \(2afc\): mean accuracy 0.4 must lie above chance"):
+        plan_power(0.03, tmp_path, log10_params=[7, 8, 9], components={"base": 0.4}, **grid)
