@@ -1,48 +1,27 @@
-"""``psychinterp analyze``: tables, a figure and an HTML page."""
+"""``psychinterp analyze``, rendered: the results of :func:`analysis.pipeline.analyse` as CSV
+tables, figures and an HTML page (a Jinja template; this module computes nothing of its own).
+"""
 
 from __future__ import annotations
 
-import html
+from importlib import resources
 from pathlib import Path
 
+import jinja2
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
+from markupsafe import Markup  # noqa: E402
 
-from analysis.breakdown import (  # noqa: E402
-    BREAKDOWN_COLUMNS,
-    breakdowns,
-    participant_means,
-    rating_summary,
-    repeat_agreement,
-)
-from analysis.estimate import (  # noqa: E402
-    accuracy_table,
-    chance_level,
-    depth_correlation,
-    model_comparison,
-    unit_accuracy,
-)
-from analysis.exclusions import (  # noqa: E402
-    PUBLISHED_RULE,
-    RULES,
-    ExclusionCriteria,
-    apply_exclusions,
-    counterfactual_grid,
-    describe,
-    published_exclusions,
-)
-from analysis.formats import FORMATS  # noqa: E402
-from analysis.load import ResponseTableError, as_responses, load_machine_scores, load_table  # noqa: E402
-from analysis.machine import (  # noqa: E402
-    human_and_machine_models,
-    human_and_machine_units,
-    human_machine_correlation,
-)
-from analysis.scaling import robustness_checks, scaling_trends, unit_table, with_model_facts  # noqa: E402
+from analysis.breakdown import BREAKDOWN_COLUMNS  # noqa: E402
+from analysis.exclusions import PUBLISHED_RULE, RULES, ExclusionCriteria, describe  # noqa: E402
+from analysis.pipeline import EXCLUSION_MODES, RatingResults, StudyResults, analyse  # noqa: E402
+from analysis.scaling import unit_table  # noqa: E402
+
+__all__ = ["EXCLUSION_MODES", "render_report", "scaling_sentence", "write_report"]
 
 
 def accuracy_figure(table: pd.DataFrame, chance: float) -> plt.Figure:
@@ -199,142 +178,6 @@ def scaling_sentence(row) -> str:
     )
 
 
-def _save(fig: plt.Figure, out: Path, name: str) -> None:
-    for suffix in ("png", "pdf"):
-        fig.savefig(out / f"{name}.{suffix}", dpi=150)
-    plt.close(fig)
-
-
-def _table_html(title: str, table: pd.DataFrame, note: str = "") -> str:
-    if table.empty:
-        return ""
-    return f"<h2>{html.escape(title)}</h2>{note}" + table.to_html(
-        index=False, float_format=lambda v: f"{v:.3g}", na_rep=""
-    )
-
-
-def _statistics_html(responses: pd.DataFrame, out: Path, models) -> str:
-    units = unit_accuracy(responses)
-    units.to_csv(out / "unit_accuracy.csv", index=False)
-    parts = []
-    chance = chance_level(responses)
-    figure = depth_figure(units, chance)
-    if figure is not None:
-        _save(figure, out, "depth")
-        parts.append("<img src='depth.png' alt='unit accuracy by relative layer depth' style='max-width:100%'>")
-    main = responses[responses["trial_kind"] == "main"] if "trial_kind" in responses else responses
-    _save(confidence_figure(main, chance), out, "confidence")
-    parts.append("<h2>Confidence and accuracy</h2><img src='confidence.png' alt='accuracy by confidence'>")
-    for condition, result in model_comparison(units).items():
-        conover = result["conover_holm_p"]
-        conover.to_csv(out / f"conover_holm_{condition}.csv")
-        parts.append(
-            f"<h2>Models compared ({html.escape(condition)})</h2><p>Kruskal-Wallis on unit accuracies: "
-            f"H = {result['kruskal_H']:.3g}, p = {result['kruskal_p']:.3g}. "
-            "Conover post-hoc p-values, Holm-corrected:</p>" + conover.to_html(float_format=lambda v: f"{v:.3g}")
-        )
-    correlation = depth_correlation(units)
-    correlation.to_csv(out / "depth_correlation.csv", index=False)
-    parts.append(_table_html("Unit accuracy and relative layer depth (Spearman)", correlation))
-    if models:
-        facts = with_model_facts(responses, models)
-        trends = scaling_trends(facts)
-        trends.to_csv(out / "scaling.csv", index=False)
-        if not trends.empty:
-            _save(scaling_figure(facts, trends, chance), out, "scaling")
-            verdicts = "".join(f"<li>{html.escape(scaling_sentence(r))}</li>" for r in trends.itertuples())
-            parts.append(
-                "<h2>Scaling trends</h2><p>Two-stage meta-regression: unit accuracies, their mean per model, then "
-                "accuracy ~ predictor across models (t interval, models - 2 degrees of freedom); "
-                f"slopes with 95% CIs and p-values:</p><ul>{verdicts}</ul>"
-                "<img src='scaling.png' alt='accuracy against log10 parameters' style='max-width:100%'>"
-                + trends.to_html(index=False, float_format=lambda v: f"{v:.3g}")
-            )
-            robust = robustness_checks(facts)
-            robust.to_csv(out / "scaling_robustness.csv", index=False)
-            parts.append(_table_html("Robustness checks on log10 parameters", robust))
-    return "".join(parts)
-
-
-def _machine_html(responses: pd.DataFrame, scores_csv: Path, out: Path) -> str:
-    scores = load_machine_scores(scores_csv)
-    units = human_and_machine_units(unit_accuracy(responses), scores)
-    if units.empty:
-        raise ResponseTableError(f"{scores_csv}: no unit of the responses has a machine score")
-    units.to_csv(out / "machine_units.csv", index=False)
-    models = human_and_machine_models(units)
-    models.to_csv(out / "machine_models.csv", index=False)
-    correlation = human_machine_correlation(units)
-    correlation.to_csv(out / "machine_correlation.csv", index=False)
-    _save(machine_figure(units, chance_level(responses)), out, "machine")
-    observer = scores["observer"].iloc[0] if "observer" in scores else "an observer"
-    return (
-        "<h2>Machine score and human accuracy</h2>"
-        f"<p>Machine score: the expected accuracy of {html.escape(str(observer))} on each unit's trials "
-        f"({html.escape(str(scores_csv))}); human accuracy: the unit's proportion correct "
-        "(machine_units.csv has every unit).</p>"
-        "<img src='machine.png' alt='human unit accuracy against machine score' style='max-width:100%'>"
-        + models.to_html(index=False, float_format=lambda v: f"{v:.3f}")
-        + _table_html("Correlation of human accuracy with the machine score", correlation)
-    )
-
-
-EXCLUSION_MODES = ("ours", "published", "none")
-
-
-def _exclusion_html(table: pd.DataFrame, criteria: ExclusionCriteria, mode: str, note: str = "") -> str:
-    if mode == "none":
-        return "<h2>Exclusions</h2><p>No exclusions applied.</p>"
-    if table.empty:
-        return f"<h2>Exclusions</h2><p>None: {html.escape(note)}.</p>" if note else ""
-    unit = "session(s)" if "session_id" in table else "participant(s)"
-    if mode == "published":
-        flags = sorted({r for rules in table["failed_rules"] for r in rules.split(";") if r})
-        counts = {flag: int(table["failed_rules"].str.contains(flag, regex=False).sum()) for flag in flags}
-        items = "".join(
-            f"<li>{html.escape(flag.removeprefix(PUBLISHED_RULE.format(column='')))} not as kept: {n}</li>"
-            for flag, n in counts.items()
-        )
-        rules = f"<p>As published ({html.escape(note)}).</p><ul>{items}</ul>"
-    else:
-        counts = {rule: int(table["failed_rules"].str.contains(rule).sum()) for rule in RULES}
-        items = "".join(f"<li>{html.escape(describe(rule, criteria))}: {n}</li>" for rule, n in counts.items())
-        rules = f"<p>Our criteria, recomputed (a {unit[:-3]} may fail several rules):</p><ul>{items}</ul>"
-    excluded = table[table["excluded"]]
-    shown = [c for c in ("participant_id", "session_id", "failed_rules", "exclusion_reason") if c in table]
-    listing = excluded[shown].to_html(index=False) if len(excluded) else "<p>none</p>"
-    return f"<h2>Exclusions</h2><p>{len(excluded)} of {len(table)} {unit} excluded.</p>{rules}{listing}"
-
-
-def _published_html(responses: pd.DataFrame, out: Path) -> str:
-    """The published studies' own statistic (participant means ± 2 SEM), their breakdowns and repeats."""
-    headline = participant_means(responses, ["model_id", "condition"])
-    headline.to_csv(out / "participant_means.csv", index=False)
-    parts = [
-        "<h2>Mean over participants, ± 2 SEM</h2><p>Each participant's proportion correct on main trials, "
-        "averaged over participants, with two standard errors of that mean: the statistic Borowski et al. (2021) "
-        "report (participant_means.csv).</p>"
-        + headline.to_html(index=False, float_format=lambda v: f"{v:.3f}", na_rep="")
-    ]
-    for name, table in breakdowns(responses).items():
-        table.to_csv(out / f"breakdown_{name.replace('+', '_')}.csv", index=False)
-        words = "; ".join(BREAKDOWN_COLUMNS[c] for c in name.split("+"))
-        parts.append(_table_html(f"By {name.replace('+', ' × ')}", table, f"<p>{html.escape(words)}.</p>"))
-    repeats = repeat_agreement(responses)
-    if not repeats.empty:
-        repeats.to_csv(out / "repeat_agreement.csv", index=False)
-        overall = repeat_agreement(responses, ["model_id", "condition"])
-        parts.append(
-            _table_html(
-                "Repeated trials: agreement with the first answer",
-                pd.concat([repeats, overall.assign(instr_type="(all)")], ignore_index=True),
-                "<p>Repeated trials are kept out of every accuracy above. Agreement: the share of repeats "
-                "where the same query was chosen as at the first showing (repeat_agreement.csv).</p>",
-            )
-        )
-    return "".join(parts)
-
-
 def rating_figure(summary: pd.DataFrame, ratings: pd.DataFrame) -> plt.Figure:
     """Each participant's rating per trial (dots) and the group means with 95% intervals."""
     groups = [c for c in ("phase", "expert_level") if c in ratings]
@@ -360,24 +203,187 @@ def rating_figure(summary: pd.DataFrame, ratings: pd.DataFrame) -> plt.Figure:
     return fig
 
 
-def write_ratings_report(ratings: pd.DataFrame, out: Path, source: Path) -> Path:
-    """Report for a rating table: mean rating per trial and participant group, with 95% t intervals."""
-    out.mkdir(parents=True, exist_ok=True)
-    summary = rating_summary(ratings)
-    summary.to_csv(out / "ratings.csv", index=False)
-    _save(rating_figure(summary, ratings), out, "ratings")
-    fmt = FORMATS[ratings.attrs["format"]]
-    page = out / "index.html"
-    page.write_text(
-        "<!doctype html><meta charset='utf-8'><title>psychinterp report: ratings</title>"
-        "<h1>Ratings per trial and participant group</h1>"
-        f"<p>{len(ratings)} ratings from {ratings['participant_id'].nunique()} participant(s): "
-        f"{html.escape(fmt.title)}, source: {html.escape(str(source))}. "
-        "Ratings run from -100 (not intuitive) to 100 (intuitive); "
-        "intervals are 95% t intervals over participants (ratings.csv).</p>"
-        "<img src='ratings.png' alt='ratings per trial' style='max-width:100%'>"
-        + summary.to_html(index=False, float_format=lambda v: f"{v:.1f}", na_rep="")
+def _save(fig: plt.Figure, out: Path, name: str) -> str:
+    for suffix in ("png", "pdf"):
+        fig.savefig(out / f"{name}.{suffix}", dpi=150)
+    plt.close(fig)
+    return f"{name}.png"
+
+
+def _html(table: pd.DataFrame | None, digits: str = ".3g", index: bool = False) -> Markup | None:
+    """A table as HTML (pandas escapes the cells), or None when there is nothing to show."""
+    if table is None or table.empty:
+        return None
+    return Markup(table.to_html(index=index, float_format=lambda v: f"{v:{digits}}", na_rep=""))
+
+
+def _environment() -> jinja2.Environment:
+    templates = resources.files("analysis") / "templates"
+    return jinja2.Environment(
+        loader=jinja2.FunctionLoader(lambda name: (templates / name).read_text()),
+        autoescape=True,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        undefined=jinja2.StrictUndefined,
     )
+
+
+def _write_csvs(results: StudyResults, out: Path) -> None:
+    """Every table behind the page, under its own name (what the page's text refers to)."""
+    tables = {
+        "accuracy": results.accuracy,
+        "participant_means": results.participant_means,
+        "unit_accuracy": results.units,
+        "depth_correlation": results.depth_correlation,
+    }
+    tables |= {f"breakdown_{name.replace('+', '_')}": table for name, table in results.breakdowns.items()}
+    tables |= {f"conover_holm_{c.condition}": c.conover_holm_p for c in results.comparisons}
+    if results.repeats is not None:
+        tables["repeat_agreement"] = results.repeats.by_instruction
+    exclusions = results.exclusions
+    if exclusions.mode != "none":
+        tables["exclusions"] = exclusions.table
+    if exclusions.thresholds is not None:
+        tables["exclusion_thresholds"] = exclusions.thresholds
+    if results.scaling is not None:
+        tables["scaling"] = results.scaling.trends
+        if not results.scaling.trends.empty:
+            tables["scaling_robustness"] = results.scaling.robustness
+    if results.machine is not None:
+        machine = results.machine
+        tables |= {"machine_units": machine.units, "machine_models": machine.models}
+        tables["machine_correlation"] = machine.correlation
+    for name, table in tables.items():
+        table.to_csv(out / f"{name}.csv", index=name.startswith("conover_holm_"))
+
+
+FIGURES = ("accuracy", "confidence", "depth", "exclusion_thresholds", "scaling", "machine")
+
+
+def _draw_figures(results: StudyResults, out: Path) -> dict[str, str]:
+    """The figures the results call for (names from FIGURES), drawn and saved; their PNG names."""
+    chance = results.chance
+    figures = {"accuracy": _save(accuracy_figure(results.accuracy, chance), out, "accuracy")}
+    figures["confidence"] = _save(confidence_figure(results.main, chance), out, "confidence")
+    depth = depth_figure(results.units, chance)
+    if depth is not None:
+        figures["depth"] = _save(depth, out, "depth")
+    thresholds = results.exclusions.thresholds
+    if thresholds is not None and not thresholds.empty:
+        figures["exclusion_thresholds"] = _save(counterfactual_figure(thresholds), out, "exclusion_thresholds")
+    if results.scaling is not None and not results.scaling.trends.empty:
+        figures["scaling"] = _save(
+            scaling_figure(results.scaling.facts, results.scaling.trends, chance), out, "scaling"
+        )
+    if results.machine is not None:
+        figures["machine"] = _save(machine_figure(results.machine.units, chance), out, "machine")
+    return figures
+
+
+def _exclusion_context(results: StudyResults) -> dict:
+    exclusions = results.exclusions
+    table = exclusions.table
+    judged = "session" if "session_id" in table else "participant"
+    if table.empty:
+        return {"n_judged": 0, "n_excluded": 0, "judged": judged, "rule_counts": [], "excluded_table": None}
+    if exclusions.mode == "published":
+        flags = sorted({r for rules in table["failed_rules"] for r in rules.split(";") if r})
+        counts = [
+            (
+                flag.removeprefix(PUBLISHED_RULE.format(column="")),
+                int(table["failed_rules"].str.contains(flag, regex=False).sum()),
+            )
+            for flag in flags
+        ]
+    else:
+        counts = [
+            (describe(rule, exclusions.criteria), int(table["failed_rules"].str.contains(rule).sum())) for rule in RULES
+        ]
+    excluded = table[table["excluded"]]
+    shown = [c for c in ("participant_id", "session_id", "failed_rules", "exclusion_reason") if c in table]
+    return {
+        "n_judged": len(table),
+        "n_excluded": len(excluded),
+        "judged": judged,
+        "rule_counts": counts,
+        "excluded_table": _html(excluded[shown]),
+    }
+
+
+def _study_page(results: StudyResults, figures: dict[str, str]) -> str:
+    exclusion = _exclusion_context(results)
+    repeats = None
+    if results.repeats is not None:
+        overall = results.repeats.overall.assign(instr_type="(all)")
+        repeats = _html(pd.concat([results.repeats.by_instruction, overall], ignore_index=True))
+    scaling = results.scaling
+    machine = results.machine
+    tables = {
+        "accuracy": _html(results.accuracy, ".3f"),
+        "participant_means": _html(results.participant_means, ".3f"),
+        "repeats": repeats,
+        "depth_correlation": _html(results.depth_correlation),
+        "scaling": _html(scaling.trends) if scaling is not None else None,
+        "robustness": _html(scaling.robustness) if scaling is not None else None,
+        "machine_models": _html(machine.models, ".3f") if machine is not None else None,
+        "machine_correlation": _html(machine.correlation) if machine is not None else None,
+        "excluded": exclusion.pop("excluded_table"),
+    }
+    breakdown_sections = [
+        {
+            "title": name.replace("+", " × "),
+            "words": "; ".join(BREAKDOWN_COLUMNS[c] for c in name.split("+")),
+            "table": _html(table),
+        }
+        for name, table in results.breakdowns.items()
+        if not table.empty
+    ]
+    sentences = (
+        [scaling_sentence(row) for row in scaling.trends.itertuples()]
+        if scaling is not None and not scaling.trends.empty
+        else []
+    )
+    return (
+        _environment()
+        .get_template("report.html")
+        .render(
+            r=results,
+            n_responses=len(results.included),
+            n_participants=results.included["participant_id"].nunique(),
+            tables=tables,
+            breakdowns=breakdown_sections,
+            conover={c.condition: _html(c.conover_holm_p, index=True) for c in results.comparisons},
+            figures=dict.fromkeys(FIGURES) | figures,
+            scaling_sentences=sentences,
+            **exclusion,
+        )
+    )
+
+
+def _ratings_page(results: RatingResults, out: Path) -> str:
+    results.summary.to_csv(out / "ratings.csv", index=False)
+    _save(rating_figure(results.summary, results.ratings), out, "ratings")
+    return (
+        _environment()
+        .get_template("ratings.html")
+        .render(
+            r=results,
+            n_participants=results.ratings["participant_id"].nunique(),
+            summary=_html(results.summary, ".1f"),
+        )
+    )
+
+
+def render_report(results: StudyResults | RatingResults, out: Path) -> Path:
+    """Write the results' tables (CSV), figures (PNG and PDF) and ``index.html`` into ``out``."""
+    out.mkdir(parents=True, exist_ok=True)
+    if isinstance(results, RatingResults):
+        text = _ratings_page(results, out)
+    else:
+        _write_csvs(results, out)
+        text = _study_page(results, _draw_figures(results, out))
+    page = out / "index.html"
+    page.write_text(text)
     return page
 
 
@@ -392,74 +398,15 @@ def write_report(
     models: dict | None = None,
     machine_scores: Path | None = None,
 ) -> Path:
-    """The report: accuracy with intervals, model comparison, depth, scaling trends (given ``models``' facts),
-    and machine scores next to human accuracy (given a machine-score CSV).
-
-    ``exclusions``: ``ours`` recomputes our criteria where the table allows, ``published`` applies the
-    source's own flags (the 2023 release's ``passed_checks`` / ``multi_participation``), ``none`` keeps all.
-    A rating table (Borowski et al.'s intuitiveness files) gets its own report.
-    """
-    if exclusions not in EXCLUSION_MODES:
-        raise ResponseTableError(f"exclusions {exclusions!r}: choose from {list(EXCLUSION_MODES)}")
-    loaded = load_table(responses_csv, format=format, model_id=model_id)
-    if loaded.attrs["kind"] == "ratings":
-        return write_ratings_report(loaded, out, responses_csv)
-    criteria = criteria or ExclusionCriteria()
-    responses = as_responses(loaded)
-    fmt = FORMATS[responses.attrs["format"]]
-    note = ""
-    if exclusions == "ours":
-        included, excluded = apply_exclusions(responses, criteria)
-    elif exclusions == "published":
-        if fmt.published_keep is None:
-            raise ResponseTableError(
-                f"{responses_csv}: --exclusions published: {fmt.title} records no exclusions of its own; "
-                "use --exclusions ours or none"
-            )
-        note = fmt.published_note
-        try:
-            included, excluded = published_exclusions(responses, fmt.published_keep)
-        except ValueError as exc:
-            raise ResponseTableError(f"{responses_csv}: --exclusions published: {exc}") from None
-        if not fmt.published_keep:
-            excluded = pd.DataFrame()
-    else:
-        included, excluded = responses, pd.DataFrame()
-    if included.empty:
-        raise ResponseTableError(f"{responses_csv}: no responses left to analyse after the exclusions")
-    table = accuracy_table(included, n_resamples=n_resamples)
-    out.mkdir(parents=True, exist_ok=True)
-    table.to_csv(out / "accuracy.csv", index=False)
-    counterfactual = ""
-    if exclusions != "none":
-        excluded.to_csv(out / "exclusions.csv", index=False)
-    if exclusions == "ours":
-        grid = counterfactual_grid(responses, criteria)
-        grid.to_csv(out / "exclusion_thresholds.csv", index=False)
-        if not grid.empty:
-            _save(counterfactual_figure(grid), out, "exclusion_thresholds")
-            counterfactual = (
-                "<h2>If the thresholds were different</h2><p>Accuracy of the participants kept when one criterion "
-                "moves and the others stay (dotted: the threshold used; exclusion_thresholds.csv has the numbers).</p>"
-                "<img src='exclusion_thresholds.png' alt='accuracy over exclusion thresholds' style='max-width:100%'>"
-            )
-    _save(accuracy_figure(table, chance_level(included)), out, "accuracy")
-    statistics = _published_html(included, out) + _statistics_html(included, out, models)
-    if machine_scores is not None:
-        statistics += _machine_html(included, machine_scores, out)
-    page = out / "index.html"
-    page.write_text(
-        "<!doctype html><meta charset='utf-8'><title>psychinterp report</title>"
-        "<h1>Accuracy per model and condition</h1>"
-        f"<p>{len(included)} responses from {included['participant_id'].nunique()} participant(s) "
-        f"({html.escape(fmt.title)}), source: {html.escape(str(responses_csv))}. Main trials only (catch, "
-        "practice and repeated trials are left out). Intervals: 95% bootstrap (ci: participants and units "
-        "resampled together; participant_ci: participants only; unit_bca: the 2023 study's BCa interval of the "
-        "mean unit accuracy; blank when too few to resample).</p>"
-        "<img src='accuracy.png' alt='accuracy per model and condition' style='max-width:100%'>"
-        + table.to_html(index=False, float_format=lambda v: f"{v:.3f}", na_rep="")
-        + statistics
-        + _exclusion_html(excluded, criteria, exclusions, note)
-        + counterfactual
+    """Analyse a response table (:func:`analysis.pipeline.analyse`) and render the report; returns the page."""
+    results = analyse(
+        responses_csv,
+        n_resamples=n_resamples,
+        format=format,
+        model_id=model_id,
+        criteria=criteria,
+        exclusions=exclusions,
+        models=models,
+        machine_scores=machine_scores,
     )
-    return page
+    return render_report(results, out)

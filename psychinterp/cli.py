@@ -85,28 +85,22 @@ def build(
 
     Interrupted builds resume: rerun the same command.
     """
-    from stimuli.build import Shard, build_study
-    from stimuli.study import load_study_config
+    from psychinterp.workflows import JobsPlan, build_bundle
 
     if precision not in ("auto", "fp32", "fp16", "bf16"):
         raise typer.BadParameter(f"{precision!r}: choose auto, fp32, fp16 or bf16", param_hint="--precision")
     if executor not in ("local", "slurm"):
         raise typer.BadParameter(f"{executor!r}: choose local or slurm", param_hint="--executor")
-    if shard and jobs:
-        raise typer.BadParameter("use --shard (one share, by hand) or --jobs (all shares, submitted), not both")
-    weight_files = _parse_weights(weights)
-    config = load_study_config(study)
+    plan = None
     if jobs:
-        from stimuli.cluster import JobResources, build_with_jobs
+        from stimuli.cluster import JobResources
 
         resources = JobResources(job_timeout_min, job_cpus, job_gpus, job_mem_gb, slurm_partition)
-        bundle = build_with_jobs(config, out, jobs, executor, resources, device, weight_files, precision)
-        typer.echo(_bundle_summary(out, bundle))
-        return
-    parsed = Shard.parse(shard) if shard else None
-    bundle = build_study(config, out, device=device, weights=weight_files, shard=parsed, precision=precision)
+        plan = JobsPlan(jobs, executor, resources)
+    weight_files = _parse_weights(weights)
+    bundle = build_bundle(study, out, device=device, weights=weight_files, precision=precision, shard=shard, jobs=plan)
     if bundle is None:
-        typer.echo(f"shard {parsed} done in {out}; run `psychinterp merge` once every shard has finished")
+        typer.echo(f"shard {shard} done in {out}; run `psychinterp merge` once every shard has finished")
     else:
         typer.echo(_bundle_summary(out, bundle))
 
@@ -261,7 +255,7 @@ def analyze(
     ] = None,
 ) -> None:
     """Accuracy per model and condition after exclusions, with bootstrap CIs, figures and report/index.html."""
-    from analysis.report import EXCLUSION_MODES
+    from analysis.pipeline import EXCLUSION_MODES
     from psychinterp.workflows import analyze_study
 
     if exclusions not in EXCLUSION_MODES:

@@ -3,7 +3,8 @@
 ``analyze_study`` joins a server database (experiment_server), model facts (the bundle, or the
 registry for a models file) and the report (analysis); ``simulate_study`` lets machine observers
 take a study through the participant API; ``plan_power`` simulates whole studies of a bundle's
-models (or stated sizes) in its paradigm.
+models (or stated sizes) in its paradigm; ``build_bundle`` runs a build here, one shard of it, or
+all of it as submitted jobs.
 """
 
 from __future__ import annotations
@@ -14,6 +15,40 @@ from pathlib import Path
 
 from contracts.criteria import ExclusionCriteria
 from contracts.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class JobsPlan:
+    """Split a build into ``count`` jobs submitted through submitit (stimuli.cluster)."""
+
+    count: int
+    executor: str  # local or slurm
+    resources: object  # stimuli.cluster.JobResources
+
+
+def build_bundle(
+    study: Path,
+    out: Path,
+    *,
+    device: str = "cpu",
+    weights: dict[str, Path] | None = None,
+    precision: str = "auto",
+    shard: str | None = None,
+    jobs: JobsPlan | None = None,
+):
+    """Build the bundle of a study config; returns it, or None when only one shard (``i/n``) was built."""
+    from stimuli.build import Shard, build_study
+    from stimuli.study import load_study_config
+
+    if shard and jobs:
+        raise ConfigError("build: use a shard (one share, by hand) or jobs (all shares, submitted), not both")
+    config = load_study_config(study)
+    if jobs is not None:
+        from stimuli.cluster import build_with_jobs
+
+        return build_with_jobs(config, out, jobs.count, jobs.executor, jobs.resources, device, weights or {}, precision)
+    parsed = Shard.parse(shard) if shard else None
+    return build_study(config, out, device=device, weights=weights or {}, shard=parsed, precision=precision)
 
 
 def model_facts(bundle: Path | None = None, models: Path | None = None) -> dict[str, dict] | None:

@@ -154,3 +154,12 @@ def test_simulate_refuses_an_impossible_option_pair_before_running_anything(tiny
     assert result.exit_code == 2 and "--out needs the in-process server" in result.output
     result = runner.invoke(app, [*args[:4], "--db", f"sqlite:///{tmp_path / 'x.db'}"])
     assert result.exit_code == 2 and "--db is for the in-process server" in result.output
+
+
+def test_build_refuses_a_shard_and_jobs_together_before_reading_anything(tmp_path):
+    from contracts.errors import ConfigError
+
+    args = ["build", str(tmp_path / "missing.yaml"), "--out", str(tmp_path / "b"), "--shard", "1/2", "--jobs", "2"]
+    result = runner.invoke(app, args)
+    assert isinstance(result.exception, ConfigError) and "not both" in str(result.exception)
+    assert not (tmp_path / "b").exists()

@@ -125,3 +125,31 @@ def test_docs_response_table_is_generated_from_the_contract():
     docs = (Path(__file__).parents[1] / "docs" / "responses.md").read_text()
     generated = docs.split("<!-- response-columns")[1].split("-->", 1)[1].split("<!-- /response-columns -->")[0]
     assert generated.strip() == markdown_table(), "regenerate with: python -m contracts.responses"
+
+
+def test_the_pipeline_returns_results_and_the_report_only_renders_them(tmp_path):
+    from analysis.pipeline import StudyResults, analyse
+    from analysis.report import render_report
+
+    rows = [
+        {
+            **_row(participant="<b>p</b>" if p == 0 else f"p{p}", correct=int(t % 3 != 0), unit=f"u{t}"),
+            "excluded_by_experimenter": int(p == 0),
+        }
+        for p in range(4)
+        for t in range(6)
+    ]
+    source = _table(tmp_path, rows)
+    before = sorted(p.name for p in tmp_path.iterdir())
+    results = analyse(source, n_resamples=200, exclusions="none")
+    assert sorted(p.name for p in tmp_path.iterdir()) == before  # analysing writes nothing
+    assert isinstance(results, StudyResults) and results.chance == 0.5
+    assert results.accuracy["accuracy"].tolist() == [pytest.approx(4 / 6)]
+    assert len(results.included) == 24 and results.exclusions.mode == "none" and results.scaling is None
+    page = render_report(results, tmp_path / "r").read_text()
+    assert "No exclusions applied." in page and "24 responses from 4 participant(s)" in page
+    # What a table holds is escaped, never markup: a participant id cannot inject HTML.
+    kept = analyse(source, n_resamples=200)
+    assert kept.exclusions.table["excluded"].sum() == 1 and len(kept.included) == 18
+    page = render_report(kept, tmp_path / "r2").read_text()
+    assert "&lt;b&gt;p&lt;/b&gt;" in page and "<b>p</b>" not in page

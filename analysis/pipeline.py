@@ -1,0 +1,195 @@
+"""The analysis as a pipeline: a response table in, a results object out (nothing is written here).
+
+:func:`analyse` reads a table (ours, the 2023 release's, Borowski et al.'s), applies the
+exclusions, and computes every estimate the report shows. :mod:`analysis.report` renders the
+results it returns: tables as CSV, figures, and the HTML page.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from analysis.breakdown import breakdowns, participant_means, rating_summary, repeat_agreement
+from analysis.estimate import accuracy_table, chance_level, depth_correlation, main_trials, model_comparison
+from analysis.estimate import unit_accuracy as unit_accuracy_table
+from analysis.exclusions import (
+    ExclusionCriteria,
+    apply_exclusions,
+    counterfactual_grid,
+    published_exclusions,
+)
+from analysis.formats import FORMATS
+from analysis.load import ResponseTableError, as_responses, load_machine_scores, load_table
+from analysis.machine import human_and_machine_models, human_and_machine_units, human_machine_correlation
+from analysis.scaling import robustness_checks, scaling_trends, with_model_facts
+
+EXCLUSION_MODES = ("ours", "published", "none")
+
+
+@dataclass(frozen=True)
+class Exclusions:
+    mode: str  # one of EXCLUSION_MODES
+    criteria: ExclusionCriteria
+    table: pd.DataFrame  # one row per participant or session: values checked, rules failed, excluded
+    note: str = ""  # what the source's own exclusions mean (published mode)
+    thresholds: pd.DataFrame | None = None  # accuracy if one criterion moved (ours mode)
+
+
+@dataclass(frozen=True)
+class ModelComparison:
+    condition: str
+    kruskal_H: float
+    kruskal_p: float
+    conover_holm_p: pd.DataFrame  # model x model
+
+
+@dataclass(frozen=True)
+class Scaling:
+    facts: pd.DataFrame  # responses with the models' facts (log10 parameters, ...)
+    trends: pd.DataFrame  # one row per condition x predictor
+    robustness: pd.DataFrame
+
+
+@dataclass(frozen=True)
+class MachineComparison:
+    observer: str
+    source: Path
+    units: pd.DataFrame  # human accuracy and machine score per unit
+    models: pd.DataFrame
+    correlation: pd.DataFrame
+
+
+@dataclass(frozen=True)
+class Repeats:
+    by_instruction: pd.DataFrame
+    overall: pd.DataFrame
+
+
+@dataclass(frozen=True)
+class StudyResults:
+    source: Path
+    format_title: str
+    included: pd.DataFrame  # responses kept after the exclusions (every trial kind)
+    chance: float  # the paradigm's guessing accuracy
+    accuracy: pd.DataFrame  # per model and condition, with the three intervals
+    exclusions: Exclusions
+    participant_means: pd.DataFrame
+    breakdowns: dict[str, pd.DataFrame]
+    repeats: Repeats | None
+    units: pd.DataFrame  # accuracy per unit and condition
+    comparisons: list[ModelComparison]
+    depth_correlation: pd.DataFrame
+    scaling: Scaling | None = None
+    machine: MachineComparison | None = None
+
+    @property
+    def main(self) -> pd.DataFrame:
+        return main_trials(self.included)
+
+
+@dataclass(frozen=True)
+class RatingResults:
+    source: Path
+    format_title: str
+    ratings: pd.DataFrame
+    summary: pd.DataFrame
+
+
+def _exclusions(
+    responses: pd.DataFrame, source: Path, mode: str, criteria: ExclusionCriteria
+) -> tuple[pd.DataFrame, Exclusions]:
+    fmt = FORMATS[responses.attrs["format"]]
+    if mode == "ours":
+        included, table = apply_exclusions(responses, criteria)
+        return included, Exclusions(mode, criteria, table, thresholds=counterfactual_grid(responses, criteria))
+    if mode == "published":
+        if fmt.published_keep is None:
+            raise ResponseTableError(
+                f"{source}: --exclusions published: {fmt.title} records no exclusions of its own; "
+                "use --exclusions ours or none"
+            )
+        try:
+            included, table = published_exclusions(responses, fmt.published_keep)
+        except ValueError as exc:
+            raise ResponseTableError(f"{source}: --exclusions published: {exc}") from None
+        if not fmt.published_keep:  # the source kept only the participants it analysed
+            table = pd.DataFrame()
+        return included, Exclusions(mode, criteria, table, note=fmt.published_note)
+    return responses, Exclusions(mode, criteria, pd.DataFrame())
+
+
+def _scaling(included: pd.DataFrame, models: dict | None) -> Scaling | None:
+    if not models:
+        return None
+    facts = with_model_facts(included, models)
+    trends = scaling_trends(facts)
+    robustness = robustness_checks(facts) if not trends.empty else pd.DataFrame()
+    return Scaling(facts, trends, robustness)
+
+
+def _machine(included: pd.DataFrame, scores_csv: Path | None) -> MachineComparison | None:
+    if scores_csv is None:
+        return None
+    scores = load_machine_scores(scores_csv)
+    units = human_and_machine_units(unit_accuracy_table(included), scores)
+    if units.empty:
+        raise ResponseTableError(f"{scores_csv}: no unit of the responses has a machine score")
+    observer = str(scores["observer"].iloc[0]) if "observer" in scores else "an observer"
+    return MachineComparison(
+        observer, scores_csv, units, human_and_machine_models(units), human_machine_correlation(units)
+    )
+
+
+def _repeats(included: pd.DataFrame) -> Repeats | None:
+    by_instruction = repeat_agreement(included)
+    if by_instruction.empty:
+        return None
+    return Repeats(by_instruction, repeat_agreement(included, ["model_id", "condition"]))
+
+
+def analyse(
+    responses_csv: Path,
+    n_resamples: int = 10_000,
+    format: str | None = None,
+    model_id: str = "googlenet",
+    criteria: ExclusionCriteria | None = None,
+    exclusions: str = "ours",
+    models: dict | None = None,
+    machine_scores: Path | None = None,
+) -> StudyResults | RatingResults:
+    """Every estimate of the report for one table; a rating table gets its rating summary.
+
+    ``exclusions``: ``ours`` recomputes our criteria where the table allows, ``published`` applies the
+    source's own flags (the 2023 release's ``passed_checks`` / ``multi_participation``), ``none`` keeps all.
+    ``models``: facts per model id, for the scaling trends; ``machine_scores``: a machine-score CSV.
+    """
+    if exclusions not in EXCLUSION_MODES:
+        raise ResponseTableError(f"exclusions {exclusions!r}: choose from {list(EXCLUSION_MODES)}")
+    loaded = load_table(responses_csv, format=format, model_id=model_id)
+    title = FORMATS[loaded.attrs["format"]].title
+    if loaded.attrs["kind"] == "ratings":
+        return RatingResults(responses_csv, title, loaded, rating_summary(loaded))
+    responses = as_responses(loaded)
+    included, excluded = _exclusions(responses, responses_csv, exclusions, criteria or ExclusionCriteria())
+    if included.empty:
+        raise ResponseTableError(f"{responses_csv}: no responses left to analyse after the exclusions")
+    units = unit_accuracy_table(included)
+    return StudyResults(
+        source=responses_csv,
+        format_title=title,
+        included=included,
+        chance=chance_level(included),
+        accuracy=accuracy_table(included, n_resamples=n_resamples),
+        exclusions=excluded,
+        participant_means=participant_means(included, ["model_id", "condition"]),
+        breakdowns=breakdowns(included),
+        repeats=_repeats(included),
+        units=units,
+        comparisons=[ModelComparison(c, **r) for c, r in model_comparison(units).items()],
+        depth_correlation=depth_correlation(units),
+        scaling=_scaling(included, models),
+        machine=_machine(included, machine_scores),
+    )
