@@ -17,7 +17,7 @@ import pandas as pd  # noqa: E402
 from markupsafe import Markup  # noqa: E402
 
 from analysis.breakdown import BREAKDOWN_COLUMNS  # noqa: E402
-from analysis.exclusions import PUBLISHED_RULE, RULES, ExclusionCriteria, describe  # noqa: E402
+from analysis.exclusions import PUBLISHED_RULE, RULES, describe  # noqa: E402
 from analysis.pipeline import EXCLUSION_MODES, RatingResults, StudyResults, analyse  # noqa: E402
 from analysis.scaling import unit_table  # noqa: E402
 
@@ -387,26 +387,10 @@ def render_report(results: StudyResults | RatingResults, out: Path) -> Path:
     return page
 
 
-def write_report(
-    responses_csv: Path,
-    out: Path,
-    n_resamples: int = 10_000,
-    format: str | None = None,
-    model_id: str = "googlenet",
-    criteria: ExclusionCriteria | None = None,
-    exclusions: str = "ours",
-    models: dict | None = None,
-    machine_scores: Path | None = None,
-) -> Path:
-    """Analyse a response table (:func:`analysis.pipeline.analyse`) and render the report; returns the page."""
-    results = analyse(
-        responses_csv,
-        n_resamples=n_resamples,
-        format=format,
-        model_id=model_id,
-        criteria=criteria,
-        exclusions=exclusions,
-        models=models,
-        machine_scores=machine_scores,
-    )
-    return render_report(results, out)
+def write_report(responses_csv: Path, out: Path, **options) -> Path:
+    """Analyse a response table and render the report; returns the page.
+
+    ``options`` are those of :func:`analysis.pipeline.analyse` (resamples, format, criteria, exclusions,
+    model facts, machine scores).
+    """
+    return render_report(analyse(responses_csv, **options), out)
