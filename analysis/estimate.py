@@ -6,6 +6,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from analysis.claims import holm
 from contracts.paradigms import PARADIGMS, TWO_AFC, Paradigm
 
 
@@ -127,6 +128,16 @@ def unit_mean_bca_ci(unit_accuracy: np.ndarray, n_resamples: int = 10_000, seed:
     return float(result.confidence_interval.low), float(result.confidence_interval.high)
 
 
+def against_chance(table: pd.DataFrame, chance: float) -> pd.Series:
+    """Per row of an accuracy table: "above" or "below" chance when the primary 95% interval excludes it."""
+    return pd.Series(
+        np.where(
+            table["ci_low"] > chance, "above", np.where(table["ci_high"] < chance, "below", "not distinguishable")
+        ),
+        index=table.index,
+    )
+
+
 def responses_paradigm(responses: pd.DataFrame) -> Paradigm:
     """The paradigm the responses name (a table without the column is 2AFC, as every published one is)."""
     names = set(responses["paradigm"].dropna()) if "paradigm" in responses else {TWO_AFC.name}
@@ -183,4 +194,45 @@ def depth_correlation(units: pd.DataFrame) -> pd.DataFrame:
             continue
         rho, p = stats.spearmanr(group["relative_depth"], group["accuracy"])
         rows.append({"model_id": model_id, "condition": condition, "spearman_rho": rho, "p": p, "n_units": len(group)})
-    return pd.DataFrame(rows)
+    table = pd.DataFrame(rows)
+    if not table.empty:  # every model x condition is one family of tests
+        table["p_holm"] = holm(table["p"])
+    return table
+
+
+def depth_trend(units: pd.DataFrame) -> pd.DataFrame:
+    """Per condition, the effect of relative depth with models as the replicates (two stages).
+
+    Stage 1: per model, the OLS slope of unit accuracy on relative depth (participants are
+    already pooled into each unit's accuracy). Stage 2: the mean of those slopes over models, with
+    a t interval on models - 1 degrees of freedom, so that models that disagree widen it. The p
+    values of the conditions are Holm-corrected as one family.
+    """
+    if "relative_depth" not in units:
+        return pd.DataFrame()
+    rows = []
+    for condition, group in units.dropna(subset=["relative_depth"]).groupby("condition", sort=True):
+        slopes = []
+        for _, model_units in group.groupby("model_id", sort=True):
+            if model_units["relative_depth"].nunique() >= 2 and len(model_units) >= 3:
+                slopes.append(np.polyfit(model_units["relative_depth"], model_units["accuracy"], 1)[0])
+        if len(slopes) < 2:
+            continue
+        slopes = np.asarray(slopes)
+        se = slopes.std(ddof=1) / np.sqrt(len(slopes))
+        half = stats.t.ppf(0.975, len(slopes) - 1) * se
+        p = 2 * stats.t.sf(abs(slopes.mean() / se), len(slopes) - 1) if se > 0 else float("nan")
+        rows.append(
+            {
+                "condition": condition,
+                "slope_per_depth": float(slopes.mean()),
+                "ci_low": float(slopes.mean() - half),
+                "ci_high": float(slopes.mean() + half),
+                "p": float(p),
+                "n_models": len(slopes),
+            }
+        )
+    table = pd.DataFrame(rows)
+    if not table.empty:
+        table["p_holm"] = holm(table["p"])
+    return table

@@ -34,6 +34,13 @@ def _first(rows: pd.DataFrame, column: str) -> Any:
     return float(values.iloc[0]) if len(values) else None
 
 
+def _first_text(rows: pd.DataFrame, column: str) -> str | None:
+    if column not in rows:
+        return None
+    values = rows[column].dropna()
+    return str(values.iloc[0]) if len(values) else None
+
+
 def session_key(responses: pd.DataFrame) -> str:
     """What a row of the exclusion table is: a session where the table names them, else a participant."""
     return "session_id" if "session_id" in responses else "participant_id"
@@ -64,6 +71,7 @@ def summarise_participants(responses: pd.DataFrame) -> list[ParticipantSummary]:
                 practice_blocks=int(blocks) if blocks is not None else None,
                 session_id=str(session) if key == "session_id" else None,
                 excluded_by_experimenter=bool(_first(rows, "excluded_by_experimenter")),
+                session_status=_first_text(rows, "session_status"),
             )
         )
     return summaries

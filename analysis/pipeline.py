@@ -13,7 +13,16 @@ from pathlib import Path
 import pandas as pd
 
 from analysis.breakdown import breakdowns, participant_means, rating_summary, repeat_agreement
-from analysis.estimate import accuracy_table, chance_level, depth_correlation, main_trials, model_comparison
+from analysis.config import DEFAULT_ANALYSIS, AnalysisConfig
+from analysis.estimate import (
+    accuracy_table,
+    against_chance,
+    chance_level,
+    depth_correlation,
+    depth_trend,
+    main_trials,
+    model_comparison,
+)
 from analysis.estimate import unit_accuracy as unit_accuracy_table
 from analysis.exclusions import (
     ExclusionCriteria,
@@ -24,7 +33,13 @@ from analysis.exclusions import (
 from analysis.formats import FORMATS
 from analysis.load import ResponseTableError, as_responses, load_machine_scores, load_table
 from analysis.machine import human_and_machine_models, human_and_machine_units, human_machine_correlation
-from analysis.scaling import robustness_checks, scaling_trends, with_model_facts
+from analysis.scaling import (
+    condition_interaction,
+    robustness_checks,
+    scaling_trends,
+    scaling_warnings,
+    with_model_facts,
+)
 
 EXCLUSION_MODES = ("ours", "published", "none")
 
@@ -49,8 +64,11 @@ class ModelComparison:
 @dataclass(frozen=True)
 class Scaling:
     facts: pd.DataFrame  # responses with the models' facts (log10 parameters, ...)
-    trends: pd.DataFrame  # one row per condition x predictor
+    trends: pd.DataFrame  # one row per condition x predictor, with its corrected claims
     robustness: pd.DataFrame
+    interaction: pd.DataFrame  # condition x scale: the slope of each pair's difference
+    warnings: list[str]  # collinear predictors, slopes resting on one or two models
+    config: AnalysisConfig
 
 
 @dataclass(frozen=True)
@@ -81,7 +99,8 @@ class StudyResults:
     repeats: Repeats | None
     units: pd.DataFrame  # accuracy per unit and condition
     comparisons: list[ModelComparison]
-    depth_correlation: pd.DataFrame
+    depth_correlation: pd.DataFrame  # Spearman per model x condition, Holm-corrected as one family
+    depth_trend: pd.DataFrame  # per condition, the depth slope with models as replicates
     scaling: Scaling | None = None
     machine: MachineComparison | None = None
 
@@ -121,13 +140,14 @@ def _exclusions(
     return responses, Exclusions(mode, criteria, pd.DataFrame())
 
 
-def _scaling(included: pd.DataFrame, models: dict | None) -> Scaling | None:
+def _scaling(included: pd.DataFrame, models: dict | None, config: AnalysisConfig) -> Scaling | None:
     if not models:
         return None
     facts = with_model_facts(included, models)
-    trends = scaling_trends(facts)
+    trends = scaling_trends(facts, config=config)
     robustness = robustness_checks(facts) if not trends.empty else pd.DataFrame()
-    return Scaling(facts, trends, robustness)
+    interaction = condition_interaction(facts, config=config)
+    return Scaling(facts, trends, robustness, interaction, scaling_warnings(facts, trends, config), config)
 
 
 def _machine(included: pd.DataFrame, scores_csv: Path | None) -> MachineComparison | None:
@@ -159,12 +179,14 @@ def analyse(
     exclusions: str = "ours",
     models: dict | None = None,
     machine_scores: Path | None = None,
+    config: AnalysisConfig = DEFAULT_ANALYSIS,
 ) -> StudyResults | RatingResults:
     """Every estimate of the report for one table; a rating table gets its rating summary.
 
     ``exclusions``: ``ours`` recomputes our criteria where the table allows, ``published`` applies the
     source's own flags (the 2023 release's ``passed_checks`` / ``multi_participation``), ``none`` keeps all.
-    ``models``: facts per model id, for the scaling trends; ``machine_scores``: a machine-score CSV.
+    ``models``: facts per model id, for the scaling trends; ``machine_scores``: a machine-score CSV;
+    ``config``: what a claim must clear (:mod:`analysis.config`).
     """
     if exclusions not in EXCLUSION_MODES:
         raise ResponseTableError(f"exclusions {exclusions!r}: choose from {list(EXCLUSION_MODES)}")
@@ -177,12 +199,15 @@ def analyse(
     if included.empty:
         raise ResponseTableError(f"{responses_csv}: no responses left to analyse after the exclusions")
     units = unit_accuracy_table(included)
+    chance = chance_level(included)
+    accuracy = accuracy_table(included, n_resamples=n_resamples)
+    accuracy["vs_chance"] = against_chance(accuracy, chance)
     return StudyResults(
         source=responses_csv,
         format_title=title,
         included=included,
-        chance=chance_level(included),
-        accuracy=accuracy_table(included, n_resamples=n_resamples),
+        chance=chance,
+        accuracy=accuracy,
         exclusions=excluded,
         participant_means=participant_means(included, ["model_id", "condition"]),
         breakdowns=breakdowns(included),
@@ -190,6 +215,7 @@ def analyse(
         units=units,
         comparisons=[ModelComparison(c, **r) for c, r in model_comparison(units).items()],
         depth_correlation=depth_correlation(units),
-        scaling=_scaling(included, models),
+        depth_trend=depth_trend(units),
+        scaling=_scaling(included, models, config),
         machine=_machine(included, machine_scores),
     )

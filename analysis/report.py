@@ -15,6 +15,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from markupsafe import Markup  # noqa: E402
+from scipy import stats  # noqa: E402
 
 from analysis.breakdown import BREAKDOWN_COLUMNS  # noqa: E402
 from analysis.exclusions import PUBLISHED_RULE, RULES, describe  # noqa: E402
@@ -53,7 +54,11 @@ def accuracy_figure(table: pd.DataFrame, chance: float) -> plt.Figure:
 
 
 def scaling_figure(responses: pd.DataFrame, trends: pd.DataFrame, chance: float) -> plt.Figure:
-    """Model accuracy (mean of unit accuracies) against log10 parameters, with the fitted trend and its band."""
+    """Model accuracy (mean of unit accuracies) against log10 parameters, the fitted line and its 95% band.
+
+    The band is the OLS mean-prediction interval of the second stage: fitted ± t(models - 2) ×
+    residual SD × sqrt(1/models + (x - mean x)² / Sxx).
+    """
     units = unit_table(responses, ["log10_parameters"])
     fig, ax = plt.subplots(figsize=(5.5, 3.5))
     for condition, group in units.groupby("condition", sort=True):
@@ -62,18 +67,14 @@ def scaling_figure(responses: pd.DataFrame, trends: pd.DataFrame, chance: float)
         row = trends[(trends["condition"] == condition) & (trends["predictor"] == "log10_parameters")]
         if len(row):
             fit = row.iloc[0]
+            colour = points.get_facecolor()[0]
             xs = np.linspace(per_model["x"].min(), per_model["x"].max(), 50)
-            centre = xs - per_model["x"].mean()
-            mean_y = per_model["y"].mean()
-            ax.plot(xs, mean_y + fit["slope"] * centre, color=points.get_facecolor()[0])
-            ax.fill_between(
-                xs,
-                mean_y + fit["ci_low"] * centre,
-                mean_y + fit["ci_high"] * centre,
-                alpha=0.2,
-                color=points.get_facecolor()[0],
-                linewidth=0,
-            )
+            mean_x, n = per_model["x"].mean(), len(per_model)
+            fitted = per_model["y"].mean() + fit["slope"] * (xs - mean_x)
+            sxx = ((per_model["x"] - mean_x) ** 2).sum()
+            half = stats.t.ppf(0.975, n - 2) * fit["residual_sd_models"] * np.sqrt(1 / n + (xs - mean_x) ** 2 / sxx)
+            ax.plot(xs, fitted, color=colour)
+            ax.fill_between(xs, fitted - half, fitted + half, alpha=0.2, color=colour, linewidth=0)
     ax.axhline(chance, color="grey", linestyle="--", linewidth=1)
     ax.set_xlabel("log10 parameters")
     ax.set_ylabel("proportion correct")
@@ -163,18 +164,23 @@ _PREDICTOR_WORDS = {
 }
 
 
-def scaling_sentence(row) -> str:
-    """One plain sentence per slope, e.g. 'natural: no detectable effect of scale: slope +0.8 ... [-1.9, +3.4]'."""
+def scaling_sentence(row, power: float = 0.8, subject: str = "accuracy") -> str:
+    """One plain sentence per slope, chosen by its verdict (:func:`analysis.claims.verdict`), e.g.
+    'natural: inconclusive about scale: slope +0.8 percentage points per decade of parameters [-1.9, +3.4]
+    rules out neither -2.0 nor +2.0; p = 0.52 (Holm 1), 9 models; this design detects ±4.1 with 80% power'."""
     what, unit = _PREDICTOR_WORDS.get(row.predictor, (row.predictor, "percentage points per unit"))
-    if row.ci_low > 0:
-        verdict = f"accuracy rises with {what}"
-    elif row.ci_high < 0:
-        verdict = f"accuracy falls with {what}"
-    else:
-        verdict = f"no detectable effect of {what}"
+    m = row.margin * 100
+    estimate = f"slope {row.slope * 100:+.1f} {unit} [{row.ci_low * 100:+.1f}, {row.ci_high * 100:+.1f}]"
+    claim = {
+        "rises": f"{subject} rises with {what}: {estimate}",
+        "falls": f"{subject} falls with {what}: {estimate}",
+        "equivalent": f"no effect of {what} beyond ±{m:.1f} (equivalent, TOST p = {row.tost_p_holm:.2g} Holm): "
+        + estimate,
+        "inconclusive": f"inconclusive about {what}: {estimate} rules out neither {-m:+.1f} nor {m:+.1f}",
+    }[row.verdict]
     return (
-        f"{row.condition}: {verdict}: slope {row.slope * 100:+.1f} {unit} "
-        f"[{row.ci_low * 100:+.1f}, {row.ci_high * 100:+.1f}], p = {row.p:.2g} ({row.n_models} models)"
+        f"{row.condition}: {claim}; p = {row.p:.2g} (Holm {row.p_holm:.2g}), {row.n_models} models; "
+        f"this design detects ±{row.mde * 100:.1f} with {power:.0%} power"
     )
 
 
@@ -235,6 +241,7 @@ def _write_csvs(results: StudyResults, out: Path) -> None:
         "participant_means": results.participant_means,
         "unit_accuracy": results.units,
         "depth_correlation": results.depth_correlation,
+        "depth_trend": results.depth_trend,
     }
     tables |= {f"breakdown_{name.replace('+', '_')}": table for name, table in results.breakdowns.items()}
     tables |= {f"conover_holm_{c.condition}": c.conover_holm_p for c in results.comparisons}
@@ -247,6 +254,7 @@ def _write_csvs(results: StudyResults, out: Path) -> None:
         tables["exclusion_thresholds"] = exclusions.thresholds
     if results.scaling is not None:
         tables["scaling"] = results.scaling.trends
+        tables["scaling_interaction"] = results.scaling.interaction
         if not results.scaling.trends.empty:
             tables["scaling_robustness"] = results.scaling.robustness
     if results.machine is not None:
@@ -323,6 +331,8 @@ def _study_page(results: StudyResults, figures: dict[str, str]) -> str:
         "participant_means": _html(results.participant_means, ".3f"),
         "repeats": repeats,
         "depth_correlation": _html(results.depth_correlation),
+        "depth_trend": _html(results.depth_trend),
+        "interaction": _html(scaling.interaction) if scaling is not None else None,
         "scaling": _html(scaling.trends) if scaling is not None else None,
         "robustness": _html(scaling.robustness) if scaling is not None else None,
         "machine_models": _html(machine.models, ".3f") if machine is not None else None,
@@ -339,7 +349,7 @@ def _study_page(results: StudyResults, figures: dict[str, str]) -> str:
         if not table.empty
     ]
     sentences = (
-        [scaling_sentence(row) for row in scaling.trends.itertuples()]
+        [scaling_sentence(row, scaling.config.power) for row in scaling.trends.itertuples()]
         if scaling is not None and not scaling.trends.empty
         else []
     )
@@ -348,13 +358,24 @@ def _study_page(results: StudyResults, figures: dict[str, str]) -> str:
         .get_template("report.html")
         .render(
             r=results,
-            n_responses=len(results.included),
+            n_responses=len(results.main),
+            n_rows=len(results.included),
+            below_chance=results.accuracy[results.accuracy["vs_chance"] == "below"],
             n_participants=results.included["participant_id"].nunique(),
             tables=tables,
             breakdowns=breakdown_sections,
             conover={c.condition: _html(c.conover_holm_p, index=True) for c in results.comparisons},
             figures=dict.fromkeys(FIGURES) | figures,
             scaling_sentences=sentences,
+            scaling_warnings=scaling.warnings if scaling is not None else [],
+            interaction_sentences=(
+                [scaling_sentence(r, scaling.config.power, "the difference") for r in scaling.interaction.itertuples()]
+                if scaling is not None and not scaling.interaction.empty
+                else []
+            ),
+            margins=(
+                [(p, scaling.config.margin(p)) for p in dict.fromkeys(scaling.trends["predictor"])] if sentences else []
+            ),
             **exclusion,
         )
     )

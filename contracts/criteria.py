@@ -28,6 +28,10 @@ class ExclusionCriteria(BaseModel):
     max_practice_blocks: int = Field(
         3, ge=1, description="practice blocks allowed (the server ends a session that needs more)"
     )
+    exclude_incomplete: bool = Field(True, description="exclude sessions that never completed (abandoned, expired)")
+    exclude_server_failed: bool = Field(
+        True, description="exclude sessions the server failed (practice or catch trials failed)"
+    )
 
 
 DEFAULT_CRITERIA = ExclusionCriteria()
@@ -38,6 +42,8 @@ RULES = {
     "instruction_time": "read the instructions for less than {min_instruction_s} s",
     "session_time": "total time outside {min_session_s}-{max_session_s} s",
     "practice_blocks": "needed more than {max_practice_blocks} practice blocks",
+    "incomplete": "did not complete the session (abandoned or expired)",
+    "server_failed": "failed by the server (practice or catch trials)",
     "experimenter": "excluded by the experimenter on the server's dashboard",
 }
 
@@ -54,6 +60,7 @@ class ParticipantSummary:
     practice_blocks: int | None
     session_id: str | None = None  # when one participant has several sessions (the 2023 release)
     excluded_by_experimenter: bool = False  # a decision on the dashboard, whatever the thresholds
+    session_status: str | None = None  # the server's: active, completed, failed, expired (None: not recorded)
 
 
 def failed_rules(summary: ParticipantSummary, criteria: ExclusionCriteria = DEFAULT_CRITERIA) -> list[str]:
@@ -69,6 +76,10 @@ def failed_rules(summary: ParticipantSummary, criteria: ExclusionCriteria = DEFA
         failed.append("session_time")
     if summary.practice_blocks is not None and summary.practice_blocks > criteria.max_practice_blocks:
         failed.append("practice_blocks")
+    if summary.session_status in ("active", "expired") and criteria.exclude_incomplete:
+        failed.append("incomplete")
+    if summary.session_status == "failed" and criteria.exclude_server_failed:
+        failed.append("server_failed")
     if summary.excluded_by_experimenter:
         failed.append("experimenter")
     return failed

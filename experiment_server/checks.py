@@ -25,4 +25,5 @@ def session_summary(session: ParticipantSession, main_trials: list[Trial], parad
         instruction_s=facts["instruction_s"],
         session_s=facts["session_s"],
         practice_blocks=session.practice_blocks or None,
+        session_status=session.status,
     )

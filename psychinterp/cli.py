@@ -253,6 +253,12 @@ def analyze(
     machine_scores: Annotated[
         Path | None, typer.Option(help="per-unit machine scores (psychinterp simulate --scores) to set beside")
     ] = None,
+    config: Annotated[
+        Path | None,
+        typer.Option(
+            "--config", help="analysis config (YAML): alpha, equivalence margins, power; see docs/statistics.md"
+        ),
+    ] = None,
 ) -> None:
     """Accuracy per model and condition after exclusions, with bootstrap CIs, figures and report/index.html."""
     from analysis.pipeline import EXCLUSION_MODES
@@ -276,6 +282,7 @@ def analyze(
         model_id=model_id,
         exclusions=exclusions,
         machine_scores=machine_scores,
+        analysis_config=config,
     )
     typer.echo(f"report: {page}")
 
@@ -343,6 +350,11 @@ def power(
         seed=seed,
     )
     typer.echo(f"variance components: {run.components} ({run.paradigm})")
+    if run.upper_model_sd is not None:
+        typer.echo(
+            f"the pilot's model SD rests on its models' means alone; at its upper 80% bound "
+            f"({run.upper_model_sd:.3f}) power is the power_at_upper_model_sd column"
+        )
     typer.echo(run.table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     typer.echo(f"wrote {run.files[0]} and {run.files[1]}")
 

@@ -10,7 +10,7 @@ all of it as submitted jobs.
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from contracts.criteria import ExclusionCriteria
@@ -87,12 +87,14 @@ def analyze_study(
     bundle: Path | None = None,
     models: Path | None = None,
     criteria: Path | None = None,
+    analysis_config: Path | None = None,
     **report_options,
 ) -> Path:
     """The report for a response table, or for a server database (with its bundle); returns the page.
 
     Criteria: the file given, else (for a database) the server's, else the 2023 study's.
     """
+    from analysis.config import DEFAULT_ANALYSIS, load_analysis_config
     from analysis.exclusions import load_criteria
     from analysis.report import write_report
 
@@ -101,7 +103,10 @@ def analyze_study(
         out.mkdir(parents=True, exist_ok=True)
         responses, server_criteria = export_from_database(db, bundle, out / "responses.csv")
         chosen = chosen or server_criteria
-    return write_report(responses, out, criteria=chosen, models=model_facts(bundle, models), **report_options)
+    config = load_analysis_config(analysis_config) if analysis_config else DEFAULT_ANALYSIS
+    return write_report(
+        responses, out, criteria=chosen, models=model_facts(bundle, models), config=config, **report_options
+    )
 
 
 @dataclass(frozen=True)
@@ -170,8 +175,9 @@ def simulate_study(
 class PowerRun:
     components: object  # analysis.power.VarianceComponents
     paradigm: str
-    table: object  # pandas.DataFrame: power per grid point
+    table: object  # pandas.DataFrame: power per grid point (power_at_upper_model_sd with a pilot)
     files: tuple[Path, ...]
+    upper_model_sd: float | None = None  # with a pilot: the model SD's upper 80 % confidence bound
 
 
 def plan_power(
@@ -198,7 +204,13 @@ def plan_power(
     import numpy as np
 
     from analysis.estimate import responses_paradigm
-    from analysis.power import VarianceComponents, power_figure, power_grid, variance_components
+    from analysis.power import (
+        VarianceComponents,
+        model_sd_upper_bound,
+        power_figure,
+        power_grid,
+        variance_components,
+    )
     from contracts.paradigms import PARADIGMS
 
     if (bundle is None) == (log10_params is None):
@@ -220,23 +232,17 @@ def plan_power(
 
         responses = load_responses(pilot)
         chosen = variance_components(responses)
+        upper = model_sd_upper_bound(responses)
         paradigm = responses_paradigm(responses).name if bundle is None else paradigm
     else:
-        chosen = VarianceComponents(**(components or {}))
+        chosen, upper = VarianceComponents(**(components or {})), None
     chance = PARADIGMS[paradigm].chance
+    grid = {"trials": trials, "n_studies": studies, "alpha": alpha, "seed": seed, "chance": chance}
     try:
-        table = power_grid(
-            x,
-            slope,
-            chosen,
-            participants,
-            units,
-            trials=trials,
-            n_studies=studies,
-            alpha=alpha,
-            seed=seed,
-            chance=chance,
-        )
+        table = power_grid(x, slope, chosen, participants, units, **grid)
+        if upper is not None:  # the pilot's model SD is uncertain: power at its upper bound too
+            cautious = replace(chosen, model_sd=upper)
+            table["power_at_upper_model_sd"] = power_grid(x, slope, cautious, participants, units, **grid)["power"]
     except ValueError as exc:
         raise ConfigError(f"power ({paradigm}): {exc}") from None
     out.mkdir(parents=True, exist_ok=True)
@@ -246,4 +252,4 @@ def plan_power(
     for suffix in ("png", "pdf"):
         files.append(out / f"power.{suffix}")
         figure.savefig(files[-1], dpi=150)
-    return PowerRun(chosen, paradigm, table, tuple(files))
+    return PowerRun(chosen, paradigm, table, tuple(files), upper)

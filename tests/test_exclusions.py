@@ -26,6 +26,9 @@ GOOD = ParticipantSummary(
         ({"query_choices": (4, 20)}, "query_rows"),
         ({"query_choices": (20, 0)}, "query_rows"),
         ({"query_choices": (20, 20, 4)}, "query_rows"),  # a paradigm with three queries
+        ({"session_status": "expired"}, "incomplete"),
+        ({"session_status": "active"}, "incomplete"),  # abandoned: never completed nor expired yet
+        ({"session_status": "failed"}, "server_failed"),
         ({"instruction_s": 14.9}, "instruction_time"),
         ({"session_s": 134}, "session_time"),
         ({"session_s": 2501}, "session_time"),
@@ -41,6 +44,10 @@ def test_thresholds_are_inclusive_and_unknown_values_fail_nothing():
     edge = ParticipantSummary("p", 0.8, (5, 5), 15.0, 135.0, 3)
     assert failed_rules(edge) == []
     assert failed_rules(ParticipantSummary("p", None, None, None, None, None)) == []
+    assert failed_rules(ParticipantSummary(**{**GOOD.__dict__, "session_status": "completed"})) == []
+    keep_all = ExclusionCriteria(exclude_incomplete=False, exclude_server_failed=False)
+    for status in ("active", "expired", "failed"):
+        assert failed_rules(ParticipantSummary(**{**GOOD.__dict__, "session_status": status}), keep_all) == []
     lenient = ExclusionCriteria(min_catch_accuracy=0.5)
     assert failed_rules(ParticipantSummary(**{**GOOD.__dict__, "catch_accuracy": 0.6}), lenient) == []
     assert describe("session_time") == "total time outside 135.0-2500.0 s"
@@ -104,3 +111,27 @@ def test_counterfactual_grid_moves_one_threshold_at_a_time():
     kept = grid.set_index("threshold")["n_participants"].to_dict()
     assert kept == {0.0: 3, 0.5: 2, 0.8: 1}
     assert grid.loc[grid["threshold"] == 0.8, "is_default"].item()
+
+
+def test_an_abandoned_session_and_a_server_failed_one_are_excluded_by_their_own_rules():
+    """The audit's case: 20 of 20 wrong, never completed, was kept; so was a session the server failed."""
+    rows = []
+    for participant, status, correct in (("done", "completed", 1), ("left", "active", 0), ("failed", "failed", 1)):
+        for i in range(20):
+            rows.append(
+                {
+                    "participant_id": participant,
+                    "trial_kind": "main",
+                    "correct": correct,
+                    "chosen_query": i % 2,
+                    "session_status": status,
+                    "session_s": 600,
+                    "instruction_s": 30,
+                }
+            )
+    kept, table = apply_exclusions(pd.DataFrame(rows))
+    assert set(kept["participant_id"]) == {"done"}
+    rules = table.set_index("participant_id")["failed_rules"]
+    assert rules["left"] == "incomplete" and rules["failed"] == "server_failed"
+    kept, _ = apply_exclusions(pd.DataFrame(rows), ExclusionCriteria(exclude_incomplete=False))
+    assert set(kept["participant_id"]) == {"done", "left"}

@@ -147,9 +147,16 @@ def test_the_pipeline_returns_results_and_the_report_only_renders_them(tmp_path)
     assert results.accuracy["accuracy"].tolist() == [pytest.approx(4 / 6)]
     assert len(results.included) == 24 and results.exclusions.mode == "none" and results.scaling is None
     page = render_report(results, tmp_path / "r").read_text()
-    assert "No exclusions applied." in page and "24 responses from 4 participant(s)" in page
+    assert "No exclusions applied." in page and "24 main-trial responses analysed" in page
     # What a table holds is escaped, never markup: a participant id cannot inject HTML.
     kept = analyse(source, n_resamples=200)
     assert kept.exclusions.table["excluded"].sum() == 1 and len(kept.included) == 18
     page = render_report(kept, tmp_path / "r2").read_text()
     assert "&lt;b&gt;p&lt;/b&gt;" in page and "<b>p</b>" not in page
+
+
+def test_accuracy_below_chance_is_flagged_by_the_primary_interval():
+    from analysis.estimate import against_chance
+
+    table = pd.DataFrame({"ci_low": [0.55, 0.38, 0.45], "ci_high": [0.7, 0.47, 0.56]})
+    assert against_chance(table, 0.5).tolist() == ["above", "below", "not distinguishable"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from analysis.power import VarianceComponents, power_grid, two_stage_test, variance_components
+from analysis.power import Design, VarianceComponents, power_grid, two_stage_test, variance_components
 from analysis.scaling import scaling_trends, unit_table
 from tests.test_scaling import simulate
 
@@ -66,9 +66,10 @@ def test_simulated_accuracy_never_falls_below_the_paradigms_chance_level():
     # A wide participant spread around a mean near chance: without the floor, model means fall below it.
     noisy = VarianceComponents(base=0.55, model_sd=0.0, unit_sd=0.2, participant_sd=0.3)
     rng = np.random.default_rng(0)
-    floored = simulate_model_means(LOG10_PARAMS, 0.0, noisy, 20, 10, 40, 50, rng, chance=0.5)
+    design = Design(LOG10_PARAMS, 20, 10, 40)
+    floored = simulate_model_means(design, 0.0, noisy, 50, rng, chance=0.5)
     assert floored.min() >= 0.5
-    unfloored = simulate_model_means(LOG10_PARAMS, 0.0, noisy, 20, 10, 40, 50, np.random.default_rng(0), chance=0.0)
+    unfloored = simulate_model_means(design, 0.0, noisy, 50, np.random.default_rng(0), chance=0.0)
     assert unfloored.mean() < floored.mean()
     with pytest.raises(ValueError, match=r"above chance \(0.5\)"):
         power_grid(LOG10_PARAMS, 0.0, VarianceComponents(base=0.45), participants=[5], units=[5], n_studies=2)
@@ -85,3 +86,42 @@ def test_power_workflow_refuses_designs_it_cannot_simulate(tmp_path):
         plan_power(0.03, tmp_path, log10_params=[7, 8, 9], paradigm="odd", **grid)
     with pytest.raises(ConfigError, match=r"power \(2afc\): mean accuracy 0.4 must lie above chance"):
         plan_power(0.03, tmp_path, log10_params=[7, 8, 9], components={"base": 0.4}, **grid)
+
+
+def test_variance_component_estimates_are_unbiased_on_simulated_pilots():
+    """On 40 pilots simulated from known components, the mean estimates lie within 15 % of the truth
+    (the old per-level method of moments folded the model variance into the participants' and the
+    units' noise into the models')."""
+    from analysis.power import simulate_pilot
+
+    truth = VarianceComponents(base=0.78, model_sd=0.04, unit_sd=0.1, participant_sd=0.06)
+    rng = np.random.default_rng(3)
+    pilot = Design(LOG10_PARAMS, units=40, participants=15, trials=40)
+    estimates = [variance_components(simulate_pilot(pilot, truth, rng)) for _ in range(40)]
+    for field in ("base", "model_sd", "unit_sd", "participant_sd"):
+        mean = np.mean([getattr(e, field) for e in estimates])
+        assert mean == pytest.approx(getattr(truth, field), rel=0.15), field
+
+
+def test_the_model_sd_bound_lies_above_the_estimate_and_power_at_it_below(tmp_path):
+    from analysis.power import model_sd_upper_bound, simulate_pilot
+    from psychinterp.workflows import plan_power
+
+    truth = VarianceComponents(base=0.78, model_sd=0.04, unit_sd=0.1, participant_sd=0.06)
+    pilot = simulate_pilot(Design(LOG10_PARAMS, 30, 10, 40), truth, np.random.default_rng(1))
+    estimate = variance_components(pilot)
+    assert model_sd_upper_bound(pilot) > estimate.model_sd
+    assert model_sd_upper_bound(pilot, level=0.95) > model_sd_upper_bound(pilot, level=0.8)
+    pilot.assign(confidence=2).to_csv(tmp_path / "pilot.csv", index=False)
+    run = plan_power(
+        0.03,
+        tmp_path / "out",
+        participants=[20],
+        units=[30],
+        log10_params=list(LOG10_PARAMS),
+        pilot=tmp_path / "pilot.csv",
+        studies=200,
+    )
+    row = run.table.iloc[0]
+    assert run.upper_model_sd == pytest.approx(model_sd_upper_bound(pilot))
+    assert row["power_at_upper_model_sd"] <= row["power"]

@@ -101,3 +101,21 @@ def test_the_2023_data_set(tmp_path, name, exclusions):
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     assert len(pd.read_csv(tmp_path / "accuracy.csv")) >= 9
+
+
+def test_borowski_experiment_one_report_counts_main_trials_and_tests_chance(tmp_path):
+    """The report: 1,350 main-trial responses analysed of 1,860 rows; the none condition (43.1 %) is
+    tested against chance with the primary interval, beside the paper's 2 x SEM."""
+    from analysis.pipeline import analyse
+    from analysis.report import render_report
+
+    path = _need(REAL / "borowski" / "experiment_I_main_practice_catch_repeated_trials_preprocessed.csv")
+    results = analyse(path, n_resamples=2000)
+    accuracy = results.accuracy.set_index("condition")
+    assert round(100 * accuracy.loc["natural", "accuracy"], 1) == 92.2
+    assert round(100 * accuracy.loc["synthetic", "accuracy"], 1) == 82.0
+    assert round(100 * accuracy.loc["none", "accuracy"], 1) == 43.1
+    assert accuracy.loc["none", "vs_chance"] in {"below", "not distinguishable"}
+    assert accuracy.loc["natural", "vs_chance"] == "above"
+    page = render_report(results, tmp_path).read_text()
+    assert "1350 main-trial responses analysed (1860 rows" in page and "± 2 SEM" in page

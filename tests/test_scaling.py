@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import pytest
+from scipy import stats
 
 from analysis.scaling import robustness_checks, scaling_trends, with_model_facts
 
@@ -53,12 +55,51 @@ def test_a_predictor_that_all_models_share_gets_no_slope():
 
 def test_robustness_checks_agree_in_sign():
     checks = robustness_checks(simulate(0.08, seed=3))
-    assert set(checks["method"]) == {
-        "MixedLM, units, (1 | model)",
-        "GEE, participant clusters",
-        "GLM, model-clustered SE",
-    }
-    assert (checks["slope"] > 0).all() and (checks["ci_low"] < checks["slope"]).all()
+    assert set(checks["method"]) == {"CR2, model clusters, Satterthwaite df", "MixedLM, units, (1 | model)"}
+    assert checks["false_positive_rate"].between(0, 0.07).all()  # measured by the coverage benchmark
+    fitted = checks[checks["status"] == "ok"]
+    assert len(fitted) >= 1 and (fitted["slope"] > 0).all() and (fitted["p"] < 0.05).all()
+    cr2 = checks.set_index("method").loc["CR2, model clusters, Satterthwaite df"]
+    assert cr2["ci_low"] < cr2["slope"] < cr2["ci_high"] and 1 < cr2["df"] <= 7
+
+
+def test_cr2_is_hc2_on_the_model_means_when_units_are_balanced():
+    """With equal units per model and a model-level predictor, CR2 reduces to HC2 on the model means."""
+    import statsmodels.api as sm
+
+    from analysis.cluster_robust import cr2_slope_test
+
+    rng = np.random.default_rng(0)
+    models, units = 9, 20
+    x_models = np.linspace(6.5, 9, models)
+    clusters = np.repeat(np.arange(models), units)
+    y = 0.8 + rng.normal(0, 0.05, models)[clusters] + rng.normal(0, 0.1, models * units)
+    test = cr2_slope_test(y, x_models[clusters], clusters)
+    means = np.array([y[clusters == k].mean() for k in range(models)])
+    hc2 = sm.OLS(means, sm.add_constant(x_models)).fit(cov_type="HC2")
+    assert test.estimate == pytest.approx(hc2.params[1]) and test.se == pytest.approx(hc2.bse[1])
+    assert 2 < test.df < models - 2  # Satterthwaite: the extreme models weigh more
+    planted = y + 0.05 * (x_models[clusters] - 7.75)
+    assert cr2_slope_test(planted, x_models[clusters], clusters).p < 0.05 < test.p
+
+
+def test_a_mixed_model_at_the_variance_boundary_is_reported_as_failed():
+    from types import SimpleNamespace
+
+    from analysis.scaling import mixed_model_problem
+
+    fit = SimpleNamespace(converged=True, cov_re=np.array([[1e-12]]), scale=0.01, bse=pd.Series([0.1, 0.02]))
+    assert "boundary" in mixed_model_problem(fit, 0.02)
+    fit.cov_re = np.array([[0.001]])
+    assert mixed_model_problem(fit, 0.02) is None
+    fit.bse = pd.Series([0.1, 4e7])
+    assert "absurd" in mixed_model_problem(fit, 0.02)
+    assert mixed_model_problem(SimpleNamespace(converged=False), 0.02) == "did not converge"
+    # Identical models: the model variance is zero, and the report says the fit failed.
+    rows = simulate(0.0, seed=8)
+    checks = robustness_checks(rows.assign(correct=1))
+    mixed = checks.set_index("method").loc["MixedLM, units, (1 | model)"]
+    assert mixed["status"].startswith("failed to fit") and np.isnan(mixed["ci_low"])
 
 
 def test_report_shows_trends_statistics_and_figures(tmp_path):
@@ -86,3 +127,94 @@ def test_report_shows_trends_statistics_and_figures(tmp_path):
         "scaling_robustness.csv",
     ):
         assert (tmp_path / "report" / name).exists(), name
+
+
+def test_claims_follow_the_corrected_test_and_the_equivalence_test():
+    from analysis.claims import detection_power, holm, minimum_detectable_slope, tost_p, verdict
+
+    # TOST: a precise estimate near zero is equivalent; a wide one is not.
+    assert tost_p(0.001, 0.004, 7, 0.02) < 0.01 and tost_p(0.001, 0.02, 7, 0.02) > 0.1
+    assert tost_p(0.0, 0.01, 7, 0.02) == pytest.approx(stats.t.sf(2.0, 7))
+    # The minimum detectable slope has the stated power, and more noise raises it.
+    mde = minimum_detectable_slope(0.01, 7)
+    assert detection_power(mde, 0.01, 7) == pytest.approx(0.8, abs=1e-6)
+    assert minimum_detectable_slope(0.02, 7) == pytest.approx(2 * mde, rel=1e-6)
+    assert minimum_detectable_slope(0.01, 100) < mde  # more degrees of freedom, less needed
+    assert list(holm([0.01, 0.04, np.nan])) == pytest.approx([0.02, 0.04, np.nan], nan_ok=True)
+    assert verdict(0.05, 0.001, 0.9) == "rises" and verdict(-0.05, 0.001, 0.9) == "falls"
+    assert verdict(0.001, 0.8, 0.01) == "equivalent" and verdict(0.001, 0.8, 0.2) == "inconclusive"
+
+
+def test_trends_carry_the_family_correction_equivalence_and_detectable_slope():
+    from analysis.config import AnalysisConfig
+
+    trends = scaling_trends(simulate(0.0, seed=4))
+    assert set(trends["predictor"]) == {"log10_parameters", "log10_train_images"}
+    assert (trends["p_holm"] >= trends["p"]).all() and (trends["mde"] > 0).all()
+    assert set(trends["verdict"]) <= {"equivalent", "inconclusive"}
+    # A margin wider than the interval makes it equivalent; a margin of almost nothing cannot be.
+    wide = scaling_trends(simulate(0.0, seed=4), config=AnalysisConfig(equivalence_margins={"log10_parameters": 0.5}))
+    assert wide.set_index("predictor").loc["log10_parameters", "verdict"] == "equivalent"
+    narrow = AnalysisConfig(equivalence_margins={"log10_parameters": 1e-6})
+    assert (
+        scaling_trends(simulate(0.0, seed=4), config=narrow).set_index("predictor").loc["log10_parameters", "verdict"]
+        == "inconclusive"
+    )
+
+
+def test_warnings_name_collinear_predictors_and_models_that_carry_a_slope():
+    from analysis.claims import collinear_pairs, high_leverage_models
+    from analysis.scaling import scaling_warnings
+
+    x = {f"m{i}": float(i) for i in range(7)} | {"clip_a": 20.0, "clip_b": 21.0}
+    assert high_leverage_models(x) == ["clip_a", "clip_b"]
+    assert high_leverage_models({f"m{i}": float(i) for i in range(9)}) == []
+    assert collinear_pairs({"a": {"p": 1, "q": 2, "r": 3}, "b": {"p": 2, "q": 4, "r": 7}})[0][:2] == ("a", "b")
+    responses = simulate(0.0, seed=4)  # parameters and training images rise together across MODELS
+    notes = scaling_warnings(responses, scaling_trends(responses))
+    assert any("log10_parameters and log10_train_images correlate" in n for n in notes)
+
+
+def test_the_condition_by_scale_interaction_is_the_slope_of_the_paired_difference():
+    from analysis.scaling import condition_interaction
+
+    natural = simulate(0.08, seed=5)
+    synthetic = simulate(0.0, seed=6).assign(condition="synthetic")
+    both = pd.concat([natural, synthetic], ignore_index=True)
+    row = condition_interaction(both).iloc[0]
+    assert row["condition"] == "natural - synthetic" and row["n_models"] == 9
+    assert row["ci_low"] < 0.08 < row["ci_high"] and row["ci_low"] > 0 and row["verdict"] == "rises"
+    trends = scaling_trends(both).set_index(["condition", "predictor"])["slope"]
+    # With the same models in both conditions, it is exactly the difference of the two slopes.
+    difference = trends[("natural", "log10_parameters")] - trends[("synthetic", "log10_parameters")]
+    assert row["slope"] == pytest.approx(difference)
+    same = pd.concat([natural, natural.assign(condition="synthetic")], ignore_index=True)
+    assert condition_interaction(same).iloc[0]["slope"] == pytest.approx(0, abs=1e-12)
+
+
+def test_depth_trend_takes_the_models_as_replicates_and_corrects_the_depth_family():
+    from analysis.estimate import depth_correlation, depth_trend
+
+    rng = np.random.default_rng(0)
+    rows = []
+    for condition, slope in (("natural", -0.2), ("synthetic", 0.0)):
+        for m in range(6):
+            own = slope + rng.normal(0, 0.03)  # each model's own depth effect
+            for u in range(30):
+                depth = u / 29
+                rows.append(
+                    {
+                        "model_id": f"m{m}",
+                        "condition": condition,
+                        "unit_id": f"m{m}-u{u}",
+                        "relative_depth": depth,
+                        "accuracy": 0.8 + own * depth + rng.normal(0, 0.05),
+                    }
+                )
+    units = pd.DataFrame(rows)
+    trend = depth_trend(units).set_index("condition")
+    assert trend.loc["natural", "ci_low"] < -0.2 < trend.loc["natural", "ci_high"] < 0
+    assert trend.loc["natural", "n_models"] == 6 and (trend["p_holm"] >= trend["p"]).all()
+    assert trend.loc["synthetic", "ci_low"] < 0 < trend.loc["synthetic", "ci_high"]
+    correlations = depth_correlation(units)
+    assert len(correlations) == 12 and (correlations["p_holm"] >= correlations["p"]).all()
