@@ -58,10 +58,19 @@ def with_model_facts(responses: pd.DataFrame, models: Mapping[str, Mapping[str, 
 def _fit_two_stage(units: pd.DataFrame, predictor: str) -> dict[str, float]:
     model_means = units.groupby("model_id").agg(accuracy=("accuracy", "mean"), **{predictor: (predictor, "first")})
     fit = smf.ols(f"accuracy ~ {predictor}", data=model_means).fit()
-    low, high = fit.conf_int().loc[predictor]  # t with (models - 2) degrees of freedom
     # A second, baseline-free number: the same regression on the log-odds of the model means.
     log_odds = model_means.assign(accuracy=logit(model_means["accuracy"].clip(1e-3, 1 - 1e-3)))
     logit_fit = smf.ols(f"accuracy ~ {predictor}", data=log_odds).fit()
+    return {
+        **_slope_of(fit, predictor),
+        "residual_sd_models": float(np.sqrt(fit.scale)),
+        "slope_logit": float(logit_fit.params[predictor]),
+    }
+
+
+def _slope_of(fit, predictor: str) -> dict[str, float]:
+    """An OLS fit's slope with its t interval (residual df: models - 2), standard error and p."""
+    low, high = fit.conf_int().loc[predictor]
     return {
         "slope": float(fit.params[predictor]),
         "ci_low": float(low),
@@ -69,8 +78,6 @@ def _fit_two_stage(units: pd.DataFrame, predictor: str) -> dict[str, float]:
         "se": float(fit.bse[predictor]),
         "df": float(fit.df_resid),
         "p": float(fit.pvalues[predictor]),
-        "residual_sd_models": float(np.sqrt(fit.scale)),
-        "slope_logit": float(logit_fit.params[predictor]),
     }
 
 
@@ -172,18 +179,12 @@ def condition_interaction(
                 {"difference": a.loc[shared, "accuracy"] - b.loc[shared, "accuracy"], predictor: a.loc[shared, "x"]}
             )
             fit = smf.ols(f"difference ~ {predictor}", data=paired).fit()
-            low, high = fit.conf_int().loc[predictor]
             rows.append(
                 {
                     "condition": f"{first} - {second}",
                     "predictor": predictor,
                     "n_models": len(shared),
-                    "slope": float(fit.params[predictor]),
-                    "ci_low": float(low),
-                    "ci_high": float(high),
-                    "se": float(fit.bse[predictor]),
-                    "df": float(fit.df_resid),
-                    "p": float(fit.pvalues[predictor]),
+                    **_slope_of(fit, predictor),
                 }
             )
     return with_claims(pd.DataFrame(rows), config)
