@@ -93,13 +93,11 @@ def crossed_bootstrap_accuracy(
         return numerator / denominator
 
 
-def crossed_bootstrap_ci(
-    k: np.ndarray, n: np.ndarray, n_resamples: int = 10_000, seed: int = 0, level: float = 0.95, chunk: int = 2_000
-) -> tuple[float, float]:
-    """Percentile CI of pooled accuracy with participants and units resampled (vectorised in chunks)."""
+def crossed_bootstrap_draws(
+    k: np.ndarray, n: np.ndarray, n_resamples: int = 10_000, seed: int = 0, chunk: int = 2_000
+) -> np.ndarray:
+    """Pooled accuracy in each resample with participants and units resampled (vectorised in chunks)."""
     n_p, n_u = k.shape
-    if n_p < 2 or n_u < 2:
-        return (np.nan, np.nan)
     rng = np.random.default_rng(seed)
     estimates = []
     for start in range(0, n_resamples, chunk):
@@ -108,7 +106,16 @@ def crossed_bootstrap_ci(
         weights_u = rng.multinomial(n_u, np.full(n_u, 1 / n_u), size=b).astype(float)
         estimates.append(crossed_bootstrap_accuracy(k, n, weights_p, weights_u))
     values = np.concatenate(estimates)
-    values = values[np.isfinite(values)]
+    return values[np.isfinite(values)]
+
+
+def crossed_bootstrap_ci(
+    k: np.ndarray, n: np.ndarray, n_resamples: int = 10_000, seed: int = 0, level: float = 0.95, chunk: int = 2_000
+) -> tuple[float, float]:
+    """Percentile CI of pooled accuracy with participants and units resampled."""
+    if k.shape[0] < 2 or k.shape[1] < 2:
+        return (np.nan, np.nan)
+    values = crossed_bootstrap_draws(k, n, n_resamples, seed, chunk)
     alpha = (1 - level) / 2
     return float(np.quantile(values, alpha)), float(np.quantile(values, 1 - alpha))
 
@@ -182,6 +189,46 @@ def model_comparison(units: pd.DataFrame) -> dict[str, dict]:
         conover = scikit_posthocs.posthoc_conover(group, val_col="accuracy", group_col="model_id", p_adjust="holm")
         results[condition] = {"kruskal_H": float(h), "kruskal_p": float(p), "conover_holm_p": conover}
     return results
+
+
+def models_differ(responses: pd.DataFrame, n_resamples: int = 2_000, seed: int = 0) -> pd.DataFrame:
+    """Per condition: do the models' accuracies differ? A Wald test that respects the design.
+
+    Each model's pooled accuracy gets its variance from the crossed bootstrap (participants and
+    units resampled, as for the primary interval); models are independent samples, so
+    ``sum((a_m - weighted mean)^2 / v_m)`` is chi-square with models - 1 df under equal accuracies.
+    Kruskal-Wallis on unit accuracies instead takes every unit as independent, which it is not when
+    the same participants answer many units of a model.
+    """
+    rows = []
+    frame = main_trials(responses)
+    for condition, group in frame.groupby("condition", sort=True):
+        accuracies, variances = [], []
+        for _, model_rows in group.groupby("model_id", sort=True):
+            k, n = cell_counts(model_rows)
+            if k.shape[0] < 2 or k.shape[1] < 2:
+                continue
+            accuracies.append(k.sum() / n.sum())
+            variances.append(crossed_bootstrap_draws(k, n, n_resamples, seed).var(ddof=1))
+        a, v = np.asarray(accuracies), np.asarray(variances)
+        if len(a) < 2 or not (v > 0).all():
+            continue
+        weights = 1 / v
+        pooled = (weights * a).sum() / weights.sum()
+        chi2 = float((weights * (a - pooled) ** 2).sum())
+        rows.append(
+            {
+                "condition": condition,
+                "chi2": chi2,
+                "df": len(a) - 1,
+                "p": float(stats.chi2.sf(chi2, len(a) - 1)),
+                "n_models": len(a),
+            }
+        )
+    table = pd.DataFrame(rows)
+    if not table.empty:
+        table["p_holm"] = holm(table["p"])
+    return table
 
 
 def depth_correlation(units: pd.DataFrame) -> pd.DataFrame:

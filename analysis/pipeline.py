@@ -22,6 +22,7 @@ from analysis.estimate import (
     depth_trend,
     main_trials,
     model_comparison,
+    models_differ,
 )
 from analysis.estimate import unit_accuracy as unit_accuracy_table
 from analysis.exclusions import (
@@ -98,7 +99,8 @@ class StudyResults:
     breakdowns: dict[str, pd.DataFrame]
     repeats: Repeats | None
     units: pd.DataFrame  # accuracy per unit and condition
-    comparisons: list[ModelComparison]
+    models_differ: pd.DataFrame  # per condition: the Wald test of equal model accuracies
+    comparisons: list[ModelComparison]  # Kruskal-Wallis and Conover, as the 2023 study ran them
     depth_correlation: pd.DataFrame  # Spearman per model x condition, Holm-corrected as one family
     depth_trend: pd.DataFrame  # per condition, the depth slope with models as replicates
     scaling: Scaling | None = None
@@ -213,6 +215,7 @@ def analyse(
         breakdowns=breakdowns(included),
         repeats=_repeats(included),
         units=units,
+        models_differ=models_differ(included),
         comparisons=[ModelComparison(c, **r) for c, r in model_comparison(units).items()],
         depth_correlation=depth_correlation(units),
         depth_trend=depth_trend(units),

@@ -20,7 +20,7 @@ from scipy import stats  # noqa: E402
 from analysis.breakdown import BREAKDOWN_COLUMNS  # noqa: E402
 from analysis.exclusions import PUBLISHED_RULE, RULES, describe  # noqa: E402
 from analysis.pipeline import EXCLUSION_MODES, RatingResults, StudyResults, analyse  # noqa: E402
-from analysis.scaling import unit_table  # noqa: E402
+from analysis.scaling import MODEL_TEST_FALSE_POSITIVE_RATES, unit_table  # noqa: E402
 
 __all__ = ["EXCLUSION_MODES", "render_report", "scaling_sentence", "write_report"]
 
@@ -242,6 +242,7 @@ def _write_csvs(results: StudyResults, out: Path) -> None:
         "unit_accuracy": results.units,
         "depth_correlation": results.depth_correlation,
         "depth_trend": results.depth_trend,
+        "models_differ": results.models_differ,
     }
     tables |= {f"breakdown_{name.replace('+', '_')}": table for name, table in results.breakdowns.items()}
     tables |= {f"conover_holm_{c.condition}": c.conover_holm_p for c in results.comparisons}
@@ -332,6 +333,7 @@ def _study_page(results: StudyResults, figures: dict[str, str]) -> str:
         "repeats": repeats,
         "depth_correlation": _html(results.depth_correlation),
         "depth_trend": _html(results.depth_trend),
+        "models_differ": _html(results.models_differ),
         "interaction": _html(scaling.interaction) if scaling is not None else None,
         "scaling": _html(scaling.trends) if scaling is not None else None,
         "robustness": _html(scaling.robustness) if scaling is not None else None,
@@ -360,6 +362,8 @@ def _study_page(results: StudyResults, figures: dict[str, str]) -> str:
             r=results,
             n_responses=len(results.main),
             n_rows=len(results.included),
+            models_differ_fpr=MODEL_TEST_FALSE_POSITIVE_RATES["models_differ"],
+            kruskal_fpr=MODEL_TEST_FALSE_POSITIVE_RATES["kruskal_wallis"],
             below_chance=results.accuracy[results.accuracy["vs_chance"] == "below"],
             n_participants=results.included["participant_id"].nunique(),
             tables=tables,

@@ -121,6 +121,7 @@ def trial_frame(trials) -> pd.DataFrame:
 def run_cell(args: tuple) -> dict:
     from analysis.claims import tost_p, verdict
     from analysis.config import DEFAULT_ANALYSIS
+    from analysis.estimate import model_comparison, models_differ, unit_accuracy
     from analysis.scaling import robustness_checks
 
     design_name, model_sd, planted, n_primary, n_checks, seed = args
@@ -131,6 +132,7 @@ def run_cell(args: tuple) -> dict:
     rng = np.random.default_rng(seed)
     estimates, covered, rejected, verdicts = [], [], [], []
     check_rows = []
+    model_tests = {"models_differ": [], "kruskal_wallis": []}
     for study in range(n_primary):
         unit_model, _, unit_acc, trials = simulate(rng, logit_slope, model_sd, design)
         slope, se, df = primary(unit_model, unit_acc)
@@ -141,7 +143,10 @@ def run_cell(args: tuple) -> dict:
         rejected.append(p < 0.05)
         verdicts.append(verdict(slope, p, tost_p(slope, se, df, margin)))
         if study < n_checks:
-            checks = robustness_checks(trial_frame(trials))
+            frame = trial_frame(trials)
+            model_tests["models_differ"].append(models_differ(frame, n_resamples=1000)["p"].iloc[0] < 0.05)
+            model_tests["kruskal_wallis"].append(model_comparison(unit_accuracy(frame))["natural"]["kruskal_p"] < 0.05)
+            checks = robustness_checks(frame)
             for row in checks.itertuples():
                 check_rows.append((row.method, row.status == "ok", row.p < 0.05 if row.status == "ok" else False, row))
     result = {
@@ -165,6 +170,8 @@ def run_cell(args: tuple) -> dict:
         with_ci = [r[3] for r in fitted if np.isfinite(r[3].ci_low)]
         if with_ci:
             result[f"{key}_coverage"] = float(np.mean([c.ci_low <= truth <= c.ci_high for c in with_ci]))
+    for name, rejected_models in model_tests.items():
+        result[f"{name}_reject"] = float(np.mean(rejected_models))
     result["check_studies"] = n_checks
     return result
 
@@ -192,7 +199,16 @@ def main(quick: bool = False) -> int:
     pd.set_option("display.width", 250)
     print(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     null = table[table["slope"] == "zero"]
-    check_columns = [c for c in table if c.endswith("_reject") and not c.startswith("primary")]
+    # Tests of "the models differ" are null only where the models are identical (model SD 0, no slope).
+    identical = null[null["model_sd"] == 0]
+    model_test_columns = ["models_differ_reject", "kruskal_wallis_reject"]
+    print(
+        "identical models, rejection at 0.05: "
+        + ", ".join(f"{c}: {identical[c].max():.1%}" for c in model_test_columns)
+    )
+    check_columns = [
+        c for c in table if c.endswith("_reject") and not c.startswith("primary") and c not in model_test_columns
+    ]
     worst_check = float(null[check_columns].max().max())
     outside = table[table["true_pp"].abs() > 2.0]
     false_equivalent = float(outside["said_equivalent"].max()) if len(outside) else 0.0
@@ -202,6 +218,7 @@ def main(quick: bool = False) -> int:
         f"({', '.join(f'{c}: {null[c].max():.1%}' for c in check_columns)}); "
         f"false 'equivalent' at most {false_equivalent:.1%}"
     )
+    worst_check = max(worst_check, float(identical["models_differ_reject"].max()))  # printed in the report too
     ok = 0.93 <= coverage_low and coverage_high <= 0.97 and worst_check <= 0.07 and false_equivalent <= 0.05
     print(
         f"RESULT coverage_grid {coverage_low * 100:.1f}-{coverage_high * 100:.1f} % "

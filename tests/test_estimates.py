@@ -81,3 +81,31 @@ def test_kruskal_conover_holm_and_depth_correlation():
     assert conover.shape == (3, 3) and np.allclose(conover.to_numpy(), conover.to_numpy().T)
     correlation = depth_correlation(units)
     assert set(correlation["model_id"]) == {"a", "b", "c"} and correlation["spearman_rho"].between(-1, 1).all()
+
+
+def test_models_differ_respects_participants_nested_in_models():
+    from analysis.estimate import models_differ
+
+    rng = np.random.default_rng(0)
+
+    def study(effects):
+        rows = []
+        for m, effect in enumerate(effects):
+            for p in range(12):
+                ability = rng.normal(0, 0.1)
+                for u in range(20):
+                    rows.append(
+                        {
+                            "participant_id": f"m{m}-p{p}",
+                            "model_id": f"m{m}",
+                            "unit_id": f"m{m}-u{u}",
+                            "condition": "natural",
+                            "correct": int(rng.random() < 0.75 + effect + ability),
+                        }
+                    )
+        return pd.DataFrame(rows)
+
+    different = models_differ(study([-0.15, 0.0, 0.15]), n_resamples=500).iloc[0]
+    assert different["p"] < 0.001 and different["df"] == 2 and different["n_models"] == 3
+    same = [models_differ(study([0.0, 0.0, 0.0]), n_resamples=300, seed=s).iloc[0]["p"] for s in range(20)]
+    assert np.mean(np.asarray(same) < 0.05) <= 0.15  # at most 3 of 20 by chance
