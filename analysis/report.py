@@ -166,18 +166,24 @@ _PREDICTOR_WORDS = {
 
 def scaling_sentence(row, power: float = 0.8, subject: str = "accuracy") -> str:
     """One plain sentence per slope, chosen by its verdict (:func:`analysis.claims.verdict`), e.g.
-    'natural: inconclusive about scale: slope +0.8 percentage points per decade of parameters [-1.9, +3.4]
-    rules out neither -2.0 nor +2.0; p = 0.52 (Holm 1), 9 models; this design detects ±4.1 with 80% power'."""
+    'natural: inconclusive about scale: slope +0.8 percentage points per decade of parameters [-1.9, +3.4];
+    the corrected tests rule out neither zero nor ±2.0; p = 0.52 (Holm 1), 9 models; this design detects
+    ±4.1 with 80% power'. Each claim names the interval or test it rests on."""
     what, unit = _PREDICTOR_WORDS.get(row.predictor, (row.predictor, "percentage points per unit"))
     m = row.margin * 100
     estimate = f"slope {row.slope * 100:+.1f} {unit} [{row.ci_low * 100:+.1f}, {row.ci_high * 100:+.1f}]"
-    claim = {
-        "rises": f"{subject} rises with {what}: {estimate}",
-        "falls": f"{subject} falls with {what}: {estimate}",
-        "equivalent": f"no effect of {what} beyond ±{m:.1f} (equivalent, TOST p = {row.tost_p_holm:.2g} Holm): "
-        + estimate,
-        "inconclusive": f"inconclusive about {what}: {estimate} rules out neither {-m:+.1f} nor {m:+.1f}",
-    }[row.verdict]
+    if row.verdict in ("rises", "falls"):
+        claim = f"{subject} {row.verdict} with {what}: {estimate}"
+    elif row.verdict == "equivalent":
+        # TOST at alpha means the 90% interval lies inside the margin: show that interval.
+        half = stats.t.ppf(0.95, row.df) * row.se * 100
+        claim = (
+            f"no effect of {what} beyond ±{m:.1f} (equivalent: the 90% interval "
+            f"[{row.slope * 100 - half:+.1f}, {row.slope * 100 + half:+.1f}] lies inside, "
+            f"TOST p = {row.tost_p_holm:.2g} Holm): {estimate}"
+        )
+    else:
+        claim = f"inconclusive about {what}: {estimate}; the corrected tests rule out neither zero nor ±{m:.1f}"
     return (
         f"{row.condition}: {claim}; p = {row.p:.2g} (Holm {row.p_holm:.2g}), {row.n_models} models; "
         f"this design detects ±{row.mde * 100:.1f} with {power:.0%} power"

@@ -119,7 +119,7 @@ def trial_frame(trials) -> pd.DataFrame:
 
 
 def run_cell(args: tuple) -> dict:
-    from analysis.claims import tost_p, verdict
+    from analysis.claims import VERDICTS, tost_p, verdict
     from analysis.config import DEFAULT_ANALYSIS
     from analysis.estimate import model_comparison, models_differ, unit_accuracy
     from analysis.scaling import robustness_checks
@@ -159,7 +159,7 @@ def run_cell(args: tuple) -> dict:
         "primary_bias_pp": (float(np.mean(estimates)) - truth) * 100,
         "studies": n_primary,
     }
-    for name in ("rises", "falls", "equivalent", "inconclusive"):
+    for name in VERDICTS:
         result[f"said_{name}"] = float(np.mean([v == name for v in verdicts]))
     for method in dict.fromkeys(r[0] for r in check_rows):
         mine = [r for r in check_rows if r[0] == method]
