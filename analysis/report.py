@@ -18,6 +18,7 @@ from markupsafe import Markup  # noqa: E402
 from scipy import stats  # noqa: E402
 
 from analysis.breakdown import BREAKDOWN_COLUMNS  # noqa: E402
+from analysis.estimate import INTERVAL_COVERAGE  # noqa: E402
 from analysis.exclusions import PUBLISHED_RULE, RULES, describe  # noqa: E402
 from analysis.pipeline import EXCLUSION_MODES, RatingResults, StudyResults, analyse  # noqa: E402
 from analysis.scaling import MODEL_TEST_FALSE_POSITIVE_RATES, unit_table  # noqa: E402
@@ -368,6 +369,7 @@ def _study_page(results: StudyResults, figures: dict[str, str]) -> str:
             r=results,
             n_responses=len(results.main),
             n_rows=len(results.included),
+            interval_coverage=INTERVAL_COVERAGE,
             models_differ_fpr=MODEL_TEST_FALSE_POSITIVE_RATES["models_differ"],
             kruskal_fpr=MODEL_TEST_FALSE_POSITIVE_RATES["kruskal_wallis"],
             below_chance=results.accuracy[results.accuracy["vs_chance"] == "below"],

@@ -148,6 +148,8 @@ def test_the_pipeline_returns_results_and_the_report_only_renders_them(tmp_path)
     assert len(results.included) == 24 and results.exclusions.mode == "none" and results.scaling is None
     page = render_report(results, tmp_path / "r").read_text()
     assert "No exclusions applied." in page and "24 main-trial responses analysed" in page
+    # Each interval is printed with its measured coverage, the alternatives' shortfall included.
+    assert "participant_ci: 71.5% when units dominate" in page and "unit_bca:" in page
     # What a table holds is escaped, never markup: a participant id cannot inject HTML.
     kept = analyse(source, n_resamples=200)
     assert kept.exclusions.table["excluded"].sum() == 1 and len(kept.included) == 18
