@@ -265,6 +265,9 @@ def write_json_atomic(path: Path, payload: Any) -> None:
         fh.write("\n")
 
 
+IMAGE_MTIME = 946_684_800  # 2000-01-01 00:00:00 UTC
+
+
 def write_image_bytes(root: Path, data: bytes) -> str:
     """Store PNG bytes under their content hash; returns the hash."""
     sha = hashlib.sha256(data).hexdigest()
@@ -274,6 +277,8 @@ def write_image_bytes(root: Path, data: bytes) -> str:
         # A per-process name: shards of one build may store the same image at once.
         tmp = path.with_name(f".{sha}.{os.getpid()}.tmp")
         tmp.write_bytes(data)
+        # One constant mtime: the order in which a build wrote its images must not be readable from them.
+        os.utime(tmp, (IMAGE_MTIME, IMAGE_MTIME))
         os.replace(tmp, path)
     return sha
 

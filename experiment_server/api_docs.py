@@ -27,6 +27,7 @@ class Endpoint:
     ok: tuple[int, type[BaseModel] | None] = (200, None)
     errors: dict[int, str] = field(default_factory=dict)
     admin: bool = False
+    media: str | None = None  # a success body that is not JSON (images)
 
 
 _SESSION_ERRORS = {404: "unknown session token", 400: "malformed body (the detail names the field)"}
@@ -73,6 +74,13 @@ ENDPOINTS = (
         errors={**_SESSION_ERRORS, 409: "not the current practice block"},
     ),
     Endpoint(
+        "get",
+        "/api/sessions/{token}/practice/{block}/{index}/images/{slot}.png",
+        "One image slot of a practice trial (max0.., min0.., q0..), re-encoded and padded for this trial",
+        errors={**_SESSION_ERRORS, 404: "unknown session, or no such slot", 409: "not the current practice block"},
+        media="image/png",
+    ),
+    Endpoint(
         "post",
         "/api/sessions/{token}/practice/{block}/responses",
         "Store a practice response; the reply says whether it was correct and how the block went",
@@ -86,6 +94,20 @@ ENDPOINTS = (
         "One main trial",
         ok=(200, schemas.TrialOut),
         errors=_SESSION_ERRORS,
+    ),
+    Endpoint(
+        "get",
+        "/api/sessions/{token}/trials/{index}/images/{slot}.png",
+        "One image slot of a main trial: the URL names the slot, never the image; 304 on a matching If-None-Match",
+        errors={404: "unknown session, trial or slot", 409: "the session has no task"},
+        media="image/png",
+    ),
+    Endpoint(
+        "get",
+        "/api/sessions/{token}/example/images/{slot}.png",
+        "One image slot of the instructions' example trial",
+        errors={404: "unknown session, or no such slot"},
+        media="image/png",
     ),
     Endpoint(
         "post",
@@ -160,7 +182,7 @@ def openapi_document() -> dict:
                 "required": True,
                 "schema": {"type": "integer" if name in ("block", "index") else "string"},
             }
-            for name in ("token", "block", "index")
+            for name in ("token", "block", "index", "slot")
             if "{" + name + "}" in e.path
         ]
         status, out = e.ok
@@ -168,6 +190,7 @@ def openapi_document() -> dict:
             str(status): {
                 "description": "OK",
                 **({"content": _json_body(out)} if out else {}),
+                **({"content": {e.media: {"schema": {"type": "string", "format": "binary"}}}} if e.media else {}),
             }
         }
         for code, text in e.errors.items():

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import secrets
 from typing import Any
 
@@ -17,6 +19,7 @@ from contracts.bundle import load_bundle
 from experiment_server.config import ServerConfig
 from experiment_server.db import Admin, AppSetting, Study, make_session_factory
 from experiment_server.extensions import csrf, login_manager
+from experiment_server.images import TrialImages
 
 
 def _shared_secret(session_factory, configured: str | None) -> str:
@@ -70,6 +73,8 @@ def create_app(config: ServerConfig | dict[str, Any]) -> Flask:
     app.extensions["psychinterp_bundle"] = bundle
     app.extensions["psychinterp_tasks"] = {t.task_id: t for t in bundle.manifest.tasks}
     app.extensions["psychinterp_db"] = session_factory
+    image_key = hmac.new(app.config["SECRET_KEY"].encode(), b"served images", hashlib.sha256).digest()
+    app.extensions["psychinterp_images"] = TrialImages(bundle, image_key, config.image_cache_dir)
 
     from experiment_server.admin import AdminUser
     from experiment_server.admin import api as admin_api

@@ -72,6 +72,11 @@ class ServerConfig(Strict):
     prolific: ProlificConfig = Field(ProlificConfig(), description="Prolific's completion codes")
     mturk: MTurkConfig = Field(MTurkConfig(), description="where MTurk answers may be submitted")
     bonus: BonusConfig = Field(BonusConfig(), description="bonuses on the payment lists")
+    image_cache_dir: Path | None = Field(
+        None,
+        description="where each trial's served (re-encoded, padded) images are kept; default: a folder in the "
+        "system's temporary directory. Workers of one study should share it",
+    )
     login_rate_limit: str = Field("5 per minute", description="admin login attempts per client address")
     rate_limit_storage_uri: str = Field("memory://", description="Flask-Limiter storage; use redis:// with workers")
 

@@ -1,8 +1,8 @@
 """Participant page and API: consent, session, practice, trials, responses, events, completion.
 
-The browser never learns which query is correct before it has answered:
-images have content-hash names, the answer key stays here, and feedback is
-computed after the response is stored.
+The browser never learns which query is correct before it has answered: images are
+served per session, trial and slot, re-encoded and padded (``experiment_server.images``),
+the answer key stays here, and feedback is computed after the response is stored.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import secrets
 from typing import Any
 
 import numpy as np
-from flask import Blueprint, abort, current_app, jsonify, render_template, request, send_file
+from flask import Blueprint, abort, current_app, jsonify, render_template, request
 from pydantic import BaseModel, ValidationError
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
@@ -30,6 +30,7 @@ from experiment_server.context import db as _db
 from experiment_server.context import paradigm as _paradigm
 from experiment_server.context import reservation_lapsed
 from experiment_server.db import ParticipantSession, Response, SessionEvent, WorkerGroupMember, utcnow
+from experiment_server.images import LAST_MODIFIED
 from experiment_server.platforms import PLATFORMS, PlatformRefusal
 from experiment_server.schemas import (
     Decline,
@@ -102,21 +103,37 @@ def _require_running(session: ParticipantSession) -> None:
         abort(409 if status in ("completed", "failed") else 410, f"session is {status}")
 
 
-def _image_urls(hashes) -> list[str]:
-    return [f"/images/{h}.png" for h in hashes]
+def _trial_json(trial: Trial, index: int, n_trials: int, images: str) -> dict[str, Any]:
+    """A trial as the page shows it; ``images`` is the URL prefix of its slots (session, trial, never image).
 
-
-def _trial_json(trial: Trial, index: int, n_trials: int) -> dict[str, Any]:
-    # Nothing here says which query is the more activating one, nor whether it is a catch trial.
+    Nothing here says which query is the more activating one, nor whether it is a catch trial.
+    """
+    refs = trial.references
     return {
         "trial_index": index,
         "n_trials": n_trials,
         "condition": trial.condition,
         "max_side": trial.max_side,
-        "references": {"min": _image_urls(trial.references.min), "max": _image_urls(trial.references.max)},
-        "queries": _image_urls(trial.queries),
+        "references": {
+            "min": [f"{images}/min{i}.png" for i in range(len(refs.min))],
+            "max": [f"{images}/max{i}.png" for i in range(len(refs.max))],
+        },
+        "queries": [f"{images}/q{i}.png" for i in range(len(trial.queries))],
         "answers": _paradigm().answers(),
     }
+
+
+def _served_image(trial: Trial, slot: str):
+    """One slot's image, with a strong ETag, a fixed Last-Modified and the session's private cache."""
+    served = current_app.extensions["psychinterp_images"].get(trial, slot)
+    if served is None:
+        abort(404)
+    response = current_app.response_class(served.data, mimetype="image/png")
+    response.set_etag(served.etag)
+    response.last_modified = LAST_MODIFIED
+    response.cache_control.private = True
+    response.cache_control.max_age = 86400
+    return response.make_conditional(request)
 
 
 def _scored(trial: Trial, body: ResponseBody) -> bool:
@@ -164,6 +181,13 @@ def _next_main(db: Session, session: ParticipantSession, n_trials: int) -> int |
     return next((i for i in range(n_trials) if i not in answered), None)
 
 
+def _example_trial(session: ParticipantSession) -> Trial | None:
+    """The trial the instructions show: the first practice trial, else the first main trial."""
+    practice = _practice_trials(_condition(session))
+    task = _tasks().get(session.task_id) if session.task_id else None
+    return practice[0] if practice else (task.trials[0] if task and task.trials else None)
+
+
 def _state(db: Session, session: ParticipantSession) -> dict[str, Any]:
     task = _tasks().get(session.task_id) if session.task_id else None
     n_trials = len(task.trials) if task else 0
@@ -179,7 +203,7 @@ def _state(db: Session, session: ParticipantSession) -> dict[str, Any]:
             )
         )
         practice_next = next((i for i in range(len(practice)) if i not in done), None)
-    example_source = practice[0] if practice else (task.trials[0] if task else None)
+    example_source = _example_trial(session)
     return {
         "token": session.token,
         "status": session.status,
@@ -191,7 +215,11 @@ def _state(db: Session, session: ParticipantSession) -> dict[str, Any]:
         "practice_next_trial": practice_next,
         "max_practice_blocks": _cfg().criteria.max_practice_blocks,
         "answers": _paradigm().answers(),
-        "example": _trial_json(example_source, 0, 1) if example_source is not None else None,
+        "example": (
+            _trial_json(example_source, 0, 1, f"/api/sessions/{session.token}/example/images")
+            if example_source is not None
+            else None
+        ),
     }
 
 
@@ -253,14 +281,13 @@ def index():
     return render_template("index.html", settings=settings, consent=text, title=settings["title"])
 
 
-@blueprint.get("/images/<sha>.png")
-def image(sha: str):
-    if len(sha) != 64 or any(c not in "0123456789abcdef" for c in sha):
-        abort(404)
-    path = _bundle().image_path(sha)
-    if not path.is_file():
-        abort(404)
-    return send_file(path, mimetype="image/png", max_age=86400)
+@blueprint.get("/api/sessions/<token>/example/images/<slot>.png")
+def example_image(token: str, slot: str):
+    with _db() as db:
+        trial = _example_trial(_load(db, token))
+    if trial is None:
+        abort(404, "this session has no example trial")
+    return _served_image(trial, slot)
 
 
 # --- sessions -------------------------------------------------------------------------
@@ -367,7 +394,14 @@ def practice_trial(token: str, block: int, index: int):
     with _db() as db:
         session = _load(db, token)
         trial, n = _practice_trial(session, block, index)
-    return jsonify(_trial_json(trial, index, n))
+    return jsonify(_trial_json(trial, index, n, f"/api/sessions/{token}/practice/{block}/{index}/images"))
+
+
+@blueprint.get("/api/sessions/<token>/practice/<int:block>/<int:index>/images/<slot>.png")
+def practice_image(token: str, block: int, index: int, slot: str):
+    with _db() as db:
+        trial, _ = _practice_trial(_load(db, token), block, index)
+    return _served_image(trial, slot)
 
 
 @blueprint.post("/api/sessions/<token>/practice/<int:block>/responses")
@@ -431,7 +465,15 @@ def trial(token: str, index: int):
     trials = _tasks()[_task_of(token)].trials
     if index >= len(trials):
         abort(404, f"trial index {index} out of range (task has {len(trials)})")
-    return jsonify(_trial_json(trials[index], index, len(trials)))
+    return jsonify(_trial_json(trials[index], index, len(trials), f"/api/sessions/{token}/trials/{index}/images"))
+
+
+@blueprint.get("/api/sessions/<token>/trials/<int:index>/images/<slot>.png")
+def trial_image(token: str, index: int, slot: str):
+    trials = _tasks()[_task_of(token)].trials
+    if index >= len(trials):
+        abort(404, f"trial index {index} out of range (task has {len(trials)})")
+    return _served_image(trials[index], slot)
 
 
 @functools.cache

@@ -198,8 +198,7 @@ def http_images(client) -> ImageSource:
 
 
 def bundle_images(bundle_dir: Path) -> ImageSource:
-    def read(reference: str) -> np.ndarray:
-        sha = reference.removeprefix("/images/").removesuffix(".png")
+    def read(sha: str) -> np.ndarray:
         return np.asarray(Image.open(Path(bundle_dir) / "images" / f"{sha}.png").convert("RGB"))
 
     return read

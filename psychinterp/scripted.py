@@ -35,6 +35,20 @@ def _call(client, method: str, path: str, body: dict | None = None, ok=(200, 201
     return _payload(response)
 
 
+def _pixels_digest(client, url: str) -> str:
+    import hashlib
+    import io
+
+    from PIL import Image
+
+    response = client.get(url)
+    if response.status_code != 200:
+        raise FlowError(f"GET {url}: {response.status_code}")
+    data = response.data if hasattr(response, "data") else response.content
+    with Image.open(io.BytesIO(data)) as image:
+        return hashlib.sha256(image.convert("RGB").tobytes()).hexdigest()
+
+
 def page_settings(client) -> dict[str, Any]:
     """The settings the participant page hands its script (never an answer or a code)."""
     response = client.get("/")
@@ -66,11 +80,12 @@ def run_session(
     token = session["token"]
     base = f"/api/sessions/{token}"
 
-    # Like a person, remember the practice feedback: a trial seen again is answered as it said.
+    # Like a person, remember the practice feedback: a trial seen again (under new URLs: they name the
+    # slot, never the image) is recognised by its queries' pixels and answered as the feedback said.
     learned: dict[tuple[str, ...], int] = {}
 
     def respond(path: str, index: int, trial: dict[str, Any]) -> dict[str, Any]:
-        key = tuple(trial["queries"])
+        key = tuple(_pixels_digest(client, url) for url in trial["queries"])
         chosen, confidence = decide(trial)
         chosen = learned.get(key, chosen)
         answer = {"trial_index": index, "chosen_query": int(chosen), "confidence": int(confidence)}

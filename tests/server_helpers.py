@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import socket
 import time
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from contracts.bundle import Bundle
@@ -44,12 +48,38 @@ def answer_body(index: int, chosen: int = 0, confidence: int = 2, rt: float = 12
     return {"trial_index": index, "chosen_query": chosen, "confidence": confidence, "rt_ms": rt}
 
 
-def correct_choice(bundle: Bundle, trial_json: dict[str, Any]) -> int:
-    """The right answer for a served trial, found by its query images (the test knows the answer key)."""
-    shas = [q.removeprefix("/images/").removesuffix(".png") for q in trial_json["queries"]]
+def image_fetcher(client) -> Callable[[str], bytes]:
+    """GET an image URL's bytes with a Flask test client or an httpx client."""
+
+    def fetch(url: str) -> bytes:
+        response = client.get(url)
+        assert response.status_code == 200, url
+        return response.data if hasattr(response, "data") else response.content
+
+    return fetch
+
+
+def _pixels_key(data: bytes) -> str:
+    from experiment_server.images import decode
+
+    return hashlib.sha256(decode(data).tobytes()).hexdigest()
+
+
+@functools.cache
+def _stored_pixels(image_dir: Path) -> dict[str, str]:
+    """Content hash -> hash of the decoded pixels, for every image of a bundle."""
+    return {path.stem: _pixels_key(path.read_bytes()) for path in image_dir.glob("*.png")}
+
+
+def correct_choice(bundle: Bundle, trial_json: dict[str, Any], client) -> int:
+    """The right answer for a served trial. Its URLs and bytes name no image, so the test finds the trial
+    as a person would, by the queries' pixels (and then, unlike a person, reads the answer key)."""
+    fetch = client if callable(client) and not hasattr(client, "get") else image_fetcher(client)
+    shown = [_pixels_key(fetch(q)) for q in trial_json["queries"]]
+    stored = _stored_pixels(bundle.root / "images")
     candidates = [*bundle.manifest.practice_trials, *bundle.manifest.all_trials()]
     condition = trial_json.get("condition")
-    trial = next(t for t in candidates if list(t.queries) == shas and condition in (None, t.condition))
+    trial = next(t for t in candidates if [stored[q] for q in t.queries] == shown and condition in (None, t.condition))
     return bundle.answer_key.answers[trial.trial_id].max_query
 
 
@@ -59,7 +89,7 @@ def pass_practice(client, bundle: Bundle, token: str, wrong_first_blocks: int = 
         block = state["practice_block"]
         for i in range(state["practice_trials"]):
             trial = client.get(f"/api/sessions/{token}/practice/{block}/{i}").get_json()
-            right = correct_choice(bundle, trial)
+            right = correct_choice(bundle, trial, client)
             chosen = 1 - right if block <= wrong_first_blocks else right
             stored = client.post(f"/api/sessions/{token}/practice/{block}/responses", json=answer_body(i, chosen))
             assert stored.status_code == 201, stored.get_json()
@@ -70,6 +100,6 @@ def pass_practice(client, bundle: Bundle, token: str, wrong_first_blocks: int = 
 def answer_all(client, bundle: Bundle, token: str, n_trials: int, correct: bool = True, skip_catch: bool = False):
     for i in range(n_trials):
         trial = client.get(f"/api/sessions/{token}/trials/{i}").get_json()
-        right = correct_choice(bundle, trial)
+        right = correct_choice(bundle, trial, client)
         response = client.post(f"/api/sessions/{token}/responses", json=answer_body(i, right if correct else 1 - right))
         assert response.status_code == 201, response.get_json()

@@ -54,9 +54,9 @@ def login(client):
     return client
 
 
-def oracle(bundle, correct=True):
+def oracle(bundle, client, correct=True):
     def decide(trial):
-        right = correct_choice(bundle, trial)
+        right = correct_choice(bundle, trial, client)
         return (right if correct else 1 - right), 2
 
     return decide
@@ -109,10 +109,12 @@ def test_dashboard_progress_participants_exports_and_payments(admin_app, tiny_bu
     bundle = load_bundle(tiny_bundle_dir)
     participant = admin_app.test_client()
     prolific = {"platform": "prolific", "participant_id": "P-good"}
-    run_session(participant, oracle(bundle), platform=prolific)
-    run_session(participant, oracle(bundle, correct=False), platform={**prolific, "participant_id": "P-bad"})
+    run_session(participant, oracle(bundle, participant), platform=prolific)
+    run_session(
+        participant, oracle(bundle, participant, correct=False), platform={**prolific, "participant_id": "P-bad"}
+    )
     mturk = {"platform": "mturk", "participant_id": "W1", "assignment_id": "A1", "hit_id": "H1"}
-    run_session(participant, oracle(bundle), platform={**mturk, "turk_submit_to": "https://www.mturk.com"})
+    run_session(participant, oracle(bundle, participant), platform={**mturk, "turk_submit_to": "https://www.mturk.com"})
     start(participant)  # reserved, nothing answered yet
 
     client = login(admin_app.test_client())
@@ -161,7 +163,10 @@ def test_a_dashboard_exclusion_reaches_the_export_and_the_analysis(admin_app, ti
     participant = admin_app.test_client()
     for pid in ("P-keep", "P-drop"):
         run_session(
-            participant, oracle(bundle), platform={"platform": "prolific", "participant_id": pid}, feedback="ok"
+            participant,
+            oracle(bundle, participant),
+            platform={"platform": "prolific", "participant_id": pid},
+            feedback="ok",
         )
     client = login(admin_app.test_client())
     people = {p["participant_id"]: p for p in client.get("/api/admin/participants").get_json()["participants"]}

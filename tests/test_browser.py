@@ -7,6 +7,7 @@ import csv
 import os
 import threading
 from pathlib import Path
+from urllib.parse import urljoin
 
 import pytest
 from sqlalchemy import func, select
@@ -84,7 +85,7 @@ def _answer(page, bundle, correct: bool = True, key: bool = False) -> tuple[int,
     assert page.evaluate("[...document.querySelectorAll('#trial img')].every(i => i.complete && i.naturalWidth)")
     assert page.locator(".answers button:disabled").count() == 6
     page.wait_for_selector(".answers button:enabled")
-    right = correct_choice(bundle, _shown_trial(page))
+    right = correct_choice(bundle, _shown_trial(page), lambda url: page.request.get(urljoin(page.url, url)).body())
     chosen = right if correct else 1 - right
     button = page.locator(f".answers button[data-query='{chosen}'][data-confidence='3']")
     if key:

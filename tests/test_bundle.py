@@ -243,3 +243,11 @@ def test_version_one_bundles_are_upgraded_and_the_build_is_unchanged(tmp_path):
         shutil.copy(golden / name, tmp_path / "b" / name)
     upgraded = load_bundle(tmp_path / "b", verify_hashes=True)
     assert _equal_to_float32(upgraded.model_dump(mode="json"), current.model_dump(mode="json"))
+
+
+def test_stored_images_all_carry_one_constant_mtime(tmp_path):
+    """The builder writes a trial's max query just before its min query: file times must not show it."""
+    from contracts.bundle import IMAGE_MTIME, write_image_bytes
+
+    shas = [write_image_bytes(tmp_path, bytes([i]) * 10) for i in range(3)]
+    assert {(tmp_path / "images" / f"{s}.png").stat().st_mtime for s in shas} == {IMAGE_MTIME}

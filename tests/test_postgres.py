@@ -80,12 +80,14 @@ def test_sessions_assignment_duplicates_and_export_on_postgres(pg_url, tiny_bund
     state = client.get(f"/api/sessions/{token}").get_json()
     for i in range(state["n_trials"]):
         trial = client.get(f"/api/sessions/{token}/trials/{i}").get_json()
-        body = answer_body(i, correct_choice(bundle, trial))
+        body = answer_body(i, correct_choice(bundle, trial, client))
         assert client.post(f"/api/sessions/{token}/responses", json=body).status_code == 201
         assert client.post(f"/api/sessions/{token}/responses", json=body).status_code == 200
     assert client.post(f"/api/sessions/{token}/complete").get_json()["status"] == "completed"
     done = run_session(
-        client, lambda t: (correct_choice(bundle, t), 2), platform={"platform": "prolific", "participant_id": "z"}
+        client,
+        lambda t: (correct_choice(bundle, t, client), 2),
+        platform={"platform": "prolific", "participant_id": "z"},
     )
     assert done["status"] == "completed"
     n = export_csv(bundle, app.extensions["psychinterp_db"], tmp_path / "r.csv")
@@ -114,7 +116,7 @@ def test_gunicorn_workers_on_postgres_as_docs_deploy_md_describes(pg_url, tiny_b
         for i in range(3):  # requests land on both workers
             done = run_session(
                 client,
-                lambda t: (correct_choice(bundle, t), 2),
+                lambda t: (correct_choice(bundle, t, client), 2),
                 platform={"platform": "prolific", "participant_id": f"g{i}"},
             )
             assert done["status"] == "completed"

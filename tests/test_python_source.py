@@ -164,7 +164,7 @@ def test_build_serve_analyze_with_a_python_model(tmp_path):
     db = f"sqlite:///{tmp_path / 'study.db'}"
     client = create_app({"bundle_dir": out, "database_url": db}).test_client()
     for _ in range(6):
-        run_session(client, lambda trial: (correct_choice(bundle, trial), 3))
+        run_session(client, lambda trial: (correct_choice(bundle, trial, client), 3))
     csv_path = tmp_path / "responses.csv"
     assert runner.invoke(app, ["export", str(out), "--db", db, "--out", str(csv_path)]).exit_code == 0
     rows = [r for r in csv.DictReader(csv_path.open()) if r["trial_kind"] == "main"]

@@ -35,9 +35,9 @@ def bundle(tiny_bundle_dir):
     return load_bundle(tiny_bundle_dir)
 
 
-def oracle(bundle, correct=True):
+def oracle(bundle, client, correct=True):
     def decide(trial):
-        right = correct_choice(bundle, trial)
+        right = correct_choice(bundle, trial, client)
         return (right if correct else 1 - right), 3
 
     return decide
@@ -51,11 +51,9 @@ def test_page_images_and_no_secrets_in_page(client, tiny_bundle_dir, bundle):
     assert "completion" not in json.dumps(page_settings(client)).lower()
     for answer in bundle.answer_key.answers.values():
         assert not any(s in text for s in answer.query_sources)
+    # The bundle's content-hash URLs are gone: images are served only per session, trial and slot.
     sha = next((tiny_bundle_dir / "images").iterdir()).stem
-    image = client.get(f"/images/{sha}.png")
-    assert image.status_code == 200 and image.mimetype == "image/png"
-    assert client.get("/images/" + "0" * 64 + ".png").status_code == 404
-    assert client.get("/images/..%2Fmanifest.json.png").status_code == 404
+    assert client.get(f"/images/{sha}.png").status_code == 404
 
 
 def test_nothing_sent_before_a_response_reveals_the_answer(client, bundle):
@@ -75,7 +73,40 @@ def test_nothing_sent_before_a_response_reveals_the_answer(client, bundle):
     trial = payloads[-1]
     assert set(trial) == {"trial_index", "n_trials", "condition", "max_side", "references", "queries", "answers"}
     assert trial["answers"] == TWO_AFC.answers()  # the same buttons on every trial: they say nothing either
-    assert all(q.startswith("/images/") and len(q) == len("/images/") + 64 + 4 for q in trial["queries"])
+    assert trial["queries"] == [f"/api/sessions/{token}/trials/{trial['trial_index']}/images/q{i}.png" for i in (0, 1)]
+
+
+def test_served_images_tell_nothing_but_their_pixels(client, bundle):
+    """A catch query is a copy of a reference, and a main trial's queries were written one after the other:
+    neither URL, header, size nor bytes may say so. Pixels are what a person sees, and they are kept."""
+    from experiment_server.images import decode
+
+    token = start(client)["token"]
+    pass_practice(client, bundle, token)
+    n_trials = client.get(f"/api/sessions/{token}").get_json()["n_trials"]
+    task = next(t for t in bundle.manifest.tasks if len(t.trials) == n_trials)  # the tiny bundle's tasks differ
+    catch_seen = 0
+    for i in range(n_trials):
+        trial = client.get(f"/api/sessions/{token}/trials/{i}").get_json()
+        urls = [*trial["references"]["max"], *trial["references"]["min"], *trial["queries"]]
+        served = [client.get(url) for url in urls]
+        assert len({r.headers["Content-Length"] for r in served}) == 1  # one size per trial
+        assert len({r.headers["ETag"] for r in served}) == len(urls)
+        assert {r.headers["Last-Modified"] for r in served} == {"Sat, 01 Jan 2000 00:00:00 GMT"}
+        assert len({r.data for r in served}) == len(urls)  # no two slots share bytes ...
+        pixels = [decode(r.data).tobytes() for r in served]
+        stored = bundle.manifest.tasks[bundle.manifest.tasks.index(task)].trials[i]
+        if stored.kind == "catch":
+            catch_seen += 1
+            assert len(set(pixels)) < len(urls)  # ... though a catch query shows a reference's pixels
+        # A reload revalidates: the same ETag gives 304 and no body.
+        again = client.get(urls[-1], headers={"If-None-Match": served[-1].headers["ETag"]})
+        assert again.status_code == 304 and not again.data
+        assert served[-1].headers["Cache-Control"] == "private, max-age=86400"
+    assert catch_seen
+    assert client.get(f"/api/sessions/{token}/trials/0/images/q9.png").status_code == 404
+    assert client.get(f"/api/sessions/{token}/trials/0/images/q01.png").status_code == 404
+    assert client.get(f"/api/sessions/{token}/trials/0/images/..%2F..%2Fmanifest.json.png").status_code == 404
 
 
 def test_full_session_consent_practice_trials_completion(app, client, bundle):
@@ -124,7 +155,7 @@ def test_failed_practice_ends_the_session_and_catch_trials_decide_the_code(tmp_p
     done = client.post(f"/api/sessions/{token}/complete").get_json()
     assert done["completion_code"] == "BAD456" and done["redirect_url"].endswith("cc=BAD456")
 
-    passed = run_session(client, oracle(bundle), platform={**prolific, "participant_id": "p2"})
+    passed = run_session(client, oracle(bundle, client), platform={**prolific, "participant_id": "p2"})
     assert passed["status"] == "completed" and passed["completion_code"] == "GOOD123"
 
     inattentive = start(client, **{**prolific, "participant_id": "p3"})
@@ -193,7 +224,9 @@ def test_mturk_completion_submits_to_turk_and_bad_hosts_are_refused(app, client,
     mturk = {"platform": "mturk", "participant_id": "W1", "assignment_id": "A1", "hit_id": "H1"}
     bad = start(client, expect=400, **mturk, turk_submit_to="https://evil.example")
     assert "turk_submit_to" in bad["detail"]
-    done = run_session(client, oracle(bundle), platform={**mturk, "turk_submit_to": "https://workersandbox.mturk.com"})
+    done = run_session(
+        client, oracle(bundle, client), platform={**mturk, "turk_submit_to": "https://workersandbox.mturk.com"}
+    )
     assert done["submit_url"] == "https://workersandbox.mturk.com/mturk/externalSubmit"
     assert done["submit_fields"]["assignmentId"] == "A1" and done["submit_fields"]["completion_code"]
 
@@ -433,3 +466,19 @@ def test_responses_are_checked_and_scored_by_the_bundles_paradigm(client, bundle
         wrong_confidence.status_code == 400
         and "confidence: 4 is not one of [1, 2, 3]" in wrong_confidence.get_json()["detail"]
     )
+
+
+def test_every_api_route_is_in_the_openapi_document(app):
+    """The document lists exactly the API's operations: a route added without documenting it fails here."""
+    import re
+
+    from experiment_server.api_docs import openapi_document
+
+    documented = {(m, p) for p, ops in openapi_document()["paths"].items() for m in ops}
+    served = {
+        (method.lower(), re.sub(r"<(?:\w+:)?(\w+)>", r"{\1}", rule.rule))
+        for rule in app.url_map.iter_rules()
+        if rule.rule.startswith("/api/") and rule.rule != "/api/openapi.json"
+        for method in rule.methods - {"HEAD", "OPTIONS"}
+    }
+    assert served == documented

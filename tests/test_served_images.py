@@ -1,0 +1,50 @@
+"""The served-image encoder: lossless, never the same bytes twice for one picture, exact padding."""
+
+import numpy as np
+import pytest
+
+from experiment_server.images import PADDING_CHUNK, decode, encode_png, padded, slot_image, slots
+
+
+@pytest.mark.parametrize("kind", ["noise", "gradient", "flat"])
+def test_every_row_filter_decodes_to_the_same_pixels(kind):
+    rng = np.random.default_rng(1)
+    if kind == "noise":
+        pixels = rng.integers(0, 256, size=(37, 29, 3), dtype=np.uint8)
+    elif kind == "gradient":
+        pixels = np.broadcast_to(np.arange(29, dtype=np.uint8)[None, :, None] * 8, (37, 29, 3)).copy()
+    else:
+        pixels = np.full((37, 29, 3), 200, np.uint8)
+    encodings = {encode_png(pixels, seed=bytes([s])) for s in range(6)}
+    assert len(encodings) == 6  # one picture, six byte streams
+    for data in encodings:
+        assert np.array_equal(decode(data), pixels)
+
+
+def test_padding_reaches_the_exact_size_and_keeps_the_pixels():
+    pixels = np.random.default_rng(2).integers(0, 256, size=(16, 16, 3), dtype=np.uint8)
+    data = encode_png(pixels, b"s")
+    grown = padded(data, len(data) + 500)
+    assert len(grown) == len(data) + 500 and PADDING_CHUNK in grown
+    assert np.array_equal(decode(grown), pixels)
+    assert len(padded(data, len(data) + 12)) == len(data) + 12  # the largest image gets an empty chunk
+    with pytest.raises(ValueError, match="cannot pad"):
+        padded(data, len(data))
+
+
+def test_slot_names_resolve_only_to_slots_the_trial_has():
+    from contracts.bundle import References, Trial
+
+    trial = Trial(
+        trial_id="t",
+        unit_id="u",
+        condition="natural",
+        kind="main",
+        batch=0,
+        max_side="left",
+        references=References(min=["a", "b"], max=["c", "f"]),
+        queries=["d", "e"],
+    )
+    assert slots(trial) == ["max0", "max1", "min0", "min1", "q0", "q1"]
+    assert [slot_image(trial, s) for s in slots(trial)] == ["c", "f", "a", "b", "d", "e"]
+    assert [slot_image(trial, s) for s in ["max2", "q2", "q", "q01", "x0", "-1", "q-1"]] == [None] * 7
