@@ -68,6 +68,7 @@ def summarise_participants(responses: pd.DataFrame) -> list[ParticipantSummary]:
                 ),
                 instruction_s=_first(rows, "instruction_s"),
                 session_s=_first(rows, "session_s"),
+                trial_s=_first(rows, "trial_s"),
                 practice_blocks=int(blocks) if blocks is not None else None,
                 session_id=str(session) if key == "session_id" else None,
                 excluded_by_experimenter=bool(_first(rows, "excluded_by_experimenter")),
@@ -149,6 +150,7 @@ COUNTERFACTUAL_GRID = {
     "min_choices_per_query_row": (0, 2, 5, 8, 10),
     "min_instruction_s": (0.0, 5.0, 15.0, 30.0, 60.0),
     "min_session_s": (0.0, 60.0, 135.0, 300.0, 600.0),
+    "min_trial_s": (0.0, 0.5, 1.0, 2.0, 3.0),
     "max_practice_blocks": (1, 2, 3, 5),
 }
 

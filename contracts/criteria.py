@@ -25,6 +25,12 @@ class ExclusionCriteria(BaseModel):
     min_instruction_s: float = Field(15.0, ge=0, description="seconds on the instructions, at least")
     min_session_s: float = Field(135.0, ge=0, description="seconds from consent to completion, at least ...")
     max_session_s: float = Field(2500.0, gt=0, description="... and at most")
+    min_trial_s: float = Field(
+        1.0,
+        ge=0,
+        description="seconds per main trial on average, on the server's clock, at least (the answer buttons "
+        "stay locked for 1.5 s by default, so no person is faster)",
+    )
     max_practice_blocks: int = Field(
         3, ge=1, description="practice blocks allowed (the server ends a session that needs more)"
     )
@@ -41,9 +47,10 @@ RULES = {
     "query_rows": "chose one query position fewer than {min_choices_per_query_row} times",
     "instruction_time": "read the instructions for less than {min_instruction_s} s",
     "session_time": "total time outside {min_session_s}-{max_session_s} s",
+    "trial_time": "spent less than {min_trial_s} s per main trial on average",
     "practice_blocks": "needed more than {max_practice_blocks} practice blocks",
     "incomplete": "did not complete the session (abandoned or expired)",
-    "server_failed": "failed by the server (practice or catch trials)",
+    "server_failed": "failed by the server (practice, catch trials, or too fast to be real work)",
     "experimenter": "excluded by the experimenter on the server's dashboard",
 }
 
@@ -61,6 +68,7 @@ class ParticipantSummary:
     session_id: str | None = None  # when one participant has several sessions (the 2023 release)
     excluded_by_experimenter: bool = False  # a decision on the dashboard, whatever the thresholds
     session_status: str | None = None  # the server's: active, completed, failed, expired (None: not recorded)
+    trial_s: float | None = None  # mean seconds per main trial on the server's clock (None: not recorded)
 
 
 def failed_rules(summary: ParticipantSummary, criteria: ExclusionCriteria = DEFAULT_CRITERIA) -> list[str]:
@@ -74,6 +82,8 @@ def failed_rules(summary: ParticipantSummary, criteria: ExclusionCriteria = DEFA
         failed.append("instruction_time")
     if summary.session_s is not None and not criteria.min_session_s <= summary.session_s <= criteria.max_session_s:
         failed.append("session_time")
+    if summary.trial_s is not None and summary.trial_s < criteria.min_trial_s:
+        failed.append("trial_time")
     if summary.practice_blocks is not None and summary.practice_blocks > criteria.max_practice_blocks:
         failed.append("practice_blocks")
     if summary.session_status in ("active", "expired") and criteria.exclude_incomplete:
@@ -83,6 +93,18 @@ def failed_rules(summary: ParticipantSummary, criteria: ExclusionCriteria = DEFA
     if summary.excluded_by_experimenter:
         failed.append("experimenter")
     return failed
+
+
+# The rules the server itself enforces before it issues a pass code: no code for work too fast to be real.
+TIMING_RULES = ("instruction_time", "trial_time", "session_time")
+
+
+def too_fast(summary: ParticipantSummary, criteria: ExclusionCriteria = DEFAULT_CRITERIA) -> list[str]:
+    """The minimum times this session falls short of (a session that ran too long is not refused)."""
+    short = [rule for rule in failed_rules(summary, criteria) if rule in TIMING_RULES]
+    if "session_time" in short and summary.session_s > criteria.max_session_s:
+        short.remove("session_time")
+    return short
 
 
 def describe(rule: str, criteria: ExclusionCriteria = DEFAULT_CRITERIA) -> str:

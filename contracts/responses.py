@@ -63,14 +63,14 @@ RESPONSE_COLUMNS: tuple[Column, ...] = (
         "session_status",
         "str",
         "`active` / `completed` / `failed` / `expired`",
-        "`failed`: practice or catch trials failed",
+        "`failed`: practice or catch trials failed, or the session was too fast (`failure_reason`)",
     ),
     Column("session_completed", "binary", "0 / 1", "1 when `session_status` is `completed` (a valid completion)"),
     Column(
         "failure_reason",
         "str?",
-        "`practice` / `attention` or empty",
-        "why the server failed the session (catch trials)",
+        "`practice` / `attention` / `timing` or empty",
+        "why the server failed the session: practice blocks, catch trials, or minimum times",
     ),
     Column(
         "excluded_by_experimenter", "binary", "0 / 1", "1 when the experimenter excluded the session on the dashboard"
@@ -78,6 +78,13 @@ RESPONSE_COLUMNS: tuple[Column, ...] = (
     Column("exclusion_reason", "str?", "string or empty", "the experimenter's note for that exclusion"),
     Column("instruction_s", "number?", "float or empty", "seconds from the instructions' first display to practice"),
     Column("session_s", "number?", "float or empty", "seconds from consent to completion"),
+    Column(
+        "trial_s",
+        "number?",
+        "float or empty",
+        "mean seconds per main trial on the server's clock: from the start of the main trials to the last main "
+        "response, over the main responses",
+    ),
     Column("practice_blocks", "int?", "int ≥ 0", "practice blocks the participant needed"),
     Column("window_width", "int?", "int or empty", "browser window at the start, CSS pixels"),
     Column("window_height", "int?", "int or empty", "browser window at the start, CSS pixels"),

@@ -6,6 +6,8 @@ POST with a CSRF token (Flask-WTF).
 
 from __future__ import annotations
 
+import csv
+import io
 from collections import Counter, defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -38,7 +40,7 @@ from experiment_server.context import db as _db
 from experiment_server.context import paradigm as _paradigm
 from experiment_server.context import reservation_lapsed
 from experiment_server.db import Admin, ParticipantSession, utcnow
-from experiment_server.export import csv_chunks, jsonl_chunks, response_rows
+from experiment_server.export import csv_chunks, jsonl_chunks, response_rows, spreadsheet_safe
 from experiment_server.platforms import PLATFORMS
 
 blueprint = Blueprint("admin", __name__, url_prefix="/admin")
@@ -253,19 +255,47 @@ def export_jsonl():
     return _stream(jsonl_chunks(rows), "application/jsonl", f"{_bundle().manifest.study_id}_responses.jsonl")
 
 
+def _unpaid_reasons(session: ParticipantSession) -> list[str]:
+    """Why a finished session is not on its platform's payment lists (empty: it is paid)."""
+    summary = session_summary(session, _trials_of(session), _paradigm())
+    reasons = [describe(rule, _cfg().criteria) for rule in failed_rules(summary, _cfg().criteria)]
+    if session.status == "failed" and session.failure_reason:
+        reasons.insert(0, f"failed by the server: {session.failure_reason}")
+    return reasons
+
+
 def _payable(db: Session, platform: str) -> list[tuple[ParticipantSession, float]]:
     """Valid completions of one platform that pass the criteria, with their bonus (in the platform's currency)."""
-    bonus, criteria = _cfg().bonus, _cfg().criteria
+    bonus = _cfg().bonus
     trials = _bundle().manifest.trials()
     out = []
     for session in _sessions(db):
-        if session.platform != platform or session.status != "completed" or session.excluded_by_experimenter:
+        if session.platform != platform or session.status != "completed":
             continue
-        if failed_rules(session_summary(session, _trials_of(session), _paradigm()), criteria):
+        if _unpaid_reasons(session):
             continue
         correct = sum(r.correct for r in session.responses if r.phase == "main" and trials[r.trial_id].kind == "main")
         out.append((session, round(bonus.flat + bonus.per_correct_main_trial * correct, 2)))
     return out
+
+
+REVIEW_COLUMNS = ["platform", "participant_id", "assignment_id", "status", "completion_code", "reasons"]
+
+
+@blueprint.get("/export/held-for-review.csv")
+@login_required
+def held_for_review():
+    """Finished sessions left off the payment lists, each with why: to approve, reject or message by hand."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(REVIEW_COLUMNS)
+    with _db() as db:
+        for session in _sessions(db):
+            if session.status not in ("completed", "failed") or not (reasons := _unpaid_reasons(session)):
+                continue
+            row = [session.platform, session.participant_id, session.assignment_id, session.status]
+            writer.writerow([spreadsheet_safe(v) for v in [*row, session.completion_code, "; ".join(reasons)]])
+    return Response(buffer.getvalue(), mimetype="text/csv")
 
 
 @blueprint.get("/export/<name>")

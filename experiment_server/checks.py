@@ -26,4 +26,6 @@ def session_summary(session: ParticipantSession, main_trials: list[Trial], parad
         session_s=facts["session_s"],
         practice_blocks=session.practice_blocks or None,
         session_status=session.status,
+        excluded_by_experimenter=bool(session.excluded_by_experimenter),
+        trial_s=facts["trial_s"],
     )

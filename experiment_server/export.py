@@ -10,7 +10,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import sessionmaker
 
 from contracts.bundle import Bundle
@@ -26,14 +26,36 @@ def _seconds(start: datetime | None, end: datetime | None) -> float | None:
     return round((end.replace(tzinfo=None) - start.replace(tzinfo=None)).total_seconds(), 3)
 
 
-def session_facts(session: ParticipantSession) -> dict[str, Any]:
-    """Per-session columns, repeated on each of the session's rows (and used by the dashboard)."""
+def trial_seconds(main_at: datetime | None, first: datetime | None, last: datetime | None, n: int) -> float | None:
+    """Mean seconds per main trial on the server's clock: from the start of the main trials (else the first
+    response) to the last main response, over the intervals that span."""
+    start, intervals = (main_at, n) if main_at is not None else (first, n - 1)
+    if last is None or start is None or intervals <= 0:
+        return None
+    return round(_seconds(start, last) / intervals, 3)
+
+
+def main_span(session: ParticipantSession) -> tuple[datetime | None, datetime | None, int]:
+    """First and last main response times and their count, from the session's loaded responses."""
+    times = [r.created_at for r in session.responses if r.phase == "main"]
+    return (min(times), max(times), len(times)) if times else (None, None, 0)
+
+
+def session_facts(
+    session: ParticipantSession, span: tuple[datetime | None, datetime | None, int] | None = None
+) -> dict[str, Any]:
+    """Per-session columns, repeated on each of the session's rows (and used by the dashboard).
+
+    ``span``: the session's (first, last, count) of main responses; read from its responses when not given.
+    """
+    first, last, n = span if span is not None else main_span(session)
     return {
         "session_status": session.status,
         "session_completed": int(session.status == "completed"),
         # Reading the instructions: from their first display to the start of practice (or of the main trials).
         "instruction_s": _seconds(session.instructions_at, session.practice_at or session.main_at),
         "session_s": _seconds(session.consented_at, session.completed_at),
+        "trial_s": trial_seconds(session.main_at, first, last, n),
         "practice_blocks": session.practice_blocks,
         "window_width": session.window_width,
         "window_height": session.window_height,
@@ -57,11 +79,18 @@ def response_rows(bundle: Bundle, session_factory: sessionmaker) -> Iterator[dic
         .where(ParticipantSession.study_id == manifest.study_id)
         .order_by(ParticipantSession.id, Response.phase.desc(), Response.block, Response.trial_index)
     )
+    spans_query = (
+        select(Response.session_id, func.min(Response.created_at), func.max(Response.created_at), func.count())
+        .join(ParticipantSession)
+        .where(ParticipantSession.study_id == manifest.study_id, Response.phase == "main")
+        .group_by(Response.session_id)
+    )
     with session_factory() as db:
+        spans = {row[0]: tuple(row[1:]) for row in db.execute(spans_query)}
         facts: dict[int, dict[str, Any]] = {}
         for response, session in db.execute(query).yield_per(1000):
             if session.id not in facts:
-                facts = {session.id: session_facts(session)}
+                facts = {session.id: session_facts(session, spans.get(session.id, (None, None, 0)))}
             trial = trials[response.trial_id]
             unit = units[trial.unit_id]
             row = {
@@ -104,13 +133,26 @@ def study_criteria(session_factory: sessionmaker, study_id: str) -> ExclusionCri
     return ExclusionCriteria.model_validate_json(study.exclusion_criteria)
 
 
+FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
+
+
+def spreadsheet_safe(value: Any) -> Any:
+    """A text cell that a spreadsheet would run as a formula, quoted so that it stays text (OWASP's advice).
+
+    Numbers are written as numbers; only text is touched, so a negative number keeps its sign.
+    """
+    if isinstance(value, str) and value.startswith(FORMULA_PREFIXES):
+        return "'" + value
+    return value
+
+
 def csv_chunks(rows: Iterable[dict[str, Any]]) -> Iterator[str]:
-    """The CSV text in chunks of rows, for streaming."""
+    """The CSV text in chunks of rows, for streaming; text that looks like a formula is quoted."""
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=COLUMN_NAMES)
     writer.writeheader()
     for n, row in enumerate(rows, start=1):
-        writer.writerow(row)
+        writer.writerow({k: spreadsheet_safe(v) for k, v in row.items()})
         if n % 500 == 0:
             yield buffer.getvalue()
             buffer.seek(0)

@@ -21,6 +21,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from contracts.bundle import Task, Trial
+from contracts.criteria import too_fast
 from experiment_server.assignment import choose_task, reservation_end
 from experiment_server.checks import session_summary
 from experiment_server.config import DEFAULT_CONSENT, consent_version
@@ -629,11 +630,16 @@ def complete(token: str):
         missing = n_trials - _count(db, session, "main")
         if missing:
             abort(409, f"{missing} trial(s) still unanswered")
-        # The server's own check at completion: catch trials (the other criteria are for the experimenter).
-        accuracy = session_summary(session, _main_trials(session), _paradigm()).catch_accuracy
-        passed = accuracy is None or accuracy >= _cfg().criteria.min_catch_accuracy
-        session.status = "completed" if passed else "failed"
-        session.failure_reason = None if passed else "attention"
+        # The server's own checks at completion: catch trials, and the minimum times of its criteria (a
+        # script that answers in a second gets the failed code, never the pass code, and no place on a
+        # payment list). The other criteria are for the experimenter.
         session.completed_at = utcnow()
+        summary = session_summary(session, _main_trials(session), _paradigm())
+        criteria = _cfg().criteria
+        attentive = summary.catch_accuracy is None or summary.catch_accuracy >= criteria.min_catch_accuracy
+        short = too_fast(summary, criteria)
+        passed = attentive and not short
+        session.status = "completed" if passed else "failed"
+        session.failure_reason = None if passed else ("attention" if not attentive else "timing")
         session.completion_code = _issue_code(session, passed)
         return jsonify(_completion(session))

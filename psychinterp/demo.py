@@ -115,7 +115,7 @@ def _export_and_report(app, workdir: Path, scores: Path) -> None:
     n = export_csv(bundle, app.extensions["psychinterp_db"], responses)
     # Scripted participants answer in milliseconds and see only a few trials: the time and
     # query-row rules are off for them; the catch-trial and practice rules stay.
-    scripted = ExclusionCriteria(min_instruction_s=0, min_session_s=0, min_choices_per_query_row=0)
+    scripted = ExclusionCriteria(min_instruction_s=0, min_session_s=0, min_trial_s=0, min_choices_per_query_row=0)
     facts = {m.id: m.model_dump() for m in bundle.manifest.models}
     page = write_report(
         responses, workdir / "report", criteria=scripted, models=facts, machine_scores=scores, n_resamples=2_000

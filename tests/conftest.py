@@ -69,8 +69,16 @@ def tiny_bundle_dir(tmp_path_factory) -> Path:
 @pytest.fixture
 def app(tiny_bundle_dir, tmp_path):
     from experiment_server import create_app
+    from tests.server_helpers import SCRIPTED_CRITERIA
 
-    return create_app({"bundle_dir": tiny_bundle_dir, "database_url": f"sqlite:///{tmp_path / 'test.db'}"})
+    # Scripted participants answer in milliseconds: the server's minimum times would fail them all.
+    return create_app(
+        {
+            "bundle_dir": tiny_bundle_dir,
+            "database_url": f"sqlite:///{tmp_path / 'test.db'}",
+            "criteria": SCRIPTED_CRITERIA,
+        }
+    )
 
 
 @pytest.fixture

@@ -16,6 +16,10 @@ from psychinterp.scripted import page_settings
 __all__ = ["page_settings"]  # re-exported for the tests
 
 
+# The criteria for servers that scripted participants take part in: they are fast, so no minimum times.
+SCRIPTED_CRITERIA = {"min_instruction_s": 0, "min_session_s": 0, "min_trial_s": 0}
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

