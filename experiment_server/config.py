@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from pathlib import Path
 
@@ -68,6 +69,11 @@ class ServerConfig(Strict):
     criteria: ExclusionCriteria = Field(
         ExclusionCriteria(), description="the criteria themselves, when no criteria_file is given"
     )
+    allowed_participants_file: Path | None = Field(
+        None,
+        description="a text file of platform ids, one per line: only these may start a session (ids are "
+        "compared in their platform's case: Prolific lower, MTurk upper)",
+    )
     study_group: str | None = Field(None, description="workers may take part in only one study of this group")
     prolific: ProlificConfig = Field(ProlificConfig(), description="Prolific's completion codes")
     mturk: MTurkConfig = Field(MTurkConfig(), description="where MTurk answers may be submitted")
@@ -92,12 +98,34 @@ class ServerConfig(Strict):
         path = base / path if base is not None and not path.is_absolute() else path
         return {**data, "criteria_file": path, "criteria": load_criteria(path)}
 
+    @model_validator(mode="before")
+    @classmethod
+    def _allow_list_path(cls, data, info: ValidationInfo):
+        """The allow-list, like the criteria file, is relative to the server config; it must be readable."""
+        if not isinstance(data, dict) or data.get("allowed_participants_file") is None:
+            return data
+        path, base = Path(data["allowed_participants_file"]), (info.context or {}).get("base")
+        path = base / path if base is not None and not path.is_absolute() else path
+        allow_list(path)
+        return {**data, "allowed_participants_file": path}
+
     @model_validator(mode="after")
     def _codes(self) -> ServerConfig:
         codes = (self.prolific.completion_code, self.prolific.failed_code)
         if all(codes) and codes[0] == codes[1]:
             raise ValueError("prolific: completion_code and failed_code must differ")
         return self
+
+
+@functools.cache
+def allow_list(path: Path) -> frozenset[str]:
+    """The ids of an allow-list file (one per line, # comments), in both platforms' canonical cases."""
+    try:
+        lines = Path(path).read_text().splitlines()
+    except OSError as exc:
+        raise ValueError(f"allowed_participants_file: cannot read {path}: {exc.strerror or exc}") from None
+    ids = {line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")}
+    return frozenset({i.lower() for i in ids} | {i.upper() for i in ids})
 
 
 def consent_version(text: str) -> str:

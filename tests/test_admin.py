@@ -109,27 +109,44 @@ def test_state_changes_need_post_and_csrf(admin_app):
 def test_dashboard_progress_participants_exports_and_payments(admin_app, tiny_bundle_dir):
     bundle = load_bundle(tiny_bundle_dir)
     participant = admin_app.test_client()
-    prolific = {"platform": "prolific", "participant_id": "P-good"}
+    prolific = {"platform": "prolific", "participant_id": "900d00000000000000000000"}
     run_session(participant, oracle(bundle, participant), platform=prolific)
     run_session(
-        participant, oracle(bundle, participant, correct=False), platform={**prolific, "participant_id": "P-bad"}
+        participant,
+        oracle(bundle, participant, correct=False),
+        platform={**prolific, "participant_id": "bad000000000000000000000"},
     )
-    mturk = {"platform": "mturk", "participant_id": "W1", "assignment_id": "A1", "hit_id": "H1"}
+    mturk = {
+        "platform": "mturk",
+        "participant_id": "A1B2C3D4E5F6G7",
+        "assignment_id": "ASSIGN111111111111111111111111",
+        "hit_id": "HIT111111111111111111111111111",
+    }
     run_session(participant, oracle(bundle, participant), platform={**mturk, "turk_submit_to": "https://www.mturk.com"})
     start(participant)  # reserved, nothing answered yet
 
     client = login(admin_app.test_client())
     page = client.get("/admin/").get_data(as_text=True)
-    assert "P-good" in page and "P-bad" in page and "catch-trial accuracy below 0.8" not in page
+    assert (
+        "900d00000000000000000000" in page
+        and "bad000000000000000000000" in page
+        and "catch-trial accuracy below 0.8" not in page
+    )
     progress = client.get("/api/admin/progress").get_json()["tasks"]
     totals = {k: sum(t[k] for t in progress) for k in ("reserved", "in progress", "completed", "excluded")}
     assert totals == {"reserved": 1, "in progress": 0, "completed": 2, "excluded": 1}
     people = {p["participant_id"]: p for p in client.get("/api/admin/participants").get_json()["participants"]}
-    assert people["P-bad"]["status"] == "excluded" and people["P-bad"]["catch_accuracy"] == 0.0
-    assert people["P-good"]["catch_accuracy"] == 1.0 and people["P-good"]["session_s"] is not None
+    assert (
+        people["bad000000000000000000000"]["status"] == "excluded"
+        and people["bad000000000000000000000"]["catch_accuracy"] == 0.0
+    )
+    assert (
+        people["900d00000000000000000000"]["catch_accuracy"] == 1.0
+        and people["900d00000000000000000000"]["session_s"] is not None
+    )
     # The analysis' checks, previewed: a scripted participant who always picks the right query uses one
     # position too rarely for the default five choices per position.
-    assert any("query position" in check for check in people["P-good"]["failed_checks"])
+    assert any("query position" in check for check in people["900d00000000000000000000"]["failed_checks"])
 
     rows = list(csv.DictReader(io.StringIO(client.get("/admin/export/responses.csv").get_data(as_text=True))))
     lines = client.get("/admin/export/responses.jsonl").get_data(as_text=True).splitlines()
@@ -140,23 +157,33 @@ def test_dashboard_progress_participants_exports_and_payments(admin_app, tiny_bu
     # Payment lists leave out sessions that fail the server's criteria: this one chose a position too rarely.
     assert client.get("/admin/export/prolific-approve.txt").get_data(as_text=True) == ""
     client = login(lenient_app(admin_app, tiny_bundle_dir).test_client())
-    assert client.get("/admin/export/prolific-approve.txt").get_data(as_text=True) == "P-good\n"
-    n_main = sum(1 for r in rows if r["participant_id"] == "P-good" and r["trial_kind"] == "main")
+    assert client.get("/admin/export/prolific-approve.txt").get_data(as_text=True) == "900d00000000000000000000\n"
+    n_main = sum(1 for r in rows if r["participant_id"] == "900d00000000000000000000" and r["trial_kind"] == "main")
     bonus = client.get("/admin/export/prolific-bonus.csv").get_data(as_text=True)
-    assert bonus == f"P-good,{0.5 + 0.05 * n_main:.2f}\n"
+    assert bonus == f"900d00000000000000000000,{0.5 + 0.05 * n_main:.2f}\n"
     approve = list(csv.DictReader(io.StringIO(client.get("/admin/export/mturk-approve.csv").get_data(as_text=True))))
-    assert approve == [{"AssignmentId": "A1", "WorkerId": "W1", "HITId": "H1", "Approve": "x", "Reject": ""}]
-    assert "W1,A1," in client.get("/admin/export/mturk-bonus.csv").get_data(as_text=True)
+    assert approve == [
+        {
+            "AssignmentId": "ASSIGN111111111111111111111111",
+            "WorkerId": "A1B2C3D4E5F6G7",
+            "HITId": "HIT111111111111111111111111111",
+            "Approve": "x",
+            "Reject": "",
+        }
+    ]
+    assert "A1B2C3D4E5F6G7,ASSIGN111111111111111111111111," in client.get("/admin/export/mturk-bonus.csv").get_data(
+        as_text=True
+    )
     assert client.get("/admin/export/nonsense.csv").status_code == 404
 
     # What the payment lists leave out is listed for review, with why.
     held = list(csv.DictReader(io.StringIO(client.get("/admin/export/held-for-review.csv").get_data(as_text=True))))
-    assert [(r["participant_id"], r["status"]) for r in held] == [("P-bad", "failed")]
+    assert [(r["participant_id"], r["status"]) for r in held] == [("bad000000000000000000000", "failed")]
     assert held[0]["reasons"].startswith("failed by the server: attention")
 
     # Manual exclusion: a POST with the CSRF token; the session leaves the approval list.
     token = csrf_token(client, "/admin/")
-    session_id = people["P-good"]["id"]
+    session_id = people["900d00000000000000000000"]["id"]
     client.post(f"/admin/participants/{session_id}/exclusion", data={"exclude": "1", "csrf_token": token})
     assert client.get("/admin/export/prolific-approve.txt").get_data(as_text=True) == ""
 
@@ -168,7 +195,7 @@ def test_a_dashboard_exclusion_reaches_the_export_and_the_analysis(admin_app, ti
 
     bundle = load_bundle(tiny_bundle_dir)
     participant = admin_app.test_client()
-    for pid in ("P-keep", "P-drop"):
+    for pid in ("cee900000000000000000000", "d40900000000000000000000"):
         run_session(
             participant,
             oracle(bundle, participant),
@@ -177,15 +204,17 @@ def test_a_dashboard_exclusion_reaches_the_export_and_the_analysis(admin_app, ti
         )
     client = login(admin_app.test_client())
     people = {p["participant_id"]: p for p in client.get("/api/admin/participants").get_json()["participants"]}
-    assert people["P-keep"]["feedback"] == "ok" and "ok" in client.get("/admin/").get_data(as_text=True)
+    assert people["cee900000000000000000000"]["feedback"] == "ok" and "ok" in client.get("/admin/").get_data(
+        as_text=True
+    )
     form = {"exclude": "1", "reason": "answered  while\\non the phone", "csrf_token": csrf_token(client, "/admin/")}
-    client.post(f"/admin/participants/{people['P-drop']['id']}/exclusion", data=form)
+    client.post(f"/admin/participants/{people['d40900000000000000000000']['id']}/exclusion", data=form)
 
     rows = list(csv.DictReader(io.StringIO(client.get("/admin/export/responses.csv").get_data(as_text=True))))
-    dropped = {r["excluded_by_experimenter"] for r in rows if r["participant_id"] == "P-drop"}
-    assert dropped == {"1"} and {r["exclusion_reason"] for r in rows if r["participant_id"] == "P-drop"} == {
-        "answered while\\non the phone"
-    }
+    dropped = {r["excluded_by_experimenter"] for r in rows if r["participant_id"] == "d40900000000000000000000"}
+    assert dropped == {"1"} and {
+        r["exclusion_reason"] for r in rows if r["participant_id"] == "d40900000000000000000000"
+    } == {"answered while\\non the phone"}
     assert {r["feedback"] for r in rows} == {"ok"} and {r["excluded_by_experimenter"] for r in rows} == {"0", "1"}
 
     # Scripted participants are fast: on a server with lenient criteria only the dashboard's decision counts,

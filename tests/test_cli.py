@@ -133,7 +133,7 @@ def test_serve_with_a_config_file_admin_login_and_db_upgrade(tmp_path, tiny_bund
     try:
         client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10)
         wait_until_serving(client)
-        done = run_session(client, lambda trial: (0, 2), platform={"platform": "prolific", "participant_id": "p"})
+        done = run_session(client, lambda trial: (0, 2), platform={"platform": "prolific", "participant_id": "e" * 24})
         assert done["completion_code"] in ("DONE42", "FAIL42")
         assert client.get("/admin/").status_code == 302
     finally:

@@ -65,7 +65,7 @@ def test_sessions_assignment_duplicates_and_export_on_postgres(pg_url, tiny_bund
     def arrive(i):
         client = app.test_client()
         barrier.wait()
-        return start(client, platform="prolific", participant_id=f"w{i}")["token"]
+        return start(client, platform="prolific", participant_id=f"{i:024x}")["token"]
 
     with ThreadPoolExecutor(2 * n_tasks) as pool:
         tokens = list(pool.map(arrive, range(2 * n_tasks)))
@@ -74,7 +74,7 @@ def test_sessions_assignment_duplicates_and_export_on_postgres(pg_url, tiny_bund
     assert sorted(tasks.count(t) for t in set(tasks)) == [2] * n_tasks
 
     client = app.test_client()
-    assert start(client, expect=409, platform="prolific", participant_id="w0")["detail"]
+    assert start(client, expect=409, platform="prolific", participant_id=f"{0:024x}")["detail"]
     token = tokens[0]
     pass_practice(client, bundle, token)
     state = client.get(f"/api/sessions/{token}").get_json()
@@ -87,7 +87,7 @@ def test_sessions_assignment_duplicates_and_export_on_postgres(pg_url, tiny_bund
     done = run_session(
         client,
         lambda t: (correct_choice(bundle, t, client), 2),
-        platform={"platform": "prolific", "participant_id": "z"},
+        platform={"platform": "prolific", "participant_id": "f" * 24},
     )
     assert done["status"] == "completed"
     n = export_csv(bundle, app.extensions["psychinterp_db"], tmp_path / "r.csv")
@@ -117,7 +117,7 @@ def test_gunicorn_workers_on_postgres_as_docs_deploy_md_describes(pg_url, tiny_b
             done = run_session(
                 client,
                 lambda t: (correct_choice(bundle, t, client), 2),
-                platform={"platform": "prolific", "participant_id": f"g{i}"},
+                platform={"platform": "prolific", "participant_id": f"{0xABC0 + i:024x}"},
             )
             assert done["status"] == "completed"
     finally:

@@ -160,17 +160,24 @@ def test_failed_practice_ends_the_session_and_catch_trials_decide_the_code(tmp_p
         prolific={"completion_code": "GOOD123", "failed_code": "BAD456"},
     )
     client = app.test_client()
-    prolific = {"platform": "prolific", "participant_id": "p1", "platform_study_id": "s", "platform_session_id": "x"}
+    prolific = {
+        "platform": "prolific",
+        "participant_id": "111111111111111111111111",
+        "platform_study_id": "555555555555555555555555",
+        "platform_session_id": "eeeeeeeeeeeeeeeeeeeeeeee",
+    }
     token = start(client, **prolific)["token"]
     state = pass_practice(client, bundle, token, wrong_first_blocks=2)
     assert state["status"] == "failed"
     done = client.post(f"/api/sessions/{token}/complete").get_json()
     assert done["completion_code"] == "BAD456" and done["redirect_url"].endswith("cc=BAD456")
 
-    passed = run_session(client, oracle(bundle, client), platform={**prolific, "participant_id": "p2"})
+    passed = run_session(
+        client, oracle(bundle, client), platform={**prolific, "participant_id": "222222222222222222222222"}
+    )
     assert passed["status"] == "completed" and passed["completion_code"] == "GOOD123"
 
-    inattentive = start(client, **{**prolific, "participant_id": "p3"})
+    inattentive = start(client, **{**prolific, "participant_id": "333333333333333333333333"})
     pass_practice(client, bundle, inattentive["token"])
     answer_all(client, bundle, inattentive["token"], inattentive["n_trials"], correct=False)
     done = client.post(f"/api/sessions/{inattentive['token']}/complete").get_json()
@@ -233,29 +240,41 @@ def test_preview_mode_writes_nothing(app, client):
 
 
 def test_mturk_completion_submits_to_turk_and_bad_hosts_are_refused(app, client, bundle):
-    mturk = {"platform": "mturk", "participant_id": "W1", "assignment_id": "A1", "hit_id": "H1"}
+    mturk = {
+        "platform": "mturk",
+        "participant_id": "A1B2C3D4E5F6G7",
+        "assignment_id": "ASSIGN111111111111111111111111",
+        "hit_id": "HIT111111111111111111111111111",
+    }
     bad = start(client, expect=400, **mturk, turk_submit_to="https://evil.example")
     assert "turk_submit_to" in bad["detail"]
     done = run_session(
         client, oracle(bundle, client), platform={**mturk, "turk_submit_to": "https://workersandbox.mturk.com"}
     )
     assert done["submit_url"] == "https://workersandbox.mturk.com/mturk/externalSubmit"
-    assert done["submit_fields"]["assignmentId"] == "A1" and done["submit_fields"]["completion_code"]
+    assert (
+        done["submit_fields"]["assignmentId"] == "ASSIGN111111111111111111111111"
+        and done["submit_fields"]["completion_code"]
+    )
 
 
 def test_one_session_per_worker_decline_locks_out_and_study_groups(tmp_path, tiny_bundle_dir, bundle):
     app = make_app(tiny_bundle_dir, tmp_path / "g.db", study_group="scaling-2026")
     client = app.test_client()
-    prolific = {"platform": "prolific", "participant_id": "worker-1"}
+    prolific = {"platform": "prolific", "participant_id": "c1c1c1c1c1c1c1c1c1c1c1c1"}
     start(client, **prolific)
     again = start(client, expect=409, **prolific)
     assert "already has a session" in again["detail"]
     version = page_settings(client)["consentVersion"]
     declined = client.post(
-        "/api/declines", json={"platform": "prolific", "participant_id": "w2", "consent_version": version}
+        "/api/declines",
+        json={"platform": "prolific", "participant_id": "c2c2c2c2c2c2c2c2c2c2c2c2", "consent_version": version},
     )
     assert declined.status_code == 201
-    assert "declined" in start(client, expect=409, platform="prolific", participant_id="w2")["detail"]
+    assert (
+        "declined"
+        in start(client, expect=409, platform="prolific", participant_id="c2c2c2c2c2c2c2c2c2c2c2c2")["detail"]
+    )
 
     # A second study of the same group, sharing the database: worker-1 may not take part.
     other = tmp_path / "other_bundle"
@@ -266,7 +285,7 @@ def test_one_session_per_worker_decline_locks_out_and_study_groups(tmp_path, tin
         (other / name).write_text(json.dumps(raw))
     followup = make_app(other, tmp_path / "g.db", study_group="scaling-2026").test_client()
     assert "related study" in start(followup, expect=403, **prolific)["detail"]
-    start(followup, platform="prolific", participant_id="worker-3")
+    start(followup, platform="prolific", participant_id="c3c3c3c3c3c3c3c3c3c3c3c3")
 
 
 def test_mobile_and_stale_consent_are_refused(client):
@@ -524,3 +543,42 @@ def test_no_pass_code_for_work_too_fast_to_be_real(tmp_path, tiny_bundle_dir, bu
     monkeypatch.setattr(participant, "utcnow", lambda: start_at + timedelta(seconds=2 * next(ticks)))
     slow = run_session(client, oracle(bundle, client), platform={**prolific, "participant_id": "b" * 24})
     assert (slow["status"], slow["completion_code"]) == ("completed", "GOOD123")
+
+
+def test_platform_ids_are_validated_and_normalised_so_variants_are_not_new_people(tmp_path, tiny_bundle_dir):
+    """The audit took part again as `skip01`, `SKIP01.` and `SKIP01_2`."""
+    allow = tmp_path / "invited.txt"
+    allow.write_text("# invited\nABCDEF0123456789ABCDEF01\nA1B2C3D4E5F6G7\n")
+    client = make_app(tiny_bundle_dir, tmp_path / "i.db").test_client()
+    for bad in ("skip01", "SKIP01.", "abcdef0123456789abcdef01_2", "g" * 24):
+        refused = start(client, expect=400, platform="prolific", participant_id=bad)
+        assert refused["detail"].startswith("participant_id:") and "Prolific id" in refused["detail"]
+    start(client, platform="prolific", participant_id="ABCDEF0123456789ABCDEF01")
+    again = start(client, expect=409, platform="prolific", participant_id="abcdef0123456789abcdef01")
+    assert "already has a session" in again["detail"]
+    with client.application.extensions["psychinterp_db"]() as db:
+        assert db.scalar(select(ParticipantSession.participant_id)) == "abcdef0123456789abcdef01"
+    study = start(client, expect=400, platform="prolific", participant_id="1" * 24, platform_study_id="study-1")
+    assert study["detail"].startswith("platform_study_id:")
+
+    mturk = {
+        "platform": "mturk",
+        "assignment_id": "3" * 30,
+        "hit_id": "4" * 30,
+        "turk_submit_to": "https://www.mturk.com",
+    }
+    assert start(client, expect=400, **mturk, participant_id="W1")["detail"].startswith("participant_id:")
+    assert start(client, expect=400, **{**mturk, "hit_id": "h"}, participant_id="A1B2C3D4E5F6G7")["detail"].startswith(
+        "hit_id:"
+    )
+    start(client, **mturk, participant_id="a1b2c3d4e5f6g7")
+    assert start(client, expect=409, **mturk, participant_id="A1B2C3D4E5F6G7")
+
+    invited = make_app(tiny_bundle_dir, tmp_path / "a.db", allowed_participants_file=allow).test_client()
+    assert start(invited, expect=403, platform="prolific", participant_id="2" * 24)["detail"].endswith(
+        "not invited to this study"
+    )
+    start(invited, platform="prolific", participant_id="abcdef0123456789abcdef01")
+    start(invited, **mturk, participant_id="A1B2C3D4E5F6G7")
+    with pytest.raises(Exception, match="allowed_participants_file: cannot read"):
+        make_app(tiny_bundle_dir, tmp_path / "b.db", allowed_participants_file=tmp_path / "missing.txt")

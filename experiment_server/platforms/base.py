@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import re
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from experiment_server.config import ServerConfig
+from experiment_server.config import ServerConfig, allow_list
 from experiment_server.db import ParticipantSession
 from experiment_server.schemas import PlatformParams
 
@@ -48,3 +49,22 @@ def require_worker_id(params: PlatformParams, url_parameter: str) -> str:
     if not params.participant_id:
         raise PlatformRefusal(400, f"participant_id: {params.platform} links must carry {url_parameter}")
     return params.participant_id
+
+
+def checked_id(value: str | None, field_name: str, pattern: re.Pattern, what: str) -> str | None:
+    """A platform id in its one canonical form (``pattern`` matches it), or a 400 that names the field.
+
+    Each platform's ids have one format, so ``SKIP01.`` or ``skip01_2`` is not a new participant: it is refused.
+    """
+    if value is None:
+        return None
+    if not pattern.fullmatch(value):
+        raise PlatformRefusal(400, f"{field_name}: {value[:40]!r} is not {what}")
+    return value
+
+
+def allowed(participant_id: str, cfg: ServerConfig) -> str:
+    """The id, when the server's allow-list (if it has one) holds it."""
+    if cfg.allowed_participants_file is not None and participant_id not in allow_list(cfg.allowed_participants_file):
+        raise PlatformRefusal(403, "this worker id is not invited to this study")
+    return participant_id

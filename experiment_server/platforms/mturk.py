@@ -5,13 +5,18 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 from typing import Any
 from urllib.parse import urlsplit
 
 from experiment_server.export import spreadsheet_safe
-from experiment_server.platforms.base import Platform, PlatformRefusal, require_worker_id
+from experiment_server.platforms.base import Platform, PlatformRefusal, allowed, checked_id, require_worker_id
 
 PREVIEW = "ASSIGNMENT_ID_NOT_AVAILABLE"  # the assignment id MTurk sends while a worker only previews the HIT
+# MTurk's ids are upper-case letters and digits: a worker id starts with A (12 to 14 long in practice);
+# assignment and HIT ids are 30 long. Lower case is the same worker, so ids are upper-cased first.
+WORKER_ID = re.compile(r"A[0-9A-Z]{9,21}")
+TASK_ID = re.compile(r"[0-9A-Z]{20,40}")
 
 
 def submit_host(url: str) -> str:
@@ -22,12 +27,16 @@ def submit_host(url: str) -> str:
 def _identify(params, cfg) -> str:
     if params.assignment_id == PREVIEW:
         raise PlatformRefusal(400, "MTurk preview: nothing is stored until the HIT is accepted")
-    worker = require_worker_id(params, "workerId")
+    worker = checked_id(
+        require_worker_id(params, "workerId").upper(), "participant_id", WORKER_ID, "an MTurk worker id"
+    )
     if not (params.assignment_id and params.hit_id and params.turk_submit_to):
         raise PlatformRefusal(400, "mturk: assignment_id, hit_id and turk_submit_to are required")
+    checked_id(params.assignment_id, "assignment_id", TASK_ID, "an MTurk assignment id")
+    checked_id(params.hit_id, "hit_id", TASK_ID, "an MTurk HIT id")
     if submit_host(params.turk_submit_to) not in cfg.mturk.submit_hosts:
         raise PlatformRefusal(400, f"turk_submit_to: {params.turk_submit_to!r} is not an MTurk submission host")
-    return worker
+    return allowed(worker, cfg)
 
 
 def _completion(session, cfg) -> dict[str, Any]:

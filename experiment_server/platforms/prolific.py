@@ -3,7 +3,20 @@ an approve list and a bulk-bonus list to paste into Prolific."""
 
 from __future__ import annotations
 
-from experiment_server.platforms.base import Platform, random_code, require_worker_id
+import re
+
+from experiment_server.platforms.base import Platform, allowed, checked_id, random_code, require_worker_id
+
+# Prolific's ids (participant, study, session) are 24 hexadecimal digits; case carries no meaning.
+PROLIFIC_ID = re.compile(r"[0-9a-f]{24}")
+
+
+def _identify(params, cfg) -> str:
+    pid = checked_id(require_worker_id(params, "PROLIFIC_PID").lower(), "participant_id", PROLIFIC_ID, "a Prolific id")
+    for name in ("platform_study_id", "platform_session_id"):
+        value = getattr(params, name)
+        checked_id(value.lower() if value else None, name, PROLIFIC_ID, "a Prolific id")
+    return allowed(pid, cfg)
 
 
 def _code(session, passed: bool, cfg) -> str:
@@ -19,7 +32,7 @@ def _completion(session, cfg) -> dict:
 
 PROLIFIC = Platform(
     name="prolific",
-    identify=lambda params, cfg: require_worker_id(params, "PROLIFIC_PID"),
+    identify=_identify,
     completion_code=_code,
     completion=_completion,
     payment_lists={
