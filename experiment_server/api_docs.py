@@ -28,9 +28,18 @@ class Endpoint:
     errors: dict[int, str] = field(default_factory=dict)
     admin: bool = False
     media: str | None = None  # a success body that is not JSON (images)
+    also_ok: dict[int, str] = field(default_factory=dict)  # other success codes, with the same body
 
 
-_SESSION_ERRORS = {404: "unknown session token", 400: "malformed body (the detail names the field)"}
+_WRITE_ERRORS = {
+    400: "malformed body: not JSON, nested too deep, a wrong type, a non-finite number or a control character "
+    "(the detail names the field)",
+    413: "body larger than the server's max_request_bytes",
+    415: "Content-Type is not application/json",
+    429: "rate limit reached; Retry-After says when to try again",
+}
+_SESSION_ERRORS = {**_WRITE_ERRORS, 404: "unknown session token"}
+_BEACON_ERRORS = {k: v for k, v in _SESSION_ERRORS.items() if k != 415}  # sendBeacon posts text/plain
 ENDPOINTS = (
     Endpoint(
         "post",
@@ -39,8 +48,10 @@ ENDPOINTS = (
         schemas.StartSession,
         (201, schemas.SessionOut),
         {
-            400: "malformed body, MTurk preview, or missing platform ids",
-            403: "phone or tablet, or the worker took part in a study of the same group",
+            **_WRITE_ERRORS,
+            400: "malformed body, MTurk preview, or a platform id missing or not in its platform's format",
+            403: "phone or tablet, a worker not on the allow-list, one who took part in a study of the same group, "
+            "or a direct link where direct links are off",
             409: "the worker already has a session (or declined), or the consent text changed",
         },
     ),
@@ -50,7 +61,12 @@ ENDPOINTS = (
         "Record that a worker declined consent",
         schemas.Decline,
         (201, None),
-        {409: "already recorded"},
+        {
+            **_WRITE_ERRORS,
+            400: "malformed body, or a platform id missing or not in its platform's format",
+            403: "a direct link where direct links are off, or a worker not on the allow-list",
+            409: "already recorded, or the consent text changed since the page loaded",
+        },
     ),
     Endpoint(
         "get",
@@ -64,7 +80,7 @@ ENDPOINTS = (
         "/api/sessions/{token}/phase",
         "Record when instructions, practice or main trials began",
         schemas.PhaseBody,
-        errors=_SESSION_ERRORS,
+        errors={**_SESSION_ERRORS, 409: "the session is over", 410: "reservation expired"},
     ),
     Endpoint(
         "get",
@@ -86,7 +102,8 @@ ENDPOINTS = (
         "Store a practice response; the reply says whether it was correct and how the block went",
         schemas.ResponseBody,
         (201, schemas.StoredOut),
-        {**_SESSION_ERRORS, 409: "not the current block", 410: "reservation expired"},
+        {**_SESSION_ERRORS, 409: "not the current block, or the session is over", 410: "reservation expired"},
+        also_ok={200: "a retry of a response already stored (duplicate: true)"},
     ),
     Endpoint(
         "get",
@@ -116,28 +133,34 @@ ENDPOINTS = (
         schemas.ResponseBody,
         (201, schemas.StoredOut),
         {**_SESSION_ERRORS, 409: "practice not finished, or session already over", 410: "reservation expired"},
+        also_ok={200: "a retry of a response already stored (duplicate: true)"},
     ),
     Endpoint(
         "post",
         "/api/sessions/{token}/responses/batch",
-        "Store several queued responses at once (navigator.sendBeacon on page hide)",
+        "Store several queued responses at once (navigator.sendBeacon on page hide); all or none",
         schemas.ResponseBatch,
-        errors=_SESSION_ERRORS,
+        errors={
+            **_BEACON_ERRORS,
+            400: "a malformed item: the detail starts with responses.N, the item's position",
+            409: "practice not finished, or session already over",
+            410: "reservation expired",
+        },
     ),
     Endpoint(
         "post",
         "/api/sessions/{token}/events",
-        "Focus, blur, fullscreen and resize events",
+        "Focus, blur, fullscreen and resize events (text/plain from sendBeacon is taken too)",
         schemas.EventBatch,
         (201, None),
-        _SESSION_ERRORS,
+        {**_BEACON_ERRORS, 409: "the session is over, or has stored its max_events_per_session", 410: "expired"},
     ),
     Endpoint(
         "post",
         "/api/sessions/{token}/feedback",
-        "Optional free-text feedback",
+        "Optional free-text feedback, before completion",
         schemas.FeedbackBody,
-        errors=_SESSION_ERRORS,
+        errors={**_SESSION_ERRORS, 409: "the session is over", 410: "reservation expired"},
     ),
     Endpoint(
         "post",
@@ -193,6 +216,8 @@ def openapi_document() -> dict:
                 **({"content": {e.media: {"schema": {"type": "string", "format": "binary"}}}} if e.media else {}),
             }
         }
+        for code, text in e.also_ok.items():
+            responses[str(code)] = {"description": text, **({"content": _json_body(out)} if out else {})}
         for code, text in e.errors.items():
             error = _json_body(schemas.ErrorOut)
             responses[str(code)] = {"description": text, "content": error}

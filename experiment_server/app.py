@@ -4,36 +4,53 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import os
 import secrets
+from pathlib import Path
 from typing import Any
 
-from flask import Flask, jsonify, redirect, request, url_for
+from flask import Flask, current_app, jsonify, redirect, request, url_for
+from flask.sessions import SecureCookieSessionInterface
 from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address
 from flask_wtf.csrf import CSRFError
-from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from werkzeug.exceptions import HTTPException
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from contracts.bundle import load_bundle
 from experiment_server.config import ServerConfig
-from experiment_server.db import Admin, AppSetting, Study, make_session_factory
+from experiment_server.db import Study, make_session_factory
 from experiment_server.extensions import csrf, login_manager
 from experiment_server.images import TrialImages
 
 
-def _shared_secret(session_factory, configured: str | None) -> str:
-    """The configured key, or one generated once and kept in the database, so every worker signs alike."""
+def _shared_secret(configured: str | None, key_file: Path) -> str:
+    """The configured key, or one generated once into ``key_file`` (mode 0600) and read by every worker.
+
+    Never the database: a copy of the response database must not be an admin login.
+    """
     if configured:
         return configured
     try:
-        with session_factory() as db, db.begin():
-            if db.get(AppSetting, "secret_key") is None:
-                db.add(AppSetting(key="secret_key", value=secrets.token_hex(32)))
-    except IntegrityError:
-        pass  # another worker stored one first
-    with session_factory() as db:
-        return db.get(AppSetting, "secret_key").value
+        return key_file.read_text().strip()
+    except FileNotFoundError:
+        pass
+    key_file.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    try:
+        descriptor = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:  # another worker wrote it first
+        return key_file.read_text().strip()
+    with os.fdopen(descriptor, "w") as out:
+        out.write(secrets.token_hex(32))
+    return key_file.read_text().strip()
+
+
+class _SessionInterface(SecureCookieSessionInterface):
+    """Admin cookies are Secure whenever the request came over https (behind the proxy too)."""
+
+    def get_cookie_secure(self, app: Flask) -> bool:
+        return request.is_secure or super().get_cookie_secure(app)
 
 
 def _register_study(session_factory, study_id: str, criteria: str) -> None:
@@ -48,6 +65,69 @@ def _register_study(session_factory, study_id: str, criteria: str) -> None:
         study = db.get(Study, study_id)
         if study.exclusion_criteria != criteria:
             study.exclusion_criteria = criteria
+
+
+def _token_key() -> str:
+    return "session:" + str((request.view_args or {}).get("token", ""))
+
+
+def _username_key() -> str:
+    return "admin:" + request.form.get("username", "")[:200]
+
+
+def _failed_login(response) -> bool:
+    return response.status_code == 401  # a successful login is not counted against anyone
+
+
+def _limit_requests(app: Flask, config: ServerConfig) -> None:
+    """Flask-Limiter on every endpoint that writes: per client address where no session exists yet, per
+    session where one does; a 429 carries Retry-After. One limiter per app, so that two apps in one process
+    (tests, several studies) count separately."""
+    limits = config.rate_limits
+    limiter = Limiter(
+        get_remote_address,
+        app=app,
+        storage_uri=config.rate_limit_storage_uri,
+        default_limits=[],
+        headers_enabled=True,
+    )
+    plan = {
+        "participant.start_session": [limiter.limit(limits.session_start)],
+        "participant.decline": [limiter.limit(limits.decline)],
+        "participant.practice_response": [limiter.limit(limits.responses, key_func=_token_key)],
+        "participant.post_response": [limiter.limit(limits.responses, key_func=_token_key)],
+        "participant.post_responses": [limiter.limit(limits.responses, key_func=_token_key)],
+        "participant.post_events": [limiter.limit(limits.events, key_func=_token_key)],
+        "admin.login": [
+            limiter.limit(limits.login, methods=["POST"], deduct_when=_failed_login),
+            limiter.limit(limits.login, methods=["POST"], key_func=_username_key, deduct_when=_failed_login),
+        ],
+    }
+    for endpoint, decorators in plan.items():
+        for decorate in decorators:
+            app.view_functions[endpoint] = decorate(app.view_functions[endpoint])
+
+
+def _security_headers(response):
+    """What a browser may do with each page: no sniffing, no referrer (the participant URL carries the PID),
+    framing only by the MTurk hosts (participant pages) or nobody (admin), nothing cached from the admin."""
+    cfg = current_app.config["PSYCHINTERP"]
+    response.headers.setdefault("X-Content-Type-Options", "nosniff")
+    admin = request.path.startswith(("/admin", "/api/admin"))
+    # Admin forms over https need a same-origin Referer for Flask-WTF's CSRF check; nothing else needs one.
+    response.headers.setdefault("Referrer-Policy", "same-origin" if admin else "no-referrer")
+    ancestors = "'none'" if admin else " ".join(cfg.mturk.submit_hosts) or "'none'"
+    response.headers.setdefault(
+        "Content-Security-Policy",
+        f"default-src 'self'; img-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self' "
+        f"{' '.join(cfg.mturk.submit_hosts)}; frame-ancestors {ancestors}",
+    )
+    if admin:
+        response.headers.setdefault("X-Frame-Options", "DENY")
+        response.headers["Cache-Control"] = "no-store"
+    if request.is_secure:
+        response.headers.setdefault("Strict-Transport-Security", "max-age=31536000")
+    return response
 
 
 def create_app(config: ServerConfig | dict[str, Any]) -> Flask:
@@ -65,20 +145,25 @@ def create_app(config: ServerConfig | dict[str, Any]) -> Flask:
     app = Flask(__name__)
     app.config.update(
         PSYCHINTERP=config,
-        SECRET_KEY=_shared_secret(session_factory, config.secret_key),
+        SECRET_KEY=_shared_secret(
+            config.secret_key, config.secret_key_file or Path.home() / ".psychinterp" / "secret_key"
+        ),
         SESSION_COOKIE_HTTPONLY=True,
         SESSION_COOKIE_SAMESITE="Lax",
+        MAX_CONTENT_LENGTH=config.max_request_bytes,
+        MAX_FORM_MEMORY_SIZE=config.max_request_bytes,
         WTF_CSRF_TIME_LIMIT=None,  # the token lives as long as the admin's login session
     )
+    app.session_interface = _SessionInterface()
     app.extensions["psychinterp_bundle"] = bundle
     app.extensions["psychinterp_tasks"] = {t.task_id: t for t in bundle.manifest.tasks}
     app.extensions["psychinterp_db"] = session_factory
     image_key = hmac.new(app.config["SECRET_KEY"].encode(), b"served images", hashlib.sha256).digest()
     app.extensions["psychinterp_images"] = TrialImages(bundle, image_key, config.image_cache_dir)
 
-    from experiment_server.admin import AdminUser
     from experiment_server.admin import api as admin_api
     from experiment_server.admin import blueprint as admin
+    from experiment_server.admin import load_admin
     from experiment_server.api_docs import blueprint as api_docs
     from experiment_server.participant import blueprint as participant
 
@@ -86,21 +171,21 @@ def create_app(config: ServerConfig | dict[str, Any]) -> Flask:
     login_manager.init_app(app)
 
     @login_manager.user_loader
-    def _load_admin(admin_id: str):
-        with session_factory() as db:
-            found = db.scalar(select(Admin).where(Admin.id == int(admin_id))) if admin_id.isdigit() else None
-            return AdminUser(found.id, found.username) if found else None
+    def _load_admin(cookie_id: str):
+        return load_admin(session_factory, cookie_id)
 
     # Participants authenticate by an unguessable token in the URL, never by cookie: CSRF cannot apply.
     csrf.exempt(participant)
     app.register_blueprint(participant)
     app.register_blueprint(admin)
     app.register_blueprint(admin_api)
-    # One limiter per app, so that two apps in one process (tests, several studies) count separately.
-    limiter = Limiter(get_remote_address, app=app, storage_uri=config.rate_limit_storage_uri, default_limits=[])
-    app.view_functions["admin.login"] = limiter.limit(config.login_rate_limit, methods=["POST"])(
-        app.view_functions["admin.login"]
-    )
+    _limit_requests(app, config)
+    if config.trusted_proxies:
+        # The client's address and scheme as the documented proxy saw them: rate limits key on people,
+        # not on 127.0.0.1, and cookies are Secure behind TLS.
+        n = config.trusted_proxies
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n, x_host=0, x_port=0, x_prefix=0)
+    app.after_request(_security_headers)
 
     @login_manager.unauthorized_handler
     def _unauthorized():
@@ -116,9 +201,15 @@ def create_app(config: ServerConfig | dict[str, Any]) -> Flask:
 
     @app.errorhandler(HTTPException)
     def _json_errors(exc: HTTPException):
-        # API clients get JSON errors; pages keep Flask's HTML ones.
-        if request.path.startswith("/api/"):
-            return jsonify(error=exc.name, detail=exc.description), exc.code
-        return exc
+        # API clients get JSON errors; pages keep Flask's HTML ones. Either way the exception's own
+        # headers stay: Allow on a 405, Retry-After on a 429.
+        if not request.path.startswith("/api/"):
+            return exc
+        response = jsonify(error=exc.name, detail=exc.description)
+        response.status_code = exc.code
+        for name, value in exc.get_headers():
+            if name.lower() != "content-type":
+                response.headers[name] = value
+        return response
 
     return app

@@ -45,11 +45,31 @@ class BonusConfig(Strict):
     flat: float = Field(0.0, ge=0, description="bonus per valid completed session")
 
 
+class RateLimits(Strict):
+    """Flask-Limiter limits (``N per second|minute|hour|day``, several joined by ``;``); a 429 says when to retry."""
+
+    session_start: str = Field(
+        "30 per minute; 300 per day", description="session starts per client address (a lab shares one)"
+    )
+    decline: str = Field("30 per minute; 300 per day", description="declines per client address")
+    responses: str = Field(
+        "120 per minute", description="practice and main responses per session (a person answers every 2 s at most)"
+    )
+    events: str = Field("60 per minute", description="event batches per session (the page sends one every 5 s)")
+    login: str = Field("5 per minute", description="failed admin logins per client address, and per username")
+
+
 class ServerConfig(Strict):
     bundle_dir: Path = Field(description="the study bundle to serve (relative to this file; `serve BUNDLE` gives it)")
     database_url: str = Field(DEFAULT_DATABASE_URL, description="SQLAlchemy URL")
     secret_key: str | None = Field(
-        None, description="signs admin cookies; default: generated once, kept in the database"
+        None,
+        description="signs admin cookies (give the same one to servers on several hosts); default: secret_key_file",
+    )
+    secret_key_file: Path | None = Field(
+        None,
+        description="where a generated signing key is kept (mode 0600), out of the database: a copy of the "
+        "database must not be an admin login. Default: ~/.psychinterp/secret_key",
     )
     migrate: bool = Field(True, description="bring the database schema up to date at start-up")
     consent_text: str | None = Field(None, description="overrides the bundle's consent text")
@@ -83,7 +103,22 @@ class ServerConfig(Strict):
         description="where each trial's served (re-encoded, padded) images are kept; default: a folder in the "
         "system's temporary directory. Workers of one study should share it",
     )
-    login_rate_limit: str = Field("5 per minute", description="admin login attempts per client address")
+    rate_limits: RateLimits = Field(RateLimits(), description="limits on every kind of request that writes")
+    trusted_proxies: int = Field(
+        0,
+        ge=0,
+        description="reverse proxies in front of the server (docs/deploy.md's nginx: 1); their X-Forwarded-For "
+        "and X-Forwarded-Proto give the client's address and scheme (werkzeug's ProxyFix)",
+    )
+    max_request_bytes: int = Field(256 * 1024, gt=0, description="larger request bodies are refused (413)")
+    max_events_per_session: int = Field(
+        2000, ge=0, description="events stored per session; more are refused (a session sends a few hundred)"
+    )
+    allow_direct_links: bool | None = Field(
+        None,
+        description="whether direct links (no platform) may start sessions. Default: yes, unless feedback is on "
+        "(a direct-link script could learn the answers and pass them on). Set false in production",
+    )
     rate_limit_storage_uri: str = Field("memory://", description="Flask-Limiter storage; use redis:// with workers")
 
     @model_validator(mode="before")

@@ -147,10 +147,12 @@ class Admin(Base):
     username: Mapped[str] = mapped_column(String(100), unique=True)
     password_hash: Mapped[str] = mapped_column(String(300))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    # In every login cookie; logout and a new password bump it, so every older cookie stops working.
+    session_version: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
 
 class AppSetting(Base):
-    """Server-wide values that every worker must share, such as the generated cookie-signing key."""
+    """Server-wide values that every worker must share (never a secret: database copies are not secrets)."""
 
     __tablename__ = "app_settings"
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import json
 import re
 import secrets
 from typing import Any
@@ -19,6 +20,7 @@ from pydantic import BaseModel, ValidationError
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
+from werkzeug.exceptions import HTTPException
 
 from contracts.bundle import Task, Trial
 from contracts.criteria import too_fast
@@ -56,8 +58,22 @@ def consent_text() -> str:
     return _cfg().consent_text or _bundle().manifest.consent_text or DEFAULT_CONSENT
 
 
-def parse_body(model: type[BaseModel]) -> Any:
-    payload = request.get_json(silent=True, force=True)  # force: sendBeacon posts text/plain
+def _no_constant(name: str):
+    raise ValueError(f"{name} is not JSON")
+
+
+def parse_body(model: type[BaseModel], beacon: bool = False) -> Any:
+    """The request body as ``model``, or a 4xx that says what is wrong.
+
+    ``beacon``: the endpoint takes ``navigator.sendBeacon``'s text/plain too; every other one needs
+    application/json, so a form on another website cannot post to it.
+    """
+    if not beacon and request.mimetype != "application/json":
+        abort(415, "Content-Type must be application/json")
+    try:
+        payload = json.loads(request.get_data(cache=False), parse_constant=_no_constant)
+    except (ValueError, RecursionError) as exc:  # RecursionError: nested deeper than the parser goes
+        abort(400, f"request body is not JSON: {str(exc)[:100] or type(exc).__name__}")
     if not isinstance(payload, dict):
         abort(400, "request body must be a JSON object")
     try:
@@ -224,7 +240,14 @@ def _state(db: Session, session: ParticipantSession) -> dict[str, Any]:
     }
 
 
+def direct_links_allowed(cfg) -> bool:
+    """Direct links start sessions unless turned off, or unless feedback is on and they were not allowed."""
+    return cfg.allow_direct_links if cfg.allow_direct_links is not None else not cfg.feedback
+
+
 def _platform_identity(params: PlatformParams) -> str:
+    if params.platform == "direct" and not direct_links_allowed(_cfg()):
+        abort(403, "this study is open only through its recruiting platform (direct links are turned off)")
     try:
         return PLATFORMS[params.platform].identify(params, _cfg())
     except PlatformRefusal as refusal:
@@ -342,6 +365,8 @@ def start_session():
 @blueprint.post("/api/declines")
 def decline():
     body: Decline = parse_body(Decline)
+    if body.consent_version != consent_version(consent_text()):
+        abort(409, "the consent text has changed since this page loaded; please reload the page")
     declined = ParticipantSession(
         **_platform_columns(body, _platform_identity(body)), status="declined", consent_version=body.consent_version
     )
@@ -567,22 +592,31 @@ def post_response(token: str):
 @blueprint.post("/api/sessions/<token>/responses/batch")
 def post_responses(token: str):
     """For ``navigator.sendBeacon`` on page hide: every queued response in one request."""
-    body: ResponseBatch = parse_body(ResponseBatch)
+    body: ResponseBatch = parse_body(ResponseBatch, beacon=True)
     with _db() as db, db.begin():
         session = _load(db, token)
         _require_running(session)
         _settle_practice(db, session)
         if not session.practice_passed:
             abort(409, "practice is not finished")
-        new = sum(not _store_main(db, session, r)[0] for r in body.responses)
+        new = 0
+        for position, response in enumerate(body.responses):
+            try:
+                new += not _store_main(db, session, response)[0]
+            except HTTPException as exc:  # say which item; the whole batch is rolled back
+                abort(exc.code, f"responses.{position}: {exc.description}")
     return jsonify(stored=len(body.responses), new=new), 200
 
 
 @blueprint.post("/api/sessions/<token>/events")
 def post_events(token: str):
-    body: EventBatch = parse_body(EventBatch)
+    body: EventBatch = parse_body(EventBatch, beacon=True)
     with _db() as db, db.begin():
         session = _load(db, token)
+        _require_running(session)  # nothing is added to a session that has ended
+        stored = db.scalar(select(func.count()).select_from(SessionEvent).where(SessionEvent.session_id == session.id))
+        if stored + len(body.events) > _cfg().max_events_per_session:
+            abort(409, f"this session has stored {stored} events, the most it keeps is {_cfg().max_events_per_session}")
         db.add_all(
             SessionEvent(session_id=session.id, kind=e.kind, client_ms=e.client_ms, detail=e.detail)
             for e in body.events
@@ -595,6 +629,7 @@ def post_feedback(token: str):
     body: FeedbackBody = parse_body(FeedbackBody)
     with _db() as db, db.begin():
         session = _load(db, token)
+        _require_running(session)  # feedback comes before completion, as the page sends it
         session.feedback = body.text
     return jsonify(stored=True), 200
 

@@ -2,15 +2,33 @@
 
 from __future__ import annotations
 
-from typing import Literal
+import unicodedata
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 WorkerId = Field(None, min_length=1, max_length=200, pattern=r"^[A-Za-z0-9_.:\-]+$")
 
 
+def _printable(allowed: str):
+    """Text without NUL, control characters or lone surrogates (PostgreSQL refuses them; nobody types them)."""
+
+    def check(text: str) -> str:
+        for position, character in enumerate(text):
+            if character not in allowed and unicodedata.category(character) in ("Cc", "Cs"):
+                raise ValueError(f"control character U+{ord(character):04X} at position {position}")
+        return text
+
+    return AfterValidator(check)
+
+
+Text = Annotated[str, _printable("")]  # one line: ids, names, details
+Prose = Annotated[str, _printable("\n\r\t")]  # what a person types in a text box
+
+
 class _Body(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # strict: no bool as an int, no "500" as a number; finite floats only.
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
 
 
 class WindowInfo(_Body):
@@ -23,22 +41,22 @@ class PlatformParams(_Body):
     """What the landing page read from its URL."""
 
     platform: Literal["prolific", "mturk", "direct"] = "direct"
-    participant_id: str | None = WorkerId  # PROLIFIC_PID or workerId; generated for direct links
-    platform_study_id: str | None = Field(None, max_length=200)  # Prolific STUDY_ID
-    platform_session_id: str | None = Field(None, max_length=200)  # Prolific SESSION_ID
-    assignment_id: str | None = Field(None, max_length=200)
-    hit_id: str | None = Field(None, max_length=200)
-    turk_submit_to: str | None = Field(None, max_length=300)
+    participant_id: Text | None = WorkerId  # PROLIFIC_PID or workerId; generated for direct links
+    platform_study_id: Text | None = Field(None, max_length=200)  # Prolific STUDY_ID
+    platform_session_id: Text | None = Field(None, max_length=200)  # Prolific SESSION_ID
+    assignment_id: Text | None = Field(None, max_length=200)
+    hit_id: Text | None = Field(None, max_length=200)
+    turk_submit_to: Text | None = Field(None, max_length=300)
 
 
 class StartSession(PlatformParams):
-    consent_version: str = Field(min_length=1, max_length=64, description="hash of the consent text agreed to")
+    consent_version: Text = Field(min_length=1, max_length=64, description="hash of the consent text agreed to")
     window: WindowInfo | None = None
-    user_agent: str | None = Field(None, max_length=400)
+    user_agent: Text | None = Field(None, max_length=400)
 
 
 class Decline(PlatformParams):
-    consent_version: str = Field(min_length=1, max_length=64)
+    consent_version: Text = Field(min_length=1, max_length=64, description="must be the page's current version")
 
 
 class PhaseBody(_Body):
@@ -62,7 +80,7 @@ class EventBody(_Body):
         "focus", "blur", "fullscreen_enter", "fullscreen_exit", "resize", "visibility_hidden", "visibility_visible"
     ]
     client_ms: float = Field(ge=0)
-    detail: str | None = Field(None, max_length=300)
+    detail: Text | None = Field(None, max_length=300)
 
 
 class EventBatch(_Body):
@@ -70,7 +88,7 @@ class EventBatch(_Body):
 
 
 class FeedbackBody(_Body):
-    text: str = Field(max_length=5000)
+    text: Prose = Field(max_length=5000)
 
 
 # --- responses (documented in the OpenAPI document; the server builds them as dicts) ---

@@ -310,7 +310,7 @@ def test_events_feedback_and_beacon_batches(app, client, bundle):
 @pytest.mark.parametrize(
     "body, fragment",
     [
-        (None, "JSON object"),
+        (None, "not JSON"),
         ({"trial_index": 0, "chosen_query": 2, "confidence": 1, "rt_ms": 1}, "chosen_query"),
         ({"trial_index": -1, "chosen_query": 0, "confidence": 1, "rt_ms": 1}, "trial_index"),
         ({"trial_index": 0, "chosen_query": 0, "confidence": 4, "rt_ms": 1}, "confidence"),
@@ -411,8 +411,15 @@ def test_feedback_setting_and_consent_text_override(tmp_path, tiny_bundle_dir, b
     assert "Custom consent." in loud.get("/").get_data(as_text=True)
     assert page_settings(loud)["consentVersion"] != page_settings(quiet)["consentVersion"]
     assert "consent" in start(loud, expect=409, consent_version=page_settings(quiet)["consentVersion"])["detail"]
+    # With feedback, direct-link sessions could learn every answer and pass them on: refused unless allowed.
+    assert "direct links are turned off" in start(loud, expect=403)["detail"]
+    allowed = make_app(tiny_bundle_dir, tmp_path / "d.db", feedback=True, allow_direct_links=True).test_client()
+    start(allowed)
+    closed = make_app(tiny_bundle_dir, tmp_path / "c.db", allow_direct_links=False).test_client()
+    assert start(closed, expect=403)
+    prolific = {"platform": "prolific", "participant_id": "f00d" * 6}
     for client, says in ((quiet, False), (loud, True)):
-        token = start(client)["token"]
+        token = start(client, **prolific)["token"]
         pass_practice(client, bundle, token)
         reply = client.post(f"/api/sessions/{token}/responses", json=answer_body(0)).get_json()
         assert ("correct" in reply) is says
