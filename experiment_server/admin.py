@@ -29,7 +29,7 @@ from flask import (
     url_for,
 )
 from flask_login import current_user, login_required, login_user, logout_user
-from sqlalchemy import select
+from sqlalchemy import delete, select
 from sqlalchemy.orm import Session, selectinload
 from werkzeug.security import check_password_hash, generate_password_hash
 
@@ -41,7 +41,7 @@ from experiment_server.context import cfg as _cfg
 from experiment_server.context import db as _db
 from experiment_server.context import paradigm as _paradigm
 from experiment_server.context import reservation_lapsed
-from experiment_server.db import Admin, ParticipantSession, utcnow
+from experiment_server.db import Admin, ParticipantSession, WorkerGroupMember, utcnow
 from experiment_server.export import csv_chunks, jsonl_chunks, response_rows, spreadsheet_safe
 from experiment_server.platforms import PLATFORMS
 
@@ -250,6 +250,36 @@ def toggle_exclusion(session_id: int):
         session.excluded_by_experimenter = request.form.get("exclude") == "1"
         reason = " ".join(request.form.get("reason", "").split())[:500]  # one line, as exported
         session.exclusion_reason = (reason or None) if session.excluded_by_experimenter else None
+    return redirect(url_for("admin.dashboard") + "#participants")
+
+
+RESET_MARK = "~reset"  # platform ids never contain "~", so a reset session's id cannot be anyone's
+
+
+@blueprint.post("/participants/<int:session_id>/reset")
+@login_required
+def reset_participant(session_id: int):
+    """A participant who lost their browser may start again: the unfinished session keeps its responses
+    (nothing stored is lost) under the id ``<id>~reset<session>``, ends as expired and frees its task."""
+    with _db() as db, db.begin():
+        session = db.get(ParticipantSession, session_id)
+        if session is None or session.study_id != _bundle().manifest.study_id:
+            abort(404)
+        if session.status not in ("active", "expired") or RESET_MARK in session.participant_id:
+            flash(f"Session {session_id} is {session.status}; only unfinished sessions can be reset.")
+            return redirect(url_for("admin.dashboard") + "#participants")
+        original = session.participant_id
+        session.participant_id = f"{original}{RESET_MARK}{session.id}"
+        session.status, session.reserved_until = "expired", utcnow()
+        if _cfg().study_group:
+            db.execute(
+                delete(WorkerGroupMember).where(
+                    WorkerGroupMember.study_group == _cfg().study_group,
+                    WorkerGroupMember.participant_id == original,
+                    WorkerGroupMember.study_id == session.study_id,
+                )
+            )
+    flash(f"Reset {original}: they can start again from their study link.")
     return redirect(url_for("admin.dashboard") + "#participants")
 
 

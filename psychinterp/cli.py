@@ -167,10 +167,12 @@ def serve(
     """
     from experiment_server import create_app
     from experiment_server.config import load_server_config
-    from psychinterp.serving import create_server
+    from psychinterp.serving import PUBLIC_WARNING, create_server, is_loopback
 
     application = create_app(load_server_config(config, bundle_dir=bundle, database_url=db))
     server = create_server(application, host, port, threads=threads, connection_limit=connection_limit)
+    if not is_loopback(host):
+        typer.echo(PUBLIC_WARNING.format(host=host), err=True)
     typer.echo(f"participant URL: http://{host}:{port}/")
     typer.echo(f"admin URL: http://{host}:{port}/admin/ (add a login with `psychinterp admin set-password`)")
     server.run()

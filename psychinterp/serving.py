@@ -6,9 +6,29 @@ import threading
 
 from contracts.errors import PsychinterpError
 
+PUBLIC_WARNING = (
+    "warning: serving on {host}, which other machines can reach. A public study belongs behind the reverse "
+    "proxy of docs/deploy.md (TLS, HSTS, connection limits per client); waitress alone cannot fend off "
+    "thousands of trickling connections."
+)
+
+
+def is_loopback(host: str) -> bool:
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
 
 def create_server(app, host: str, port: int, threads: int = 16, connection_limit: int = 1000):
-    """A bound waitress server (not yet running); a busy port is a clear error. ``port=0`` takes a free one."""
+    """A bound waitress server (not yet running); a busy port is a clear error. ``port=0`` takes a free one.
+
+    Waitress refuses request bodies over the app's MAX_CONTENT_LENGTH itself, before Flask reads them.
+    """
     import waitress
 
     try:
@@ -20,6 +40,8 @@ def create_server(app, host: str, port: int, threads: int = 16, connection_limit
             connection_limit=connection_limit,
             backlog=2048,
             ident="psychinterp",
+            max_request_body_size=app.config.get("MAX_CONTENT_LENGTH") or 1_073_741_824,
+            channel_timeout=60,
         )
     except OSError as exc:
         raise PsychinterpError(

@@ -8,6 +8,7 @@ import json
 import re
 
 import pytest
+from sqlalchemy import func, select
 
 from contracts.bundle import load_bundle
 from psychinterp.scripted import run_session
@@ -258,3 +259,32 @@ def test_csv_exports_quote_text_a_spreadsheet_would_run_as_a_formula(admin_app, 
         "ok",
         -1.5,
     ]
+
+
+def test_a_participant_who_lost_their_browser_is_reset_and_starts_again(admin_app, tiny_bundle_dir):
+    from experiment_server.db import ParticipantSession, Response
+
+    participant = admin_app.test_client()
+    pid = {"platform": "prolific", "participant_id": "12ab" * 6}
+    token = start(participant, **pid)["token"]
+    participant.post(
+        f"/api/sessions/{token}/practice/1/responses",
+        json={"trial_index": 0, "chosen_query": 0, "confidence": 2, "rt_ms": 900.0},
+    )
+    assert start(participant, expect=409, **pid)  # a new browser: the id already has a session
+
+    client = login(admin_app.test_client())
+    people = {p["participant_id"]: p for p in client.get("/api/admin/participants").get_json()["participants"]}
+    reset = f"/admin/participants/{people['12ab' * 6]['id']}/reset"
+    assert client.post(reset).status_code == 400  # CSRF
+    assert client.post(reset, data={"csrf_token": csrf_token(client, "/admin/")}).status_code == 302
+    again = start(participant, **pid)
+    assert again["status"] == "active" and again["token"] != token
+    with admin_app.extensions["psychinterp_db"]() as db:
+        old = db.scalar(select(ParticipantSession).where(ParticipantSession.token == token))
+        assert (old.participant_id, old.status) == (f"{'12ab' * 6}~reset{old.id}", "expired")
+        assert db.scalar(select(func.count()).select_from(Response).where(Response.session_id == old.id)) == 1
+    # A finished session is never reset.
+    client.post(reset, data={"csrf_token": csrf_token(client, "/admin/")})
+    with admin_app.extensions["psychinterp_db"]() as db:
+        assert db.scalar(select(func.count()).select_from(ParticipantSession)) == 2

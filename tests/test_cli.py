@@ -136,6 +136,9 @@ def test_serve_with_a_config_file_admin_login_and_db_upgrade(tmp_path, tiny_bund
         done = run_session(client, lambda trial: (0, 2), platform={"platform": "prolific", "participant_id": "e" * 24})
         assert done["completion_code"] in ("DONE42", "FAIL42")
         assert client.get("/admin/").status_code == 302
+        # waitress itself refuses a body over the app's limit
+        huge = client.post("/api/sessions", content=b" " * 300_000, headers={"Content-Type": "application/json"})
+        assert huge.status_code == 413
     finally:
         server.terminate()
         server.wait(timeout=10)
@@ -145,6 +148,19 @@ def test_serve_with_a_config_file_admin_login_and_db_upgrade(tmp_path, tiny_bund
     result = subprocess.run([*command, "--config", str(bad)], capture_output=True, text=True, timeout=60)
     assert result.returncode == 2 and result.stderr.startswith(f"error: {bad}: ")
     assert "reservation_minutes" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_serve_warns_when_other_machines_can_reach_it():
+    from psychinterp.serving import is_loopback
+
+    assert [is_loopback(h) for h in ("127.0.0.1", "localhost", "::1", "0.0.0.0", "192.168.1.5", "study.org")] == [
+        True,
+        True,
+        True,
+        False,
+        False,
+        False,
+    ]
 
 
 def test_simulate_refuses_an_impossible_option_pair_before_running_anything(tiny_bundle_dir, tmp_path):
