@@ -132,6 +132,14 @@ class StudyConfig(Strict):
             raise ValueError(f"unit_sampling.shared_units: {unknown} not in models")
         if self.tasks.catch_trials_per_task and self.units_per_model < 2:
             raise ValueError("catch trials need at least 2 units per model")
+        if self.tasks.practice_trials and self.tasks.repetitions >= self.exemplars.batches:
+            # Practice shows each practice unit's last batch; a unit's k-th main appearance shows batch
+            # k mod batches, so with this many repetitions a main trial would repeat a practice trial.
+            raise ValueError(
+                f"tasks.repetitions ({self.tasks.repetitions}) must be below exemplars.batches "
+                f"({self.exemplars.batches}) when there are practice trials: the last batch is kept for practice, "
+                "and a main trial would otherwise show a practice trial's images again"
+            )
         return self
 
 

@@ -89,3 +89,33 @@ def test_bad_study_config_names_the_field(tmp_path):
         load_study_config(study)
     for field in ("models:", "units_per_model:", "dataset:", "tasks.repetitions:"):
         assert field in str(err.value)
+
+
+def test_a_main_trial_never_repeats_a_practice_trial(tmp_path):
+    """The audit: with repetitions >= exemplars.batches, a main trial repeated a practice trial's query pair."""
+    from stimuli.tasks import plan_study
+
+    base = {"study_id": "s", "models": ["m"], "units_per_model": 4, "dataset": {"path": "d"}}
+    study = tmp_path / "study.yaml"
+    study.write_text(yaml.safe_dump({**base, "exemplars": {"batches": 3}, "tasks": {"repetitions": 3}}))
+    with pytest.raises(ConfigError, match=r"tasks.repetitions \(3\) must be below exemplars.batches \(3\)"):
+        load_study_config(study)
+    study.write_text(
+        yaml.safe_dump({**base, "exemplars": {"batches": 3}, "tasks": {"repetitions": 3, "practice_trials": 0}})
+    )
+    load_study_config(study)  # without practice nothing can repeat it
+
+    units = {"m": ["u0", "u1", "u2", "u3"]}
+    for repetitions in (1, 2):
+        plan = plan_study(
+            units,
+            ["natural"],
+            repetitions=repetitions,
+            trials_per_task=2,
+            catch_trials_per_task=0,
+            batches=3,
+            practice_units=["u0", "u1"],
+        )
+        main = {(t.unit_id, t.batch) for task in plan.tasks for t in task.trials}
+        practice = {(t.unit_id, t.batch) for trials in plan.practice.values() for t in trials}
+        assert main and practice and not main & practice
