@@ -279,7 +279,8 @@ def main() -> int:
         se = np.sqrt(0.25 / n)
         worst = max(worst, abs(accuracy - 0.5) / se)
         print(
-            f"{kind}: accuracy {accuracy:.3f} over {n} trials; chance 0.5 +- 2 SE = [{0.5 - 2 * se:.3f}, {0.5 + 2 * se:.3f}]"
+            f"{kind}: accuracy {accuracy:.3f} over {n} trials; "
+            f"chance 0.5 +- 2 SE = [{0.5 - 2 * se:.3f}, {0.5 + 2 * se:.3f}]"
         )
     paid = set(codes) & {"PASS0001"}
     print(f"completion codes: {sorted(set(codes))}; pass code given: {bool(paid)}")
