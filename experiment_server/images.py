@@ -136,8 +136,16 @@ class TrialImages:
         size = max(len(v) for v in encoded.values()) + 12
         return {slot: padded(data, size) for slot, data in encoded.items()}
 
+    def _folder(self, trial: Trial) -> Path:
+        # Named by the trial and every image it shows: a rebuilt bundle with the same trial ids never
+        # meets a stale cache.
+        return (
+            self.cache_dir
+            / self._mac("folder", trial.trial_id, *(slot_image(trial, s) for s in slots(trial))).hex()[:32]
+        )
+
     def _from_disk(self, trial: Trial) -> dict[str, bytes] | None:
-        folder = self.cache_dir / self._mac("folder", trial.trial_id).hex()[:32]
+        folder = self._folder(trial)
         names = slots(trial)
         try:
             return {slot: (folder / f"{slot}.png").read_bytes() for slot in names}
@@ -145,7 +153,7 @@ class TrialImages:
             return None
 
     def _to_disk(self, trial: Trial, images: dict[str, bytes]) -> None:
-        folder = self.cache_dir / self._mac("folder", trial.trial_id).hex()[:32]
+        folder = self._folder(trial)
         folder.mkdir(parents=True, exist_ok=True)
         for slot, data in images.items():
             tmp = folder / f".{slot}.{os.getpid()}.{threading.get_ident()}.tmp"

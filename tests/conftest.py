@@ -17,7 +17,14 @@ TINY_MODEL = {
 }
 
 
-def write_tiny_study(root: Path, conditions=("natural", "synthetic"), units: int = 2) -> Path:
+def write_tiny_study(
+    root: Path,
+    conditions=("natural", "synthetic"),
+    units: int = 2,
+    batches: int = 2,
+    images_per_class: int = 12,
+    practice_trials: int = 1,
+) -> Path:
     """Dataset, random weights saved to a file, models file and study config under ``root``."""
     import torch
 
@@ -25,7 +32,7 @@ def write_tiny_study(root: Path, conditions=("natural", "synthetic"), units: int
     from stimuli.registry import build_architecture
     from stimuli.specs import ModelSpec
 
-    write_demo_dataset(root / "images", images_per_class=8)
+    write_demo_dataset(root / "images", images_per_class=images_per_class)
     torch.manual_seed(0)
     weights = root / "tiny.pt"
     torch.save(build_architecture(ModelSpec.model_validate(TINY_MODEL)).state_dict(), weights)
@@ -36,7 +43,7 @@ def write_tiny_study(root: Path, conditions=("natural", "synthetic"), units: int
         "models": ["tiny_resnet18"],
         "units_per_model": units,
         "dataset": {"path": "images", "batch_size": 16},
-        "exemplars": {"batches": 1, "references": 9},
+        "exemplars": {"batches": batches, "references": 9},  # the last batch is practice's alone
         "feature_visualization": {
             "max_steps": 4,
             "min_steps": 2,
@@ -47,7 +54,7 @@ def write_tiny_study(root: Path, conditions=("natural", "synthetic"), units: int
             "refine_candidates": 1,
         },
         "conditions": list(conditions),
-        "tasks": {"trials_per_task": 2, "catch_trials_per_task": 1, "practice_trials": 1},
+        "tasks": {"trials_per_task": 2, "catch_trials_per_task": 1, "practice_trials": practice_trials},
         "seed": 1,
     }
     path = root / "study.yaml"

@@ -17,12 +17,12 @@ from contracts.bundle import load_bundle
 from experiment_server import create_app
 from experiment_server.db import ParticipantSession
 from experiment_server.export import export_csv
-from tests.server_helpers import correct_choice
+from tests.server_helpers import SCRIPTED_CRITERIA, correct_choice
 from tests.test_imi_import import REFERENCE, RELEASED, needs_reference
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update"]
-PROLIFIC = "?PROLIFIC_PID=pp1&STUDY_ID=st&SESSION_ID=se"
+PROLIFIC = "?PROLIFIC_PID=" + "a1" * 12 + "&STUDY_ID=" + "5" * 24 + "&SESSION_ID=" + "e" * 24
 
 pytestmark = [
     pytest.mark.browser,
@@ -37,6 +37,7 @@ def serving(bundle_dir: Path, database: Path):
             "bundle_dir": bundle_dir,
             "database_url": f"sqlite:///{database}",
             "prolific": {"completion_code": "GOOD123", "failed_code": "BAD456"},
+            "criteria": SCRIPTED_CRITERIA,  # the browser is driven faster than the minimum times allow
         }
     )
     server = make_server("127.0.0.1", 0, app, threaded=True)
@@ -72,6 +73,17 @@ def page(browser):
     # Prolific is not reachable from the tests: answer its completion URL locally.
     page.route("https://app.prolific.com/**", lambda route: route.fulfill(body="prolific", content_type="text/plain"))
     return page
+
+
+def _wait_until(page, expression: str, seconds: float = 30.0) -> None:
+    """Poll an expression from here: Playwright's wait_for_function evaluates strings with eval, which the
+    page's Content-Security-Policy (rightly) forbids."""
+    import time
+
+    deadline = time.monotonic() + seconds
+    while not page.evaluate(expression):
+        assert time.monotonic() < deadline, f"timed out waiting for {expression}"
+        time.sleep(0.05)
 
 
 def _shown_trial(page) -> dict:
@@ -110,6 +122,8 @@ def _through_practice(page, bundle):
 def test_a_full_session_in_the_browser(live_server, page, tmp_path):
     app, url = live_server
     bundle = load_bundle(app.config["PSYCHINTERP"].bundle_dir)
+    console: list[str] = []
+    page.on("console", lambda message: console.append(message.text))
     page.goto(url + "/" + PROLIFIC)
     _through_practice(page, bundle)
     n_trials = int(page.text_content("#trial-label").split(" of ")[-1]) if page.is_visible("#trial") else None
@@ -124,14 +138,16 @@ def test_a_full_session_in_the_browser(live_server, page, tmp_path):
         assert "GOOD123" not in page.content()
         chosen, confidence = _answer(page, bundle, key=index % 2 == 0)
         planned.append((index, chosen, confidence))
-        page.wait_for_function(
+        _wait_until(
+            page,
             f"!document.getElementById('trial-label').textContent.startsWith('{label}')"
-            " || !document.getElementById('feedback').hidden"
+            " || !document.getElementById('feedback').hidden",
         )
     page.fill("#feedback-text", "clear instructions")
     page.click("#feedback-send")
     page.wait_for_selector("#done:not([hidden])")
     assert page.text_content("#completion-code") == "GOOD123"
+    assert not [m for m in console if "Content Security Policy" in m]  # the page runs under its own CSP
     page.wait_for_url("https://app.prolific.com/submissions/complete?cc=GOOD123", timeout=10_000)
     if os.environ.get("PSYCHINTERP_SCREENSHOTS"):
         page.screenshot(path=os.path.join(os.environ["PSYCHINTERP_SCREENSHOTS"], "done.png"))
@@ -153,7 +169,7 @@ def test_reload_mid_session_resumes_at_the_right_trial(live_server, page):
     page.goto(url + "/" + PROLIFIC)
     _through_practice(page, bundle)
     _answer(page, bundle)
-    page.wait_for_function("document.getElementById('trial-label').textContent.startsWith('Trial 2')")
+    _wait_until(page, "document.getElementById('trial-label').textContent.startsWith('Trial 2')")
     page.reload()
     page.wait_for_selector("#trial:not([hidden])")
     assert page.text_content("#trial-label").startswith("Trial 2 of")
@@ -186,9 +202,10 @@ def _main_trials(page, bundle) -> list[tuple[int, int, int]]:
         index = int(label.split()[1]) - 1
         chosen, confidence = _answer(page, bundle, key=index % 2 == 0)
         answered.append((index, chosen, confidence))
-        page.wait_for_function(
+        _wait_until(
+            page,
             f"!document.getElementById('trial-label').textContent.startsWith('{label}')"
-            " || !document.getElementById('feedback').hidden"
+            " || !document.getElementById('feedback').hidden",
         )
 
 

@@ -46,7 +46,7 @@ def test_build_gives_a_valid_bundle_for_registry_architectures(tmp_path):
             "refine_candidates": 0,
             "units_per_batch": 3,
         },
-        "tasks": {"trials_per_task": 3, "catch_trials_per_task": 1, "practice_trials": 1},
+        "tasks": {"trials_per_task": 3, "catch_trials_per_task": 1, "practice_trials": 0},
     }
     (tmp_path / "study.yaml").write_text(yaml.safe_dump(study))
     out = tmp_path / "bundle"

@@ -89,8 +89,11 @@ def test_simulate_fills_a_running_server_over_http(tiny_bundle_dir, tmp_path):
     from experiment_server import create_app
     from experiment_server.db import ParticipantSession, Response
     from psychinterp.cli import app
+    from tests.server_helpers import SCRIPTED_CRITERIA
 
-    server_app = create_app({"bundle_dir": tiny_bundle_dir, "database_url": f"sqlite:///{tmp_path / 'live.db'}"})
+    # Machine observers answer at once: a server with minimum times fails them all (as it should).
+    config = {"bundle_dir": tiny_bundle_dir, "database_url": f"sqlite:///{tmp_path / 'live.db'}"}
+    server_app = create_app({**config, "criteria": SCRIPTED_CRITERIA})
     server = make_server("127.0.0.1", 0, server_app, threaded=True)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()

@@ -12,7 +12,15 @@ from sqlalchemy.exc import OperationalError
 
 from contracts.bundle import load_bundle
 from psychinterp.scripted import run_session
-from tests.server_helpers import answer_body, correct_choice, free_port, pass_practice, start, wait_until_serving
+from tests.server_helpers import (
+    SCRIPTED_CRITERIA,
+    answer_body,
+    correct_choice,
+    free_port,
+    pass_practice,
+    start,
+    wait_until_serving,
+)
 
 URL = os.environ.get("PSYCHINTERP_TEST_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 
@@ -58,7 +66,9 @@ def test_sessions_assignment_duplicates_and_export_on_postgres(pg_url, tiny_bund
     from experiment_server.export import export_csv
 
     bundle = load_bundle(tiny_bundle_dir)
-    app = create_app({"bundle_dir": tiny_bundle_dir, "database_url": pg_url, "study_group": "g"})
+    app = create_app(
+        {"bundle_dir": tiny_bundle_dir, "database_url": pg_url, "study_group": "g", "criteria": SCRIPTED_CRITERIA}
+    )
     n_tasks = len(bundle.manifest.tasks)
     barrier = threading.Barrier(2 * n_tasks)
 
@@ -106,7 +116,11 @@ def test_gunicorn_workers_on_postgres_as_docs_deploy_md_describes(pg_url, tiny_b
     bin_dir = Path(sys.executable).parent
     subprocess.run([str(bin_dir / "psychinterp"), "db", "upgrade", "--db", pg_url], check=True, capture_output=True)
     port = free_port()
-    env = {**os.environ, "PSYCHINTERP_BUNDLE": str(tiny_bundle_dir), "PSYCHINTERP_DATABASE_URL": pg_url}
+    import yaml
+
+    server_config = tmp_path / "server.yaml"  # scripted participants are fast: no minimum times
+    server_config.write_text(yaml.safe_dump({"bundle_dir": str(tiny_bundle_dir), "criteria": SCRIPTED_CRITERIA}))
+    env = {**os.environ, "PSYCHINTERP_SERVER_CONFIG": str(server_config), "PSYCHINTERP_DATABASE_URL": pg_url}
     command = [str(bin_dir / "gunicorn"), "--workers", "2", "--threads", "4", "--bind", f"127.0.0.1:{port}"]
     server = subprocess.Popen([*command, "experiment_server.wsgi:app_from_env()"], env=env, stderr=subprocess.DEVNULL)
     try:
@@ -123,3 +137,23 @@ def test_gunicorn_workers_on_postgres_as_docs_deploy_md_describes(pg_url, tiny_b
     finally:
         server.terminate()
         server.wait(timeout=20)
+
+
+def test_nul_and_control_characters_are_a_400_on_postgres_not_a_500(pg_url, tiny_bundle_dir):
+    """PostgreSQL cannot store U+0000 in text: the audit's page stopped on a 500 before completion."""
+    from experiment_server import create_app
+
+    app = create_app({"bundle_dir": tiny_bundle_dir, "database_url": pg_url})
+    client = app.test_client()
+    assert start(client, expect=400, user_agent="Mozilla\u0000")["detail"].startswith("user_agent:")
+    prolific = {"platform": "prolific", "participant_id": "ab\u0000" + "c" * 21}
+    assert start(client, expect=400, **prolific)["detail"].startswith("participant_id:")
+    token = start(client)["token"]
+    for path, body in (
+        ("feedback", {"text": "nice\u0000study"}),
+        ("events", {"events": [{"kind": "blur", "client_ms": 1, "detail": "\u0000"}]}),
+    ):
+        response = client.post(f"/api/sessions/{token}/{path}", json=body)
+        assert response.status_code == 400, response.get_json()
+    assert client.post(f"/api/sessions/{token}/feedback", json={"text": "fine\nthanks"}).status_code == 200
+    app.extensions["psychinterp_db"].kw["bind"].dispose()

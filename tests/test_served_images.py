@@ -48,3 +48,31 @@ def test_slot_names_resolve_only_to_slots_the_trial_has():
     assert slots(trial) == ["max0", "max1", "min0", "min1", "q0", "q1"]
     assert [slot_image(trial, s) for s in slots(trial)] == ["c", "f", "a", "b", "d", "e"]
     assert [slot_image(trial, s) for s in ["max2", "q2", "q", "q01", "x0", "-1", "q-1"]] == [None] * 7
+
+
+def test_a_rebuilt_bundle_with_the_same_trial_ids_never_gets_stale_cached_images(tmp_path):
+    """The disk cache is keyed by the trial's images as well as its id."""
+    from contracts.bundle import References, Trial
+    from experiment_server.images import TrialImages
+
+    class Bundle:  # the two things TrialImages reads
+        def __init__(self, root):
+            self.root = root
+            self.manifest = type("M", (), {"study_id": "s"})()
+
+        def image_path(self, sha):
+            return self.root / f"{sha}.png"
+
+    def trial(shas):
+        refs = References(min=[shas[0]], max=[shas[1]])
+        return Trial(trial_id="t", unit_id="u", condition="natural", max_side="left", references=refs, queries=shas[2:])
+
+    from PIL import Image
+
+    for name, value in (("a", 10), ("b", 20), ("c", 30), ("d", 40), ("e", 50)):
+        Image.new("RGB", (4, 4), (value,) * 3).save(tmp_path / f"{name}.png")
+    images = TrialImages(Bundle(tmp_path), b"k", cache_dir=tmp_path / "cache")
+    first = decode(images.get(trial(["a", "b", "c", "d"]), "q0").data)
+    fresh = TrialImages(Bundle(tmp_path), b"k", cache_dir=tmp_path / "cache")  # another process, same cache
+    second = decode(fresh.get(trial(["a", "b", "e", "d"]), "q0").data)
+    assert first[0, 0, 0] == 30 and second[0, 0, 0] == 50

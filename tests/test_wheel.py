@@ -94,7 +94,7 @@ def test_build_serve_and_analyze_from_the_wheel(installed, tmp_path):
         "dataset": {"path": str(tmp_path / "images"), "batch_size": 16},
         "exemplars": {"batches": 1, "references": 9},
         "conditions": ["natural"],
-        "tasks": {"trials_per_task": 2, "catch_trials_per_task": 1, "practice_trials": 1},
+        "tasks": {"trials_per_task": 2, "catch_trials_per_task": 1, "practice_trials": 0},
         "seed": 0,
     }
     config = tmp_path / "study.yaml"
