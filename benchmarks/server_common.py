@@ -104,8 +104,20 @@ def _log(path: Path):
     return path.open("ab")
 
 
+def server_config(folder: Path, bundle: Path) -> Path:
+    """The documented deploy's settings: behind one proxy, whose X-Forwarded-For names each participant
+    (the benchmark's clients send one each), with every rate limit at its default."""
+    import yaml
+
+    path = folder / "server.yaml"
+    path.write_text(yaml.safe_dump({"bundle_dir": str(bundle), "trusted_proxies": 1}))
+    return path
+
+
 def start_sqlite_server(bundle: Path, db: Path, port: int) -> subprocess.Popen:
+    config = server_config(db.parent, bundle)
     command = [str(VENV_BIN / "psychinterp"), "serve", str(bundle), "--db", f"sqlite:///{db}", "--port", str(port)]
+    command += ["--config", str(config)]
     process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=_log(db.with_suffix(".log")))
     wait_for(f"http://127.0.0.1:{port}/")
     return process
@@ -124,7 +136,8 @@ def reset_postgres() -> str:
 
 def start_gunicorn(bundle: Path, database_url: str, port: int, workers: int = 3, threads: int = 8) -> subprocess.Popen:
     subprocess.run([str(VENV_BIN / "psychinterp"), "db", "upgrade", "--db", database_url], check=True, cwd=ROOT)
-    env = {**os.environ, "PSYCHINTERP_BUNDLE": str(bundle), "PSYCHINTERP_DATABASE_URL": database_url}
+    config = server_config(bundle.parent, bundle)
+    env = {**os.environ, "PSYCHINTERP_SERVER_CONFIG": str(config), "PSYCHINTERP_DATABASE_URL": database_url}
     command = [
         str(VENV_BIN / "gunicorn"),
         "--workers",
@@ -180,8 +193,11 @@ async def participant(
     """
     import aiohttp
 
+    # Each participant is its own client behind the proxy (the server trusts one X-Forwarded-For hop).
+    address = {"X-Forwarded-For": f"10.{rng.integers(256)}.{rng.integers(256)}.{rng.integers(1, 255)}"}
+
     async def call(method: str, path: str, body: dict | None = None) -> tuple[int, dict]:
-        async with http.request(method, base_url + path, json=body) as response:
+        async with http.request(method, base_url + path, json=body, headers=address) as response:
             return response.status, await response.json(content_type=None)
 
     await asyncio.sleep(start_delay)

@@ -19,6 +19,7 @@ import numpy as np
 import typer
 import yaml
 
+from psychinterp.scripted import SCRIPTED_CRITERIA, SCRIPTED_SERVER
 from stimuli.demo.family import DEFAULT_DATA, DEFAULT_RECIPE, FAMILY, FamilyData, TrainingRecipe, write_if_changed
 
 OBSERVERS = 72  # three per task
@@ -115,7 +116,7 @@ def _export_and_report(app, workdir: Path, scores: Path) -> None:
     n = export_csv(bundle, app.extensions["psychinterp_db"], responses)
     # Scripted participants answer in milliseconds and see only a few trials: the time and
     # query-row rules are off for them; the catch-trial and practice rules stay.
-    scripted = ExclusionCriteria(min_instruction_s=0, min_session_s=0, min_trial_s=0, min_choices_per_query_row=0)
+    scripted = ExclusionCriteria(**SCRIPTED_CRITERIA, min_choices_per_query_row=0)
     facts = {m.id: m.model_dump() for m in bundle.manifest.models}
     page = write_report(
         responses, workdir / "report", criteria=scripted, models=facts, machine_scores=scores, n_resamples=2_000
@@ -148,14 +149,15 @@ def run_demo(
     fingerprint = _fingerprint(study_path, models_file, *sorted((workdir / "weights").glob("*.pt")))
     if _stale(bundle_dir / ".built-from", fingerprint):
         _build_bundle(workdir, study_path, bundle_dir, fingerprint)
-    database_url = f"sqlite:///{workdir / 'demo.db'}"
+    # The demo's server is for its simulated participants (and a look around): no minimum times, no start limit.
+    config = {"bundle_dir": bundle_dir, "database_url": f"sqlite:///{workdir / 'demo.db'}", **SCRIPTED_SERVER}
     try:
-        app = create_app({"bundle_dir": bundle_dir, "database_url": database_url})
+        app = create_app(config)
     except LegacyDatabaseError:
         # A demo database from before migrations existed: its sample responses are made again.
         (workdir / "demo.db").unlink(missing_ok=True)
         (workdir / ".observers-done").unlink(missing_ok=True)
-        app = create_app({"bundle_dir": bundle_dir, "database_url": database_url})
+        app = create_app(config)
     password_file = workdir / "admin-password.txt"
     if not password_file.exists():
         password_file.write_text(secrets.token_urlsafe(12) + "\n")

@@ -157,8 +157,10 @@ def simulate_study(
         client = httpx.Client(base_url=server, timeout=30)
     else:
         from experiment_server import create_app
+        from psychinterp.scripted import SCRIPTED_SERVER
 
-        app = create_app({"bundle_dir": bundle, **({"database_url": db} if db else {})})
+        # An in-process server for these machine participants only: no minimum times, no start limit.
+        app = create_app({"bundle_dir": bundle, **({"database_url": db} if db else {}), **SCRIPTED_SERVER})
         client = app.test_client()
     images = http_images(client)
     rng = np.random.default_rng(seed)

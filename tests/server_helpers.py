@@ -11,13 +11,9 @@ from pathlib import Path
 from typing import Any
 
 from contracts.bundle import Bundle
-from psychinterp.scripted import page_settings
+from psychinterp.scripted import SCRIPTED_CRITERIA, page_settings
 
-__all__ = ["page_settings"]  # re-exported for the tests
-
-
-# The criteria for servers that scripted participants take part in: they are fast, so no minimum times.
-SCRIPTED_CRITERIA = {"min_instruction_s": 0, "min_session_s": 0, "min_trial_s": 0}
+__all__ = ["SCRIPTED_CRITERIA", "page_settings"]  # re-exported for the tests
 
 
 def free_port() -> int:
