@@ -24,6 +24,11 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+def _trusted_proxies(app) -> int:
+    config = app.config.get("PSYCHINTERP")
+    return config.trusted_proxies if config is not None else 0
+
+
 def create_server(app, host: str, port: int, threads: int = 16, connection_limit: int = 1000):
     """A bound waitress server (not yet running); a busy port is a clear error. ``port=0`` takes a free one.
 
@@ -41,6 +46,9 @@ def create_server(app, host: str, port: int, threads: int = 16, connection_limit
             backlog=2048,
             ident="psychinterp",
             max_request_body_size=app.config.get("MAX_CONTENT_LENGTH") or 1_073_741_824,
+            # waitress strips X-Forwarded-* from clients it does not trust; behind the documented proxy
+            # (trusted_proxies) they must reach the app, whose ProxyFix trusts exactly that many hops.
+            clear_untrusted_proxy_headers=not _trusted_proxies(app),
             channel_timeout=60,
         )
     except OSError as exc:

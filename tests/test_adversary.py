@@ -320,3 +320,26 @@ def test_admin_cookie_is_secure_behind_tls_and_the_signing_key_is_not_in_the_dat
         assert db.get(AppSetting, "secret_key") is None
     again = make(tiny_bundle_dir, tmp_path, name="b.db", secret_key_file=key_file)
     assert again.config["SECRET_KEY"] == app.config["SECRET_KEY"]  # every worker signs alike
+
+
+@pytest.mark.parametrize("proxies", [0, 1])
+def test_waitress_passes_the_proxy_s_client_address_on_only_when_told_to(tiny_bundle_dir, tmp_path, proxies):
+    """Behind the documented proxy every participant is a client of their own; without it, a forged
+    X-Forwarded-For buys a script no new address."""
+    import httpx
+
+    from psychinterp.serving import create_server, start_in_thread, stop
+
+    app = make(tiny_bundle_dir, tmp_path, trusted_proxies=proxies, rate_limits={"session_start": "2 per minute"})
+    server = create_server(app, "127.0.0.1", 0)
+    thread = start_in_thread(server)
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{server.effective_port}", timeout=10) as client:
+            body = {"platform": "direct", "consent_version": page_settings(client)["consentVersion"]}
+            codes = [
+                client.post("/api/sessions", json=body, headers={"X-Forwarded-For": f"192.0.2.{i}"}).status_code
+                for i in range(3)
+            ]
+    finally:
+        stop(server, thread)
+    assert codes == ([201, 201, 201] if proxies else [201, 201, 429])
