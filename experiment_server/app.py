@@ -139,7 +139,7 @@ def _security_headers(response):
     admin = request.path.startswith(("/admin", "/api/admin"))
     # Admin forms over https need a same-origin Referer for Flask-WTF's CSRF check; nothing else needs one.
     response.headers.setdefault("Referrer-Policy", "same-origin" if admin else "no-referrer")
-    ancestors = "'none'" if admin else " ".join(cfg.mturk.submit_hosts) or "'none'"
+    ancestors = "'none'" if admin else " ".join(cfg.mturk.frame_hosts) or "'none'"
     response.headers.setdefault(
         "Content-Security-Policy",
         f"default-src 'self'; img-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self' "

@@ -36,6 +36,10 @@ class MTurkConfig(Strict):
         ["https://www.mturk.com", "https://workersandbox.mturk.com"],
         description="turkSubmitTo must be one of these, so a crafted link cannot redirect answers elsewhere",
     )
+    frame_hosts: list[str] = Field(
+        ["https://worker.mturk.com", "https://workersandbox.mturk.com", "https://www.mturk.com"],
+        description="the pages that may show the study in a frame (MTurk's worker sites); no other site may",
+    )
 
 
 class BonusConfig(Strict):
