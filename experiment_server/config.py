@@ -104,8 +104,8 @@ class ServerConfig(Strict):
     bonus: BonusConfig = Field(BonusConfig(), description="bonuses on the payment lists")
     image_cache_dir: Path | None = Field(
         None,
-        description="where each trial's served (re-encoded, padded) images are kept; default: a folder in the "
-        "system's temporary directory. Workers of one study should share it",
+        description="where each trial's served (re-encoded, padded) images are kept; default: "
+        "~/.psychinterp/served-images. Workers of one study should share it",
     )
     rate_limits: RateLimits = Field(RateLimits(), description="limits on every kind of request that writes")
     trusted_proxies: int = Field(

@@ -22,7 +22,6 @@ import hmac
 import io
 import os
 import struct
-import tempfile
 import threading
 import zlib
 from dataclasses import dataclass
@@ -118,7 +117,8 @@ class TrialImages:
         self.bundle = bundle
         self.key = key
         tag = hmac.new(key, bundle.manifest.study_id.encode(), hashlib.sha256).hexdigest()[:16]
-        self.cache_dir = cache_dir or Path(tempfile.gettempdir()) / "psychinterp-served-images"
+        # Under the user's home, not a shared /tmp that another account could own and refill.
+        self.cache_dir = cache_dir or Path.home() / ".psychinterp" / "served-images"
         self.cache_dir = self.cache_dir / tag
         self._memory: dict[str, dict[str, bytes]] = {}
         self._memory_trials = memory_trials
