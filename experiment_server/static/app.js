@@ -453,7 +453,8 @@ async function finish() {
   show("feedback");
   await clickOnce("feedback-send");
   const text = $("feedback-text").value.trim();
-  if (text) await api("POST", `/api/sessions/${state.token}/feedback`, { text });
+  // Feedback is optional: a refusal of it (say, a control character pasted in) never blocks completion.
+  if (text) await api("POST", `/api/sessions/${state.token}/feedback`, { text }).catch(() => {});
   await complete();
 }
 
