@@ -39,6 +39,10 @@ from pathlib import Path
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import server_common as common  # noqa: E402
+
 SESSIONS = 10
 MAIN_PER_TASK = 20
 CATCH_PER_TASK = 20
@@ -46,64 +50,22 @@ PASSWORD = "benchmark admin password"
 CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
 
 
+def texture_or_flat(rng: np.random.Generator, strong: bool) -> np.ndarray:
+    """Max images: noise textures; min images: nearly flat (so their PNG sizes differ several-fold)."""
+    spread = 120 if strong else 4
+    return np.clip(rng.integers(0, 256, 3) + rng.normal(0, spread, size=(96, 96, 3)), 0, 255).astype(np.uint8)
+
+
 def build_bundle(out: Path) -> Path:
-    """Max images: noise textures; min images: nearly flat; catch queries are copies (the real builder)."""
-    from contracts.bundle import SCHEMA_VERSION, AnswerKey, BundleModel, Manifest, Unit, write_bundle, write_image_bytes
-    from contracts.units import ChannelSelector
-    from stimuli.images import png_bytes
-    from stimuli.tasks import BatchImages, QueryImage, UnitStimuli, assemble_tasks, plan_study
-
-    rng = np.random.default_rng(0)
-
-    def image(strong: bool) -> str:
-        base = rng.integers(0, 256, 3)
-        spread = 120 if strong else 4
-        pixels = np.clip(base + rng.normal(0, spread, size=(96, 96, 3)), 0, 255).astype(np.uint8)
-        return write_image_bytes(out, png_bytes(pixels))
-
-    n_units = MAIN_PER_TASK * SESSIONS  # one task per session, none repeated: every trial is a new draw
-    unit_ids = [f"bench__layer0__{u}" for u in range(n_units)]
-    stimuli = {}
-    for unit in unit_ids:
-        batches = {}
-        for b in range(2):
-            batches[b] = BatchImages(
-                natural_min=tuple(image(False) for _ in range(9)),
-                natural_max=tuple(image(True) for _ in range(9)),
-                natural_min_activations=tuple(range(9)),
-                natural_max_activations=tuple(range(10, 19)),
-                queries={
-                    "max": QueryImage(image(True), 20.0, 1, "max.png"),
-                    "min": QueryImage(image(False), -1.0, 1, "min.png"),
-                },
-            )
-        stimuli[unit] = UnitStimuli(unit, batches)
-    plan = plan_study(
-        {"bench": unit_ids},
-        ["natural"],
-        repetitions=1,
+    """The real task builder's bundle (catch queries are copies), one task per session, none repeated."""
+    return common.synthetic_bundle(
+        out,
+        n_units=MAIN_PER_TASK * SESSIONS,
         trials_per_task=MAIN_PER_TASK,
+        repetitions=1,
         catch_trials_per_task=CATCH_PER_TASK,
-        batches=2,
-        seed=0,
+        pixels=texture_or_flat,
     )
-    tasks, practice, answers = assemble_tasks(plan, stimuli)
-    manifest = Manifest(
-        schema_version=SCHEMA_VERSION,
-        study_id="adversary",
-        title="Adversary benchmark",
-        models=[BundleModel(id="bench", display_name="bench", source="torchvision")],
-        units=[
-            Unit(unit_id=u, model_id="bench", layer="layer0", selector=ChannelSelector(channel=i))
-            for i, u in enumerate(unit_ids)
-        ],
-        conditions=["natural"],
-        reference_images=[],
-        tasks=tasks,
-        practice_trials=practice,
-    )
-    write_bundle(out, manifest, AnswerKey(schema_version=SCHEMA_VERSION, study_id="adversary", answers=answers))
-    return out
 
 
 def image_data(png: bytes) -> bytes:

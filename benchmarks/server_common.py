@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,10 +21,22 @@ PG_ADMIN_URL = os.environ.get("PSYCHINTERP_BENCH_POSTGRES", "postgresql://postgr
 PG_BENCH_DB = "psychinterp_bench"
 
 
-def synthetic_bundle(out: Path, n_units: int = 40, trials_per_task: int = 40, repetitions: int = 10) -> Path:
-    """A bundle made by the real task builder from solid-colour images (no torch, no model)."""
+def solid_colour(rng: np.random.Generator, strong: bool) -> np.ndarray:
     from PIL import Image
 
+    return np.asarray(Image.new("RGB", (224, 224), tuple(int(v) for v in rng.integers(0, 256, 3))))
+
+
+def synthetic_bundle(
+    out: Path,
+    n_units: int = 40,
+    trials_per_task: int = 40,
+    repetitions: int = 10,
+    catch_trials_per_task: int = 5,
+    pixels: Callable[[np.random.Generator, bool], np.ndarray] = solid_colour,
+) -> Path:
+    """A bundle made by the real task builder (no torch, no model). ``pixels(rng, strong)`` draws each
+    image: ``strong`` for the max side's references and query. Default: solid colours."""
     from contracts.bundle import SCHEMA_VERSION, AnswerKey, BundleModel, Manifest, Unit, write_bundle, write_image_bytes
     from contracts.units import ChannelSelector
     from stimuli.images import png_bytes
@@ -31,9 +44,8 @@ def synthetic_bundle(out: Path, n_units: int = 40, trials_per_task: int = 40, re
 
     rng = np.random.default_rng(0)
 
-    def image() -> str:
-        pixels = np.asarray(Image.new("RGB", (224, 224), tuple(int(v) for v in rng.integers(0, 256, 3))))
-        return write_image_bytes(out, png_bytes(pixels))
+    def image(strong: bool = False) -> str:
+        return write_image_bytes(out, png_bytes(pixels(rng, strong)))
 
     unit_ids = [f"bench__layer{u % 4}__{u}" for u in range(n_units)]
     stimuli = {}
@@ -42,11 +54,11 @@ def synthetic_bundle(out: Path, n_units: int = 40, trials_per_task: int = 40, re
         for b in range(2):
             batches[b] = BatchImages(
                 natural_min=tuple(image() for _ in range(9)),
-                natural_max=tuple(image() for _ in range(9)),
+                natural_max=tuple(image(True) for _ in range(9)),
                 natural_min_activations=tuple(range(9)),
                 natural_max_activations=tuple(range(10, 19)),
                 queries={
-                    "max": QueryImage(image(), 20.0, 1, "max.png"),
+                    "max": QueryImage(image(True), 20.0, 1, "max.png"),
                     "min": QueryImage(image(), -1.0, 1, "min.png"),
                 },
             )
@@ -56,7 +68,7 @@ def synthetic_bundle(out: Path, n_units: int = 40, trials_per_task: int = 40, re
         ["natural"],
         repetitions=repetitions,
         trials_per_task=trials_per_task,
-        catch_trials_per_task=5,
+        catch_trials_per_task=catch_trials_per_task,
         batches=2,
         seed=0,
     )

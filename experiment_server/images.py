@@ -160,14 +160,27 @@ class TrialImages:
             tmp.write_bytes(data)
             os.replace(tmp, folder / f"{slot}.png")
 
-    def trial_images(self, trial: Trial) -> dict[str, bytes]:
+    def _served(self, trial: Trial, images: dict[str, bytes]) -> dict[str, ServedImage]:
+        """Each slot's bytes with its ETag, computed once per trial as it enters the memory cache."""
+        return {
+            slot: ServedImage(
+                data,
+                hmac.new(
+                    self.key, trial.trial_id.encode() + slot.encode() + hashlib.sha256(data).digest(), hashlib.sha256
+                ).hexdigest()[:32],
+            )
+            for slot, data in images.items()
+        }
+
+    def trial_images(self, trial: Trial) -> dict[str, ServedImage]:
         with self._lock:
             cached = self._memory.get(trial.trial_id)
         if cached is None:
-            cached = self._from_disk(trial)
-            if cached is None:
-                cached = self._encode_trial(trial)
-                self._to_disk(trial, cached)
+            images = self._from_disk(trial)
+            if images is None:
+                images = self._encode_trial(trial)
+                self._to_disk(trial, images)
+            cached = self._served(trial, images)
             with self._lock:
                 if len(self._memory) >= self._memory_trials:
                     self._memory.pop(next(iter(self._memory)))
@@ -177,10 +190,7 @@ class TrialImages:
     def get(self, trial: Trial, slot: str) -> ServedImage | None:
         if slot_image(trial, slot) is None:
             return None
-        data = self.trial_images(trial)[slot]
-        content = hashlib.sha256(data).digest()
-        etag = hmac.new(self.key, trial.trial_id.encode() + slot.encode() + content, hashlib.sha256).hexdigest()[:32]
-        return ServedImage(data, etag)
+        return self.trial_images(trial)[slot]
 
 
 def decode(data: bytes) -> np.ndarray:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import os
 import socket
 import time
 from collections.abc import Callable
@@ -14,6 +15,32 @@ from contracts.bundle import Bundle
 from psychinterp.scripted import SCRIPTED_CRITERIA, page_settings
 
 __all__ = ["SCRIPTED_CRITERIA", "page_settings"]  # re-exported for the tests
+
+
+POSTGRES_URL = os.environ.get("PSYCHINTERP_TEST_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+
+
+def wipe_postgres(engine) -> None:
+    from sqlalchemy import text
+
+    with engine.begin() as conn:
+        conn.execute(text("DROP SCHEMA public CASCADE; CREATE SCHEMA public"))
+
+
+def fresh_postgres(url: str = POSTGRES_URL):
+    """An engine on an emptied test database; skips where PostgreSQL cannot be reached, except in CI."""
+    import pytest
+    from sqlalchemy import create_engine
+    from sqlalchemy.exc import OperationalError
+
+    engine = create_engine(url)
+    try:
+        wipe_postgres(engine)
+    except OperationalError as exc:
+        if os.environ.get("CI"):
+            raise  # CI has PostgreSQL; failing to reach it is a failure, not a skip
+        pytest.skip(f"PostgreSQL is not reachable at {url}: {exc.orig}")
+    return engine
 
 
 def free_port() -> int:

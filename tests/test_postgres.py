@@ -7,44 +7,33 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from sqlalchemy import create_engine, select, text
-from sqlalchemy.exc import OperationalError
+from sqlalchemy import select
 
 from contracts.bundle import load_bundle
 from psychinterp.scripted import run_session
 from tests.server_helpers import (
+    POSTGRES_URL,
     SCRIPTED_CRITERIA,
     answer_body,
     correct_choice,
     free_port,
+    fresh_postgres,
     pass_practice,
     start,
     wait_until_serving,
+    wipe_postgres,
 )
 
-URL = os.environ.get("PSYCHINTERP_TEST_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+URL = POSTGRES_URL
 
 pytestmark = pytest.mark.postgres
 
 
 @pytest.fixture
 def pg_url():
-    engine = create_engine(URL)
-    try:
-        with engine.connect() as conn:
-            conn.execute(text("select 1"))
-    except OperationalError as exc:
-        if os.environ.get("CI"):
-            raise  # CI has PostgreSQL; failing to reach it is a failure, not a skip
-        pytest.skip(f"PostgreSQL is not reachable at {URL}: {exc.orig}")
-
-    def wipe():
-        with engine.begin() as conn:
-            conn.execute(text("DROP SCHEMA public CASCADE; CREATE SCHEMA public"))
-
-    wipe()
+    engine = fresh_postgres(URL)
     yield URL
-    wipe()
+    wipe_postgres(engine)
     engine.dispose()
 
 

@@ -6,7 +6,6 @@ content type. Bounded (a few dozen cases per operation), on SQLite and, where it
 
 from __future__ import annotations
 
-import os
 from collections import Counter
 
 import pytest
@@ -19,34 +18,20 @@ from schemathesis.checks import (
     status_code_conformance,
 )
 
-from tests.server_helpers import SCRIPTED_CRITERIA, start
+from tests.server_helpers import POSTGRES_URL, SCRIPTED_CRITERIA, fresh_postgres, start
 
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
-POSTGRES = os.environ.get("PSYCHINTERP_TEST_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
-
-
-def _postgres_or_skip() -> str:
-    from sqlalchemy import create_engine, text
-    from sqlalchemy.exc import OperationalError
-
-    engine = create_engine(POSTGRES)
-    try:
-        with engine.begin() as conn:
-            conn.execute(text("DROP SCHEMA public CASCADE; CREATE SCHEMA public"))
-    except OperationalError as exc:
-        if os.environ.get("CI"):
-            raise
-        pytest.skip(f"PostgreSQL is not reachable at {POSTGRES}: {exc.orig}")
-    finally:
-        engine.dispose()
-    return POSTGRES
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
 def served(request, tiny_bundle_dir, tmp_path):
     from experiment_server import create_app
 
-    url = f"sqlite:///{tmp_path / 'fuzz.db'}" if request.param == "sqlite" else _postgres_or_skip()
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'fuzz.db'}"
+    else:
+        fresh_postgres().dispose()
+        url = POSTGRES_URL
     app = create_app({"bundle_dir": tiny_bundle_dir, "database_url": url, "criteria": SCRIPTED_CRITERIA})
     token = start(app.test_client())["token"]  # a real session, so that generated bodies reach the handlers
     yield app, token
