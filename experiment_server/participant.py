@@ -240,6 +240,12 @@ def _state(db: Session, session: ParticipantSession) -> dict[str, Any]:
     }
 
 
+def _require_current_consent(version: str) -> None:
+    """Consent (or its refusal) counts only for the text this server shows now."""
+    if version != consent_version(consent_text()):
+        abort(409, "the consent text has changed since this page loaded; please reload the page")
+
+
 def direct_links_allowed(cfg) -> bool:
     """Direct links start sessions unless turned off, or unless feedback is on and they were not allowed."""
     return cfg.allow_direct_links if cfg.allow_direct_links is not None else not cfg.feedback
@@ -323,8 +329,7 @@ def start_session():
     cfg, manifest = _cfg(), _bundle().manifest
     if body.user_agent and MOBILE_AGENT.search(body.user_agent):
         abort(403, "this study needs a desktop or laptop computer; phones and tablets are not supported")
-    if body.consent_version != consent_version(consent_text()):
-        abort(409, "the consent text has changed since this page loaded; please reload the page")
+    _require_current_consent(body.consent_version)
     participant_id = _platform_identity(body)
     now = utcnow()
     with _db() as db:
@@ -365,8 +370,7 @@ def start_session():
 @blueprint.post("/api/declines")
 def decline():
     body: Decline = parse_body(Decline)
-    if body.consent_version != consent_version(consent_text()):
-        abort(409, "the consent text has changed since this page loaded; please reload the page")
+    _require_current_consent(body.consent_version)
     declined = ParticipantSession(
         **_platform_columns(body, _platform_identity(body)), status="declined", consent_version=body.consent_version
     )
