@@ -21,6 +21,7 @@ import pandas as pd
 
 from analysis.formats import FORMATS, LoadOptions, TableFormat
 from analysis.tables import ResponseTableError, convert_columns, read_csv_text
+from contracts.units import CHANNEL_KIND
 
 __all__ = [
     "FORMATS",
@@ -68,6 +69,8 @@ def load_table(path: str | Path, format: str | None = None, model_id: str = "goo
     for column in checked.columns:  # extra columns are kept, under their own names
         if column not in tidy:
             tidy[column] = checked[column]
+    if fmt.kind == "responses" and "unit_kind" not in tidy:  # published studies and older exports: channels
+        tidy["unit_kind"] = CHANNEL_KIND
     tidy.attrs = {"format": fmt.name, "kind": fmt.kind, "source": str(path)}
     return tidy
 

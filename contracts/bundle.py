@@ -5,6 +5,7 @@ See docs/bundle.md. A bundle is a directory::
     manifest.json     what the server may show (no answers)
     answer_key.json   which query is correct, per trial; never sent to browsers
     images/<sha256>.png
+    dictionaries/<model>__<layer>__<name>.safetensors   vectors of direction and latent units, if any
 
 Schema version 2 names the bundle's paradigm and gives each unit a selector (version 1 had a
 loose ``channel``); version-1 bundles are upgraded when they are read (:func:`upgrade`).
@@ -25,12 +26,13 @@ from contracts.config import Strict
 from contracts.errors import PsychinterpError, format_validation_error
 from contracts.files import atomic_text_file
 from contracts.paradigms import PARADIGMS
-from contracts.units import UnitSelector
+from contracts.units import CHANNEL_KIND, DICTIONARY_NAME, UnitSelector
 
 SCHEMA_VERSION = 2
 MANIFEST = "manifest.json"
 ANSWER_KEY = "answer_key.json"
 IMAGES = "images"
+DICTIONARIES = "dictionaries"
 _HASH = r"^[0-9a-f]{64}$"
 
 Condition = Literal["natural", "synthetic", "none"]
@@ -57,6 +59,36 @@ class Unit(Strict):
     selector: UnitSelector | None = Field(None, description="which unit of the layer; null when unknown")
     layer_index: int | None = Field(None, ge=0)
     n_layers: int | None = Field(None, gt=0)
+
+    @property
+    def unit_kind(self) -> str:
+        """``channel``, or the name of the unit's dictionary."""
+        return self.selector.unit_kind if self.selector is not None else CHANNEL_KIND
+
+
+DictionaryMethod = Literal["file", "kmeans", "nmf", "pca", "sae"]
+
+
+class Dictionary(Strict):
+    """A set of directions (or encoder latents) in one layer's channel space, and where it came from.
+
+    Its vectors are ``file`` in the bundle, a safetensors file with ``weights`` (size x channels,
+    float32) and, for latents, ``bias`` (size); a unit's activation is defined by its selector
+    (contracts.units).
+    """
+
+    name: str = Field(pattern=DICTIONARY_NAME)
+    model_id: str
+    layer: str
+    method: DictionaryMethod
+    form: Literal["direction", "latent"] = Field(description="linear directions, or encoder latents with a ReLU")
+    size: int = Field(gt=0, description="rows of the dictionary")
+    channels: int = Field(gt=0)
+    file: str = Field(description="bundle-relative path of the .safetensors file")
+    sha256: str = Field(pattern=_HASH, description="of the file's bytes")
+    source: str = Field(description="the user's file, or what was computed from which sample")
+    live: list[int] = Field(description="rows whose activation varies on the sample; units are drawn from these")
+    fit: dict[str, float] = Field({}, description="e.g. reconstruction_error (fraction of variance), mean_l0")
 
 
 class ReferenceImage(Strict):
@@ -122,6 +154,13 @@ class Manifest(Strict):
     reference_images: list[ReferenceImage] = []
     tasks: list[Task] = Field(min_length=1)
     practice_trials: list[Trial] = []
+    dictionaries: list[Dictionary] = []
+
+    def dictionary(self, model_id: str, layer: str, name: str) -> Dictionary | None:
+        return next(
+            (d for d in self.dictionaries if (d.model_id, d.layer, d.name) == (model_id, layer, name)),
+            None,
+        )
 
     @model_validator(mode="after")
     def _consistent(self) -> Manifest:
@@ -133,6 +172,15 @@ class Manifest(Strict):
         for unit in self.units:
             if unit.model_id not in model_ids:
                 raise ValueError(f"unit {unit.unit_id}: unknown model_id {unit.model_id!r}")
+            if unit.selector is not None and unit.selector.kind != "channel":
+                found = self.dictionary(unit.model_id, unit.layer or "", unit.selector.dictionary)
+                if found is None:
+                    raise ValueError(f"unit {unit.unit_id}: no dictionary {unit.selector.dictionary!r} for its layer")
+                if found.form != unit.selector.kind or unit.selector.index >= found.size:
+                    raise ValueError(
+                        f"unit {unit.unit_id}: dictionary {found.name!r} holds {found.size} {found.form}s, "
+                        f"not {unit.selector.kind} {unit.selector.index}"
+                    )
         seen: set[str] = set()
         for task in self.tasks:
             for trial in task.trials:
@@ -213,6 +261,7 @@ def upgrade(raw: Any) -> Any:
     raw = {**raw, "schema_version": 2}
     if "units" in raw:  # the manifest: the 2AFC paradigm, and a channel selector per unit
         raw.setdefault("paradigm", "2afc")
+        raw.setdefault("dictionaries", [])  # version 1 had channel units only
         units = []
         for unit in raw["units"]:
             unit = dict(unit) if isinstance(unit, dict) else unit
@@ -252,6 +301,12 @@ def load_bundle(root: str | Path, verify_hashes: bool = False) -> Bundle:
             raise BundleError(f"{root / MANIFEST}: image {sha} is referenced but {path} is missing")
         if verify_hashes and hashlib.sha256(path.read_bytes()).hexdigest() != sha:
             raise BundleError(f"{path}: content does not match its name")
+    for dictionary in manifest.dictionaries:
+        path = root / dictionary.file
+        if not path.is_file() or not path.resolve().is_relative_to(root.resolve()):
+            raise BundleError(f"{root / MANIFEST}: dictionary {dictionary.name!r} names {path}, which is missing")
+        if verify_hashes and hashlib.sha256(path.read_bytes()).hexdigest() != dictionary.sha256:
+            raise BundleError(f"{path}: content does not match the manifest's sha256")
     return Bundle(root=root, manifest=manifest, answer_key=key)
 
 

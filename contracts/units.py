@@ -1,14 +1,28 @@
 """What a unit is: one model, one layer, and a selector that says which of the layer's units.
 
-A channel is the only selector kind for now. Unit ids are built here and nowhere else.
+Selector kinds:
+
+- ``channel``: one channel; its activation is the channel's spatial (or token) mean;
+- ``direction``: row ``index`` of a dictionary of linear directions ``v`` in the layer's channel
+  space (k-means centroids, NMF or PCA components, a decoder matrix from a file); its activation is
+  the spatial mean of ``v · x``;
+- ``latent``: row ``index`` of a dictionary with an encoder (a sparse autoencoder's): its activation
+  is the spatial mean of ``ReLU(w · x + b)`` over positions.
+
+A dictionary is named per study (``kmeans``, ``sae``); its vectors live in the bundle
+(``contracts.bundle.Dictionary``). Unit ids are built here and nowhere else.
 """
 
 from __future__ import annotations
 
 import re
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+
+CHANNEL_KIND = "channel"
+# A dictionary's name: a letter first and no '-' or '.', so that a unit id stays unambiguous.
+DICTIONARY_NAME = r"^[A-Za-z][A-Za-z0-9_]*$"
 
 
 class ChannelSelector(BaseModel):
@@ -23,9 +37,41 @@ class ChannelSelector(BaseModel):
     def id_part(self) -> str:
         return str(self.channel)
 
+    @property
+    def unit_kind(self) -> str:
+        return CHANNEL_KIND
 
-# A discriminated union on ``kind`` once a second selector exists.
-UnitSelector = ChannelSelector
+
+class _DictionaryRow(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    dictionary: str = Field(pattern=DICTIONARY_NAME, description="the study's name for the dictionary")
+    index: int = Field(ge=0, description="the row of the dictionary")
+
+    @property
+    def id_part(self) -> str:
+        return f"{self.dictionary}-{self.index}"
+
+    @property
+    def unit_kind(self) -> str:
+        """What the analysis compares: the dictionary's name, e.g. ``sae`` against ``channel``."""
+        return self.dictionary
+
+
+class DirectionSelector(_DictionaryRow):
+    """A linear direction ``v``: the spatial mean of ``v · x``, which equals ``v ·`` the channel means."""
+
+    kind: Literal["direction"] = "direction"
+
+
+class LatentSelector(_DictionaryRow):
+    """A dictionary latent with an encoder row ``w`` and bias ``b``: the spatial mean of ``ReLU(w · x + b)``."""
+
+    kind: Literal["latent"] = "latent"
+
+
+UnitSelector = Annotated[ChannelSelector | DirectionSelector | LatentSelector, Field(discriminator="kind")]
+DictionarySelector = DirectionSelector | LatentSelector
 
 
 def channel(index: int) -> ChannelSelector:
@@ -38,7 +84,7 @@ def _safe(part: str) -> str:
 
 
 def unit_id(model_id: str, layer: str, selector: UnitSelector) -> str:
-    """Stable, URL-safe unit id: ``<model>__<layer>__<selector>`` (for a channel, its number)."""
+    """Stable, URL-safe unit id: ``<model>__<layer>__<selector>`` (a channel's number, or ``<dictionary>-<row>``)."""
     return "__".join(_safe(part) for part in (model_id, layer, selector.id_part))
 
 

@@ -13,7 +13,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import sessionmaker
 
-from contracts.bundle import Bundle
+from contracts.bundle import Bundle, Manifest, Unit
 from contracts.criteria import ExclusionCriteria
 from contracts.files import atomic_text_file
 from contracts.responses import COLUMN_NAMES
@@ -104,7 +104,7 @@ def response_rows(bundle: Bundle, session_factory: sessionmaker) -> Iterator[dic
                 "model_id": unit.model_id,
                 "unit_id": unit.unit_id,
                 "layer": unit.layer,
-                "channel": unit.selector.channel if unit.selector is not None else None,
+                **unit_columns(manifest, unit),
                 "layer_index": unit.layer_index,
                 "n_layers": unit.n_layers,
                 "condition": trial.condition,
@@ -122,6 +122,21 @@ def response_rows(bundle: Bundle, session_factory: sessionmaker) -> Iterator[dic
                 **facts[session.id],
             }
             yield {name: row[name] for name in COLUMN_NAMES}
+
+
+def unit_columns(manifest: Manifest, unit: Unit) -> dict[str, Any]:
+    """What kind of unit a row measured: a channel, or a row of a named dictionary and where that came from."""
+    selector = unit.selector
+    if selector is None or selector.kind == "channel":
+        channel = selector.channel if selector is not None else None
+        return {"channel": channel, "unit_kind": unit.unit_kind, "dictionary_method": None, "dictionary_row": None}
+    dictionary = manifest.dictionary(unit.model_id, unit.layer or "", selector.dictionary)
+    return {
+        "channel": None,
+        "unit_kind": unit.unit_kind,
+        "dictionary_method": dictionary.method if dictionary is not None else None,
+        "dictionary_row": selector.index,
+    }
 
 
 def study_criteria(session_factory: sessionmaker, study_id: str) -> ExclusionCriteria | None:

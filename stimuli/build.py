@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
@@ -25,9 +25,10 @@ from PIL import Image
 from tqdm import tqdm
 
 from contracts import bundle as bundle_schema
-from contracts.bundle import AnswerKey, Bundle, BundleModel, Manifest, ReferenceImage, Unit
+from contracts.bundle import AnswerKey, Bundle, BundleModel, Dictionary, Manifest, ReferenceImage, Unit
 from contracts.errors import ConfigError, PsychinterpError
 from contracts.paradigms import PARADIGMS
+from stimuli.dictionaries import DictionaryTable, bind, load_dictionary, prepare_dictionaries
 from stimuli.exemplars import (
     ImageTreeDataset,
     Precision,
@@ -39,11 +40,11 @@ from stimuli.exemplars import (
 )
 from stimuli.images import STORED_CROP, decode_stored_view, png_bytes
 from stimuli.registry import Layer, LoadedModel, build_architecture, eligible_layers, load_model, parameter_count
-from stimuli.selectors import selector_problem
+from stimuli.selectors import readout_problem
 from stimuli.specs import ModelSpec, load_model_specs
 from stimuli.study import StudyConfig
 from stimuli.tasks import BatchImages, QueryImage, UnitStimuli, assemble_tasks, plan_study, practice_unit_ranking
-from stimuli.units import SampledUnit, sample_units
+from stimuli.units import SampledUnit, sample_dictionary_units, sample_units
 from stimuli.workdir import ExemplarRecord, WorkDir, fingerprint
 
 log = logging.getLogger(__name__)
@@ -99,6 +100,11 @@ class UnitPlan:
 
     models: dict[str, BundleModel]
     units: dict[str, list[SampledUnit]]
+    dictionaries: list[Dictionary] = field(default_factory=list)
+
+    def dictionary_table(self, out: Path, model_id: str) -> DictionaryTable:
+        """The model's dictionaries with their vectors, keyed by (layer, name), for :func:`bind`."""
+        return {(d.layer, d.name): load_dictionary(out, d) for d in self.dictionaries if d.model_id == model_id}
 
     def work_items(self, units_per_batch: int) -> list[WorkItem]:
         return [
@@ -118,7 +124,9 @@ def resolve_precision(precision: PrecisionChoice, device: str) -> Precision:
 def _shared_units(
     config: StudyConfig, model_id: str, layers: list[Layer], sampled: Mapping[str, list[SampledUnit]]
 ) -> list[SampledUnit]:
-    """Sample units, or reuse those of an earlier model of the same ``shared_units`` group."""
+    """Sample channel units, or reuse those of an earlier model of the same ``shared_units`` group."""
+    if config.units_per_model == 0:
+        return []
     group = next((g for g in config.unit_sampling.shared_units if model_id in g), [model_id])
     donor = next((m for m in group if m in sampled), None)
     if donor is None:
@@ -132,7 +140,7 @@ def _shared_units(
     channels = {layer.name: layer.channels for layer in layers}
     donor_layers = {(u.layer, u.n_layers) for u in sampled[donor]}
     for unit in sampled[donor]:
-        fits = unit.layer in channels and selector_problem(unit.selector, channels[unit.layer]) is None
+        fits = unit.layer in channels and readout_problem(unit.selector, channels[unit.layer]) is None
         if not fits or unit.n_layers != len(layers):
             raise ConfigError(
                 f"unit_sampling.shared_units: {model_id!r} cannot reuse the units of {donor!r}: "
@@ -195,8 +203,59 @@ def _plan_fingerprint(config: StudyConfig, specs: Mapping[str, ModelSpec], datas
     )
 
 
-def plan_units(config: StudyConfig, out: Path, dataset: ImageTreeDataset) -> UnitPlan:
-    """The units of every model, sampled once and recorded; every shard reads the same plan."""
+def _dictionary_units(
+    config: StudyConfig,
+    spec: ModelSpec,
+    layers: list[Layer],
+    dataset: ImageTreeDataset,
+    out: Path,
+    device: str,
+    weights: Mapping[str, Path],
+) -> tuple[list[Dictionary], list[SampledUnit]]:
+    """Read or fit the model's dictionaries (this needs its weights), then draw units from their live rows."""
+    configs = [d for d in config.dictionaries if spec.id in d.model_ids(config.models)]
+    if not configs:
+        return [], []
+    model = load_model(spec, weights.get(spec.id), device=device)
+    loaded = prepare_dictionaries(
+        model,
+        configs,
+        {layer.name: layer.channels for layer in layers},
+        dataset,
+        config.dictionary_sample,
+        out,
+        config.seed,
+        batch_size=config.dataset.batch_size,
+        num_workers=config.dataset.workers(),
+    )
+    units = []
+    for dictionary in configs:
+        mine = [d.info for d in loaded if d.info.name == dictionary.name]
+        units += sample_dictionary_units(
+            spec.id,
+            dictionary.name,
+            mine[0].form,
+            [(d.layer, d.live) for d in mine],
+            [layer.name for layer in layers],
+            dictionary.units_per_model,
+            config.seed,
+            weight_by_layer_size=config.unit_sampling.weight_by_layer_size,
+        )
+    return [d.info for d in loaded], units
+
+
+def plan_units(
+    config: StudyConfig,
+    out: Path,
+    dataset: ImageTreeDataset,
+    device: str = "cpu",
+    weights: Mapping[str, Path] | None = None,
+) -> UnitPlan:
+    """The units of every model, sampled once and recorded; every shard reads the same plan.
+
+    Channel units need no weights: layers and channel counts do not depend on them. A study with
+    dictionaries loads each of their models here once, to read or fit them.
+    """
     specs = load_model_specs(config.models_file)
     unknown = [m for m in config.models if m not in specs]
     if unknown:
@@ -205,13 +264,17 @@ def plan_units(config: StudyConfig, out: Path, dataset: ImageTreeDataset) -> Uni
     key = _plan_fingerprint(config, specs, dataset)
     stored = work.read_plan(key)
     if stored is None:
+        channel_units: dict[str, list[SampledUnit]] = {}
         sampled: dict[str, list[SampledUnit]] = {}
+        dictionaries: list[Dictionary] = []
         models = {}
         for model_id in config.models:
             spec = specs[model_id]
-            # Layers and channel counts do not depend on the weights, so planning needs none.
             layers = eligible_layers(LoadedModel(spec, build_architecture(spec)))
-            sampled[model_id] = _shared_units(config, model_id, layers, sampled)
+            channel_units[model_id] = _shared_units(config, model_id, layers, channel_units)
+            found, units = _dictionary_units(config, spec, layers, dataset, out, device, dict(weights or {}))
+            dictionaries += found
+            sampled[model_id] = channel_units[model_id] + units
             models[model_id] = BundleModel(
                 id=spec.id,
                 display_name=spec.display_name,
@@ -224,11 +287,13 @@ def plan_units(config: StudyConfig, out: Path, dataset: ImageTreeDataset) -> Uni
             "fingerprint": key,
             "models": {m: b.model_dump(mode="json") for m, b in models.items()},
             "units": {m: [u.model_dump(mode="json") for u in units] for m, units in sampled.items()},
+            "dictionaries": [d.model_dump(mode="json") for d in dictionaries],
         }
         work.write_plan(stored)
     return UnitPlan(
         models={m: BundleModel.model_validate(b) for m, b in stored["models"].items()},
         units={m: [SampledUnit.model_validate(u) for u in units] for m, units in stored["units"].items()},
+        dictionaries=[Dictionary.model_validate(d) for d in stored.get("dictionaries", [])],
     )
 
 
@@ -241,11 +306,12 @@ def _scan_and_select(
     work: WorkDir,
     precision: Precision,
     checkpoint_seconds: float,
+    dictionaries: DictionaryTable,
 ) -> None:
     """One streaming pass for ``units``, then each unit's exemplars, recorded one by one."""
     ex, ds = config.exemplars, config.dataset
     array_path = work.scan_path(model.spec.id, [u.unit_id for u in units])
-    refs = [u.ref for u in units]
+    refs = [bind(u.ref, dictionaries) for u in units]
     scan = scan_dataset(
         model,
         refs,
@@ -287,11 +353,13 @@ def _scan_and_select(
     array_path.with_name(array_path.name + ".progress.json").unlink(missing_ok=True)
 
 
-def _visualise(config: StudyConfig, model: LoadedModel, item: WorkItem, out: Path, work: WorkDir) -> None:
+def _visualise(
+    config: StudyConfig, model: LoadedModel, item: WorkItem, out: Path, work: WorkDir, dictionaries: DictionaryTable
+) -> None:
     from stimuli.fv import FVRequest, visualise_units
 
     records = [work.read_exemplars(u.unit_id) for u in item.units]
-    requests = [FVRequest(r.unit.layer, r.unit.selector, *r.targets) for r in records]
+    requests = [FVRequest(r.unit.layer, bind(r.unit.ref, dictionaries).readout, *r.targets) for r in records]
     images, _ = visualise_units(model, requests, config.feature_visualization.settings(), seed=config.seed + item.first)
     for unit, visualisations in zip(item.units, images, strict=True):
         stored = [
@@ -347,6 +415,7 @@ def run_work_items(
                 len(model_items),
             )
         model = load_model(specs[model_id], weights.get(model_id), device=device)
+        dictionaries = plan.dictionary_table(out, model_id)
         if need_scan:
             _scan_and_select(
                 config,
@@ -357,9 +426,10 @@ def run_work_items(
                 work,
                 resolved,
                 checkpoint_seconds,
+                dictionaries,
             )
         for item in tqdm(need_fv, desc=f"visualise {model_id}", unit="batch", leave=False):
-            _visualise(config, model, item, out, work)
+            _visualise(config, model, item, out, work, dictionaries)
         del model
     return n_pending
 
@@ -446,6 +516,7 @@ def assemble_bundle(config: StudyConfig, out: Path, plan: UnitPlan, dataset: Ima
         reference_images=reference_images,
         tasks=tasks,
         practice_trials=practice,
+        dictionaries=plan.dictionaries,
     )
     key = AnswerKey(schema_version=bundle_schema.SCHEMA_VERSION, study_id=config.study_id, answers=answers)
     return bundle_schema.write_bundle(out, manifest, key)
@@ -466,7 +537,7 @@ def build_study(
     """
     out.mkdir(parents=True, exist_ok=True)
     dataset = ImageTreeDataset(config.dataset.path)
-    plan = plan_units(config, out, dataset)
+    plan = plan_units(config, out, dataset, device, weights)
     items = plan.work_items(config.feature_visualization.units_per_batch)
     mine = shard.select(items) if shard else items
     run_work_items(config, out, plan, mine, dataset, device, weights, precision, checkpoint_seconds)
@@ -477,17 +548,36 @@ def build_study(
 
 
 def merge_shards(config: StudyConfig, out: Path, shard_dirs: Sequence[Path] = ()) -> Bundle:
-    """Join the shards' unit records (from their own output folders, if they wrote elsewhere) into one bundle."""
+    """Join the shards' unit records (from their own output folders, if they wrote elsewhere) into one bundle.
+
+    Every shard must have planned the same units from the same dictionaries: a dictionary fitted
+    twice on different hardware can differ, and units of two different dictionaries cannot be joined.
+    """
     dataset = ImageTreeDataset(config.dataset.path)
     out.mkdir(parents=True, exist_ok=True)
-    plan = plan_units(config, out, dataset)
     work = WorkDir(out)
     key = _plan_fingerprint(config, load_model_specs(config.models_file), dataset)
+    others = []
     for shard_dir in shard_dirs:
         if shard_dir.resolve() == out.resolve():
             continue
         other = WorkDir(shard_dir)
         if other.read_plan(key) is None:
             raise PsychinterpError(f"{shard_dir}: not a shard output folder of this study (no {other.plan_path})")
-        log.info("merge: %d record(s) from %s", work.absorb(other), shard_dir)
+        others.append(other)
+    if work.read_plan(key) is None and others:
+        work.adopt_plan(others[0])  # the first shard's plan (and dictionaries), rather than planning again
+    plan = plan_units(config, out, dataset)
+    for other in others:
+        theirs = other.read_plan(key)
+        if theirs.get("units") != work.read_plan(key).get("units") or _shas(theirs) != _shas(work.read_plan(key)):
+            raise PsychinterpError(
+                f"{other.out}: planned other units or fitted other dictionaries than {out}; "
+                "plan once (psychinterp build --jobs does) and give every shard the same plan"
+            )
+        log.info("merge: %d record(s) from %s", work.absorb(other), other.out)
     return assemble_bundle(config, out, plan, dataset)
+
+
+def _shas(stored_plan: dict) -> list[str]:
+    return [d["sha256"] for d in stored_plan.get("dictionaries", [])]

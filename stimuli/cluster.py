@@ -63,7 +63,7 @@ def build_with_jobs(
     weights = dict(weights or {})
     out.mkdir(parents=True, exist_ok=True)
     # Plan once here, so that the jobs read one plan instead of racing to write it.
-    plan_units(config, out, ImageTreeDataset(config.dataset.path))
+    plan_units(config, out, ImageTreeDataset(config.dataset.path), device, weights)
     pool = submitit.AutoExecutor(folder=out / WORK / "jobs" / "%j", cluster=executor)
     pool.update_parameters(
         name=f"psychinterp-{config.study_id}",

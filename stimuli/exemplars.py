@@ -20,9 +20,10 @@ from tqdm import tqdm
 
 from contracts.bundle import write_json_atomic
 from contracts.errors import ConfigError, PsychinterpError
-from contracts.units import UnitRef, UnitSelector
+from contracts.units import UnitRef
 from stimuli.images import decode_stored_view, list_images
 from stimuli.registry import LoadedModel, unit_activations
+from stimuli.selectors import BoundUnit, Readout, as_bound
 from stimuli.study import QUERY_PRESETS
 
 log = logging.getLogger(__name__)
@@ -107,17 +108,23 @@ def loader_for(dataset: Dataset, rows: Sequence[int] | None, batch_size: int, nu
     return DataLoader(subset, batch_size=batch_size, num_workers=num_workers, collate_fn=_collate)
 
 
-def batch_activations(
-    model: LoadedModel,
-    batch: torch.Tensor,
-    by_layer: Mapping[str, Sequence[UnitSelector]],
-    precision: Precision = "fp32",
-) -> dict[str, np.ndarray]:
-    """Unit activations of a uint8 image batch; a batch that overflows in reduced precision is redone in fp32."""
+def model_inputs(model: LoadedModel, batch: torch.Tensor) -> torch.Tensor:
+    """A uint8 image batch as [0, 1] RGB at the model's input size, on its device."""
     images = batch.to(model.device, non_blocking=True).float().div_(255)
     size = model.input_size
     if images.shape[-1] != size:
         images = torch.nn.functional.interpolate(images, size=(size, size), mode="bilinear", antialias=True)
+    return images
+
+
+def batch_activations(
+    model: LoadedModel,
+    batch: torch.Tensor,
+    by_layer: Mapping[str, Sequence[Readout]],
+    precision: Precision = "fp32",
+) -> dict[str, np.ndarray]:
+    """Unit activations of a uint8 image batch; a batch that overflows in reduced precision is redone in fp32."""
+    images = model_inputs(model, batch)
     if precision == "fp32":
         acts = unit_activations(model, images, by_layer)
     else:
@@ -128,12 +135,15 @@ def batch_activations(
     return {layer: a.float().cpu().numpy() for layer, a in acts.items()}
 
 
-def _by_layer(units: Sequence[UnitRef]) -> tuple[dict[str, list[UnitSelector]], dict[tuple[str, UnitSelector], int]]:
-    """The selectors wanted per layer, and each unit's column in the activation array."""
-    by_layer: dict[str, list[UnitSelector]] = defaultdict(list)
+def _by_layer(
+    units: Sequence[BoundUnit | UnitRef],
+) -> tuple[dict[str, list[Readout]], dict[tuple[str, Readout], int]]:
+    """The readouts wanted per layer, and each unit's column in the activation array."""
+    units = [as_bound(u) for u in units]
+    by_layer: dict[str, list[Readout]] = defaultdict(list)
     for unit in units:
-        by_layer[unit.layer].append(unit.selector)
-    return by_layer, {(u.layer, u.selector): j for j, u in enumerate(units)}
+        by_layer[unit.layer].append(unit.readout)
+    return by_layer, {(u.layer, u.readout): j for j, u in enumerate(units)}
 
 
 def _read_progress(path: Path, shape: tuple[int, int]) -> dict | None:
@@ -146,7 +156,7 @@ def _read_progress(path: Path, shape: tuple[int, int]) -> dict | None:
 
 def scan_dataset(
     model: LoadedModel,
-    units: Sequence[UnitRef],
+    units: Sequence[BoundUnit | UnitRef],
     dataset: ImageTreeDataset,
     array_path: Path,
     batch_size: int = 32,
@@ -187,9 +197,9 @@ def scan_dataset(
             if batch is not None:
                 acts = batch_activations(model, batch, by_layer, precision)
                 rows = np.asarray(indices)
-                for layer, selectors in by_layer.items():
-                    for k, selector in enumerate(selectors):
-                        out[rows, columns[(layer, selector)]] = acts[layer][:, k]
+                for layer, readouts in by_layer.items():
+                    for k, readout in enumerate(readouts):
+                        out[rows, columns[(layer, readout)]] = acts[layer][:, k]
             progress["skipped"] += len(bad)
             examples = progress["skipped_examples"]
             examples += [dataset.paths[i].as_posix() for i in bad[: max(0, 10 - len(examples))]]
@@ -360,7 +370,7 @@ def exact_at_used_ranks(
 
 def rescore_rows(
     model: LoadedModel,
-    units: Sequence[UnitRef],
+    units: Sequence[BoundUnit | UnitRef],
     dataset: Dataset,
     rows: np.ndarray,
     batch_size: int,
@@ -375,7 +385,7 @@ def rescore_rows(
             continue
         acts = batch_activations(model, batch, by_layer, "fp32")
         where = [position[i] for i in indices]
-        for layer, selectors in by_layer.items():
-            for k, selector in enumerate(selectors):
-                result[where, columns[(layer, selector)]] = acts[layer][:, k]
+        for layer, readouts in by_layer.items():
+            for k, readout in enumerate(readouts):
+                result[where, columns[(layer, readout)]] = acts[layer][:, k]
     return result

@@ -27,10 +27,9 @@ import torch
 import torch.nn.functional as F
 
 from contracts.errors import PsychinterpError
-from contracts.units import UnitSelector
 from stimuli.compat import LUCENT_MISSING
 from stimuli.registry import LoadedModel, capture_outputs, channel_map, forward_until_captured
-from stimuli.selectors import selector_positions
+from stimuli.selectors import Readout, readout_activations, readout_objective
 
 try:
     from lucent.optvis import objectives
@@ -104,7 +103,7 @@ class Group:
     """Images of one batch that share a unit, a direction and a diversity weight."""
 
     layer: str
-    selector: UnitSelector
+    readout: Readout
     direction: str  # "max" or "min"
     n_images: int
     alpha: float
@@ -139,9 +138,10 @@ def _diversity_slice(layer: str, start: int, stop: int) -> objectives.Objective:
     return objectives.Objective(lambda T: diversity(lambda name: T(name)[start:stop]))
 
 
-def _unit_objective(layer: str, selector: UnitSelector, batch: int) -> objectives.Objective:
-    """Minus the unit's mean over positions in image ``batch`` (for a channel, lucent's ``channel``)."""
-    return objectives.Objective(lambda T: -selector_positions(T(layer), selector)[batch].mean())
+def _unit_objective(layer: str, readout: Readout, batch: int) -> objectives.Objective:
+    """Minus the unit's mean over positions in image ``batch`` (for a channel, lucent's ``channel``;
+    for a direction, lucent's ``direction``; for a latent, its value before the ReLU)."""
+    return objectives.Objective(lambda T: -readout_objective(T(layer), readout)[batch].mean())
 
 
 def _objective(groups: Sequence[Group]) -> objectives.Objective:
@@ -150,7 +150,7 @@ def _objective(groups: Sequence[Group]) -> objectives.Objective:
     start = 0
     for g in groups:
         for i in range(start, start + g.n_images):
-            unit = _unit_objective(g.layer, g.selector, i)
+            unit = _unit_objective(g.layer, g.readout, i)
             parts.append(unit if g.direction == "max" else -unit)
         if g.alpha > 0 and g.n_images > 1:
             # lucent's diversity is minus the mean pairwise Gram similarity: subtracting it penalises similarity.
@@ -235,8 +235,8 @@ def optimise_groups(
             results = []
             start = 0
             for g in groups:
-                acts = selector_positions(T(g.layer), g.selector)[start : start + g.n_images]
-                acts = acts.flatten(1).mean(1) if acts.ndim > 1 else acts
+                # The activation as a scan computes it, so that it compares with the exemplars' exactly.
+                acts = readout_activations(T(g.layer)[start : start + g.n_images], [g.readout])[:, 0]
                 pixels = final[start : start + g.n_images]
                 results.append(
                     GroupResult(
@@ -259,7 +259,7 @@ class FVRequest:
     """One unit to visualise, with its most extreme natural exemplar activations as targets."""
 
     layer: str
-    selector: UnitSelector
+    readout: Readout
     max_target: float
     min_target: float
 
@@ -294,8 +294,8 @@ def visualise_units(
     groups = []
     for r in requests:
         for d in directions:
-            groups.append(Group(r.layer, r.selector, d, 1, 0.0))
-            groups += [Group(r.layer, r.selector, d, k, a * _scale(r)) for a in settings.relative_alphas]
+            groups.append(Group(r.layer, r.readout, d, 1, 0.0))
+            groups += [Group(r.layer, r.readout, d, k, a * _scale(r)) for a in settings.relative_alphas]
     results, image_steps = optimise_groups(model, groups, settings, seed)
     per_key: dict[tuple[int, str], list[GroupResult]] = {}
     per_group = 1 + len(settings.relative_alphas)
@@ -317,7 +317,7 @@ def visualise_units(
         high = found[found.index(passing[-1]) + 1].group.alpha
         for a in np.geomspace(low, high, settings.refine_candidates + 2)[1:-1]:
             g = passing[-1].group
-            refine.append(((i, d), Group(g.layer, g.selector, d, k, float(a), init=passing[-1].spectrum)))
+            refine.append(((i, d), Group(g.layer, g.readout, d, k, float(a), init=passing[-1].spectrum)))
     if refine:
         refined, more_steps = optimise_groups(model, [g for _, g in refine], settings, seed + 1)
         image_steps += more_steps

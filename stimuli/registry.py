@@ -17,7 +17,6 @@ from functools import cache
 from pathlib import Path
 
 from contracts.errors import PsychinterpError
-from contracts.units import UnitSelector
 from stimuli.compat import LUCENT_MISSING, ensure_torchvision_importable
 from stimuli.specs import ModelSpec
 
@@ -26,7 +25,7 @@ ensure_torchvision_importable()
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
-from stimuli.selectors import selector_activations  # noqa: E402
+from stimuli.selectors import Readout, readout_activations  # noqa: E402
 
 
 class WeightsError(PsychinterpError):
@@ -472,16 +471,16 @@ def eligible_layers(model: LoadedModel) -> list[Layer]:
 
 
 def unit_activations(
-    model: LoadedModel, images: torch.Tensor, units: Mapping[str, Sequence[UnitSelector]]
+    model: LoadedModel, images: torch.Tensor, units: Mapping[str, Sequence[Readout]]
 ) -> dict[str, torch.Tensor]:
     """Activation of each requested unit: its spatial mean, or token mean without prefix tokens.
 
     ``images`` are [0, 1] RGB at the model's input size; ``units`` maps a layer to the selectors
-    wanted there (:mod:`stimuli.selectors`); returns {layer: (N, len(selectors))}.
+    wanted there (their readouts, :mod:`stimuli.selectors`); returns {layer: (N, len(selectors))}.
     """
     with capture_outputs(model.module, list(units), stop_early=True) as captured, torch.no_grad():
         forward_until_captured(model.module, model.normalize(images.to(model.device)), captured)
         return {
-            layer: selector_activations(channel_map(captured[layer], model.spec.prefix_tokens), selectors)
-            for layer, selectors in units.items()
+            layer: readout_activations(channel_map(captured[layer], model.spec.prefix_tokens), readouts)
+            for layer, readouts in units.items()
         }

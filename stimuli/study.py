@@ -7,10 +7,11 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from contracts.bundle import Condition
+from contracts.bundle import Condition, DictionaryMethod
 from contracts.config import Strict
 from contracts.errors import load_yaml
 from contracts.paradigms import PARADIGMS
+from contracts.units import CHANNEL_KIND, DICTIONARY_NAME
 from stimuli.tasks import MaxSide
 
 # Where a batch's query images come from, per end of the unit's ranking: a fraction gives the
@@ -54,6 +55,65 @@ class UnitSamplingConfig(Strict):
     shared_units: list[list[str]] = Field(
         [], description="groups of models with one architecture that use the same units (first model samples)"
     )
+
+
+class SAEConfig(Strict):
+    """The sparse autoencoder ``psychinterp`` trains on the sampled positions (method ``sae``)."""
+
+    l1: float = Field(0.05, gt=0, description="sparsity penalty on the latents, times their decoder norms")
+    steps: int = Field(1500, gt=0, description="Adam steps")
+    batch_size: int = Field(512, gt=0, description="positions per step")
+    lr: float = Field(1e-3, gt=0)
+
+
+class DictionaryConfig(Strict):
+    """Directions (or encoder latents) in a layer's channel space that a study measures as units."""
+
+    name: str = Field(
+        pattern=DICTIONARY_NAME, description="the unit kind's name in ids, exports and the analysis, e.g. sae"
+    )
+    method: DictionaryMethod = Field(
+        description="file: the user's vectors; kmeans, nmf, pca: scikit-learn on sampled positions; "
+        "sae: a sparse autoencoder trained on them"
+    )
+    units_per_model: int = Field(gt=0, description="units drawn from this dictionary per model")
+    size: int | None = Field(None, gt=0, description="rows per layer for a computed dictionary (sae: its latents)")
+    models: list[str] | None = Field(None, description="default: every model (method file: those in files)")
+    layers: list[str] | None = Field(None, description="default: every eligible layer (method file: those in files)")
+    files: dict[str, dict[str, Path]] = Field(
+        {},
+        description="method file: per model and layer, a .npy, .npz, .pt or .safetensors file; "
+        "a size x channels matrix of directions, or encoder weights and bias (docs/units.md)",
+    )
+    sae: SAEConfig = SAEConfig()
+
+    @model_validator(mode="after")
+    def _method_fields(self) -> DictionaryConfig:
+        if self.name == CHANNEL_KIND:
+            raise ValueError(f"name: {CHANNEL_KIND!r} is the kind of channel units; choose another name")
+        if self.method == "file":
+            if not self.files:
+                raise ValueError(f"dictionary {self.name!r}: method file needs files (per model, per layer)")
+            if self.size is not None or self.models is not None or self.layers is not None:
+                raise ValueError(f"dictionary {self.name!r}: with method file, files give the models, layers and size")
+        else:
+            if self.size is None:
+                raise ValueError(f"dictionary {self.name!r}: method {self.method} needs a size (rows per layer)")
+            if self.files:
+                raise ValueError(f"dictionary {self.name!r}: files are for method file only")
+        return self
+
+    def model_ids(self, study_models: list[str]) -> list[str]:
+        if self.method == "file":
+            return [m for m in study_models if m in self.files]
+        return list(self.models) if self.models is not None else list(study_models)
+
+
+class DictionarySampleConfig(Strict):
+    """The positions that computed dictionaries are fitted on: a bounded, seeded random sample."""
+
+    images: int = Field(1000, gt=0, description="images drawn from the dataset")
+    positions_per_image: int = Field(16, gt=0, description="positions (or tokens) drawn from each image")
 
 
 class TaskConfig(Strict):
@@ -102,8 +162,12 @@ class StudyConfig(Strict):
     consent_text: str | None = Field(None, description="the consent form participants see (plain text)")
     models_file: Path | None = Field(None, description="defaults to the project's models.yaml")
     models: list[str] = Field(min_length=1)
-    units_per_model: int = Field(gt=0)
+    units_per_model: int = Field(ge=0, description="channel units per model")
     unit_sampling: UnitSamplingConfig = UnitSamplingConfig()
+    dictionaries: list[DictionaryConfig] = Field(
+        [], description="direction or latent units besides the channels (docs/units.md)"
+    )
+    dictionary_sample: DictionarySampleConfig = DictionarySampleConfig()
     dataset: DatasetConfig
     exemplars: ExemplarConfig = ExemplarConfig()
     feature_visualization: FeatureVisConfig = FeatureVisConfig()
@@ -130,8 +194,22 @@ class StudyConfig(Strict):
             raise ValueError("unit_sampling.shared_units: a model appears in two groups")
         if unknown := sorted(set(grouped) - set(self.models)):
             raise ValueError(f"unit_sampling.shared_units: {unknown} not in models")
-        if self.tasks.catch_trials_per_task and self.units_per_model < 2:
-            raise ValueError("catch trials need at least 2 units per model")
+        names = [d.name for d in self.dictionaries]
+        if len(set(names)) != len(names):
+            raise ValueError("dictionaries: a name appears twice")
+        for dictionary in self.dictionaries:
+            if unknown := sorted(set(dictionary.model_ids(self.models)) - set(self.models)):
+                raise ValueError(f"dictionaries: {dictionary.name!r} names models {unknown} that are not in models")
+            if dictionary.method == "file" and (unknown := sorted(set(dictionary.files) - set(self.models))):
+                raise ValueError(f"dictionaries: {dictionary.name!r} has files for models {unknown} not in models")
+        for model_id in self.models:
+            n_units = self.units_per_model + sum(
+                d.units_per_model for d in self.dictionaries if model_id in d.model_ids(self.models)
+            )
+            if n_units == 0:
+                raise ValueError(f"units_per_model: model {model_id!r} would have no units (and no dictionary units)")
+            if self.tasks.catch_trials_per_task and n_units < 2:
+                raise ValueError("catch trials need at least 2 units per model")
         if self.tasks.practice_trials and self.tasks.repetitions >= self.exemplars.batches:
             # Practice shows each practice unit's last batch; a unit's k-th main appearance shows batch
             # k mod batches, so with this many repetitions a main trial would repeat a practice trial.
@@ -150,4 +228,10 @@ def load_study_config(path: str | Path) -> StudyConfig:
     base = path.parent
     dataset = config.dataset.model_copy(update={"path": base / config.dataset.path})
     models_file = base / config.models_file if config.models_file else None
-    return config.model_copy(update={"dataset": dataset, "models_file": models_file})
+    dictionaries = [
+        d.model_copy(
+            update={"files": {m: {layer: base / f for layer, f in files.items()} for m, files in d.files.items()}}
+        )
+        for d in config.dictionaries
+    ]
+    return config.model_copy(update={"dataset": dataset, "models_file": models_file, "dictionaries": dictionaries})

@@ -1,4 +1,4 @@
-"""Unit sampling (pure): a layer, then a channel, no duplicates, seeded."""
+"""Unit sampling (pure): a layer, then a channel (or a dictionary's row), no duplicates, seeded."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, model_validator
 
 from contracts.errors import PsychinterpError
-from contracts.units import UnitRef, UnitSelector, channel
+from contracts.units import DirectionSelector, LatentSelector, UnitRef, UnitSelector, channel
 
 
 class SampledUnit(BaseModel):
@@ -45,6 +45,18 @@ class SampledUnit(BaseModel):
         return self.model_copy(update={"model_id": model_id})
 
 
+def _draw(sizes: Sequence[int], n: int, rng: np.random.Generator, weighted: bool) -> list[tuple[int, int]]:
+    """``n`` distinct (layer, row) pairs: a layer uniformly (or by size), then a row uniformly; repeats redrawn."""
+    p = np.asarray(sizes, dtype=float) / sum(sizes) if weighted else None
+    chosen: dict[tuple[int, int], None] = {}
+    while len(chosen) < n:
+        li = int(rng.choice(len(sizes), p=p))
+        if sizes[li] == 0:
+            continue
+        chosen.setdefault((li, int(rng.integers(sizes[li]))))
+    return sorted(chosen)
+
+
 def sample_units(
     model_id: str,
     layers: Sequence[tuple[str, int]],
@@ -62,14 +74,43 @@ def sample_units(
     if n_units > capacity:
         raise PsychinterpError(f"model {model_id!r}: asked for {n_units} units but it has {capacity}")
     rng = np.random.default_rng([seed, *model_id.encode()])
-    sizes = np.array([c for _, c in layers], dtype=float)
-    p = sizes / sizes.sum() if weight_by_layer_size else None
-    chosen: dict[tuple[int, int], None] = {}
-    while len(chosen) < n_units:
-        li = int(rng.choice(len(layers), p=p))
-        ch = int(rng.integers(layers[li][1]))
-        chosen.setdefault((li, ch))
     return [
         SampledUnit(model_id=model_id, layer=layers[li][0], selector=channel(ch), layer_index=li, n_layers=len(layers))
-        for li, ch in sorted(chosen)
+        for li, ch in _draw([c for _, c in layers], n_units, rng, weight_by_layer_size)
+    ]
+
+
+def sample_dictionary_units(
+    model_id: str,
+    dictionary: str,
+    form: str,
+    rows: Sequence[tuple[str, Sequence[int]]],
+    layer_order: Sequence[str],
+    n_units: int,
+    seed: int,
+    weight_by_layer_size: bool = False,
+) -> list[SampledUnit]:
+    """Sample ``n_units`` distinct rows of a dictionary: a layer, then one of its live rows.
+
+    ``rows`` are (layer, the live rows there); ``layer_order`` is the model's eligible layers, in
+    forward order, which gives each unit's depth. The draws have their own seed stream per
+    dictionary, so adding a dictionary leaves the channel units as they were.
+    """
+    capacity = sum(len(r) for _, r in rows)
+    if n_units > capacity:
+        raise PsychinterpError(
+            f"model {model_id!r}: asked for {n_units} units of dictionary {dictionary!r}, "
+            f"but it has {capacity} live row(s) in its layers"
+        )
+    selector = DirectionSelector if form == "direction" else LatentSelector
+    rng = np.random.default_rng([seed, *model_id.encode(), 0, *dictionary.encode()])
+    return [
+        SampledUnit(
+            model_id=model_id,
+            layer=rows[li][0],
+            selector=selector(dictionary=dictionary, index=int(rows[li][1][k])),
+            layer_index=list(layer_order).index(rows[li][0]),
+            n_layers=len(layer_order),
+        )
+        for li, k in _draw([len(r) for _, r in rows], n_units, rng, weight_by_layer_size)
     ]

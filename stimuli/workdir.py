@@ -24,7 +24,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from contracts.bundle import IMAGES, write_json_atomic
+from contracts.bundle import DICTIONARIES, IMAGES, write_json_atomic
 from contracts.errors import PsychinterpError
 from stimuli.exemplars import BatchSide, UnitExemplars
 from stimuli.units import SampledUnit
@@ -116,6 +116,20 @@ class WorkDir:
         path = self.fv_path(unit_id)
         return json.loads(path.read_text())["images"] if path.exists() else None
 
+    def adopt_plan(self, other: WorkDir) -> None:
+        """Take another output folder's plan and the dictionaries it names."""
+        self._copy_files(other, DICTIONARIES, "*.safetensors")
+        write_json_atomic(self.plan_path, json.loads(other.plan_path.read_text()))
+
+    def _copy_files(self, other: WorkDir, folder: str, pattern: str) -> None:
+        for src in sorted((other.out / folder).glob(pattern)):
+            dst = self.out / folder / src.name
+            if not dst.exists():
+                dst.parent.mkdir(parents=True, exist_ok=True)
+                tmp = dst.with_name(f".{dst.name}.tmp")
+                shutil.copyfile(src, tmp)
+                tmp.replace(dst)
+
     def absorb(self, other: WorkDir) -> int:
         """Copy another shard directory's unit records and images here; returns the records copied."""
         copied = 0
@@ -125,11 +139,5 @@ class WorkDir:
                 if not dst.exists():
                     write_json_atomic(dst, json.loads(src.read_text()))
                     copied += 1
-        for src in sorted((other.out / IMAGES).glob("*.png")):
-            dst = self.out / IMAGES / src.name
-            if not dst.exists():
-                dst.parent.mkdir(parents=True, exist_ok=True)
-                tmp = dst.with_name(f".{dst.name}.tmp")
-                shutil.copyfile(src, tmp)
-                tmp.replace(dst)
+        self._copy_files(other, IMAGES, "*.png")
         return copied

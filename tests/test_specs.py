@@ -84,7 +84,9 @@ def test_relative_paths_resolve_against_the_config(tmp_path):
 
 def test_bad_study_config_names_the_field(tmp_path):
     study = tmp_path / "study.yaml"
-    study.write_text(yaml.safe_dump({"study_id": "s", "models": [], "units_per_model": 0, "tasks": {"repetitions": 0}}))
+    study.write_text(
+        yaml.safe_dump({"study_id": "s", "models": [], "units_per_model": -1, "tasks": {"repetitions": 0}})
+    )
     with pytest.raises(ConfigError) as err:
         load_study_config(study)
     for field in ("models:", "units_per_model:", "dataset:", "tasks.repetitions:"):

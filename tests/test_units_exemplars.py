@@ -139,11 +139,11 @@ def test_sampled_units_round_trip_and_read_the_work_records_of_builds_before_sel
 def test_selectors_compute_each_unit_in_the_order_asked_and_check_the_layer_size():
     import torch
 
-    from stimuli.selectors import selector_activations, selector_positions, selector_problem
+    from stimuli.selectors import readout_activations, readout_positions, readout_problem
 
     mapped = torch.arange(2 * 3 * 4, dtype=torch.float32).reshape(2, 3, 2, 2)
-    acts = selector_activations(mapped, [channel(2), channel(0)])
+    acts = readout_activations(mapped, [channel(2), channel(0)])
     assert torch.equal(acts, mapped.mean(dim=(2, 3))[:, [2, 0]])
-    assert torch.equal(selector_positions(mapped, channel(1)), mapped[:, 1])
-    assert selector_problem(channel(2), 3) is None
-    assert "outside the layer's 3 channels" in selector_problem(channel(3), 3)
+    assert torch.equal(readout_positions(mapped, channel(1)), mapped[:, 1])
+    assert readout_problem(channel(2), 3) is None
+    assert "outside the layer's 3 channels" in readout_problem(channel(3), 3)
