@@ -30,6 +30,13 @@ class AnalysisConfig(Strict):
         "equivalence test; a slope inside +-margin counts as no effect worth claiming",
     )
     power: float = Field(0.8, gt=0, lt=1, description="power at which the minimum detectable slope is stated")
+    unit_kind_margin: float = Field(
+        0.05,
+        gt=0,
+        lt=1,
+        description="smallest difference in accuracy between two unit kinds (e.g. SAE latents and channels) "
+        "worth claiming, for their TOST equivalence test",
+    )
     collinearity_r: float = Field(
         0.8, gt=0, le=1, description="warn when two predictors correlate beyond this across models"
     )

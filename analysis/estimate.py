@@ -175,10 +175,13 @@ def main_trials(responses: pd.DataFrame) -> pd.DataFrame:
 
 
 def unit_accuracy(responses: pd.DataFrame) -> pd.DataFrame:
-    """Accuracy per unit (main trials), with the unit's relative depth when layers are known."""
+    """Accuracy per unit (main trials), with its kind, and its relative depth when layers are known."""
     frame = main_trials(responses)
     keys = ["model_id", "condition", "unit_id"]
     table = frame.groupby(keys, sort=True)["correct"].agg(accuracy="mean", n_responses="count").reset_index()
+    if "unit_kind" in frame:
+        kinds = frame.groupby(keys, sort=True)["unit_kind"].first().reset_index()
+        table = table.merge(kinds, on=keys)
     if {"layer_index", "n_layers"} <= set(frame.columns):
         depth = frame.groupby(keys, sort=True)[["layer_index", "n_layers"]].first().reset_index()
         depth["relative_depth"] = depth["layer_index"] / (depth["n_layers"] - 1).where(depth["n_layers"] > 1)

@@ -41,6 +41,7 @@ from analysis.scaling import (
     scaling_warnings,
     with_model_facts,
 )
+from analysis.unit_kinds import kind_accuracy, kind_differences, unit_kinds
 
 EXCLUSION_MODES = ("ours", "published", "none")
 
@@ -82,6 +83,14 @@ class MachineComparison:
 
 
 @dataclass(frozen=True)
+class UnitKinds:
+    kinds: list[str]  # the reference kind first
+    accuracy: pd.DataFrame  # per model x condition x kind, with the crossed interval
+    differences: pd.DataFrame  # per model x condition x other kind: the difference, its CI, tests and verdict
+    margin: float  # the equivalence margin of the differences
+
+
+@dataclass(frozen=True)
 class Repeats:
     by_instruction: pd.DataFrame
     overall: pd.DataFrame
@@ -105,6 +114,7 @@ class StudyResults:
     depth_trend: pd.DataFrame  # per condition, the depth slope with models as replicates
     scaling: Scaling | None = None
     machine: MachineComparison | None = None
+    unit_kinds: UnitKinds | None = None  # when the study measured more than one kind of unit
 
     @property
     def main(self) -> pd.DataFrame:
@@ -165,6 +175,18 @@ def _machine(included: pd.DataFrame, scores_csv: Path | None) -> MachineComparis
     )
 
 
+def _unit_kinds(included: pd.DataFrame, config: AnalysisConfig, n_resamples: int) -> UnitKinds | None:
+    kinds = unit_kinds(included)
+    if len(kinds) < 2:
+        return None
+    return UnitKinds(
+        kinds,
+        kind_accuracy(included, n_resamples=n_resamples),
+        kind_differences(included, config, n_resamples=n_resamples),
+        config.unit_kind_margin,
+    )
+
+
 def _repeats(included: pd.DataFrame) -> Repeats | None:
     by_instruction = repeat_agreement(included)
     if by_instruction.empty:
@@ -221,4 +243,5 @@ def analyse(
         depth_trend=depth_trend(units),
         scaling=_scaling(included, models, config),
         machine=_machine(included, machine_scores),
+        unit_kinds=_unit_kinds(included, config, n_resamples),
     )

@@ -22,6 +22,7 @@ from analysis.estimate import INTERVAL_COVERAGE  # noqa: E402
 from analysis.exclusions import PUBLISHED_RULE, RULES, describe  # noqa: E402
 from analysis.pipeline import EXCLUSION_MODES, RatingResults, StudyResults, analyse  # noqa: E402
 from analysis.scaling import MODEL_TEST_FALSE_POSITIVE_RATES, unit_table  # noqa: E402
+from analysis.unit_kinds import UNIT_KIND_FALSE_POSITIVE_RATES, difference_sentence  # noqa: E402
 
 __all__ = ["EXCLUSION_MODES", "render_report", "scaling_sentence", "write_report"]
 
@@ -165,7 +166,7 @@ _PREDICTOR_WORDS = {
 }
 
 
-def scaling_sentence(row, power: float = 0.8, subject: str = "accuracy") -> str:
+def scaling_sentence(row, power: float = 0.8, subject: str = "accuracy", by_kind: bool = False) -> str:
     """One plain sentence per slope, chosen by its verdict (:func:`analysis.claims.verdict`), e.g.
     'natural: inconclusive about scale: slope +0.8 percentage points per decade of parameters [-1.9, +3.4];
     the corrected tests rule out neither zero nor ±2.0; p = 0.52 (Holm 1), 9 models; this design detects
@@ -185,8 +186,9 @@ def scaling_sentence(row, power: float = 0.8, subject: str = "accuracy") -> str:
         )
     else:
         claim = f"inconclusive about {what}: {estimate}; the corrected tests rule out neither zero nor ±{m:.1f}"
+    where = f"{row.condition}, {row.unit_kind} units" if by_kind else row.condition
     return (
-        f"{row.condition}: {claim}; p = {row.p:.2g} (Holm {row.p_holm:.2g}), {row.n_models} models; "
+        f"{where}: {claim}; p = {row.p:.2g} (Holm {row.p_holm:.2g}), {row.n_models} models; "
         f"this design detects ±{row.mde * 100:.1f} with {power:.0%} power"
     )
 
@@ -269,6 +271,9 @@ def _write_csvs(results: StudyResults, out: Path) -> None:
         machine = results.machine
         tables |= {"machine_units": machine.units, "machine_models": machine.models}
         tables["machine_correlation"] = machine.correlation
+    if results.unit_kinds is not None:
+        tables["unit_kind_accuracy"] = results.unit_kinds.accuracy
+        tables["unit_kind_differences"] = results.unit_kinds.differences
     for name, table in tables.items():
         table.to_csv(out / f"{name}.csv", index=name.startswith("conover_holm_"))
 
@@ -334,6 +339,7 @@ def _study_page(results: StudyResults, figures: dict[str, str]) -> str:
         repeats = _html(pd.concat([results.repeats.by_instruction, overall], ignore_index=True))
     scaling = results.scaling
     machine = results.machine
+    kinds = results.unit_kinds
     tables = {
         "accuracy": _html(results.accuracy, ".3f"),
         "participant_means": _html(results.participant_means, ".3f"),
@@ -347,6 +353,8 @@ def _study_page(results: StudyResults, figures: dict[str, str]) -> str:
         "machine_models": _html(machine.models, ".3f") if machine is not None else None,
         "machine_correlation": _html(machine.correlation) if machine is not None else None,
         "excluded": exclusion.pop("excluded_table"),
+        "unit_kind_accuracy": _html(kinds.accuracy, ".3f") if kinds is not None else None,
+        "unit_kind_differences": _html(kinds.differences, ".3g") if kinds is not None else None,
     }
     breakdown_sections = [
         {
@@ -358,7 +366,7 @@ def _study_page(results: StudyResults, figures: dict[str, str]) -> str:
         if not table.empty
     ]
     sentences = (
-        [scaling_sentence(row, scaling.config.power) for row in scaling.trends.itertuples()]
+        [scaling_sentence(row, scaling.config.power, by_kind=kinds is not None) for row in scaling.trends.itertuples()]
         if scaling is not None and not scaling.trends.empty
         else []
     )
@@ -379,6 +387,9 @@ def _study_page(results: StudyResults, figures: dict[str, str]) -> str:
             conover={c.condition: _html(c.conover_holm_p, index=True) for c in results.comparisons},
             figures=dict.fromkeys(FIGURES) | figures,
             scaling_sentences=sentences,
+            kind_sentences=[difference_sentence(r) for r in kinds.differences.itertuples()] if kinds else [],
+            unit_kinds=kinds,
+            unit_kind_fpr=UNIT_KIND_FALSE_POSITIVE_RATES,
             scaling_warnings=scaling.warnings if scaling is not None else [],
             interaction_sentences=(
                 [scaling_sentence(r, scaling.config.power, "the difference") for r in scaling.interaction.itertuples()]

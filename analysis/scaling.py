@@ -37,6 +37,7 @@ from analysis.claims import collinear_pairs, high_leverage_models, holm, minimum
 from analysis.cluster_robust import cr2_slope_test
 from analysis.config import DEFAULT_ANALYSIS, AnalysisConfig
 from analysis.estimate import main_trials, unit_accuracy
+from contracts.units import CHANNEL_KIND
 
 PREDICTORS = {
     "log10_parameters": "parameter_count",
@@ -131,11 +132,15 @@ def scaling_warnings(
 def scaling_trends(
     responses: pd.DataFrame, predictors: list[str] | None = None, config: AnalysisConfig = DEFAULT_ANALYSIS
 ) -> pd.DataFrame:
-    """Slope of accuracy on each predictor, per condition (two-stage: units, then models), with its claims."""
+    """Slope of accuracy on each predictor, per condition and unit kind (two-stage: units, then models),
+    with its claims; all rows are one family."""
     predictors = [p for p in (predictors or list(PREDICTORS)) if p in responses and responses[p].notna().any()]
     units = unit_table(responses, predictors)
+    if "unit_kind" not in units:
+        units["unit_kind"] = CHANNEL_KIND
     rows = []
-    for condition, group in units.groupby("condition", sort=True):
+    # Per unit kind as well: channels and SAE latents may scale differently.
+    for (condition, kind), group in units.groupby(["condition", "unit_kind"], sort=True):
         for predictor in predictors:
             data = group.dropna(subset=[predictor])
             if data["model_id"].nunique() < 3:
@@ -145,6 +150,7 @@ def scaling_trends(
             rows.append(
                 {
                     "condition": condition,
+                    "unit_kind": kind,
                     "predictor": predictor,
                     "n_models": data["model_id"].nunique(),
                     "n_units": len(data),

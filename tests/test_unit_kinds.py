@@ -1,0 +1,133 @@
+"""Unit-kind comparisons: a planted difference is found, and a null one is claimed no more often than alpha."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from scipy.special import expit
+
+from analysis.unit_kinds import (
+    difference_rows,
+    difference_sentence,
+    difference_verdict,
+    kind_accuracy,
+    kind_differences,
+    unit_kinds,
+)
+
+
+def simulate(
+    kind_effect: float,
+    seed: int,
+    participants: int = 30,
+    units_per_kind: int = 20,
+    sd_participant: float = 0.5,
+    sd_unit: float = 0.8,
+    models=("m_small",),
+) -> pd.DataFrame:
+    """Every participant answers every unit once; ``sae`` units differ from channels by ``kind_effect`` (logit)."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for model in models:
+        ability = rng.normal(0, sd_participant, participants)
+        for kind, shift in (("channel", 0.0), ("sae", kind_effect)):
+            easiness = rng.normal(1.0 + shift, sd_unit, units_per_kind)
+            p = expit(ability[:, None] + easiness[None, :])
+            correct = rng.random(p.shape) < p
+            for i in range(participants):
+                for u in range(units_per_kind):
+                    rows.append(
+                        {
+                            "participant_id": f"p{i}",
+                            "model_id": model,
+                            "condition": "natural",
+                            "unit_id": f"{model}__layer__{kind}-{u}",
+                            "unit_kind": kind,
+                            "trial_kind": "main",
+                            "correct": int(correct[i, u]),
+                            "confidence": 2,
+                        }
+                    )
+    return pd.DataFrame(rows)
+
+
+def verdict_of_one(responses: pd.DataFrame, margin: float = 0.05, n_resamples: int = 400) -> str:
+    """The verdict of a study with one comparison (a family of one: Holm changes nothing)."""
+    row = difference_rows(responses, margin, n_resamples).iloc[0]
+    return difference_verdict(row.difference, row.p, row.tost_p, 0.05)
+
+
+def test_a_planted_difference_between_unit_kinds_is_recovered():
+    responses = simulate(kind_effect=2.0, seed=1)
+    assert unit_kinds(responses) == ["channel", "sae"]
+    accuracy = kind_accuracy(responses, n_resamples=1_000)
+    assert list(accuracy["unit_kind"]) == ["channel", "sae"]
+    assert accuracy.loc[1, "accuracy"] > accuracy.loc[0, "accuracy"]
+    assert (accuracy["ci_low"] < accuracy["accuracy"]).all() and (accuracy["accuracy"] < accuracy["ci_high"]).all()
+    table = kind_differences(responses, n_resamples=1_000)
+    row = table.iloc[0]
+    truth = accuracy.loc[1, "accuracy"] - accuracy.loc[0, "accuracy"]
+    assert row.unit_kind == "sae" and row.reference_kind == "channel"
+    assert row.difference == truth and row.ci_low < truth < row.ci_high and row.ci_low > 0
+    assert row.verdict == "higher"
+    assert "sae units are higher in accuracy than channel units by +" in difference_sentence(row)
+    found = [verdict_of_one(simulate(2.0, seed)) for seed in range(30)]
+    assert found.count("higher") >= 27  # power at this effect is near 1
+
+
+def test_a_null_difference_is_claimed_at_most_at_alpha_and_equivalence_needs_precision():
+    """The tested false-positive rate of the difference test (docs/statistics.md): 200 null studies."""
+    verdicts = [verdict_of_one(simulate(0.0, seed)) for seed in range(200)]
+    false_positive = (verdicts.count("higher") + verdicts.count("lower")) / len(verdicts)
+    assert false_positive <= 0.08, false_positive
+    # With 20 units per kind, the interval is about ±10 pp wide: ±5 pp equivalence is rarely shown ...
+    assert verdicts.count("equivalent") / len(verdicts) < 0.2
+    # ... but with a wide margin it is, for most null studies.
+    wide_verdicts = [verdict_of_one(simulate(0.0, s), margin=0.25) for s in range(20)]
+    assert wide_verdicts.count("equivalent") >= 15
+
+
+def test_equivalence_is_claimed_falsely_at_most_at_alpha_at_the_margin():
+    """A true difference of exactly the ±5 pp margin: 'equivalent' is printed in at most ~5 % of studies.
+
+    60 units per kind and 40 participants make equivalence reachable: about half the null studies show it.
+    """
+    design = {"sd_unit": 0.3, "units_per_kind": 60, "participants": 40}
+    at_margin = 0.2786  # the logit shift that puts the sae units 5.0 pp above the channels in this design
+    verdicts = [verdict_of_one(simulate(at_margin, seed, **design), n_resamples=300) for seed in range(150)]
+    assert verdicts.count("equivalent") / len(verdicts) <= 0.06
+    null = [verdict_of_one(simulate(0.0, seed, **design), n_resamples=300) for seed in range(20)]
+    assert null.count("equivalent") >= 5
+
+
+def test_holm_counts_every_model_and_condition():
+    responses = simulate(0.0, seed=3, models=("a", "b", "c"))
+    table = kind_differences(responses, n_resamples=300)
+    assert list(table["model_id"]) == ["a", "b", "c"]
+    assert (table["p_holm"] >= table["p"]).all() and (table["tost_p_holm"] >= table["tost_p"]).all()
+
+
+def test_the_pipeline_reports_unit_kinds_and_scales_each_kind(tmp_path):
+    from analysis.pipeline import analyse
+
+    responses = simulate(1.0, seed=2, models=("s", "m", "l"), participants=12, units_per_kind=8)
+    path = tmp_path / "responses.csv"
+    responses.to_csv(path, index=False)
+    facts = {m: {"parameter_count": n, "train_images": 1000} for m, n in (("s", 1e5), ("m", 1e6), ("l", 1e7))}
+    results = analyse(path, n_resamples=300, models=facts)
+    assert results.unit_kinds is not None and results.unit_kinds.kinds == ["channel", "sae"]
+    assert set(results.unit_kinds.differences["model_id"]) == {"s", "m", "l"}
+    trends = results.scaling.trends
+    assert set(trends["unit_kind"]) == {"channel", "sae"}
+
+    from analysis.report import render_report
+
+    page = render_report(results, tmp_path / "report").read_text()
+    assert "Unit kinds: channel, sae" in page and "sae units are higher in accuracy than channel units" in page
+    assert "s, natural, sae units:" not in page and "natural, sae units:" in page  # per-kind scaling sentences
+    assert (tmp_path / "report" / "unit_kind_differences.csv").exists()
+
+    single = simulate(0.0, seed=2)
+    single = single[single["unit_kind"] == "channel"]
+    single.to_csv(path, index=False)
+    assert analyse(path, n_resamples=200).unit_kinds is None
