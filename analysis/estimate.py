@@ -7,7 +7,7 @@ import pandas as pd
 from scipy import stats
 
 from analysis.claims import holm
-from contracts.paradigms import PARADIGMS, TWO_AFC, Paradigm
+from contracts.paradigms import PARADIGMS, TWO_AFC, Paradigm, paradigm_named
 
 
 def _ratio(correct: np.ndarray, n: np.ndarray, axis: int = -1) -> np.ndarray:
@@ -162,7 +162,7 @@ def responses_paradigm(responses: pd.DataFrame) -> Paradigm:
         return TWO_AFC
     if len(names) != 1 or not names <= set(PARADIGMS):
         raise ValueError(f"responses name the paradigm(s) {sorted(names)}; one of {sorted(PARADIGMS)} is needed")
-    return PARADIGMS[names.pop()]
+    return paradigm_named(names.pop())
 
 
 def chance_level(responses: pd.DataFrame) -> float:

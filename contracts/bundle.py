@@ -25,7 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from contracts.config import Strict
 from contracts.errors import PsychinterpError, format_validation_error
 from contracts.files import atomic_text_file
-from contracts.paradigms import PARADIGMS
+from contracts.paradigms import Paradigm, paradigm_named
 from contracts.units import CHANNEL_KIND, DICTIONARY_NAME, UnitSelector
 
 SCHEMA_VERSION = 2
@@ -119,20 +119,32 @@ class Trial(Strict):
     condition: Condition
     kind: Literal["main", "catch", "practice"] = "main"
     batch: int = Field(0, ge=0, description="which batch of the unit's natural exemplars")
-    max_side: Side
+    max_side: Side | None = Field(description="where the max references are shown; null in a paradigm without them")
     references: References
     queries: list[str] = Field(min_length=1, description="in display order; as many as the paradigm shows")
 
     @model_validator(mode="after")
-    def _references_match_condition(self) -> Trial:
-        has_refs = bool(self.references.min or self.references.max)
-        if (self.condition == "none") == has_refs:
-            raise ValueError(f"trial {self.trial_id}: condition {self.condition!r} with references={has_refs}")
-        if has_refs and len(self.references.min) != len(self.references.max):
+    def _reference_counts(self) -> Trial:
+        if len(self.references.min) != len(self.references.max):
             raise ValueError(f"trial {self.trial_id}: min and max reference counts differ")
-        if self.kind == "catch" and not set(self.queries) <= {*self.references.min, *self.references.max}:
-            raise ValueError(f"catch trial {self.trial_id}: its queries must appear among its references")
         return self
+
+    def problem_for(self, paradigm: Paradigm) -> str | None:
+        """What is wrong with this trial in ``paradigm``, or None."""
+        has_refs = bool(self.references.min or self.references.max)
+        wants_refs = paradigm.shows_references and self.condition != "none"
+        if has_refs != wants_refs:
+            return f"trial {self.trial_id}: {paradigm.name}, condition {self.condition!r} with references={has_refs}"
+        if len(self.queries) != paradigm.n_queries:
+            return f"trial {self.trial_id}: {len(self.queries)} queries; {paradigm.name} shows {paradigm.n_queries}"
+        if (self.max_side is None) == paradigm.shows_references:
+            return f"trial {self.trial_id}: max_side must be given exactly when {paradigm.name} shows references"
+        if self.kind == "catch":
+            if paradigm.shows_references and not set(self.queries) <= {*self.references.min, *self.references.max}:
+                return f"catch trial {self.trial_id}: its queries must appear among its references"
+            if not paradigm.shows_references and len(set(self.queries)) != 2:
+                return f"catch trial {self.trial_id}: all images but the odd one must be one image shown again"
+        return None
 
 
 class Task(Strict):
@@ -145,7 +157,7 @@ class Task(Strict):
 class Manifest(Strict):
     schema_version: Literal[2]
     study_id: str = Field(pattern=r"^[A-Za-z0-9_.\-]+$")
-    paradigm: str = Field("2afc", description="contracts.paradigms.PARADIGMS: what a trial asks")
+    paradigm: str = Field("2afc", description="contracts.paradigms: what a trial asks (2afc, odd_one_out_<n>)")
     title: str = ""
     consent_text: str | None = None  # shown before the study; the server config may override it
     models: list[BundleModel] = Field(min_length=1)
@@ -164,9 +176,7 @@ class Manifest(Strict):
 
     @model_validator(mode="after")
     def _consistent(self) -> Manifest:
-        if self.paradigm not in PARADIGMS:
-            raise ValueError(f"paradigm {self.paradigm!r} is unknown; known: {sorted(PARADIGMS)}")
-        n_queries = PARADIGMS[self.paradigm].n_queries
+        paradigm = paradigm_named(self.paradigm)
         model_ids = {m.id for m in self.models}
         unit_ids = {u.unit_id for u in self.units}
         for unit in self.units:
@@ -189,10 +199,8 @@ class Manifest(Strict):
                 if trial.kind == "practice":
                     raise ValueError(f"trial {trial.trial_id}: practice trials belong in practice_trials")
         for trial in self.all_trials():
-            if len(trial.queries) != n_queries:
-                raise ValueError(
-                    f"trial {trial.trial_id}: {len(trial.queries)} queries; {self.paradigm} shows {n_queries}"
-                )
+            if problem := trial.problem_for(paradigm):
+                raise ValueError(problem)
             if trial.trial_id in seen:
                 raise ValueError(f"trial_id {trial.trial_id!r} appears twice")
             seen.add(trial.trial_id)
@@ -219,7 +227,9 @@ class Manifest(Strict):
 
 
 class Answer(Strict):
-    max_query: int = Field(ge=0, description="index into Trial.queries of the more activating query")
+    max_query: int = Field(
+        ge=0, description="index into Trial.queries of the correct query: the more activating one, or the odd one"
+    )
     query_activations: list[float] | None = Field(None, description="per query; null when unknown (imported)")
     query_ranks: list[int] | None = Field(None, description="rank of each query from its own extreme end")
     query_sources: list[str] | None = None

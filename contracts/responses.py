@@ -26,7 +26,7 @@ RESPONSE_COLUMNS: tuple[Column, ...] = (
     Column(
         "paradigm",
         "str",
-        "`2afc`",
+        "`2afc` / `odd_one_out_<n>`",
         "the bundle's paradigm (`contracts/paradigms.py`): how many queries, what chance is",
     ),
     Column("participant_id", "str", "string", "platform worker id, or `direct-<random>` for a direct link", True),
@@ -62,9 +62,14 @@ RESPONSE_COLUMNS: tuple[Column, ...] = (
     ),
     Column("practice_block", "int?", "int ≥ 1 or empty", "the practice block (1 = first try), practice rows only"),
     Column("batch", "int?", "int ≥ 0", "which batch of the unit's natural exemplars the trial used"),
-    Column("max_side", "str", "`left` / `right`", "where the max references were shown"),
-    Column("chosen_query", "int", "0 / 1", "the query the participant chose (0 = top)"),
-    Column("max_query", "int", "0 / 1", "the query that activates the unit more"),
+    Column("max_side", "str?", "`left` / `right` or empty", "where the max references were shown (empty: none shown)"),
+    Column("chosen_query", "int", "int ≥ 0", "the query the participant chose, in display order (0 = first)"),
+    Column(
+        "max_query",
+        "int",
+        "int ≥ 0",
+        "the correct query: the more activating one (2AFC), the odd one (odd-one-out)",
+    ),
     Column("correct", "binary", "0 / 1", "`chosen_query == max_query`", True),
     Column("confidence", "confidence", "1 / 2 / 3", "3 = most confident", True),
     Column(

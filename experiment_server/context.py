@@ -8,7 +8,7 @@ from flask import current_app
 from sqlalchemy.orm import Session
 
 from contracts.bundle import Bundle
-from contracts.paradigms import PARADIGMS, Paradigm
+from contracts.paradigms import Paradigm, paradigm_named
 from experiment_server.config import ServerConfig
 from experiment_server.db import utcnow
 
@@ -23,7 +23,7 @@ def bundle() -> Bundle:
 
 def paradigm() -> Paradigm:
     """The bundle's paradigm: what its trials ask and how responses are scored."""
-    return PARADIGMS[bundle().manifest.paradigm]
+    return paradigm_named(bundle().manifest.paradigm)
 
 
 def db() -> Session:

@@ -136,7 +136,18 @@ def _trial_json(trial: Trial, index: int, n_trials: int, images: str) -> dict[st
             "max": [f"{images}/max{i}.png" for i in range(len(refs.max))],
         },
         "queries": [f"{images}/q{i}.png" for i in range(len(trial.queries))],
-        "answers": _paradigm().answers(),
+        **_paradigm_json(),
+    }
+
+
+def _paradigm_json() -> dict[str, Any]:
+    """How the page asks, the same for every trial of the study (its paradigm's)."""
+    paradigm = _paradigm()
+    return {
+        "layout": paradigm.layout,
+        "question": paradigm.question,
+        "wrong_feedback": paradigm.wrong_feedback,
+        "answers": paradigm.answers(),
     }
 
 
@@ -231,7 +242,7 @@ def _state(db: Session, session: ParticipantSession) -> dict[str, Any]:
         "practice_block": block,
         "practice_next_trial": practice_next,
         "max_practice_blocks": _cfg().criteria.max_practice_blocks,
-        "answers": _paradigm().answers(),
+        **_paradigm_json(),
         "example": (
             _trial_json(example_source, 0, 1, f"/api/sessions/{session.token}/example/images")
             if example_source is not None

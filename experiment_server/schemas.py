@@ -98,10 +98,17 @@ class TrialOut(BaseModel):
     trial_index: int
     n_trials: int
     condition: str
-    max_side: Literal["left", "right"]
+    max_side: Literal["left", "right"] | None
     references: dict[Literal["min", "max"], list[str]]
     queries: list[str] = Field(description="image URLs in display order; nothing says which is correct")
-    answers: list[dict] = Field(description="the answer buttons: query, confidence, key and label, in order")
+    layout: Literal["pair", "grid"] = Field(
+        description="pair: a button per query and confidence; grid: choose a query, then a confidence"
+    )
+    question: str
+    wrong_feedback: str = Field(description="what practice feedback says after a wrong answer")
+    answers: list[dict] = Field(
+        description="the answer controls in order: query, confidence, key and label (grid: choices, then ratings)"
+    )
 
 
 class SessionOut(BaseModel):
@@ -114,7 +121,10 @@ class SessionOut(BaseModel):
     practice_block: int | None = Field(description="the block to do next; null once practice is passed")
     practice_next_trial: int | None
     max_practice_blocks: int
-    answers: list[dict] = Field(description="the study's answer buttons (its paradigm's), as each trial has them")
+    layout: Literal["pair", "grid"]
+    question: str
+    wrong_feedback: str
+    answers: list[dict] = Field(description="the study's answer controls (its paradigm's), as each trial has them")
     example: TrialOut | None = Field(description="an example trial for the instructions")
 
 

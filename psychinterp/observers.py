@@ -6,7 +6,9 @@ references. It picks query A with probability
 
     lapse / 2 + (1 - lapse) * sigmoid(temperature * (evidence_A - evidence_B))
 
-and its confidence grows with |evidence_A - evidence_B|. Feature spaces are pluggable:
+and its confidence grows with |evidence_A - evidence_B|. In an odd-one-out trial (no references)
+it picks the image least similar to the others: evidence = minus its mean similarity to the
+other images, with the same softmax and lapse. Feature spaces are pluggable:
 pixel and colour statistics (no model, no torch), the embedding of any registry model, or any
 embedding function the user names (a perceptual-similarity model such as DreamSim).
 
@@ -167,17 +169,40 @@ class SimilarityObserver:
         # Standardised within the trial, so that similarity reflects what distinguishes these images.
         features = (features - features.mean(axis=0)) / (features.std(axis=0) + 1e-9)
         q, hi, lo = features[:n], features[n : n + len(max_refs)], features[n + len(max_refs) :]
-        evidence = _cosine(q, hi).mean(axis=1) - _cosine(q, lo).mean(axis=1)
+        return self._softmax(_cosine(q, hi).mean(axis=1) - _cosine(q, lo).mean(axis=1))
+
+    def _softmax(self, evidence: np.ndarray) -> tuple[np.ndarray, float]:
+        n = len(evidence)
         weights = np.exp(self.temperature * (evidence - evidence.max()))
         p = self.lapse / n + (1 - self.lapse) * weights / weights.sum()
         best, runner_up = np.sort(evidence)[::-1][:2]
         return p, float(best - runner_up)
 
+    def odd_one_out_probabilities(self, images: Sequence[np.ndarray]) -> tuple[np.ndarray, float]:
+        """Probability of calling each image the odd one: the least similar to the others is likeliest."""
+        features = self.features.embed(list(images))
+        features = (features - features.mean(axis=0)) / (features.std(axis=0) + 1e-9)
+        similarity = _cosine(features, features)
+        np.fill_diagonal(similarity, np.nan)
+        return self._softmax(-np.nanmean(similarity, axis=1))
+
+    def trial_probabilities(
+        self, queries: Sequence[np.ndarray], max_refs: Sequence[np.ndarray], min_refs: Sequence[np.ndarray]
+    ) -> tuple[np.ndarray, float]:
+        """The trial's choice probabilities: by the references when it has them, else as odd-one-out."""
+        if not max_refs and len(queries) > 2:
+            return self.odd_one_out_probabilities(queries)
+        return self.choice_probabilities(queries, max_refs, min_refs)
+
     def decide(self, trial: dict, image: ImageSource) -> tuple[int, int]:
         refs = trial["references"]
-        p, margin = self.choice_probabilities(
-            [image(u) for u in trial["queries"]], [image(u) for u in refs["max"]], [image(u) for u in refs["min"]]
-        )
+        queries = [image(u) for u in trial["queries"]]
+        if trial.get("layout") == "grid":
+            p, margin = self.odd_one_out_probabilities(queries)
+        else:
+            p, margin = self.choice_probabilities(
+                queries, [image(u) for u in refs["max"]], [image(u) for u in refs["min"]]
+            )
         choice = min(int(np.searchsorted(np.cumsum(p), self.rng.random(), side="right")), len(p) - 1)
         strength = self.temperature * margin
         return choice, 3 if strength > 2 else 2 if strength > 0.7 else 1
@@ -212,7 +237,7 @@ def machine_scores(bundle, bundle_dir: Path, observer: SimilarityObserver) -> pd
     for trial in bundle.manifest.all_trials():
         if trial.kind != "main" or trial.condition == "none":
             continue
-        p, _ = observer.choice_probabilities(
+        p, _ = observer.trial_probabilities(
             [image(q) for q in trial.queries],
             [image(r) for r in trial.references.max],
             [image(r) for r in trial.references.min],

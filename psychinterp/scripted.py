@@ -87,17 +87,27 @@ def run_session(
 
     # Like a person, remember the practice feedback: a trial seen again (under new URLs: they name the
     # slot, never the image) is recognised by its queries' pixels and answered as the feedback said.
+    # A wrong answer rules that query out: with two queries the other is right, with more the next try differs.
     learned: dict[tuple[str, ...], int] = {}
+    ruled_out: dict[tuple[str, ...], set[int]] = {}
 
     def respond(path: str, index: int, trial: dict[str, Any]) -> dict[str, Any]:
         key = tuple(_pixels_digest(client, url) for url in trial["queries"])
         chosen, confidence = decide(trial)
-        chosen = learned.get(key, chosen)
+        wrong = ruled_out.get(key, set())
+        if key in learned:
+            chosen = learned[key]
+        elif chosen in wrong:
+            chosen = next(q for q in range(len(trial["queries"])) if q not in wrong)
         answer = {"trial_index": index, "chosen_query": int(chosen), "confidence": int(confidence)}
         answer["rt_ms"] = float(rng.uniform(1500, 6000))
         stored = _call(client, "POST", path, answer)
-        if stored.get("correct") is not None:
-            learned[key] = int(chosen) if stored["correct"] else 1 - int(chosen)
+        if stored.get("correct") is True:
+            learned[key] = int(chosen)
+        elif stored.get("correct") is False:
+            ruled_out.setdefault(key, set()).add(int(chosen))
+            if len(trial["queries"]) - len(ruled_out[key]) == 1:
+                learned[key] = next(q for q in range(len(trial["queries"])) if q not in ruled_out[key])
         return stored
 
     _call(client, "POST", f"{base}/phase", {"phase": "instructions"})

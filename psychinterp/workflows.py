@@ -213,7 +213,7 @@ def plan_power(
         power_grid,
         variance_components,
     )
-    from contracts.paradigms import PARADIGMS
+    from contracts.paradigms import PARADIGMS, paradigm_named
 
     if (bundle is None) == (log10_params is None):
         raise ConfigError("power: give the models as a bundle or as log10 parameter counts, not both")
@@ -238,7 +238,7 @@ def plan_power(
         paradigm = responses_paradigm(responses).name if bundle is None else paradigm
     else:
         chosen, upper = VarianceComponents(**(components or {})), None
-    chance = PARADIGMS[paradigm].chance
+    chance = paradigm_named(paradigm).chance
     grid = {"trials": trials, "n_studies": studies, "alpha": alpha, "seed": seed, "chance": chance}
     try:
         table = power_grid(x, slope, chosen, participants, units, **grid)

@@ -27,12 +27,12 @@ from tqdm import tqdm
 from contracts import bundle as bundle_schema
 from contracts.bundle import AnswerKey, Bundle, BundleModel, Dictionary, Manifest, ReferenceImage, Unit
 from contracts.errors import ConfigError, PsychinterpError
-from contracts.paradigms import PARADIGMS
 from stimuli.dictionaries import DictionaryTable, bind, load_dictionary, prepare_dictionaries
 from stimuli.exemplars import (
     ImageTreeDataset,
     Precision,
     exact_at_used_ranks,
+    random_dataset_images,
     rescore_rows,
     scan_dataset,
     select_exemplars,
@@ -172,20 +172,37 @@ def _natural_batch(
                     source=dataset.paths[index].as_posix(),
                 )
             )
+    candidates = {
+        direction: tuple(
+            QueryImage(sha, acts[i], rank, dataset.paths[i].as_posix())
+            for sha, i, rank in zip(hashes[direction], side.references, side.reference_ranks, strict=True)
+        )
+        for direction, side in (("max", maxs), ("min", mins))
+    }
+    queries = {
+        role: QueryImage(
+            sha256=_store(out, decode_stored_view(dataset.root / dataset.paths[side.query])),
+            activation=acts[side.query],
+            rank=side.query_rank,
+            source=dataset.paths[side.query].as_posix(),
+        )
+        for role, side in (("max", maxs), ("min", mins))
+    }
+    if result.random_images:
+        index, rank = result.random_images[batch]
+        queries["random"] = QueryImage(
+            _store(out, decode_stored_view(dataset.root / dataset.paths[index])),
+            acts[index],
+            rank,
+            dataset.paths[index].as_posix(),
+        )
     images = BatchImages(
         natural_min=tuple(hashes["min"]),
         natural_max=tuple(hashes["max"]),
         natural_min_activations=tuple(acts[i] for i in mins.references),
         natural_max_activations=tuple(acts[i] for i in maxs.references),
-        queries={
-            role: QueryImage(
-                sha256=_store(out, decode_stored_view(dataset.root / dataset.paths[side.query])),
-                activation=acts[side.query],
-                rank=side.query_rank,
-                source=dataset.paths[side.query].as_posix(),
-            )
-            for role, side in (("max", maxs), ("min", mins))
-        },
+        queries=queries,
+        references=candidates,
     )
     return images, refs
 
@@ -336,6 +353,10 @@ def _scan_and_select(
         column = activations[:, j]
         chosen = select_exemplars(column, ex.batches, ex.references, ex.queries, seed=config.seed + position)
         indices = {i for side in (*chosen.max_side, *chosen.min_side) for i in (*side.references, side.query)}
+        random_images = ()
+        if config.paradigm == "odd_one_out" and config.odd_one_out.odd_image == "random":
+            random_images = random_dataset_images(column, indices, ex.batches, seed=config.seed + position)
+            indices |= {i for i, _ in random_images}
         top = [column[i] for side in chosen.max_side for i in side.references]
         bottom = [column[i] for side in chosen.min_side for i in side.references]
         spread = float(np.nanstd(column)) or 1.0
@@ -346,6 +367,7 @@ def _scan_and_select(
                 activations={i: float(column[i]) for i in indices},
                 separation=(float(np.mean(top)) - float(np.mean(bottom))) / spread,
                 targets=(float(np.nanmax(column)), float(np.nanmin(column))),
+                random_images=random_images,
             )
         )
     del scan, activations
@@ -490,9 +512,14 @@ def assemble_bundle(config: StudyConfig, out: Path, plan: UnitPlan, dataset: Ima
             synthetic_min_activations=tuple(v.activation for v in synthetic["min"]),
             synthetic_max_activations=tuple(v.activation for v in synthetic["max"]),
         )
-    paradigm = PARADIGMS[config.paradigm]
+    paradigm = config.trial_paradigm
     tasks, practice, answers = assemble_tasks(
-        dealt, stimuli, max_side=task_cfg.max_side, seed=config.seed, paradigm=paradigm
+        dealt,
+        stimuli,
+        max_side=task_cfg.max_side,
+        seed=config.seed,
+        paradigm=paradigm,
+        odd_image=config.odd_one_out.odd_image,
     )
     manifest = Manifest(
         schema_version=bundle_schema.SCHEMA_VERSION,

@@ -303,6 +303,23 @@ def select_exemplars(
     )
 
 
+def random_dataset_images(
+    column: np.ndarray, used: set[int], batches: int, seed: int = 0
+) -> tuple[tuple[int, int], ...]:
+    """One random decodable image per batch, none of them among ``used``: (index, rank from the max end).
+
+    The odd image of an odd-one-out trial whose config asks for a random dataset image.
+    """
+    valid = np.flatnonzero(~np.isnan(column))
+    pool = np.setdiff1d(valid, np.fromiter(used, dtype=int, count=len(used)))
+    if len(pool) < batches:
+        raise PsychinterpError(f"need {batches} images besides the exemplars for random odd images; found {len(pool)}")
+    descending = valid[np.argsort(-column[valid], kind="stable")]
+    rank = {int(i): r + 1 for r, i in enumerate(descending)}
+    picks = np.random.default_rng([seed, 0x0DD]).choice(pool, size=batches, replace=False)
+    return tuple((int(i), rank[int(i)]) for i in picks)
+
+
 # --- exact selection after a reduced-precision scan ------------------------------
 
 

@@ -5,12 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, model_validator
 
 from contracts.bundle import Condition, DictionaryMethod
 from contracts.config import Strict
 from contracts.errors import load_yaml
-from contracts.paradigms import PARADIGMS
+from contracts.paradigms import TWO_AFC, Paradigm, odd_one_out
 from contracts.units import CHANNEL_KIND, DICTIONARY_NAME
 from stimuli.tasks import MaxSide
 
@@ -156,6 +156,17 @@ class FeatureVisConfig(Strict):
         )
 
 
+class OddOneOutConfig(Strict):
+    """The odd-one-out paradigm: n images, n - 1 from the unit's most activating, one odd."""
+
+    images: int = Field(5, ge=3, le=9, description="images per trial; chance is 1 / images")
+    odd_image: Literal["least", "random"] = Field(
+        "least",
+        description="least: one of the unit's least activating images (an exemplar, or a min visualisation in "
+        "the synthetic condition); random: a random dataset image (natural condition only)",
+    )
+
+
 class StudyConfig(Strict):
     study_id: str = Field(pattern=r"^[A-Za-z0-9_.\-]+$")
     title: str = ""
@@ -171,17 +182,16 @@ class StudyConfig(Strict):
     dataset: DatasetConfig
     exemplars: ExemplarConfig = ExemplarConfig()
     feature_visualization: FeatureVisConfig = FeatureVisConfig()
-    paradigm: str = Field("2afc", description="what a trial asks (contracts.paradigms.PARADIGMS)")
+    paradigm: Literal["2afc", "odd_one_out"] = Field("2afc", description="what a trial asks (docs/paradigms.md)")
+    odd_one_out: OddOneOutConfig = OddOneOutConfig()
     conditions: list[Condition] = Field(["natural", "synthetic"], min_length=1)
     tasks: TaskConfig = TaskConfig()
     seed: int = 0
 
-    @field_validator("paradigm")
-    @classmethod
-    def _known_paradigm(cls, name: str) -> str:
-        if name not in PARADIGMS:
-            raise ValueError(f"unknown paradigm {name!r}; known: {sorted(PARADIGMS)}")
-        return name
+    @property
+    def trial_paradigm(self) -> Paradigm:
+        """The paradigm value the bundle names (odd-one-out with its number of images)."""
+        return odd_one_out(self.odd_one_out.images) if self.paradigm == "odd_one_out" else TWO_AFC
 
     @model_validator(mode="after")
     def _unique(self) -> StudyConfig:
@@ -218,7 +228,34 @@ class StudyConfig(Strict):
                 f"({self.exemplars.batches}) when there are practice trials: the last batch is kept for practice, "
                 "and a main trial would otherwise show a practice trial's images again"
             )
+        if self.paradigm == "odd_one_out":
+            self._check_odd_one_out()
         return self
+
+    def _check_odd_one_out(self) -> None:
+        n_max = self.odd_one_out.images - 1
+        if "none" in self.conditions:
+            raise ValueError(
+                "paradigm odd_one_out: condition 'none' has no images to compare; use natural or synthetic"
+            )
+        if n_max > self.exemplars.references:
+            raise ValueError(
+                f"odd_one_out.images ({self.odd_one_out.images}) needs {n_max} of a batch's "
+                f"{self.exemplars.references} max references"
+            )
+        if self.odd_one_out.odd_image == "random" and "synthetic" in self.conditions:
+            raise ValueError(
+                "odd_one_out.odd_image: random puts a photograph among visualisations, which tells it apart "
+                "by its look alone; use least in the synthetic condition"
+            )
+        per_direction = self.feature_visualization.images_per_direction
+        if "synthetic" in self.conditions and self.exemplars.batches * n_max > per_direction:
+            # Each batch shows its own visualisations, so that no image repeats across a unit's trials.
+            raise ValueError(
+                f"paradigm odd_one_out with synthetic trials: {self.exemplars.batches} batches x {n_max} max "
+                f"visualisations need feature_visualization.images_per_direction >= {self.exemplars.batches * n_max} "
+                f"(it is {per_direction}), or fewer exemplars.batches"
+            )
 
 
 def load_study_config(path: str | Path) -> StudyConfig:

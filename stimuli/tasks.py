@@ -37,7 +37,10 @@ class BatchImages:
     natural_max: tuple[str, ...]
     natural_min_activations: tuple[float, ...]
     natural_max_activations: tuple[float, ...]
-    queries: Mapping[str, QueryImage]  # by the paradigm's query role ("max", "min")
+    # By the paradigm's query role ("max", "min"), and "random" when the build drew random images.
+    queries: Mapping[str, QueryImage]
+    # The references as candidate queries, per side (an odd-one-out trial shows some of them).
+    references: Mapping[str, tuple[QueryImage, ...]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -197,6 +200,72 @@ def _trial(
     return trial, answer
 
 
+def _side_images(condition: str, images: BatchImages, stim: UnitStimuli, side: str, batch: int, n: int) -> list:
+    """Candidate images of one side: the batch's natural references, or that batch's share of the visualisations."""
+    if condition == "natural":
+        return list(images.references[side])
+    hashes = stim.synthetic_max if side == "max" else stim.synthetic_min
+    acts = stim.synthetic_max_activations if side == "max" else stim.synthetic_min_activations
+    # Batch b takes visualisations [b n, (b + 1) n): no image repeats across a unit's batches.
+    return [
+        QueryImage(hashes[i], acts[i], i + 1, "feature-visualisation")
+        for i in range(batch * n, min((batch + 1) * n, len(hashes)))
+    ]
+
+
+def _odd_one_out_trial(
+    trial_id: str,
+    planned: PlannedTrial,
+    condition: str,
+    stim: UnitStimuli,
+    paradigm: Paradigm,
+    odd_position: int,
+    odd_image: str,
+    rng: np.random.Generator,
+) -> tuple[Trial, Answer]:
+    """n - 1 of the unit's most activating images and one odd image, the odd one at ``odd_position``.
+
+    A catch trial shows one max image n - 1 times beside the odd image, so an attentive participant cannot miss.
+    """
+    images = stim.batches[planned.batch]
+    n_max = paradigm.n_queries - 1
+    tops = _side_images(condition, images, stim, "max", planned.batch, n_max)
+    if planned.kind == "catch":
+        chosen = [tops[int(rng.integers(len(tops)))]] * n_max
+    else:
+        chosen = [tops[i] for i in rng.choice(len(tops), size=n_max, replace=False)]
+    if odd_image == "random":
+        odd = images.queries["random"]
+    else:
+        bottoms = _side_images(condition, images, stim, "min", planned.batch, 1 if condition == "synthetic" else 0)
+        odd = bottoms[int(rng.integers(len(bottoms)))]
+    shown = list(chosen)
+    shown.insert(odd_position, odd)
+    trial = Trial(
+        trial_id=trial_id,
+        unit_id=stim.unit_id,
+        condition=condition,
+        kind=planned.kind,
+        batch=planned.batch,
+        max_side=None,
+        references=References(),
+        queries=[q.sha256 for q in shown],
+    )
+    answer = Answer(
+        max_query=odd_position,
+        query_activations=[q.activation for q in shown],
+        query_ranks=[q.rank for q in shown],
+        query_sources=[q.source for q in shown],
+    )
+    return trial, answer
+
+
+def _odd_positions(n_trials: int, n_queries: int, rng: np.random.Generator) -> list[int]:
+    """Where each trial's odd image goes: every position equally often (up to one), in a random order."""
+    cycles = [int(p) for _ in range(-(-n_trials // n_queries)) for p in rng.permutation(n_queries)]
+    return [cycles[i] for i in rng.permutation(n_trials)]
+
+
 def _sides(n: int, mode: MaxSide, rng: np.random.Generator) -> list[str]:
     if mode == "right":
         return ["right"] * n
@@ -210,26 +279,35 @@ def assemble_tasks(
     max_side: MaxSide = "counterbalanced",
     seed: int = 0,
     paradigm: Paradigm = TWO_AFC,
+    odd_image: str = "least",
 ) -> tuple[list[Task], list[Trial], dict[str, Answer]]:
     """Trials of ``paradigm`` for every plan entry; returns tasks, practice trials and the answer key."""
     rng = np.random.default_rng([seed, 1])
     answers: dict[str, Answer] = {}
+
+    def make(trial_id: str, planned: PlannedTrial, condition: str, layout) -> Trial:
+        stim = stimuli[planned.unit_id]
+        if paradigm.shows_references:
+            trial, answers[trial_id] = _trial(trial_id, planned, condition, layout, stim, paradigm, rng)
+        else:
+            trial, answers[trial_id] = _odd_one_out_trial(
+                trial_id, planned, condition, stim, paradigm, layout, odd_image, rng
+            )
+        return trial
+
+    def layouts(n: int) -> list:
+        # Per trial: the max references' side (2AFC), or the odd image's position, each balanced over the block.
+        return _sides(n, max_side, rng) if paradigm.shows_references else _odd_positions(n, paradigm.n_queries, rng)
+
     tasks = []
     for task in plan.tasks:
-        trials = []
-        for index, (planned, side) in enumerate(zip(task.trials, _sides(len(task.trials), max_side, rng), strict=True)):
-            trial_id = f"{task.task_id}__{index:02d}"
-            stim = stimuli[planned.unit_id]
-            trial, answers[trial_id] = _trial(trial_id, planned, task.condition, side, stim, paradigm, rng)
-            trials.append(trial)
+        trials = [
+            make(f"{task.task_id}__{index:02d}", planned, task.condition, layout)
+            for index, (planned, layout) in enumerate(zip(task.trials, layouts(len(task.trials)), strict=True))
+        ]
         tasks.append(Task(task_id=task.task_id, condition=task.condition, model_id=task.model_id, trials=trials))
     practice = []
     for condition, planned_trials in plan.practice.items():
-        for index, (planned, side) in enumerate(
-            zip(planned_trials, _sides(len(planned_trials), max_side, rng), strict=True)
-        ):
-            trial_id = f"practice__{condition}__{index:02d}"
-            stim = stimuli[planned.unit_id]
-            trial, answers[trial_id] = _trial(trial_id, planned, condition, side, stim, paradigm, rng)
-            practice.append(trial)
+        for index, (planned, layout) in enumerate(zip(planned_trials, layouts(len(planned_trials)), strict=True)):
+            practice.append(make(f"practice__{condition}__{index:02d}", planned, condition, layout))
     return tasks, practice, answers

@@ -43,6 +43,7 @@ class ExemplarRecord:
     activations: dict[int, float]  # dataset index -> activation, for the chosen images
     separation: float  # (mean top references - mean bottom references) / sd over the dataset
     targets: tuple[float, float]  # the most extreme natural activations: (max, min)
+    random_images: tuple[tuple[int, int], ...] = ()  # per batch, (index, rank): odd-one-out's random odd images
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -52,6 +53,7 @@ class ExemplarRecord:
             "activations": {str(i): v for i, v in sorted(self.activations.items())},
             "separation": self.separation,
             "targets": list(self.targets),
+            **({"random_images": [list(r) for r in self.random_images]} if self.random_images else {}),
         }
 
     @classmethod
@@ -65,6 +67,7 @@ class ExemplarRecord:
             activations={int(i): v for i, v in raw["activations"].items()},
             separation=raw["separation"],
             targets=tuple(raw["targets"]),
+            random_images=tuple(tuple(r) for r in raw.get("random_images", ())),
         )
 
 

@@ -24,8 +24,12 @@ def write_tiny_study(
     batches: int = 2,
     images_per_class: int = 12,
     practice_trials: int = 1,
+    **overrides,
 ) -> Path:
-    """Dataset, random weights saved to a file, models file and study config under ``root``."""
+    """Dataset, random weights saved to a file, models file and study config under ``root``.
+
+    ``overrides`` replace top-level fields of the study config (e.g. ``paradigm``), or are merged
+    into those that are mappings."""
     import torch
 
     from stimuli.demo.images import write_demo_dataset
@@ -57,6 +61,8 @@ def write_tiny_study(
         "tasks": {"trials_per_task": 2, "catch_trials_per_task": 1, "practice_trials": practice_trials},
         "seed": 1,
     }
+    for field, value in overrides.items():
+        study[field] = {**study[field], **value} if isinstance(study.get(field), dict) else value
     path = root / "study.yaml"
     path.write_text(yaml.safe_dump(study))
     return path
@@ -70,6 +76,26 @@ def tiny_bundle_dir(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("tiny_study")
     out = root / "bundle"
     build_study(load_study_config(write_tiny_study(root)), out)
+    return out
+
+
+ODD_ONE_OUT_STUDY = {
+    "paradigm": "odd_one_out",
+    "odd_one_out": {"images": 4},
+    "feature_visualization": {"images_per_direction": 6},
+    "units": 3,
+}
+
+
+@pytest.fixture(scope="session")
+def tiny_odd_bundle_dir(tmp_path_factory) -> Path:
+    """The tiny study in the odd-one-out paradigm: 4 images a trial, natural and synthetic."""
+    from stimuli.build import build_study
+    from stimuli.study import load_study_config
+
+    root = tmp_path_factory.mktemp("tiny_odd_study")
+    out = root / "bundle"
+    build_study(load_study_config(write_tiny_study(root, **ODD_ONE_OUT_STUDY)), out)
     return out
 
 

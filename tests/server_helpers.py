@@ -117,7 +117,7 @@ def pass_practice(client, bundle: Bundle, token: str, wrong_first_blocks: int = 
         for i in range(state["practice_trials"]):
             trial = client.get(f"/api/sessions/{token}/practice/{block}/{i}").get_json()
             right = correct_choice(bundle, trial, client)
-            chosen = 1 - right if block <= wrong_first_blocks else right
+            chosen = (right + 1) % len(trial["queries"]) if block <= wrong_first_blocks else right
             stored = client.post(f"/api/sessions/{token}/practice/{block}/responses", json=answer_body(i, chosen))
             assert stored.status_code == 201, stored.get_json()
         state = client.get(f"/api/sessions/{token}").get_json()
@@ -128,5 +128,8 @@ def answer_all(client, bundle: Bundle, token: str, n_trials: int, correct: bool 
     for i in range(n_trials):
         trial = client.get(f"/api/sessions/{token}/trials/{i}").get_json()
         right = correct_choice(bundle, trial, client)
-        response = client.post(f"/api/sessions/{token}/responses", json=answer_body(i, right if correct else 1 - right))
+        response = client.post(
+            f"/api/sessions/{token}/responses",
+            json=answer_body(i, right if correct else (right + 1) % len(trial["queries"])),
+        )
         assert response.status_code == 201, response.get_json()

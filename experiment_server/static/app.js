@@ -18,6 +18,9 @@ const state = {
   onAnswer: null,
   events: [],
   inTrials: false,
+  chosen: null, // grid layout: the query chosen before its confidence
+  wrongFeedback: "",
+  layout: "pair",
 };
 
 // --- HTTP ------------------------------------------------------------------------
@@ -240,14 +243,40 @@ async function loadTrial(path) {
 
 function setButtons(enabled) {
   state.locked = !enabled;
-  for (const b of document.querySelectorAll(".answers button")) b.disabled = !enabled;
+  for (const b of document.querySelectorAll("#trial .answers button, #trial .choice")) b.disabled = !enabled;
+  if (enabled) chooseQuery(state.chosen);
 }
 
-// The answer buttons come with each trial (its paradigm's): one per query and confidence, with a key.
-function renderAnswers(answers) {
+// Grid layout: a query is chosen first (its image, or its number key); the confidence buttons then answer.
+function chooseQuery(query) {
+  state.chosen = query;
+  for (const choice of document.querySelectorAll("#trial .choice")) {
+    choice.setAttribute("aria-pressed", String(Number(choice.dataset.query) === query));
+  }
+  for (const b of document.querySelectorAll("#trial .answers button[data-confidence]")) {
+    if (b.dataset.query === undefined) b.disabled = state.locked || query === null;
+  }
+}
+
+// The answer buttons come with each trial (its paradigm's): one per query and confidence, with a key;
+// in the grid layout, one per confidence (the queries themselves are the choices).
+function renderAnswers(answers, layout = "pair") {
   const group = document.querySelector("#trial .answers");
-  const built = JSON.stringify(answers);
+  const built = JSON.stringify([layout, answers]);
   if (group.dataset.built === built) return;
+  if (layout === "grid") {
+    const ratings = answers.filter((a) => a.query === undefined).map((a) => {
+      const button = Object.assign(document.createElement("button"), { type: "button" });
+      Object.assign(button.dataset, { confidence: a.confidence, key: a.key });
+      button.append(`${a.label} `, Object.assign(document.createElement("kbd"), { textContent: a.key }));
+      button.addEventListener("click", () => answerWith(button));
+      return button;
+    });
+    group.style.gridTemplateColumns = `repeat(${ratings.length}, auto)`;
+    group.replaceChildren(...ratings);
+    group.dataset.built = built;
+    return;
+  }
   const buttons = answers.map((a) => {
     const button = Object.assign(document.createElement("button"), { type: "button" });
     Object.assign(button.dataset, { query: a.query, confidence: a.confidence, key: a.key });
@@ -287,13 +316,40 @@ function placeQueries(container, images, answers, idPrefix, answersGroup = null)
   container.replaceChildren(...captioned);
 }
 
+// Grid layout: every query is a button holding its image and its number; the ratings follow the grid.
+function placeChoices(container, images, answers, idPrefix, answersGroup = null) {
+  const choices = images.map((img, i) => {
+    img.id = `${idPrefix}${i}`;
+    img.alt = `image ${i + 1}`;
+    const choice = Object.assign(document.createElement("button"), { type: "button", className: "choice" });
+    const key = answers.find((a) => a.query === i)?.key ?? String(i + 1);
+    Object.assign(choice.dataset, { query: i, key });
+    choice.setAttribute("aria-pressed", "false");
+    choice.append(img, Object.assign(document.createElement("kbd"), { textContent: key }));
+    if (answersGroup) choice.addEventListener("click", () => !state.locked && chooseQuery(i));
+    return choice;
+  });
+  const grid = Object.assign(document.createElement("div"), { className: "choices" });
+  grid.style.gridTemplateColumns = `repeat(${Math.min(images.length, 5)}, auto)`;
+  grid.replaceChildren(...choices);
+  container.replaceChildren(grid, ...(answersGroup ? [answersGroup] : []));
+}
+
 // Shows a preloaded trial; resolves with the participant's answer.
 function present(loaded, label, progress) {
   const { trial, images } = loaded;
-  renderAnswers(trial.answers);
+  const grid = trial.layout === "grid";
+  renderAnswers(trial.answers, trial.layout);
+  state.chosen = null;
+  state.wrongFeedback = trial.wrong_feedback;
+  state.layout = trial.layout;
   setButtons(false);
   placeReferences("refs", trial, images);
-  placeQueries($("trial-queries"), images.queries, trial.answers, "query-", document.querySelector("#trial .answers"));
+  for (const side of ["refs-left", "refs-right"]) $(side).hidden = grid;
+  document.querySelector("#trial .answers").setAttribute("aria-label", trial.question);
+  (grid ? placeChoices : placeQueries)(
+    $("trial-queries"), images.queries, trial.answers, "query-", document.querySelector("#trial .answers"),
+  );
   $("trial-label").textContent = label;
   $("trial-feedback").textContent = "";
   $("progress-bar").style.width = `${100 * progress}%`;
@@ -322,16 +378,21 @@ function present(loaded, label, progress) {
 
 function answerWith(button) {
   if (state.locked || !state.onAnswer) return;
-  state.onAnswer(Number(button.dataset.query), Number(button.dataset.confidence));
+  const query = button.dataset.query === undefined ? state.chosen : Number(button.dataset.query);
+  if (query === null) return;
+  state.onAnswer(query, Number(button.dataset.confidence));
 }
 
 document.addEventListener("keydown", (event) => {
-  const button = document.querySelector(`.answers button[data-key="${event.key}"]`);
-  if (button && !$("trial").hidden) answerWith(button);
+  if ($("trial").hidden) return;
+  const choice = document.querySelector(`#trial .choice[data-key="${event.key}"]`);
+  if (choice && !state.locked) return chooseQuery(Number(choice.dataset.query));
+  const button = document.querySelector(`#trial .answers button[data-key="${event.key}"]`);
+  if (button) answerWith(button);
 });
 
 async function showFeedback(correct) {
-  $("trial-feedback").textContent = correct ? "Correct!" : "Wrong: the other query activates the unit more.";
+  $("trial-feedback").textContent = correct ? "Correct!" : state.wrongFeedback;
   $("trial-feedback").className = `trial-feedback ${correct ? "right" : "wrong"}`;
   await new Promise((resolve) => setTimeout(resolve, 1200));
 }
@@ -347,7 +408,23 @@ function queriesSentence(answers) {
   return names.length === 2 ? `two query images, ${names[0]} (upper) and ${names[1]} (lower).` : `${names.length} query images, ${names.join(", ")}.`;
 }
 
+function gridInstructionsHtml(session) {
+  const n = session.answers.filter((a) => a.query !== undefined).length;
+  const keys = session.answers.filter((a) => a.query === undefined).map((a) => `${a.key} (${a.label})`);
+  const kind = session.condition === "synthetic"
+    ? "generated by an algorithm to activate one unit of an artificial neural network"
+    : "photographs";
+  return `<p>On each trial you see ${n} images, ${kind}. ${n - 1} of them <strong>strongly activate</strong> one unit
+    of an artificial neural network; one of them does not: it is the <strong>odd one out</strong>.</p>
+    <p>Click the odd one out (or press its number, 1 to ${n}), then say how sure you are with the buttons below the
+    images or the keys ${keys.join(", ")}. The buttons unlock ${SETTINGS.buttonLockMs / 1000} s after the images appear:
+    look at them carefully.</p>
+    <p>There are ${session.n_trials} trials${session.practice_trials ? `, after a practice block of ${session.practice_trials} trials with feedback` : ""}.
+    Some trials are easy checks of attention.</p>`;
+}
+
 function instructionsHtml(session) {
+  if (session.layout === "grid") return gridInstructionsHtml(session);
   const answers = session.answers;
   const refs = session.condition === "none"
     ? "<p>You will see two query images and decide which one activates the unit more, without any reference images.</p>"
@@ -370,8 +447,10 @@ async function showInstructions(session) {
       decoded(session.example.references.max),
       decoded(session.example.queries),
     ]);
+    const grid = session.example.layout === "grid";
     placeReferences("example", session.example, { min: example[0], max: example[1] });
-    placeQueries($("example-queries"), example[2], session.example.answers, "example-q");
+    for (const side of ["example-left", "example-right"]) $(side).hidden = grid;
+    (grid ? placeChoices : placeQueries)($("example-queries"), example[2], session.example.answers, "example-q");
     $("example").hidden = false;
   }
   show("instructions");
