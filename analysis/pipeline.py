@@ -34,6 +34,7 @@ from analysis.exclusions import (
 from analysis.formats import FORMATS
 from analysis.load import ResponseTableError, as_responses, load_machine_scores, load_table
 from analysis.machine import human_and_machine_models, human_and_machine_units, human_machine_correlation
+from analysis.paradigms import paired_unit_accuracy, paradigm_correlation
 from analysis.scaling import (
     condition_interaction,
     robustness_checks,
@@ -91,6 +92,14 @@ class UnitKinds:
 
 
 @dataclass(frozen=True)
+class ParadigmAgreement:
+    source: Path  # the other paradigm's responses
+    paradigms: tuple[str, str]
+    units: pd.DataFrame  # per unit and condition: its accuracy in each paradigm
+    correlation: pd.DataFrame  # per condition: Spearman's rho with its interval and test
+
+
+@dataclass(frozen=True)
 class Repeats:
     by_instruction: pd.DataFrame
     overall: pd.DataFrame
@@ -115,6 +124,7 @@ class StudyResults:
     scaling: Scaling | None = None
     machine: MachineComparison | None = None
     unit_kinds: UnitKinds | None = None  # when the study measured more than one kind of unit
+    paradigm_agreement: ParadigmAgreement | None = None  # the same units in a second paradigm
 
     @property
     def main(self) -> pd.DataFrame:
@@ -187,6 +197,23 @@ def _unit_kinds(included: pd.DataFrame, config: AnalysisConfig, n_resamples: int
     )
 
 
+def _paradigm_agreement(
+    included: pd.DataFrame, other_csv: Path | None, mode: str, criteria: ExclusionCriteria, n_resamples: int
+) -> ParadigmAgreement | None:
+    if other_csv is None:
+        return None
+    other, _ = _exclusions(as_responses(load_table(other_csv)), other_csv, mode, criteria)
+    try:
+        paired = paired_unit_accuracy(included, other)
+    except ValueError as exc:
+        raise ResponseTableError(f"{other_csv}: {exc}") from None
+    if paired.empty:
+        raise ResponseTableError(f"{other_csv}: measured none of the units of the first table")
+    return ParadigmAgreement(
+        other_csv, paired.attrs["paradigms"], paired, paradigm_correlation(paired, n_resamples=n_resamples)
+    )
+
+
 def _repeats(included: pd.DataFrame) -> Repeats | None:
     by_instruction = repeat_agreement(included)
     if by_instruction.empty:
@@ -204,13 +231,15 @@ def analyse(
     models: dict | None = None,
     machine_scores: Path | None = None,
     config: AnalysisConfig = DEFAULT_ANALYSIS,
+    other_paradigm: Path | None = None,
 ) -> StudyResults | RatingResults:
     """Every estimate of the report for one table; a rating table gets its rating summary.
 
     ``exclusions``: ``ours`` recomputes our criteria where the table allows, ``published`` applies the
     source's own flags (the 2023 release's ``passed_checks`` / ``multi_participation``), ``none`` keeps all.
     ``models``: facts per model id, for the scaling trends; ``machine_scores``: a machine-score CSV;
-    ``config``: what a claim must clear (:mod:`analysis.config`).
+    ``config``: what a claim must clear (:mod:`analysis.config`); ``other_paradigm``: responses to the
+    same units in another paradigm (ours), for the per-unit agreement of the two.
     """
     if exclusions not in EXCLUSION_MODES:
         raise ResponseTableError(f"exclusions {exclusions!r}: choose from {list(EXCLUSION_MODES)}")
@@ -244,4 +273,7 @@ def analyse(
         scaling=_scaling(included, models, config),
         machine=_machine(included, machine_scores),
         unit_kinds=_unit_kinds(included, config, n_resamples),
+        paradigm_agreement=_paradigm_agreement(
+            included, other_paradigm, exclusions, criteria or ExclusionCriteria(), n_resamples
+        ),
     )

@@ -271,6 +271,9 @@ def _write_csvs(results: StudyResults, out: Path) -> None:
         machine = results.machine
         tables |= {"machine_units": machine.units, "machine_models": machine.models}
         tables["machine_correlation"] = machine.correlation
+    if results.paradigm_agreement is not None:
+        tables["paradigm_units"] = results.paradigm_agreement.units
+        tables["paradigm_agreement"] = results.paradigm_agreement.correlation
     if results.unit_kinds is not None:
         tables["unit_kind_accuracy"] = results.unit_kinds.accuracy
         tables["unit_kind_differences"] = results.unit_kinds.differences
@@ -354,6 +357,9 @@ def _study_page(results: StudyResults, figures: dict[str, str]) -> str:
         "machine_correlation": _html(machine.correlation) if machine is not None else None,
         "excluded": exclusion.pop("excluded_table"),
         "unit_kind_accuracy": _html(kinds.accuracy, ".3f") if kinds is not None else None,
+        "paradigm_agreement": (
+            _html(results.paradigm_agreement.correlation) if results.paradigm_agreement is not None else None
+        ),
         "unit_kind_differences": _html(kinds.differences, ".3g") if kinds is not None else None,
     }
     breakdown_sections = [

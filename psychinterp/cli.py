@@ -261,6 +261,13 @@ def analyze(
             "--config", help="analysis config (YAML): alpha, equivalence margins, power; see docs/statistics.md"
         ),
     ] = None,
+    other_paradigm: Annotated[
+        Path | None,
+        typer.Option(
+            help="responses to the same units in another paradigm (e.g. odd-one-out beside 2AFC): "
+            "the report adds their per-unit agreement"
+        ),
+    ] = None,
 ) -> None:
     """Accuracy per model and condition after exclusions, with bootstrap CIs, figures and report/index.html."""
     from analysis.pipeline import EXCLUSION_MODES
@@ -285,6 +292,7 @@ def analyze(
         exclusions=exclusions,
         machine_scores=machine_scores,
         analysis_config=config,
+        other_paradigm=other_paradigm,
     )
     typer.echo(f"report: {page}")
 

@@ -237,3 +237,66 @@ def test_a_whole_session_on_each_released_task_folder(page, tmp_path, name):
         and {r["correct"] for r in rows} == {"1"}
         and {r["session_status"] for r in rows} == {"completed"}
     )
+
+
+def _answer_odd_one_out(page, bundle, by_key: bool) -> tuple[int, int]:
+    page.wait_for_selector("#trial:not([hidden])")
+    assert page.locator("#refs-left").is_hidden() and page.locator("#trial .choice").count() == 4
+    assert page.locator("#trial .choice:disabled").count() == 4  # locked at first, like the buttons
+    page.wait_for_selector("#trial .choice:enabled")
+    # Nothing is answered until a confidence follows the choice.
+    assert page.locator(".answers button:disabled").count() == 3
+    shown = {"queries": [page.get_attribute(f"#query-{i}", "src") for i in range(4)]}
+    right = correct_choice(bundle, shown, lambda url: page.request.get(urljoin(page.url, url)).body())
+    if by_key:
+        page.keyboard.press(str(right + 1))
+        assert page.get_attribute(f"#trial .choice[data-query='{right}']", "aria-pressed") == "true"
+        page.keyboard.press("d")
+    else:
+        page.click(f"#trial .choice[data-query='{(right + 1) % 4}']")  # a change of mind ...
+        page.click(f"#trial .choice[data-query='{right}']")  # ... before the confidence
+        page.click(".answers button[data-confidence='2']")
+    return right, 3 if by_key else 2
+
+
+def test_an_odd_one_out_session_in_the_browser(tiny_odd_bundle_dir, page, tmp_path):
+    with serving(tiny_odd_bundle_dir, tmp_path / "odd.db") as (app, url):
+        bundle = load_bundle(tiny_odd_bundle_dir)
+        console: list[str] = []
+        page.on("console", lambda message: console.append(message.text))
+        page.goto(url + "/" + PROLIFIC)
+        page.click("#consent-yes")
+        page.wait_for_selector("#instructions:not([hidden])")
+        assert "odd one out" in page.text_content("#instructions-text")
+        assert page.locator("#example .choice img").count() == 4 and page.locator("#example-left").is_hidden()
+        page.click("#instructions-done")
+        page.click("#setup-go")
+        page.click("#practice-go")
+        _answer_odd_one_out(page, bundle, by_key=True)
+        page.wait_for_selector("#trial-feedback.right")
+        page.click("#main-go")
+        planned = []
+        while True:
+            page.wait_for_selector("#trial:not([hidden]), #feedback:not([hidden])")
+            if page.is_visible("#feedback"):
+                break
+            label = page.text_content("#trial-label")
+            index = int(label.split()[1]) - 1
+            chosen, confidence = _answer_odd_one_out(page, bundle, by_key=index % 2 == 0)
+            planned.append((index, chosen, confidence))
+            _wait_until(
+                page,
+                f"!document.getElementById('trial-label').textContent.startsWith('{label}')"
+                " || !document.getElementById('feedback').hidden",
+            )
+        page.click("#feedback-send")
+        page.wait_for_selector("#done:not([hidden])")
+        assert page.text_content("#completion-code") == "GOOD123"
+        assert not [m for m in console if "Content Security Policy" in m]
+        out = tmp_path / "responses.csv"
+        export_csv(bundle, app.extensions["psychinterp_db"], out)
+    with out.open() as fh:
+        rows = [r for r in csv.DictReader(fh) if r["trial_kind"] != "practice"]
+    assert [(int(r["trial_index"]), int(r["chosen_query"]), int(r["confidence"])) for r in rows] == planned
+    assert {r["paradigm"] for r in rows} == {"odd_one_out_4"} and {r["correct"] for r in rows} == {"1"}
+    assert {r["max_side"] for r in rows} == {""}

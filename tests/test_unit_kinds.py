@@ -131,3 +131,56 @@ def test_the_pipeline_reports_unit_kinds_and_scales_each_kind(tmp_path):
     single = single[single["unit_kind"] == "channel"]
     single.to_csv(path, index=False)
     assert analyse(path, n_resamples=200).unit_kinds is None
+
+
+def _two_paradigms(seed: int, agreement: float, units: int = 30) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The same units in 2AFC and odd-one-out; ``agreement`` ties the two paradigms' unit easiness."""
+    rng = np.random.default_rng(seed)
+    easiness = rng.normal(0, 1, units)
+    other = agreement * easiness + np.sqrt(1 - agreement**2) * rng.normal(0, 1, units)
+    tables = []
+    for paradigm, base, ease in (("2afc", 1.0, easiness), ("odd_one_out_5", 0.0, other)):
+        p = expit(base + ease[None, :] + rng.normal(0, 0.3, (20, 1)))
+        correct = rng.random(p.shape) < p
+        rows = [
+            {
+                "participant_id": f"{paradigm}-p{i}",
+                "model_id": "m",
+                "condition": "natural",
+                "unit_id": f"m__l__{u}",
+                "trial_kind": "main",
+                "paradigm": paradigm,
+                "correct": int(correct[i, u]),
+                "confidence": 2,
+            }
+            for i in range(20)
+            for u in range(units)
+        ]
+        tables.append(pd.DataFrame(rows))
+    return tables[0], tables[1]
+
+
+def test_paradigm_agreement_is_found_when_real_and_rarely_when_absent(tmp_path):
+    from analysis.paradigms import paired_unit_accuracy, paradigm_correlation
+    from analysis.pipeline import analyse
+
+    first, second = _two_paradigms(0, agreement=0.9)
+    table = paradigm_correlation(paired_unit_accuracy(first, second), n_resamples=500)
+    row = table.iloc[0]
+    assert row.paradigms == "2afc vs odd_one_out_5" and row.n_units == 30
+    assert row.spearman_rho > 0.5 and row.ci_low > 0 and row.p < 0.01
+    from scipy import stats
+
+    def null_p(seed: int) -> float:  # the table's p column is scipy's Spearman test, without the bootstrap
+        paired = paired_unit_accuracy(*_two_paradigms(seed, 0.0))
+        return stats.spearmanr(paired["accuracy_2afc"], paired["accuracy_odd_one_out_5"]).pvalue
+
+    rejected = [null_p(s) < 0.05 for s in range(200)]
+    assert sum(rejected) <= 16  # the test of zero keeps its level with independent paradigms
+
+    a, b = tmp_path / "a.csv", tmp_path / "b.csv"
+    first.to_csv(a, index=False)
+    second.to_csv(b, index=False)
+    results = analyse(a, n_resamples=200, exclusions="none", other_paradigm=b)
+    assert results.paradigm_agreement.paradigms == ("2afc", "odd_one_out_5")
+    assert results.chance == 0.5 and not results.paradigm_agreement.correlation.empty

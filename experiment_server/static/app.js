@@ -343,13 +343,15 @@ function present(loaded, label, progress) {
   state.chosen = null;
   state.wrongFeedback = trial.wrong_feedback;
   state.layout = trial.layout;
-  setButtons(false);
   placeReferences("refs", trial, images);
   for (const side of ["refs-left", "refs-right"]) $(side).hidden = grid;
   document.querySelector("#trial .answers").setAttribute("aria-label", trial.question);
+  $("trial-question").textContent = trial.question;
+  $("trial-question").hidden = !grid;
   (grid ? placeChoices : placeQueries)(
     $("trial-queries"), images.queries, trial.answers, "query-", document.querySelector("#trial .answers"),
   );
+  setButtons(false); // after placing: the grid's choices are new buttons, and they start locked too
   $("trial-label").textContent = label;
   $("trial-feedback").textContent = "";
   $("progress-bar").style.width = `${100 * progress}%`;
