@@ -4,7 +4,10 @@
 2. build a bundle with natural and synthetic conditions from the exemplar pool;
 3. start the real server (waitress), and let machine observers take the study through its HTTP API;
 4. score each unit offline with a second observer (the machine score) and write the report;
-5. serve the study on http://127.0.0.1:5000.
+5. the unit-kind study: channels against k-means directions of the same layers of two family
+   members, in 2AFC and in odd-one-out, taken by observers in-process, with its own report
+   (the unit-kind comparison, and the two paradigms' per-unit agreement);
+6. serve the study on http://127.0.0.1:5000.
 """
 
 from __future__ import annotations
@@ -62,6 +65,99 @@ def prepare_demo_inputs(
     path = workdir / "study.yaml"
     write_if_changed(path, yaml.safe_dump(study, sort_keys=False))
     return path
+
+
+# The unit-kind study: two family members, channels against k-means directions of the same layers.
+UNIT_KIND_MODELS = (FAMILY[1].id, FAMILY[-1].id)
+UNIT_KIND_OBSERVERS_PER_TASK = 3
+
+
+def prepare_unit_kind_inputs(workdir: Path) -> dict[str, Path]:
+    """Study configs of the unit-kind study, one per paradigm (the same units in each)."""
+    study = {
+        "title": "psychinterp demo: channels and k-means directions",
+        "models_file": "models.yaml",
+        "models": list(UNIT_KIND_MODELS),
+        "units_per_model": 8,
+        "dictionaries": [{"name": "kmeans", "method": "kmeans", "size": 12, "units_per_model": 8}],
+        "dictionary_sample": {"images": 300, "positions_per_image": 8},
+        "dataset": {"path": "shapes/pool", "batch_size": 64},
+        "exemplars": {"batches": 3, "references": 9},
+        "conditions": ["natural"],
+        "tasks": {"trials_per_task": 16, "catch_trials_per_task": 1, "repetitions": 2, "practice_trials": 2},
+        "seed": 0,
+    }
+    paths = {}
+    for name, paradigm in (("2afc", {}), ("odd", {"paradigm": "odd_one_out", "odd_one_out": {"images": 5}})):
+        paths[name] = workdir / f"units-{name}.yaml"
+        write_if_changed(paths[name], yaml.safe_dump({"study_id": f"demo-units-{name}", **study, **paradigm}))
+    return paths
+
+
+def _observe_in_process(app, n_participants: int, seed: int, label: str) -> None:
+    """Pixel-statistics observers through the server's API, in this process (Flask's test client)."""
+    from tqdm import tqdm
+
+    from psychinterp.observers import http_images, make_observer
+    from psychinterp.scripted import run_session
+
+    rng = np.random.default_rng(seed)
+    observer = make_observer(PARTICIPANT_OBSERVER, seed=seed + 1)
+    client = app.test_client()
+    images = http_images(client)
+    for _ in tqdm(range(n_participants), desc=label, unit="participant", leave=False):
+        run_session(client, lambda trial: observer.decide(trial, images), rng)
+
+
+def run_unit_kind_study(workdir: Path, weights_fingerprint: str) -> Path:
+    """Build both bundles (cached), let observers take each, and write the unit-kind report."""
+    from contracts.bundle import load_bundle
+    from experiment_server import create_app
+    from experiment_server.export import export_csv
+    from stimuli.build import build_study
+    from stimuli.study import load_study_config
+
+    paths = prepare_unit_kind_inputs(workdir)
+    responses = {}
+    for name, path in paths.items():
+        fingerprint = _fingerprint(path) + weights_fingerprint
+        bundle_dir = workdir / f"units-{name}-bundle"
+        database = workdir / f"units-{name}.db"
+        if _stale(bundle_dir / ".built-from", fingerprint):
+            typer.echo(f"building the unit-kind study's {name} bundle (first run only)")
+            shutil.rmtree(bundle_dir, ignore_errors=True)
+            database.unlink(missing_ok=True)
+            build_study(load_study_config(path), bundle_dir)
+            (bundle_dir / ".built-from").write_text(fingerprint)
+        app = create_app({"bundle_dir": bundle_dir, "database_url": f"sqlite:///{database}", **SCRIPTED_SERVER})
+        bundle = load_bundle(bundle_dir)
+        marker = bundle_dir / ".observers-done"
+        if not marker.exists():
+            n = UNIT_KIND_OBSERVERS_PER_TASK * len(bundle.manifest.tasks)
+            typer.echo(f"{n} simulated participants take the unit-kind study ({bundle.manifest.paradigm})")
+            _observe_in_process(app, n, seed=7, label=bundle.manifest.paradigm)
+            marker.write_text(fingerprint)
+        responses[name] = workdir / f"units-{name}-responses.csv"
+        export_csv(bundle, app.extensions["psychinterp_db"], responses[name])
+    return _unit_kind_report(workdir, responses, load_bundle(workdir / "units-2afc-bundle"))
+
+
+def _unit_kind_report(workdir: Path, responses: dict[str, Path], bundle) -> Path:
+    from analysis.exclusions import ExclusionCriteria
+    from analysis.report import write_report
+
+    scripted = ExclusionCriteria(**SCRIPTED_CRITERIA, min_choices_per_query_row=0)
+    facts = {m.id: m.model_dump() for m in bundle.manifest.models}
+    page = write_report(
+        responses["2afc"],
+        workdir / "units-report",
+        criteria=scripted,
+        models=facts,
+        other_paradigm=responses["odd"],
+        n_resamples=2_000,
+    )
+    typer.echo(f"unit-kind report: {page}")
+    return page
 
 
 def run_observers(base_url: str, n_participants: int, seed: int = 0) -> None:
@@ -132,8 +228,10 @@ def run_demo(
     serve: bool = True,
     data: FamilyData = DEFAULT_DATA,
     recipe: TrainingRecipe = DEFAULT_RECIPE,
+    unit_kinds: bool = True,
 ) -> None:
-    """The demo; ``data`` and ``recipe`` set the family's training (smaller in tests)."""
+    """The demo; ``data`` and ``recipe`` set the family's training (smaller in tests); ``unit_kinds`` adds
+    the unit-kind study."""
     from contracts.bundle import load_bundle
     from experiment_server import create_app
     from experiment_server.admin import set_admin_password
@@ -178,6 +276,8 @@ def run_demo(
             observer = make_observer(MACHINE_OBSERVER, lapse=0.0, models_file=models_file)
             machine_scores(load_bundle(bundle_dir), bundle_dir, observer).to_csv(scores, index=False)
         _export_and_report(app, workdir, scores)
+        if unit_kinds:
+            run_unit_kind_study(workdir, _fingerprint(models_file, *sorted((workdir / "weights").glob("*.pt"))))
         typer.echo(f"admin URL: {base_url}/admin/  login: admin / {password_file.read_text().strip()}")
         typer.echo(f"ready in {time.perf_counter() - started:.0f} s")
         if serve:

@@ -18,6 +18,7 @@ or offline on a bundle, where :func:`machine_scores` gives each unit's expected 
 
 from __future__ import annotations
 
+import hashlib
 import io
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -152,6 +153,7 @@ class SimilarityObserver:
     temperature: float = 10.0
     lapse: float = 0.05
     rng: np.random.Generator = field(default_factory=np.random.default_rng)
+    _features: dict[bytes, np.ndarray] = field(default_factory=dict, init=False, repr=False)
 
     def choice_probabilities(
         self, queries: Sequence[np.ndarray], max_refs: Sequence[np.ndarray], min_refs: Sequence[np.ndarray]
@@ -165,11 +167,23 @@ class SimilarityObserver:
         n = len(queries)
         if not max_refs:  # no references: nothing to go on
             return np.full(n, 1 / n), 0.0
-        features = self.features.embed([*queries, *max_refs, *min_refs])
+        features = self._embed([*queries, *max_refs, *min_refs])
         # Standardised within the trial, so that similarity reflects what distinguishes these images.
         features = (features - features.mean(axis=0)) / (features.std(axis=0) + 1e-9)
         q, hi, lo = features[:n], features[n : n + len(max_refs)], features[n + len(max_refs) :]
         return self._softmax(_cosine(q, hi).mean(axis=1) - _cosine(q, lo).mean(axis=1))
+
+    def _embed(self, images: Sequence[np.ndarray]) -> np.ndarray:
+        """Features of each image, remembered by its pixels: the observers of one task see the same images
+        under other URLs, and a feature space's cost is per image."""
+        keys = [hashlib.blake2b(np.ascontiguousarray(i).tobytes(), digest_size=16).digest() for i in images]
+        missing = [k for k in dict.fromkeys(keys) if k not in self._features]
+        if missing:
+            wanted = set(missing)
+            first = {k: image for k, image in zip(keys, images, strict=True) if k in wanted}
+            for key, row in zip(first, self.features.embed(list(first.values())), strict=True):
+                self._features[key] = row
+        return np.stack([self._features[k] for k in keys])
 
     def _softmax(self, evidence: np.ndarray) -> tuple[np.ndarray, float]:
         n = len(evidence)
@@ -180,7 +194,7 @@ class SimilarityObserver:
 
     def odd_one_out_probabilities(self, images: Sequence[np.ndarray]) -> tuple[np.ndarray, float]:
         """Probability of calling each image the odd one: the least similar to the others is likeliest."""
-        features = self.features.embed(list(images))
+        features = self._embed(list(images))
         features = (features - features.mean(axis=0)) / (features.std(axis=0) + 1e-9)
         similarity = _cosine(features, features)
         np.fill_diagonal(similarity, np.nan)

@@ -30,12 +30,24 @@ def test_demo_trains_a_tiny_family_and_runs_end_to_end_offline_then_reruns_from_
     scores = list(csv.DictReader((report / "machine_units.csv").open()))
     assert len(scores) == 2 * 6 * len(FAMILY)  # every unit, both conditions
 
+    # The unit-kind study: channels against k-means directions, in 2AFC and in odd-one-out.
+    units_page = (tmp_path / "units-report" / "index.html").read_text()
+    assert "Unit kinds: channel, kmeans" in units_page
+    assert "Paradigms compared: 2afc and odd_one_out_5" in units_page
+    kinds = {r["unit_kind"] for r in csv.DictReader((tmp_path / "units-2afc-responses.csv").open())}
+    assert kinds == {"channel", "kmeans"}
+    odd_rows = list(csv.DictReader((tmp_path / "units-odd-responses.csv").open()))
+    assert {r["paradigm"] for r in odd_rows} == {"odd_one_out_5"}
+
     manifest = (tmp_path / "bundle" / "manifest.json").read_bytes()
+    units_manifest = (tmp_path / "units-odd-bundle" / "manifest.json").read_bytes()
     weights = (tmp_path / "weights" / "shapesnet_l.pt").stat().st_mtime_ns
     run_demo(tmp_path, port=0, serve=False, **small)  # cached: no training, no rebuild, no duplicate observers
     assert (tmp_path / "weights" / "shapesnet_l.pt").stat().st_mtime_ns == weights
     assert (tmp_path / "bundle" / "manifest.json").read_bytes() == manifest
     assert len(list(csv.DictReader((tmp_path / "responses.csv").open()))) == len(rows)
+    assert (tmp_path / "units-odd-bundle" / "manifest.json").read_bytes() == units_manifest
+    assert len(list(csv.DictReader((tmp_path / "units-odd-responses.csv").open()))) == len(odd_rows)
 
 
 def test_demo_names_a_busy_port():

@@ -86,6 +86,9 @@ def test_power_workflow_refuses_designs_it_cannot_simulate(tmp_path):
         plan_power(0.03, tmp_path, log10_params=[7, 8, 9], paradigm="odd", **grid)
     with pytest.raises(ConfigError, match=r"power \(2afc\): mean accuracy 0.4 must lie above chance"):
         plan_power(0.03, tmp_path, log10_params=[7, 8, 9], components={"base": 0.4}, **grid)
+    # Odd-one-out of five guesses at 1/5: a mean accuracy of 0.4 is above its chance.
+    run = plan_power(0.03, tmp_path, log10_params=[7, 8, 9], paradigm="odd_one_out_5", components={"base": 0.4}, **grid)
+    assert run.paradigm == "odd_one_out_5" and (tmp_path / "power.csv").exists()
 
 
 def test_variance_component_estimates_are_unbiased_on_simulated_pilots():
