@@ -308,3 +308,28 @@ def test_a_file_dictionary_of_the_wrong_width_is_refused_at_planning(tmp_path):
     )
     with pytest.raises(ConfigError, match=r"narrow.npy: the array has shape \(4, 32\); expected .* channels = 64"):
         build_study(load_study_config(path), tmp_path / "b")
+
+
+def test_shards_with_dictionaries_merge_only_when_they_share_the_dictionaries(tmp_path):
+    from stimuli.build import Shard, build_study, merge_shards
+    from stimuli.study import load_study_config
+
+    config = load_study_config(
+        _mixed_study(
+            tmp_path,
+            [{"name": "pca", "method": "pca", "size": 4, "units_per_model": 2, "layers": [LAYER]}],
+        )
+    )
+    config = config.model_copy(update={"conditions": ["natural"]})
+    for i in (1, 2):
+        build_study(config, tmp_path / f"shard{i}", shard=Shard(i, 2))
+    merged = merge_shards(config, tmp_path / "merged", [tmp_path / "shard1", tmp_path / "shard2"])
+    assert [u.unit_kind for u in merged.manifest.units].count("pca") == 2
+    assert (tmp_path / "merged" / merged.manifest.dictionaries[0].file).is_file()
+
+    plan_path = tmp_path / "shard2" / ".work" / "plan.json"
+    plan = json.loads(plan_path.read_text())
+    plan["dictionaries"][0]["sha256"] = "0" * 64
+    plan_path.write_text(json.dumps(plan))
+    with pytest.raises(PsychinterpError, match="fitted other dictionaries"):
+        merge_shards(config, tmp_path / "merged-again", [tmp_path / "shard1", tmp_path / "shard2"])

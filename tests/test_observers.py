@@ -138,7 +138,8 @@ def test_observer_from_a_users_embedding_function():
         with pytest.raises(PsychinterpError, match=message):
             make_observer(spec)
     broken = make_observer("python:tests.test_observers:one_number_each")
-    with pytest.raises(PsychinterpError, match=r"expected an array of shape \(20, d\)"):
+    # 20 images, of which two are the same: the observer embeds each distinct image once.
+    with pytest.raises(PsychinterpError, match=r"expected an array of shape \(19, d\)"):
         broken.choice_probabilities([solid((1, 1, 1))] * 2, reds, blues)
 
 

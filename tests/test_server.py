@@ -83,8 +83,13 @@ def test_nothing_sent_before_a_response_reveals_the_answer(client, bundle):
         assert "max_query" not in text and "activation" not in text and "catch" not in text
         assert not any(s in text for s in secrets_)
     trial = payloads[-1]
-    assert set(trial) == {"trial_index", "n_trials", "condition", "max_side", "references", "queries", "answers"}
-    assert trial["answers"] == TWO_AFC.answers()  # the same buttons on every trial: they say nothing either
+    assert set(trial) == {
+        "trial_index", "n_trials", "condition", "max_side", "references", "queries", "layout", "question",
+        "wrong_feedback", "answers",
+    }  # fmt: skip
+    # The same buttons and words on every trial: they say nothing either.
+    assert trial["answers"] == TWO_AFC.answers() and trial["layout"] == "pair"
+    assert trial["wrong_feedback"] == TWO_AFC.wrong_feedback
     assert trial["queries"] == [f"/api/sessions/{token}/trials/{trial['trial_index']}/images/q{i}.png" for i in (0, 1)]
 
 
