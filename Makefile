@@ -1,5 +1,6 @@
 # `make demo` runs the main job; `make test` runs the suite. Both set up .venv first,
-# and reinstall only when pyproject.toml changes.
+# and reinstall only when pyproject.toml changes; `make test` also installs the Debian packages
+# the browser and lme4 tests need, when it can (tools/system-packages.sh).
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -26,6 +27,7 @@ demo: $(STAMP)
 	$(VENV)/bin/psychinterp demo
 
 test: $(STAMP)
+	@bash tools/system-packages.sh
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(PY) -m pytest -m "slow or not slow" -q

@@ -5,6 +5,7 @@ One definition for the server's dashboard and payment lists and for ``psychinter
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,16 +43,47 @@ class ExclusionCriteria(BaseModel):
 
 DEFAULT_CRITERIA = ExclusionCriteria()
 
-RULES = {
-    "catch_accuracy": "catch-trial accuracy below {min_catch_accuracy}",
-    "query_rows": "chose one query position fewer than {min_choices_per_query_row} times",
-    "instruction_time": "read the instructions for less than {min_instruction_s} s",
-    "session_time": "total time outside {min_session_s}-{max_session_s} s",
-    "trial_time": "spent less than {min_trial_s} s per main trial on average",
-    "practice_blocks": "needed more than {max_practice_blocks} practice blocks",
-    "incomplete": "did not complete the session (abandoned or expired)",
-    "server_failed": "failed by the server (practice, catch trials, or too fast to be real work)",
-    "experimenter": "excluded by the experimenter on the server's dashboard",
+
+def _times(n: float, unit: str) -> str:
+    return f"{n:g} {unit}" if n == 1 else f"{n:g} {unit}s"
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One exclusion rule: what it checks, in words that read right for any threshold, and whether it is on."""
+
+    describe: Callable[[ExclusionCriteria], str]
+    active: Callable[[ExclusionCriteria], bool] = lambda _criteria: True
+
+
+RULES: dict[str, Rule] = {
+    "catch_accuracy": Rule(
+        lambda c: f"catch-trial accuracy below {c.min_catch_accuracy:.0%}", lambda c: c.min_catch_accuracy > 0
+    ),
+    "query_rows": Rule(
+        lambda c: f"chose one query position fewer than {_times(c.min_choices_per_query_row, 'time')}",
+        lambda c: c.min_choices_per_query_row > 0,
+    ),
+    "instruction_time": Rule(
+        lambda c: f"read the instructions for less than {c.min_instruction_s:g} s", lambda c: c.min_instruction_s > 0
+    ),
+    "session_time": Rule(
+        lambda c: (
+            f"took more than {c.max_session_s:g} s in all"
+            if c.min_session_s == 0
+            else f"took less than {c.min_session_s:g} s or more than {c.max_session_s:g} s in all"
+        )
+    ),
+    "trial_time": Rule(
+        lambda c: f"spent less than {c.min_trial_s:g} s per main trial on average", lambda c: c.min_trial_s > 0
+    ),
+    "practice_blocks": Rule(lambda c: f"needed more than {_times(c.max_practice_blocks, 'practice block')}"),
+    "incomplete": Rule(lambda c: "did not complete the session (abandoned or expired)", lambda c: c.exclude_incomplete),
+    "server_failed": Rule(
+        lambda c: "failed by the server (practice, catch trials, or too fast to be real work)",
+        lambda c: c.exclude_server_failed,
+    ),
+    "experimenter": Rule(lambda c: "excluded by the experimenter on the server's dashboard"),
 }
 
 
@@ -108,7 +140,15 @@ def too_fast(summary: ParticipantSummary, criteria: ExclusionCriteria = DEFAULT_
 
 
 def describe(rule: str, criteria: ExclusionCriteria = DEFAULT_CRITERIA) -> str:
-    return RULES[rule].format(**criteria.model_dump())
+    """The rule in words; a rule its threshold switches off says so rather than "fewer than 0 times"."""
+    found = RULES[rule]
+    if found.active(criteria):
+        return found.describe(criteria)
+    return f"{rule.replace('_', ' ')}: off in these criteria"
+
+
+def is_active(rule: str, criteria: ExclusionCriteria = DEFAULT_CRITERIA) -> bool:
+    return RULES[rule].active(criteria)
 
 
 def load_criteria(path: str | Path) -> ExclusionCriteria:

@@ -7,6 +7,7 @@ run in an environment without it.
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -427,6 +428,9 @@ def train_family(
     pool_per_class: Annotated[int, typer.Option(min=1, help="exemplar-pool images per class")] = 100,
     epochs: Annotated[int, typer.Option(min=1)] = 6,
     seed: int = 0,
+    retrain: Annotated[
+        bool, typer.Option(help="train even where the weights shipped with the package match this data and recipe")
+    ] = False,
 ) -> None:
     """Train the project's own model family (ShapesNet XS-L) on generated shapes-world images; cached."""
     from stimuli.demo.family import FamilyData, TrainingRecipe, prepare_family
@@ -437,6 +441,7 @@ def train_family(
         TrainingRecipe(epochs=epochs, seed=seed),
         progress=True,
         log=typer.echo,
+        retrain=retrain,
     )
     typer.echo(f"registered in {models_file}; exemplar pool: {out / 'shapes' / 'pool'}")
 
@@ -447,14 +452,18 @@ def demo(
     host: str = "127.0.0.1",
     port: int = 5000,
     serve_after: Annotated[bool, typer.Option("--serve/--no-serve", help="serve the study at the end")] = True,
+    retrain: Annotated[bool, typer.Option(help="train the model family instead of using the shipped weights")] = False,
 ) -> None:
     """Build a small study offline, store sample responses, analyse them, then serve it."""
     from psychinterp.demo import run_demo
 
-    run_demo(workdir, host=host, port=port, serve=serve_after)
+    run_demo(workdir, host=host, port=port, serve=serve_after, retrain=retrain)
 
 
 def main() -> None:
+    if not sys.stderr.isatty():
+        # In a log file or CI, a progress bar is a line every few seconds rather than one per update.
+        os.environ.setdefault("TQDM_MININTERVAL", "5")
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     for package in ("contracts", "stimuli", "experiment_server", "analysis", "psychinterp"):
         logging.getLogger(package).setLevel(logging.INFO)

@@ -16,6 +16,7 @@ import hashlib
 import secrets
 import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -33,13 +34,18 @@ MACHINE_OBSERVER = f"model:{FAMILY[-1].id}"
 
 
 def prepare_demo_inputs(
-    workdir: Path, data: FamilyData = DEFAULT_DATA, recipe: TrainingRecipe = DEFAULT_RECIPE
+    workdir: Path,
+    data: FamilyData = DEFAULT_DATA,
+    recipe: TrainingRecipe = DEFAULT_RECIPE,
+    retrain: bool = False,
+    log: Callable[[str], None] = typer.echo,
 ) -> Path:
-    """Images, trained family, models file and study config; returns the study config path."""
+    """Images, trained family (the shipped weights where they match, unless ``retrain``), models file
+    and study config; returns the study config path."""
     from stimuli.demo.family import prepare_family
 
     workdir.mkdir(parents=True, exist_ok=True)
-    prepare_family(workdir, data, recipe, progress=True, log=typer.echo)
+    prepare_family(workdir, data, recipe, progress=True, log=log, retrain=retrain)
     study = {
         "study_id": "demo",
         "title": "psychinterp demo study: which shape activates the unit more?",
@@ -109,7 +115,7 @@ def _observe_in_process(app, n_participants: int, seed: int, label: str) -> None
         run_session(client, lambda trial: observer.decide(trial, images), rng)
 
 
-def run_unit_kind_study(workdir: Path, weights_fingerprint: str) -> Path:
+def run_unit_kind_study(workdir: Path, weights_fingerprint: str, log: Callable[[str], None] = typer.echo) -> Path:
     """Build both bundles (cached), let observers take each, and write the unit-kind report."""
     from contracts.bundle import load_bundle
     from experiment_server import create_app
@@ -124,7 +130,7 @@ def run_unit_kind_study(workdir: Path, weights_fingerprint: str) -> Path:
         bundle_dir = workdir / f"units-{name}-bundle"
         database = workdir / f"units-{name}.db"
         if _stale(bundle_dir / ".built-from", fingerprint):
-            typer.echo(f"building the unit-kind study's {name} bundle (first run only)")
+            log(f"building the unit-kind study's {name} bundle (first run only)")
             shutil.rmtree(bundle_dir, ignore_errors=True)
             database.unlink(missing_ok=True)
             build_study(load_study_config(path), bundle_dir)
@@ -134,15 +140,15 @@ def run_unit_kind_study(workdir: Path, weights_fingerprint: str) -> Path:
         marker = bundle_dir / ".observers-done"
         if not marker.exists():
             n = UNIT_KIND_OBSERVERS_PER_TASK * len(bundle.manifest.tasks)
-            typer.echo(f"{n} simulated participants take the unit-kind study ({bundle.manifest.paradigm})")
+            log(f"{n} simulated participants take the unit-kind study ({bundle.manifest.paradigm})")
             _observe_in_process(app, n, seed=7, label=bundle.manifest.paradigm)
             marker.write_text(fingerprint)
         responses[name] = workdir / f"units-{name}-responses.csv"
         export_csv(bundle, app.extensions["psychinterp_db"], responses[name])
-    return _unit_kind_report(workdir, responses, load_bundle(workdir / "units-2afc-bundle"))
+    return _unit_kind_report(workdir, responses, load_bundle(workdir / "units-2afc-bundle"), log)
 
 
-def _unit_kind_report(workdir: Path, responses: dict[str, Path], bundle) -> Path:
+def _unit_kind_report(workdir: Path, responses: dict[str, Path], bundle, log: Callable[[str], None]) -> Path:
     from analysis.exclusions import ExclusionCriteria
     from analysis.report import write_report
 
@@ -156,13 +162,14 @@ def _unit_kind_report(workdir: Path, responses: dict[str, Path], bundle) -> Path
         other_paradigm=responses["odd"],
         n_resamples=2_000,
     )
-    typer.echo(f"unit-kind report: {page}")
+    log(f"unit-kind report: {page}")
     return page
 
 
 def run_observers(base_url: str, n_participants: int, seed: int = 0) -> None:
     """Machine observers (pixel-statistics similarity) taking the study over HTTP, as browsers would."""
     import httpx
+    from tqdm import tqdm
 
     from psychinterp.observers import http_images, make_observer
     from psychinterp.scripted import run_session
@@ -171,7 +178,7 @@ def run_observers(base_url: str, n_participants: int, seed: int = 0) -> None:
     observer = make_observer(PARTICIPANT_OBSERVER, seed=seed + 1)  # its own stream, apart from the response times
     with httpx.Client(base_url=base_url, timeout=60) as client:
         images = http_images(client)
-        for _ in range(n_participants):
+        for _ in tqdm(range(n_participants), desc="participants", unit="participant", leave=False):
             run_session(client, lambda trial: observer.decide(trial, images), rng)
 
 
@@ -186,11 +193,13 @@ def _stale(stamp: Path, fingerprint: str) -> bool:
     return not stamp.exists() or stamp.read_text() != fingerprint
 
 
-def _build_bundle(workdir: Path, study_path: Path, bundle_dir: Path, fingerprint: str) -> None:
+def _build_bundle(
+    workdir: Path, study_path: Path, bundle_dir: Path, fingerprint: str, log: Callable[[str], None]
+) -> None:
     from stimuli.build import build_study
     from stimuli.study import load_study_config
 
-    typer.echo("building the demo bundle (first run only)")
+    log("building the demo bundle (first run only)")
     # A build killed part-way resumes; one of another config or family starts afresh.
     if _stale(workdir / ".bundle-started", fingerprint):
         shutil.rmtree(bundle_dir, ignore_errors=True)
@@ -202,7 +211,7 @@ def _build_bundle(workdir: Path, study_path: Path, bundle_dir: Path, fingerprint
         (workdir / stale).unlink(missing_ok=True)
 
 
-def _export_and_report(app, workdir: Path, scores: Path) -> None:
+def _export_and_report(app, workdir: Path, scores: Path, log: Callable[[str], None]) -> None:
     from analysis.exclusions import ExclusionCriteria
     from analysis.report import write_report
     from experiment_server.export import export_csv
@@ -217,8 +226,8 @@ def _export_and_report(app, workdir: Path, scores: Path) -> None:
     page = write_report(
         responses, workdir / "report", criteria=scripted, models=facts, machine_scores=scores, n_resamples=2_000
     )
-    typer.echo(f"exported {n} responses to {responses}")
-    typer.echo(f"report: {page}")
+    log(f"exported {n} responses to {responses}")
+    log(f"report: {page}")
 
 
 def run_demo(
@@ -229,9 +238,10 @@ def run_demo(
     data: FamilyData = DEFAULT_DATA,
     recipe: TrainingRecipe = DEFAULT_RECIPE,
     unit_kinds: bool = True,
+    retrain: bool = False,
 ) -> None:
     """The demo; ``data`` and ``recipe`` set the family's training (smaller in tests); ``unit_kinds`` adds
-    the unit-kind study."""
+    the unit-kind study; ``retrain`` trains the family even where the shipped weights match."""
     from contracts.bundle import load_bundle
     from experiment_server import create_app
     from experiment_server.admin import set_admin_password
@@ -240,13 +250,18 @@ def run_demo(
     from psychinterp.serving import create_server, start_in_thread, stop
 
     started = time.perf_counter()
+
+    def log(message: str) -> None:
+        # Each stage's line carries the seconds since the start (benchmarks/bench_demo.py reads them).
+        typer.echo(f"[{time.perf_counter() - started:5.0f} s] {message}")
+
     workdir = workdir.resolve()
-    study_path = prepare_demo_inputs(workdir, data, recipe)
+    study_path = prepare_demo_inputs(workdir, data, recipe, retrain, log)
     models_file = workdir / "models.yaml"
     bundle_dir = workdir / "bundle"
     fingerprint = _fingerprint(study_path, models_file, *sorted((workdir / "weights").glob("*.pt")))
     if _stale(bundle_dir / ".built-from", fingerprint):
-        _build_bundle(workdir, study_path, bundle_dir, fingerprint)
+        _build_bundle(workdir, study_path, bundle_dir, fingerprint, log)
     # The demo's server is for its simulated participants (and a look around): no minimum times, no start limit.
     config = {"bundle_dir": bundle_dir, "database_url": f"sqlite:///{workdir / 'demo.db'}", **SCRIPTED_SERVER}
     try:
@@ -266,20 +281,20 @@ def run_demo(
     try:
         marker = workdir / ".observers-done"
         if _stale(marker, fingerprint):
-            typer.echo(f"{OBSERVERS} simulated participants ({PARTICIPANT_OBSERVER} observers) take the study")
+            log(f"{OBSERVERS} simulated participants ({PARTICIPANT_OBSERVER} observers) take the study")
             run_observers(base_url, OBSERVERS)
             marker.write_text(fingerprint)
         scores = workdir / "machine_scores.csv"
         if not scores.exists():
-            typer.echo(f"machine score of every unit ({MACHINE_OBSERVER} observer, offline)")
+            log(f"machine score of every unit ({MACHINE_OBSERVER} observer, offline)")
             # No lapses: the score describes the feature space, not a person's attention.
             observer = make_observer(MACHINE_OBSERVER, lapse=0.0, models_file=models_file)
             machine_scores(load_bundle(bundle_dir), bundle_dir, observer).to_csv(scores, index=False)
-        _export_and_report(app, workdir, scores)
+        _export_and_report(app, workdir, scores, log)
         if unit_kinds:
-            run_unit_kind_study(workdir, _fingerprint(models_file, *sorted((workdir / "weights").glob("*.pt"))))
-        typer.echo(f"admin URL: {base_url}/admin/  login: admin / {password_file.read_text().strip()}")
-        typer.echo(f"ready in {time.perf_counter() - started:.0f} s")
+            run_unit_kind_study(workdir, _fingerprint(models_file, *sorted((workdir / "weights").glob("*.pt"))), log)
+        log(f"admin URL: {base_url}/admin/  login: admin / {password_file.read_text().strip()}")
+        log(f"ready in {time.perf_counter() - started:.0f} s")
         if serve:
             typer.echo(f"serving the demo study: participant URL {base_url}/  (Ctrl-C to stop)")
             while thread.is_alive():

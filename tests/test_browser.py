@@ -26,7 +26,9 @@ PROLIFIC = "?PROLIFIC_PID=" + "a1" * 12 + "&STUDY_ID=" + "5" * 24 + "&SESSION_ID
 
 pytestmark = [
     pytest.mark.browser,
-    pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian chromium is not installed (.ci/run installs it)"),
+    pytest.mark.skipif(
+        not CHROMIUM.exists(), reason="Debian chromium is not installed (make test installs it when it can)"
+    ),
 ]
 
 

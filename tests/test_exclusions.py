@@ -50,7 +50,25 @@ def test_thresholds_are_inclusive_and_unknown_values_fail_nothing():
         assert failed_rules(ParticipantSummary(**{**GOOD.__dict__, "session_status": status}), keep_all) == []
     lenient = ExclusionCriteria(min_catch_accuracy=0.5)
     assert failed_rules(ParticipantSummary(**{**GOOD.__dict__, "catch_accuracy": 0.6}), lenient) == []
-    assert describe("session_time") == "total time outside 135.0-2500.0 s"
+    assert describe("session_time") == "took less than 135 s or more than 2500 s in all"
+
+
+def test_rules_read_right_for_any_threshold_and_say_when_they_are_off():
+    from contracts.criteria import RULES, is_active
+
+    assert describe("query_rows") == "chose one query position fewer than 5 times"
+    assert describe("catch_accuracy") == "catch-trial accuracy below 80%"
+    one = ExclusionCriteria(min_choices_per_query_row=1, max_practice_blocks=1)
+    assert describe("query_rows", one) == "chose one query position fewer than 1 time"
+    assert describe("practice_blocks", one) == "needed more than 1 practice block"
+    relaxed = ExclusionCriteria(
+        min_choices_per_query_row=0, min_instruction_s=0, min_session_s=0, min_trial_s=0, min_catch_accuracy=0
+    )
+    for rule in ("query_rows", "instruction_time", "trial_time", "catch_accuracy"):
+        assert not is_active(rule, relaxed) and describe(rule, relaxed).endswith("off in these criteria")
+    assert describe("session_time", relaxed) == "took more than 2500 s in all"
+    every_text = " ".join(describe(rule, relaxed) for rule in RULES)
+    assert "than 0" not in every_text and "below 0" not in every_text
 
 
 def test_apply_exclusions_on_a_response_table():

@@ -120,3 +120,68 @@ def test_prepare_family_caches_weights_and_retrains_only_what_changed(tmp_path):
 
     acts = unit_activations(model, torch.rand(2, 3, 64, 64), {"stages.2.0.norm": [channel(0), channel(1)]})
     assert acts["stages.2.0.norm"].shape == (2, 2)
+
+
+def test_matching_shipped_weights_are_copied_and_retrain_trains(tmp_path):
+    from stimuli.demo.family import train_family
+    from stimuli.demo.shapes_world import write_shapes_world
+
+    write_shapes_world(tmp_path / "train", 3, seed=1)
+    write_shapes_world(tmp_path / "val", 1, seed=2)
+    recipe = TrainingRecipe(epochs=1, batch_size=16)
+    log: list[str] = []
+    # A folder of weights with sidecars, as the package ships them.
+    train_family(tmp_path / "train", tmp_path / "val", tmp_path / "shipped", TINY, recipe, log=log.append)
+    shipped = tmp_path / "shipped"
+
+    log.clear()
+    train_family(tmp_path / "train", tmp_path / "val", tmp_path / "w1", TINY, recipe, log=log.append, shipped=shipped)
+    assert all("the shipped weights" in line for line in log) and len(log) == 2
+    assert (tmp_path / "w1" / "tiny_a.pt").read_bytes() == (shipped / "tiny_a.pt").read_bytes()
+
+    log.clear()  # another recipe does not match what was shipped: it trains
+    other = TrainingRecipe(epochs=2, batch_size=16)
+    train_family(tmp_path / "train", tmp_path / "val", tmp_path / "w2", TINY, other, log=log.append, shipped=shipped)
+    assert [line.split()[0] for line in log] == ["trained", "trained"]
+
+    log.clear()  # no shipped weights (--retrain): it trains
+    train_family(tmp_path / "train", tmp_path / "val", tmp_path / "w3", TINY, recipe, log=log.append, shipped=None)
+    assert [line.split()[0] for line in log] == ["trained", "trained"]
+
+
+@pytest.mark.slow
+def test_the_shipped_weights_are_the_family_trained_on_the_default_data(tmp_path):
+    """The package's weights match their sidecars: the default recipe, this architecture, and the
+    fingerprint of the default training data as this machine generates it; their recorded held-out
+    accuracy is what they score."""
+    import json
+    from dataclasses import asdict
+
+    import torch
+
+    from stimuli.demo.family import (
+        ARCHITECTURE_VERSION,
+        DEFAULT_DATA,
+        DEFAULT_RECIPE,
+        SHIPPED_WEIGHTS,
+        ShapesNet,
+        _tree_fingerprint,
+    )
+    from stimuli.demo.shapes_world import write_shapes_world
+
+    write_shapes_world(tmp_path / "train", DEFAULT_DATA.train, seed=1)
+    write_shapes_world(tmp_path / "val", DEFAULT_DATA.val, seed=2)
+    fingerprint = _tree_fingerprint(tmp_path / "train")
+    val_x, val_y, classes = load_image_folder(tmp_path / "val")
+    for member in FAMILY:
+        record = json.loads((SHIPPED_WEIGHTS / f"{member.id}.json").read_text())
+        assert record["architecture"] == ARCHITECTURE_VERSION and record["member"] == json.loads(
+            json.dumps(asdict(member))
+        )
+        assert record["recipe"] == asdict(DEFAULT_RECIPE) and record["train_data"] == fingerprint
+        assert record["classes"] == classes
+        model = ShapesNet(member.widths, member.blocks, num_classes=len(classes))
+        model.load_state_dict(torch.load(SHIPPED_WEIGHTS / f"{member.id}.pt", weights_only=True))
+        assert accuracy(model.eval(), val_x, val_y) == pytest.approx(record["val_accuracy"], abs=1e-9)
+    total = sum((SHIPPED_WEIGHTS / f"{m.id}.pt").stat().st_size for m in FAMILY)
+    assert total < 1.5e6  # about 1 MB in the package

@@ -49,8 +49,8 @@ def _lme4_available() -> bool:
 def rscript() -> str:
     if not _lme4_available():
         if os.environ.get("CI"):
-            pytest.fail("CI installs R's lme4 (.ci/run); it is missing, which is a failure, not a skip")
-        pytest.skip("R with lme4 is not installed (.ci/run installs it)")
+            pytest.fail("CI installs R's lme4 (make test); it is missing, which is a failure, not a skip")
+        pytest.skip("R with lme4 is not installed (make test installs it when it can)")
     return shutil.which("Rscript")
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
@@ -25,6 +26,10 @@ from stimuli.demo.shapes_world import CLASSES
 
 INPUT_SIZE = 64
 ARCHITECTURE_VERSION = 1  # bump when ShapesNet changes, so that cached weights are retrained
+# Weights trained by `psychinterp train-family` with the default data and recipe, shipped with the
+# package with their sidecars: a first demo copies them instead of training, when the sidecar's
+# architecture, recipe and training-data fingerprint match (a different Pillow can change the data).
+SHIPPED_WEIGHTS = Path(__file__).parent / "weights"
 
 
 class ConvBlock(nn.Module):
@@ -213,6 +218,18 @@ def _tree_fingerprint(root: Path) -> str:
     return digest.hexdigest()
 
 
+def _sidecar(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def _matches(record: dict, wanted: dict) -> bool:
+    """Whether a sidecar records the architecture, member, recipe and training data wanted now."""
+    return {k: record.get(k) for k in wanted} == json.loads(json.dumps(wanted))
+
+
 def train_family(
     train_root: Path,
     val_root: Path,
@@ -221,11 +238,13 @@ def train_family(
     recipe: TrainingRecipe = DEFAULT_RECIPE,
     progress: bool = False,
     log: Callable[[str], None] = print,
+    shipped: Path | None = SHIPPED_WEIGHTS,
 ) -> list[dict]:
-    """Train each member, or reuse its cached weights; returns their models.yaml entries.
+    """Train each member, or reuse its cached (or shipped) weights; returns their models.yaml entries.
 
     Each weights file has a JSON sidecar with the recipe, dataset fingerprint, losses and
-    held-out accuracy; a mismatch with the current recipe or data means retraining.
+    held-out accuracy; a mismatch with the current recipe or data means retraining. ``shipped``:
+    a folder of weights with sidecars to copy from when they match (None: train anew).
     """
     weights_dir.mkdir(parents=True, exist_ok=True)
     fingerprint = _tree_fingerprint(train_root)
@@ -241,7 +260,16 @@ def train_family(
             "train_data": fingerprint,
         }
         record = json.loads(sidecar.read_text()) if sidecar.is_file() else {}
-        if not weights.is_file() or {k: record.get(k) for k in wanted} != json.loads(json.dumps(wanted)):
+        if not (weights.is_file() and _matches(record, wanted)) and shipped is not None:
+            shipped_record = _sidecar(shipped / f"{member.id}.json")
+            if (shipped / f"{member.id}.pt").is_file() and _matches(shipped_record, wanted):
+                tmp = weights.with_suffix(".tmp")
+                shutil.copyfile(shipped / f"{member.id}.pt", tmp)
+                tmp.replace(weights)
+                sidecar.write_text(json.dumps(shipped_record, indent=2))
+                record = shipped_record
+                log(f"{member.id}: the shipped weights (held-out accuracy {record['val_accuracy']:.1%})")
+        if not weights.is_file() or not _matches(record, wanted):
             if data is None:
                 data = load_image_folder(train_root), load_image_folder(val_root)
             (train_x, train_y, classes), (val_x, val_y, _) = data
@@ -287,9 +315,11 @@ def prepare_family(
     members: Sequence[FamilyMember] = FAMILY,
     progress: bool = False,
     log: Callable[[str], None] = print,
+    retrain: bool = False,
 ) -> Path:
     """Shapes-world trees under ``root/shapes/{train,val,pool}``, trained weights under ``root/weights``,
-    and ``root/models.yaml`` registering the members; returns the models file. Cached throughout."""
+    and ``root/models.yaml`` registering the members; returns the models file. Cached throughout;
+    the shipped weights are used where they match, unless ``retrain``."""
     import yaml
 
     from stimuli.demo.shapes_world import write_shapes_world
@@ -297,7 +327,10 @@ def prepare_family(
     shapes = root / "shapes"
     for seed, (split, per_class) in enumerate(asdict(data).items(), start=1):
         write_shapes_world(shapes / split, per_class, seed=seed)
-    entries = train_family(shapes / "train", shapes / "val", root / "weights", members, recipe, progress, log)
+    shipped = None if retrain else SHIPPED_WEIGHTS
+    entries = train_family(
+        shapes / "train", shapes / "val", root / "weights", members, recipe, progress, log, shipped=shipped
+    )
     for entry in entries:  # relative, so the folder can move
         entry["weights_file"] = Path(entry["weights_file"]).relative_to(root).as_posix()
     models_file = root / "models.yaml"
