@@ -7,7 +7,7 @@ results it returns: tables as CSV, figures, and the HTML page.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
@@ -125,6 +125,7 @@ class StudyResults:
     machine: MachineComparison | None = None
     unit_kinds: UnitKinds | None = None  # when the study measured more than one kind of unit
     paradigm_agreement: ParadigmAgreement | None = None  # the same units in a second paradigm
+    model_facts: dict = field(default_factory=dict)  # per model: display name, parameters, ... (for the page)
 
     @property
     def main(self) -> pd.DataFrame:
@@ -273,6 +274,7 @@ def analyse(
         scaling=_scaling(included, models, config),
         machine=_machine(included, machine_scores),
         unit_kinds=_unit_kinds(included, config, n_resamples),
+        model_facts=dict(models or {}),
         paradigm_agreement=_paradigm_agreement(
             included, other_paradigm, exclusions, criteria or ExclusionCriteria(), n_resamples
         ),

@@ -21,15 +21,19 @@ from analysis.breakdown import BREAKDOWN_COLUMNS  # noqa: E402
 from analysis.estimate import INTERVAL_COVERAGE  # noqa: E402
 from analysis.exclusions import PUBLISHED_RULE, RULES, describe  # noqa: E402
 from analysis.pipeline import EXCLUSION_MODES, RatingResults, StudyResults, analyse  # noqa: E402
+from analysis.presentation import INTERVAL_LABELS, display_names, for_page, model_order  # noqa: E402
 from analysis.scaling import MODEL_TEST_FALSE_POSITIVE_RATES, unit_table  # noqa: E402
 from analysis.unit_kinds import UNIT_KIND_FALSE_POSITIVE_RATES, difference_sentence  # noqa: E402
 
 __all__ = ["EXCLUSION_MODES", "render_report", "scaling_sentence", "write_report"]
 
 
-def accuracy_figure(table: pd.DataFrame, chance: float) -> plt.Figure:
-    """Bars per model, one per condition, with 95% CIs and the chance line."""
-    models = list(dict.fromkeys(table["model_id"]))
+def accuracy_figure(
+    table: pd.DataFrame, chance: float, order: list[str] | None = None, names: dict | None = None
+) -> plt.Figure:
+    """Bars per model (in ``order``, by display name), one per condition, with 95% CIs and the chance line."""
+    models = order or list(dict.fromkeys(table["model_id"]))
+    names = names or {}
     conditions = list(dict.fromkeys(table["condition"]))
     width = 0.8 / len(conditions)
     fig, ax = plt.subplots(figsize=(max(5, 1.2 * len(models) + 3), 3.5))
@@ -47,7 +51,7 @@ def accuracy_figure(table: pd.DataFrame, chance: float) -> plt.Figure:
             capsize=3,
         )
     ax.axhline(chance, color="grey", linestyle="--", linewidth=1, label="chance")
-    ax.set_xticks(x, models, rotation=30, ha="right")
+    ax.set_xticks(x, [names.get(m, m) for m in models], rotation=30, ha="right")
     ax.set_ylim(0, 1.02)
     ax.set_ylabel("proportion correct")
     ax.legend(frameon=False, fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1))
@@ -86,14 +90,26 @@ def scaling_figure(responses: pd.DataFrame, trends: pd.DataFrame, chance: float)
 
 
 def _panels_per_condition(
-    units: pd.DataFrame, draw, xlabel: str, ylabel: str, chance: float, width: float = 4.5
+    units: pd.DataFrame,
+    draw,
+    xlabel: str,
+    ylabel: str,
+    chance: float,
+    width: float = 4.5,
+    order: list[str] | None = None,
+    names: dict | None = None,
 ) -> plt.Figure:
-    """One panel per condition, ``draw(ax, model_id, rows)`` once per model, chance line, legend at the side."""
+    """One panel per condition, ``draw(ax, label, rows)`` once per model in ``order``, chance line, legend."""
     conditions = sorted(units["condition"].unique())
+    order = order or sorted(units["model_id"].unique())
+    names = names or {}
     fig, axes = plt.subplots(1, len(conditions), figsize=(width * len(conditions), 3.4), squeeze=False, sharey=True)
     for ax, condition in zip(axes[0], conditions, strict=True):
-        for model_id, group in units[units["condition"] == condition].groupby("model_id", sort=True):
-            draw(ax, model_id, group)
+        shown = units[units["condition"] == condition]
+        for model_id in order:
+            group = shown[shown["model_id"] == model_id]
+            if len(group):
+                draw(ax, names.get(model_id, model_id), group)
         ax.axhline(chance, color="grey", linestyle="--", linewidth=1)
         ax.set_title(condition)
         ax.set_xlabel(xlabel)
@@ -103,7 +119,7 @@ def _panels_per_condition(
     return fig
 
 
-def depth_figure(units: pd.DataFrame, chance: float) -> plt.Figure | None:
+def depth_figure(units: pd.DataFrame, chance: float, **models) -> plt.Figure | None:
     """Unit accuracy against relative layer depth, one panel per condition, a line per model."""
     if "relative_depth" not in units or units["relative_depth"].isna().all():
         return None
@@ -112,10 +128,10 @@ def depth_figure(units: pd.DataFrame, chance: float) -> plt.Figure | None:
         binned = group.groupby(group["relative_depth"].round(1))["accuracy"].mean()
         ax.plot(binned.index, binned.to_numpy(), marker="o", markersize=3, label=model_id)
 
-    return _panels_per_condition(units, draw, "relative layer depth", "unit accuracy", chance)
+    return _panels_per_condition(units, draw, "relative layer depth", "unit accuracy", chance, **models)
 
 
-def machine_figure(units: pd.DataFrame, chance: float) -> plt.Figure:
+def machine_figure(units: pd.DataFrame, chance: float, **models) -> plt.Figure:
     """Human unit accuracy against machine score, a panel per condition, a colour per model."""
 
     def draw(ax, model_id: str, group: pd.DataFrame) -> None:
@@ -124,7 +140,7 @@ def machine_figure(units: pd.DataFrame, chance: float) -> plt.Figure:
         ax.set_xlim(-0.02, 1.02)
         ax.set_ylim(-0.02, 1.02)
 
-    return _panels_per_condition(units, draw, "machine score", "human unit accuracy", chance, width=4.2)
+    return _panels_per_condition(units, draw, "machine score", "human unit accuracy", chance, width=4.2, **models)
 
 
 def confidence_figure(responses: pd.DataFrame, chance: float) -> plt.Figure:
@@ -143,18 +159,22 @@ def confidence_figure(responses: pd.DataFrame, chance: float) -> plt.Figure:
     return fig
 
 
-def counterfactual_figure(grid: pd.DataFrame) -> plt.Figure:
+def counterfactual_figure(grid: pd.DataFrame, names: dict | None = None) -> plt.Figure:
+    """Accuracy of the kept participants as one criterion's threshold moves, a line per model and condition."""
+    names = names or {}
     criteria = list(dict.fromkeys(grid["criterion"]))
     fig, axes = plt.subplots(1, len(criteria), figsize=(3.2 * len(criteria), 3.0), squeeze=False, sharey=True)
     for ax, criterion in zip(axes[0], criteria, strict=True):
         data = grid[grid["criterion"] == criterion]
         for (model_id, condition), group in data.groupby(["model_id", "condition"], sort=True):
-            ax.plot(group["threshold"], group["accuracy"], marker="o", markersize=3, label=f"{model_id} {condition}")
+            label = f"{names.get(model_id, model_id)}, {condition}"
+            ax.plot(group["threshold"], group["accuracy"], marker="o", markersize=3, label=label)
         default = data.loc[data["is_default"], "threshold"]
         if len(default):
             ax.axvline(default.iloc[0], color="grey", linestyle=":", linewidth=1)
         ax.set_title(criterion.replace("_", " "), fontsize="small")
     axes[0][0].set_ylabel("accuracy of kept participants")
+    axes[0][-1].legend(frameon=False, fontsize="x-small", loc="upper left", bbox_to_anchor=(1.01, 1))
     fig.tight_layout()
     return fig
 
@@ -225,10 +245,20 @@ def _save(fig: plt.Figure, out: Path, name: str) -> str:
     return f"{name}.png"
 
 
-def _html(table: pd.DataFrame | None, digits: str = ".3g", index: bool = False) -> Markup | None:
+def _models(results: StudyResults) -> tuple[list[str], dict[str, str]]:
+    """The page's model order (by scale) and display names."""
+    ids = list(dict.fromkeys(results.accuracy["model_id"])) if not results.accuracy.empty else []
+    return model_order(results.model_facts, ids), display_names(results.model_facts, ids)
+
+
+def _html(
+    table: pd.DataFrame | None, digits: str = ".3g", index: bool = False, models: tuple | None = None
+) -> Markup | None:
     """A table as HTML (pandas escapes the cells), or None when there is nothing to show."""
     if table is None or table.empty:
         return None
+    if models is not None:
+        table = for_page(table, *models)
     return Markup(table.to_html(index=index, float_format=lambda v: f"{v:{digits}}", na_rep=""))
 
 
@@ -281,30 +311,34 @@ def _write_csvs(results: StudyResults, out: Path) -> None:
         table.to_csv(out / f"{name}.csv", index=name.startswith("conover_holm_"))
 
 
+STYLESHEET = "report.css"  # one stylesheet for every page of a report, beside index.html
 FIGURES = ("accuracy", "confidence", "depth", "exclusion_thresholds", "scaling", "machine")
 
 
 def _draw_figures(results: StudyResults, out: Path) -> dict[str, str]:
     """The figures the results call for (names from FIGURES), drawn and saved; their PNG names."""
     chance = results.chance
-    figures = {"accuracy": _save(accuracy_figure(results.accuracy, chance), out, "accuracy")}
+    order, names = _models(results)
+    figures = {"accuracy": _save(accuracy_figure(results.accuracy, chance, order, names), out, "accuracy")}
     figures["confidence"] = _save(confidence_figure(results.main, chance), out, "confidence")
-    depth = depth_figure(results.units, chance)
+    depth = depth_figure(results.units, chance, order=order, names=names)
     if depth is not None:
         figures["depth"] = _save(depth, out, "depth")
     thresholds = results.exclusions.thresholds
     if thresholds is not None and not thresholds.empty:
-        figures["exclusion_thresholds"] = _save(counterfactual_figure(thresholds), out, "exclusion_thresholds")
+        figures["exclusion_thresholds"] = _save(counterfactual_figure(thresholds, names), out, "exclusion_thresholds")
     if results.scaling is not None and not results.scaling.trends.empty:
         figures["scaling"] = _save(
             scaling_figure(results.scaling.facts, results.scaling.trends, chance), out, "scaling"
         )
     if results.machine is not None:
-        figures["machine"] = _save(machine_figure(results.machine.units, chance), out, "machine")
+        figures["machine"] = _save(
+            machine_figure(results.machine.units, chance, order=order, names=names), out, "machine"
+        )
     return figures
 
 
-def _exclusion_context(results: StudyResults) -> dict:
+def _exclusion_context(results: StudyResults, models: tuple | None = None) -> dict:
     exclusions = results.exclusions
     table = exclusions.table
     judged = "session" if "session_id" in table else "participant"
@@ -330,43 +364,88 @@ def _exclusion_context(results: StudyResults) -> dict:
         "n_excluded": len(excluded),
         "judged": judged,
         "rule_counts": counts,
-        "excluded_table": _html(excluded[shown]),
+        "excluded_table": _html(excluded[shown], models=models),
     }
 
 
+def summary_points(results: StudyResults, order: list[str], names: dict[str, str]) -> list[str]:
+    """What the study found, in the sentences the sections below state with their evidence."""
+    points = []
+    rank = {m: i for i, m in enumerate(order)}
+    for condition, rows in results.accuracy.groupby("condition", sort=True):
+        rows = rows.assign(_rank=rows["model_id"].map(rank)).sort_values("_rank")
+        above = int((rows["vs_chance"] == "above").sum())
+        if len(rows) == 1:
+            row = rows.iloc[0]
+            points.append(
+                f"{condition}: accuracy {row.accuracy:.1%} for {names.get(row.model_id, row.model_id)} "
+                f"(95% CI {row.ci_low:.1%} to {row.ci_high:.1%}; {row.vs_chance} chance)"
+            )
+            continue
+        low, high = rows.loc[rows["accuracy"].idxmin()], rows.loc[rows["accuracy"].idxmax()]
+        chance_words = "all above chance" if above == len(rows) else f"{above} of {len(rows)} above chance"
+        points.append(
+            f"{condition}: accuracy from {low.accuracy:.1%} ({names.get(low.model_id, low.model_id)}) to "
+            f"{high.accuracy:.1%} ({names.get(high.model_id, high.model_id)}) across {len(rows)} models, "
+            f"{chance_words}"
+        )
+    scaling = results.scaling
+    if scaling is not None and not scaling.trends.empty:
+        by_kind = results.unit_kinds is not None
+        points += [
+            scaling_sentence(row, scaling.config.power, by_kind=by_kind)
+            for row in scaling.trends.itertuples()
+            if row.predictor == "log10_parameters"
+        ]
+    if results.unit_kinds is not None:
+        points += [difference_sentence(r) for r in results.unit_kinds.differences.itertuples()]
+    if results.paradigm_agreement is not None:
+        points += [
+            f"{r.paradigms}, {r.condition}: per-unit agreement Spearman ρ = {r.spearman_rho:+.2f} "
+            f"(95% CI {r.ci_low:+.2f} to {r.ci_high:+.2f}, {r.n_units} units; Holm p = {r.p_holm:.2g})"
+            for r in results.paradigm_agreement.correlation.itertuples()
+        ]
+    return points
+
+
 def _study_page(results: StudyResults, figures: dict[str, str]) -> str:
-    exclusion = _exclusion_context(results)
+    models = _models(results)
+
+    def html(table: pd.DataFrame | None, digits: str = ".3g") -> Markup | None:
+        return _html(table, digits, models=models)
+
+    exclusion = _exclusion_context(results, models)
     repeats = None
     if results.repeats is not None:
         overall = results.repeats.overall.assign(instr_type="(all)")
-        repeats = _html(pd.concat([results.repeats.by_instruction, overall], ignore_index=True))
+        repeats = html(pd.concat([results.repeats.by_instruction, overall], ignore_index=True))
     scaling = results.scaling
     machine = results.machine
     kinds = results.unit_kinds
     tables = {
-        "accuracy": _html(results.accuracy, ".3f"),
-        "participant_means": _html(results.participant_means, ".3f"),
+        "accuracy": html(results.accuracy, ".3f"),
+        "participant_means": html(results.participant_means, ".3f"),
         "repeats": repeats,
-        "depth_correlation": _html(results.depth_correlation),
-        "depth_trend": _html(results.depth_trend),
-        "models_differ": _html(results.models_differ),
-        "interaction": _html(scaling.interaction) if scaling is not None else None,
-        "scaling": _html(scaling.trends) if scaling is not None else None,
-        "robustness": _html(scaling.robustness) if scaling is not None else None,
-        "machine_models": _html(machine.models, ".3f") if machine is not None else None,
-        "machine_correlation": _html(machine.correlation) if machine is not None else None,
+        "depth_correlation": html(results.depth_correlation),
+        "depth_trend": html(results.depth_trend),
+        "models_differ": html(results.models_differ),
+        "interaction": html(scaling.interaction) if scaling is not None else None,
+        "scaling": html(scaling.trends) if scaling is not None else None,
+        "robustness": html(scaling.robustness) if scaling is not None else None,
+        "machine_models": html(machine.models, ".3f") if machine is not None else None,
+        "machine_correlation": html(machine.correlation) if machine is not None else None,
         "excluded": exclusion.pop("excluded_table"),
-        "unit_kind_accuracy": _html(kinds.accuracy, ".3f") if kinds is not None else None,
+        "unit_kind_accuracy": html(kinds.accuracy, ".3f") if kinds is not None else None,
         "paradigm_agreement": (
-            _html(results.paradigm_agreement.correlation) if results.paradigm_agreement is not None else None
+            html(results.paradigm_agreement.correlation) if results.paradigm_agreement is not None else None
         ),
-        "unit_kind_differences": _html(kinds.differences, ".3g") if kinds is not None else None,
+        "unit_kind_differences": html(kinds.differences, ".3g") if kinds is not None else None,
     }
     breakdown_sections = [
         {
             "title": name.replace("+", " × "),
             "words": "; ".join(BREAKDOWN_COLUMNS[c] for c in name.split("+")),
-            "table": _html(table),
+            "table": html(table),
         }
         for name, table in results.breakdowns.items()
         if not table.empty
@@ -384,6 +463,7 @@ def _study_page(results: StudyResults, figures: dict[str, str]) -> str:
             n_responses=len(results.main),
             n_rows=len(results.included),
             interval_coverage=INTERVAL_COVERAGE,
+            interval_labels=INTERVAL_LABELS,
             models_differ_fpr=MODEL_TEST_FALSE_POSITIVE_RATES["models_differ"],
             kruskal_fpr=MODEL_TEST_FALSE_POSITIVE_RATES["kruskal_wallis"],
             below_chance=results.accuracy[results.accuracy["vs_chance"] == "below"],
@@ -392,6 +472,8 @@ def _study_page(results: StudyResults, figures: dict[str, str]) -> str:
             breakdowns=breakdown_sections,
             conover={c.condition: _html(c.conover_holm_p, index=True) for c in results.comparisons},
             figures=dict.fromkeys(FIGURES) | figures,
+            summary=summary_points(results, *models),
+            model_names=[models[1].get(m, m) for m in models[0]],
             scaling_sentences=sentences,
             kind_sentences=[difference_sentence(r) for r in kinds.differences.itertuples()] if kinds else [],
             unit_kinds=kinds,
@@ -427,6 +509,7 @@ def _ratings_page(results: RatingResults, out: Path) -> str:
 def render_report(results: StudyResults | RatingResults, out: Path) -> Path:
     """Write the results' tables (CSV), figures (PNG and PDF) and ``index.html`` into ``out``."""
     out.mkdir(parents=True, exist_ok=True)
+    (out / STYLESHEET).write_text(resources.files("analysis").joinpath("templates", STYLESHEET).read_text())
     if isinstance(results, RatingResults):
         text = _ratings_page(results, out)
     else:

@@ -62,7 +62,11 @@ def model_facts(bundle: Path | None = None, models: Path | None = None) -> dict[
         from stimuli.specs import load_model_specs
 
         return {
-            spec.id: {**spec.metadata.model_dump(), "parameter_count": parameter_count(spec)}
+            spec.id: {
+                **spec.metadata.model_dump(),
+                "display_name": spec.display_name,
+                "parameter_count": parameter_count(spec),
+            }
             for spec in load_model_specs(models).values()
         }
     return None

@@ -69,6 +69,19 @@ def write_tiny_study(
 
 
 @pytest.fixture(scope="session")
+def artifacts() -> Path:
+    """Where browser tests save full-page screenshots for a person to look at: $PSYCHINTERP_SCREENSHOTS,
+    else .artifacts/screenshots in the checkout (ignored by git)."""
+    import os
+
+    folder = Path(
+        os.environ.get("PSYCHINTERP_SCREENSHOTS") or Path(__file__).parent.parent / ".artifacts" / "screenshots"
+    )
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+@pytest.fixture(scope="session")
 def tiny_bundle_dir(tmp_path_factory) -> Path:
     from stimuli.build import build_study
     from stimuli.study import load_study_config

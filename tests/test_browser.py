@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import csv
-import os
 import threading
 from pathlib import Path
 from urllib.parse import urljoin
@@ -121,7 +120,7 @@ def _through_practice(page, bundle):
     page.click("#main-go")
 
 
-def test_a_full_session_in_the_browser(live_server, page, tmp_path):
+def test_a_full_session_in_the_browser(live_server, page, tmp_path, artifacts):
     app, url = live_server
     bundle = load_bundle(app.config["PSYCHINTERP"].bundle_dir)
     console: list[str] = []
@@ -151,8 +150,7 @@ def test_a_full_session_in_the_browser(live_server, page, tmp_path):
     assert page.text_content("#completion-code") == "GOOD123"
     assert not [m for m in console if "Content Security Policy" in m]  # the page runs under its own CSP
     page.wait_for_url("https://app.prolific.com/submissions/complete?cc=GOOD123", timeout=10_000)
-    if os.environ.get("PSYCHINTERP_SCREENSHOTS"):
-        page.screenshot(path=os.path.join(os.environ["PSYCHINTERP_SCREENSHOTS"], "done.png"))
+    page.screenshot(path=artifacts / "session-done.png", full_page=True)
     assert len(planned) == n_trials
 
     out = tmp_path / "responses.csv"
@@ -261,7 +259,7 @@ def _answer_odd_one_out(page, bundle, by_key: bool) -> tuple[int, int]:
     return right, 3 if by_key else 2
 
 
-def test_an_odd_one_out_session_in_the_browser(tiny_odd_bundle_dir, page, tmp_path):
+def test_an_odd_one_out_session_in_the_browser(tiny_odd_bundle_dir, page, tmp_path, artifacts):
     with serving(tiny_odd_bundle_dir, tmp_path / "odd.db") as (app, url):
         bundle = load_bundle(tiny_odd_bundle_dir)
         console: list[str] = []
@@ -276,6 +274,7 @@ def test_an_odd_one_out_session_in_the_browser(tiny_odd_bundle_dir, page, tmp_pa
         page.click("#practice-go")
         _answer_odd_one_out(page, bundle, by_key=True)
         page.wait_for_selector("#trial-feedback.right")
+        page.screenshot(path=artifacts / "odd-one-out-practice.png", full_page=True)
         page.click("#main-go")
         planned = []
         while True:

@@ -149,7 +149,7 @@ def test_the_pipeline_returns_results_and_the_report_only_renders_them(tmp_path)
     page = render_report(results, tmp_path / "r").read_text()
     assert "No exclusions applied." in page and "24 main-trial responses analysed" in page
     # Each interval is printed with its measured coverage, the alternatives' shortfall included.
-    assert "participant_ci: 71.5% when units dominate" in page and "unit_bca:" in page
+    assert "participants-only CI: 71.5% when units dominate" in page and "units-only BCa:" in page
     # What a table holds is escaped, never markup: a participant id cannot inject HTML.
     kept = analyse(source, n_resamples=200)
     assert kept.exclusions.table["excluded"].sum() == 1 and len(kept.included) == 18
