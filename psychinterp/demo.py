@@ -122,6 +122,7 @@ def run_unit_kind_study(workdir: Path, weights_fingerprint: str, log: Callable[[
     from experiment_server.export import export_csv
     from stimuli.build import build_study
     from stimuli.study import load_study_config
+    from stimuli.workdir import WorkDir
 
     paths = prepare_unit_kind_inputs(workdir)
     responses = {}
@@ -133,6 +134,9 @@ def run_unit_kind_study(workdir: Path, weights_fingerprint: str, log: Callable[[
             log(f"building the unit-kind study's {name} bundle (first run only)")
             shutil.rmtree(bundle_dir, ignore_errors=True)
             database.unlink(missing_ok=True)
+            if name != "2afc":  # the same units: the first bundle's plan, exemplars and images serve
+                WorkDir(bundle_dir).adopt_plan(WorkDir(workdir / "units-2afc-bundle"))
+                WorkDir(bundle_dir).absorb(WorkDir(workdir / "units-2afc-bundle"))
             build_study(load_study_config(path), bundle_dir)
             (bundle_dir / ".built-from").write_text(fingerprint)
         app = create_app({"bundle_dir": bundle_dir, "database_url": f"sqlite:///{database}", **SCRIPTED_SERVER})

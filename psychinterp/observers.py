@@ -48,9 +48,11 @@ class PixelStatistics:
     name: str = "pixel"
     colour_bins: int = 4
     orientation_bins: int = 8
+    max_side: int = 112  # larger images are subsampled to about this: the statistics need no more
 
     def _one(self, pixels: np.ndarray) -> np.ndarray:
-        rgb = pixels[..., :3].astype(float) / 255
+        stride = max(1, -(-max(pixels.shape[:2]) // self.max_side))
+        rgb = pixels[::stride, ::stride, :3].astype(np.float32) / 255
         moments = np.concatenate([rgb.mean(axis=(0, 1)), rgb.std(axis=(0, 1))])
         quantised = np.minimum((rgb * self.colour_bins).astype(int), self.colour_bins - 1)
         codes = (quantised[..., 0] * self.colour_bins + quantised[..., 1]) * self.colour_bins + quantised[..., 2]

@@ -207,10 +207,19 @@ def _natural_batch(
     return images, refs
 
 
+# What only the assembly reads: trials, paradigm and texts. The units, their exemplars and their
+# visualisations do not depend on them, so the same work serves another task layout or paradigm.
+ASSEMBLY_ONLY = ("study_id", "title", "consent_text", "tasks", "paradigm", "odd_one_out", "conditions")
+
+
 def _plan_fingerprint(config: StudyConfig, specs: Mapping[str, ModelSpec], dataset: ImageTreeDataset) -> str:
     settings = config.model_dump(mode="json")
     settings["dataset"].pop("num_workers")  # how images are decoded does not change the results
     settings["dataset"].pop("path")  # the image list below is what matters
+    for field_name in ASSEMBLY_ONLY:
+        settings.pop(field_name)
+    # Except random odd images, which the scan draws and the exemplar records keep.
+    settings["random_odd_images"] = config.paradigm == "odd_one_out" and config.odd_one_out.odd_image == "random"
     return fingerprint(
         {
             "config": settings,
@@ -500,7 +509,7 @@ def assemble_bundle(config: StudyConfig, out: Path, plan: UnitPlan, dataset: Ima
     stimuli = {}
     for unit_id in results:
         synthetic: dict[str, list[ReferenceImage]] = {"max": [], "min": []}
-        for vis in work.read_fv(unit_id) or []:
+        for vis in (work.read_fv(unit_id) or []) if "synthetic" in config.conditions else []:
             image = ReferenceImage(unit_id=unit_id, kind="synthetic", **vis)
             synthetic[vis["direction"]].append(image)
             reference_images.append(image)

@@ -119,6 +119,36 @@ def test_a_changed_config_does_not_reuse_old_work(reference, tmp_path):
         _build(changed, out)
 
 
+def test_another_paradigm_or_task_layout_reuses_the_units_work(reference, tmp_path, monkeypatch):
+    """What only the assembly reads (tasks, paradigm, texts) changes no unit record: the build deals again."""
+    import shutil
+
+    from contracts.bundle import load_bundle
+    from stimuli import build, fv
+
+    study, manifest, _ = reference
+    out = tmp_path / "bundle"
+    shutil.copytree(study.parent / "bundle", out)
+    raw = yaml.safe_load(study.read_text())
+    raw |= {"title": "again", "paradigm": "odd_one_out", "odd_one_out": {"images": 3}}
+    raw["feature_visualization"]["images_per_direction"] = 4  # 2 batches x 2 max images each
+    changed = study.parent / "odd.yaml"
+    changed.write_text(yaml.safe_dump(raw))
+    scans, visualisations = _counting(monkeypatch, build, "scan_dataset"), _counting(monkeypatch, fv, "visualise_units")
+    with pytest.raises(Exception, match="different study config"):
+        _build(changed, out)  # more visualisations per direction: that is unit work, and it differs
+    raw["feature_visualization"]["images_per_direction"] = yaml.safe_load(study.read_text())["feature_visualization"][
+        "images_per_direction"
+    ]
+    raw["conditions"] = ["natural"]
+    changed.write_text(yaml.safe_dump(raw))
+    _build(changed, out)
+    assert scans == [] and visualisations == []
+    bundle = load_bundle(out)
+    assert bundle.manifest.paradigm == "odd_one_out_3" and bundle.manifest.title == "again"
+    assert (out / MANIFEST).read_bytes() != manifest
+
+
 def test_shards_merged_in_place_or_from_their_own_folders_equal_one_build(reference, tmp_path):
     from contracts.errors import PsychinterpError
     from stimuli.build import Shard, merge_shards
