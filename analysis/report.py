@@ -4,6 +4,8 @@ tables, figures and an HTML page (a Jinja template; this module computes nothing
 
 from __future__ import annotations
 
+import os
+from dataclasses import replace
 from importlib import resources
 from pathlib import Path
 
@@ -20,10 +22,12 @@ from scipy import stats  # noqa: E402
 from analysis.breakdown import BREAKDOWN_COLUMNS  # noqa: E402
 from analysis.estimate import INTERVAL_COVERAGE  # noqa: E402
 from analysis.exclusions import PUBLISHED_RULE, RULES, describe  # noqa: E402
+from analysis.microscope import human_results, unit_views  # noqa: E402
 from analysis.pipeline import EXCLUSION_MODES, RatingResults, StudyResults, analyse  # noqa: E402
 from analysis.presentation import INTERVAL_LABELS, display_names, for_page, model_order  # noqa: E402
 from analysis.scaling import MODEL_TEST_FALSE_POSITIVE_RATES, unit_table  # noqa: E402
 from analysis.unit_kinds import UNIT_KIND_FALSE_POSITIVE_RATES, difference_sentence  # noqa: E402
+from contracts.bundle import Bundle, load_bundle  # noqa: E402
 
 __all__ = ["EXCLUSION_MODES", "render_report", "scaling_sentence", "write_report"]
 
@@ -408,7 +412,7 @@ def summary_points(results: StudyResults, order: list[str], names: dict[str, str
     return points
 
 
-def _study_page(results: StudyResults, figures: dict[str, str]) -> str:
+def _study_page(results: StudyResults, figures: dict[str, str], with_units: bool = False) -> str:
     models = _models(results)
 
     def html(table: pd.DataFrame | None, digits: str = ".3g") -> Markup | None:
@@ -473,6 +477,7 @@ def _study_page(results: StudyResults, figures: dict[str, str]) -> str:
             conover={c.condition: _html(c.conover_holm_p, index=True) for c in results.comparisons},
             figures=dict.fromkeys(FIGURES) | figures,
             summary=summary_points(results, *models),
+            with_units=with_units,
             model_names=[models[1].get(m, m) for m in models[0]],
             scaling_sentences=sentences,
             kind_sentences=[difference_sentence(r) for r in kinds.differences.itertuples()] if kinds else [],
@@ -506,24 +511,70 @@ def _ratings_page(results: RatingResults, out: Path) -> str:
     )
 
 
-def render_report(results: StudyResults | RatingResults, out: Path) -> Path:
-    """Write the results' tables (CSV), figures (PNG and PDF) and ``index.html`` into ``out``."""
+def render_units(results: StudyResults, bundle: Bundle, out: Path) -> Path:
+    """The unit microscope: ``out/units/<unit>.html`` for every unit and a sortable ``units/index.html``.
+
+    Images are referenced from the bundle (a relative path), never copied per page.
+    """
+    folder = out / "units"
+    folder.mkdir(parents=True, exist_ok=True)
+    images = Path(os.path.relpath(bundle.root.resolve() / "images", folder.resolve())).as_posix()
+    order, names = _models(results)
+    rank = {m: i for i, m in enumerate(order)}
+    machine = results.machine.units if results.machine is not None else None
+    human = human_results(results.included, machine)
+    environment = _environment()
+    unit_page = environment.get_template("unit.html")
+    rows = []
+    for view in unit_views(bundle, names):
+        view = replace(view, human=human.get(view.unit.unit_id, []))
+        (folder / f"{view.unit.unit_id}.html").write_text(unit_page.render(v=view, images=images))
+        results_by_condition = {h.condition: h for h in view.human} or {"": None}
+        for condition, h in results_by_condition.items():
+            rows.append(
+                {
+                    "model": view.model_name,
+                    "model_rank": rank.get(view.unit.model_id, len(rank)),
+                    "layer": view.unit.layer or "",
+                    "depth": f"{view.relative_depth:.2f}" if view.relative_depth is not None else "",
+                    "kind": view.unit.unit_kind,
+                    "unit": view.unit.selector.id_part if view.unit.selector else view.unit.unit_id,
+                    "page": f"{view.unit.unit_id}.html",
+                    "condition": condition,
+                    "accuracy": f"{h.accuracy:.3f}" if h else "",
+                    "ci_low": f"{h.ci_low:.3f}" if h else "",
+                    "ci_high": f"{h.ci_high:.3f}" if h else "",
+                    "n": h.n_responses if h else 0,
+                    "machine": f"{h.machine_score:.3f}" if h and h.machine_score is not None else "",
+                }
+            )
+    rows.sort(key=lambda r: (r["model_rank"], r["layer"], r["unit"], r["condition"]))
+    index = folder / "index.html"
+    index.write_text(environment.get_template("units_index.html").render(rows=rows))
+    return index
+
+
+def render_report(results: StudyResults | RatingResults, out: Path, bundle: Bundle | None = None) -> Path:
+    """Write the results' tables (CSV), figures (PNG and PDF) and ``index.html`` into ``out``; with the
+    study's bundle, the unit microscope too (``units/``)."""
     out.mkdir(parents=True, exist_ok=True)
     (out / STYLESHEET).write_text(resources.files("analysis").joinpath("templates", STYLESHEET).read_text())
     if isinstance(results, RatingResults):
         text = _ratings_page(results, out)
     else:
         _write_csvs(results, out)
-        text = _study_page(results, _draw_figures(results, out))
+        units = render_units(results, bundle, out) if bundle is not None else None
+        text = _study_page(results, _draw_figures(results, out), units is not None)
     page = out / "index.html"
     page.write_text(text)
     return page
 
 
-def write_report(responses_csv: Path, out: Path, **options) -> Path:
-    """Analyse a response table and render the report; returns the page.
+def write_report(responses_csv: Path, out: Path, bundle: Path | None = None, **options) -> Path:
+    """Analyse a response table and render the report (with the unit microscope when the study's
+    ``bundle`` is given); returns the page.
 
     ``options`` are those of :func:`analysis.pipeline.analyse` (resamples, format, criteria, exclusions,
     model facts, machine scores).
     """
-    return render_report(analyse(responses_csv, **options), out)
+    return render_report(analyse(responses_csv, **options), out, load_bundle(bundle) if bundle else None)

@@ -161,6 +161,7 @@ def _unit_kind_report(workdir: Path, responses: dict[str, Path], bundle, log: Ca
     page = write_report(
         responses["2afc"],
         workdir / "units-report",
+        bundle=bundle.root,
         criteria=scripted,
         models=facts,
         other_paradigm=responses["odd"],
@@ -228,7 +229,13 @@ def _export_and_report(app, workdir: Path, scores: Path, log: Callable[[str], No
     scripted = ExclusionCriteria(**SCRIPTED_CRITERIA, min_choices_per_query_row=0)
     facts = {m.id: m.model_dump() for m in bundle.manifest.models}
     page = write_report(
-        responses, workdir / "report", criteria=scripted, models=facts, machine_scores=scores, n_resamples=2_000
+        responses,
+        workdir / "report",
+        bundle=bundle.root,
+        criteria=scripted,
+        models=facts,
+        machine_scores=scores,
+        n_resamples=2_000,
     )
     log(f"exported {n} responses to {responses}")
     log(f"report: {page}")

@@ -109,7 +109,13 @@ def analyze_study(
         chosen = chosen or server_criteria
     config = load_analysis_config(analysis_config) if analysis_config else DEFAULT_ANALYSIS
     return write_report(
-        responses, out, criteria=chosen, models=model_facts(bundle, models), config=config, **report_options
+        responses,
+        out,
+        bundle=bundle,  # with the bundle, the report has the unit microscope too
+        criteria=chosen,
+        models=model_facts(bundle, models),
+        config=config,
+        **report_options,
     )
 
 

@@ -30,6 +30,9 @@ def test_demo_trains_a_tiny_family_and_runs_end_to_end_offline_then_reruns_from_
     scores = list(csv.DictReader((report / "machine_units.csv").open()))
     assert len(scores) == 2 * 6 * len(FAMILY)  # every unit, both conditions
 
+    # The unit microscope: a page per unit, linked from the report.
+    assert "units/index.html" in page and len(list((report / "units").glob("*.html"))) == 6 * len(FAMILY) + 1
+
     # The unit-kind study: channels against k-means directions, in 2AFC and in odd-one-out.
     units_page = (tmp_path / "units-report" / "index.html").read_text()
     assert "Unit kinds: channel, kmeans" in units_page

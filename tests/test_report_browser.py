@@ -87,3 +87,61 @@ def test_the_report_reads_in_order_of_scale_with_a_summary_and_captions(report_p
     # The CSV keeps the machine names and ids.
     table = pd.read_csv(report_page.parent / "accuracy.csv")
     assert {"ci_low", "model_id"} <= set(table.columns) and set(table["model_id"]) == set(MODELS)
+
+
+def test_every_unit_has_a_page_whose_images_load_and_the_index_sorts_and_filters(
+    tiny_bundle_dir, browser, artifacts, tmp_path
+):
+    """The microscope of the tiny study, with one scripted participant's responses."""
+    from analysis.report import write_report
+    from contracts.bundle import load_bundle
+    from experiment_server import create_app
+    from experiment_server.export import export_csv
+    from tests.server_helpers import SCRIPTED_CRITERIA, answer_all, pass_practice, start
+
+    bundle = load_bundle(tiny_bundle_dir)
+    app = create_app(
+        {"bundle_dir": tiny_bundle_dir, "database_url": f"sqlite:///{tmp_path / 'm.db'}", "criteria": SCRIPTED_CRITERIA}
+    )
+    client = app.test_client()
+    for _ in range(2):
+        token = start(client)["token"]
+        state = pass_practice(client, bundle, token)
+        client.post(f"/api/sessions/{token}/phase", json={"phase": "main"})
+        answer_all(client, bundle, token, state["n_trials"])
+        client.post(f"/api/sessions/{token}/complete")
+    export_csv(bundle, app.extensions["psychinterp_db"], tmp_path / "responses.csv")
+    page_path = write_report(
+        tmp_path / "responses.csv", tmp_path / "report", bundle=tiny_bundle_dir, n_resamples=100, exclusions="none"
+    )
+    units = tmp_path / "report" / "units"
+    assert sorted(p.stem for p in units.glob("*.html")) == sorted(
+        [u.unit_id for u in bundle.manifest.units] + ["index"]
+    )
+    assert not list(units.rglob("*.png"))  # images are the bundle's, not copies
+
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    page.goto(page_path.as_uri())
+    page.click("text=Every unit")
+    rows = page.locator("#units tbody tr")
+    assert rows.count() >= len(bundle.manifest.units)
+    page.fill("#filter", "synthetic")
+    visible = [r for r in range(rows.count()) if rows.nth(r).is_visible()]
+    assert visible and all("synthetic" in rows.nth(r).text_content() for r in visible)
+    page.fill("#filter", "")
+    page.click("#units th:has-text('accuracy')")
+    shown = [float(t) for t in page.locator("#units tbody tr td:nth-child(7)").all_text_contents() if t]
+    assert shown == sorted(shown)
+    page.screenshot(path=artifacts / "units-index.png", full_page=True)
+
+    unit = bundle.manifest.units[0]
+    page.goto((units / f"{unit.unit_id}.html").as_uri())
+    images = page.locator("img")
+    assert images.count() > 18  # exemplars, visualisations and queries
+    for i in range(images.count()):
+        images.nth(i).scroll_into_view_if_needed()  # the page loads them lazily
+        assert images.nth(i).evaluate("img => img.decode().then(() => img.naturalWidth > 0)")
+    assert page.locator("figure.answer").count() >= 1  # the correct query of each trial is marked
+    text = page.text_content("body")
+    assert "How people did" in text and "95% CI (Wilson)" in text and unit.layer in text
+    page.screenshot(path=artifacts / "unit-page.png", full_page=True)
