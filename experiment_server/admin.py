@@ -10,7 +10,7 @@ import csv
 import functools
 import io
 import secrets
-from collections import Counter, defaultdict
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -34,6 +34,7 @@ from sqlalchemy.orm import Session, selectinload
 from werkzeug.security import check_password_hash, generate_password_hash
 
 from contracts.criteria import describe, failed_rules
+from experiment_server import dashboard as dashboard_panels
 from experiment_server.assignment import expire_reservations, lock_study
 from experiment_server.checks import session_summary
 from experiment_server.context import bundle as _bundle
@@ -140,13 +141,32 @@ def logout():
 # --- progress and participants --------------------------------------------------------
 
 
+PER_PAGE = 50  # participants per dashboard page
+MAX_PER_PAGE = 1000  # for the JSON API
+
+
 def _sessions(db: Session) -> list[ParticipantSession]:
+    """Every session with its responses: for the payment and review exports, which need them all."""
     return list(
         db.scalars(
             select(ParticipantSession)
             .where(ParticipantSession.study_id == _bundle().manifest.study_id)
             .options(selectinload(ParticipantSession.responses))
             .order_by(ParticipantSession.id)
+        )
+    )
+
+
+def _page_of_sessions(db: Session, page: int, per_page: int) -> list[ParticipantSession]:
+    """One page of the study's sessions, newest first, with their responses (only this page's)."""
+    return list(
+        db.scalars(
+            select(ParticipantSession)
+            .where(ParticipantSession.study_id == _bundle().manifest.study_id)
+            .options(selectinload(ParticipantSession.responses))
+            .order_by(ParticipantSession.id.desc())
+            .offset((page - 1) * per_page)
+            .limit(per_page)
         )
     )
 
@@ -162,22 +182,8 @@ def _live_status(session: ParticipantSession, now) -> str:
 
 
 def progress(db: Session) -> list[dict[str, Any]]:
-    """Per task: reserved, in progress, completed, excluded, expired."""
-    now = utcnow()
-    counts: dict[str, Counter] = defaultdict(Counter)
-    for session in _sessions(db):
-        if session.task_id:
-            counts[session.task_id][_live_status(session, now)] += 1
-    return [
-        {
-            "task_id": task.task_id,
-            "condition": task.condition,
-            "model_id": task.model_id,
-            "n_trials": len(task.trials),
-            **{k: counts[task.task_id][k] for k in ("reserved", "in progress", "completed", "excluded", "expired")},
-        }
-        for task in _bundle().manifest.tasks
-    ]
+    """Per task: reserved, in progress, completed, excluded, expired (one grouped query)."""
+    return dashboard_panels.task_progress(db, _bundle().manifest, utcnow())
 
 
 def _trials_of(session: ParticipantSession) -> list:
@@ -185,12 +191,12 @@ def _trials_of(session: ParticipantSession) -> list:
     return task.trials if task else []
 
 
-def participants(db: Session) -> list[dict[str, Any]]:
-    """Every session, with the exclusion checks of the server's criteria previewed."""
+def participants(db: Session, page: int = 1, per_page: int = PER_PAGE) -> list[dict[str, Any]]:
+    """One page of sessions, newest first, with the exclusion checks of the server's criteria previewed."""
     criteria = _cfg().criteria
     now = utcnow()
     rows = []
-    for session in _sessions(db):
+    for session in _page_of_sessions(db, page, per_page):
         main = [r for r in session.responses if r.phase == "main"]
         trials = _trials_of(session)
         summary = session_summary(session, trials, _paradigm())
@@ -220,21 +226,58 @@ def participants(db: Session) -> list[dict[str, Any]]:
     return rows
 
 
+def _page_argument(maximum_per_page: int = PER_PAGE) -> tuple[int, int]:
+    try:
+        page = max(1, int(request.args.get("page", 1)))
+        per_page = min(maximum_per_page, max(1, int(request.args.get("per_page", PER_PAGE))))
+    except ValueError:
+        abort(400, "page and per_page must be whole numbers")
+    return page, per_page
+
+
+def panels(db: Session) -> dict[str, Any]:
+    """Every panel of the dashboard except the participants table: one query each."""
+    manifest = _bundle().manifest
+    tasks = progress(db)
+    totals = Counter()
+    for row in tasks:
+        totals.update({k: row[k] for k in dashboard_panels.LIVE_STATES})
+    return {
+        "study_id": manifest.study_id,
+        "totals": dict(totals),
+        "tasks": tasks,
+        "funnel": dashboard_panels.funnel(db, manifest.study_id),
+        "over_time": dashboard_panels.over_time(db, manifest),
+        "feedback": dashboard_panels.feedback(db, manifest.study_id),
+        "n_sessions": dashboard_panels.count_sessions(db, manifest.study_id),
+    }
+
+
 @blueprint.get("/")
 @login_required
 def dashboard():
+    page, per_page = _page_argument()
     with _db() as db:
-        table = progress(db)
-        people = participants(db)
-    totals = Counter()
-    for row in table:
-        totals.update({k: row[k] for k in ("reserved", "in progress", "completed", "excluded", "expired")})
+        shown = panels(db)
+        people = participants(db, page, per_page)
+    n_pages = max(1, -(-shown["n_sessions"] // per_page))
+    series = shown["over_time"]
+    charts = {
+        name: dashboard_panels.chart_points(row[name] for row in series)
+        for name in ("responses", "completions", "catch_accuracy", "median_minutes")
+    }
     return render_template(
         "admin/dashboard.html",
         manifest=_bundle().manifest,
-        progress=table,
-        totals=totals,
+        progress=shown["tasks"],
+        totals=Counter(shown["totals"]),
+        funnel=shown["funnel"],
+        series=series,
+        charts=charts,
+        feedback=shown["feedback"],
         participants=people,
+        page=page,
+        n_pages=n_pages,
         platforms=list(PLATFORMS.values()),
         user=current_user,
     )
@@ -386,5 +429,15 @@ def api_progress():
 @api.get("/participants")
 @login_required
 def api_participants():
+    page, per_page = _page_argument(MAX_PER_PAGE)
     with _db() as db:
-        return jsonify(study_id=_bundle().manifest.study_id, participants=participants(db))
+        people = participants(db, page, per_page)
+    return jsonify(study_id=_bundle().manifest.study_id, page=page, per_page=per_page, participants=people)
+
+
+@api.get("/dashboard")
+@login_required
+def api_dashboard():
+    """The dashboard's panels: totals, tasks, funnel, the hourly series and feedback."""
+    with _db() as db:
+        return jsonify(panels(db))

@@ -1,0 +1,180 @@
+"""The dashboard's panels, each one SQL query over the study's sessions or responses (never every row in Python).
+
+- ``task_progress``: per task, sessions reserved, in progress, completed, excluded, expired;
+- ``funnel``: how many sessions reached consent, instructions, practice, the main trials and a completion;
+- ``over_time``: per hour, responses and completions; catch-trial accuracy; median session minutes;
+- ``feedback``: participants' free text, newest first, with their row.
+
+Hours are bucketed in the database (SQLite ``strftime``, PostgreSQL ``date_trunc``).
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections import defaultdict
+from collections.abc import Iterable
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import and_, case, exists, func, select
+from sqlalchemy.orm import Session
+
+from contracts.bundle import Manifest
+from experiment_server.context import as_utc
+from experiment_server.db import ParticipantSession, Response
+
+LIVE_STATES = ("reserved", "in progress", "completed", "excluded", "expired")
+FUNNEL_STAGES = (
+    ("started", ParticipantSession.created_at),
+    ("consented", ParticipantSession.consented_at),
+    ("read the instructions", ParticipantSession.instructions_at),
+    ("practised", ParticipantSession.practice_at),
+    ("main trials", ParticipantSession.main_at),
+)
+
+
+def live_state(now: datetime):
+    """The state a session shows on the dashboard, as a SQL expression (the participants table's words)."""
+    answered = exists(select(Response.id).where(Response.session_id == ParticipantSession.id))
+    return case(
+        (
+            ParticipantSession.status == "active",
+            case(
+                (ParticipantSession.reserved_until < now, "expired"),
+                (answered, "in progress"),
+                else_="reserved",
+            ),
+        ),
+        (and_(ParticipantSession.status == "completed", ParticipantSession.excluded_by_experimenter), "excluded"),
+        (ParticipantSession.status == "failed", "excluded"),
+        else_=ParticipantSession.status,
+    )
+
+
+def task_progress(db: Session, manifest: Manifest, now: datetime) -> list[dict[str, Any]]:
+    state = live_state(now).label("state")
+    query = (
+        select(ParticipantSession.task_id, state, func.count())
+        .where(ParticipantSession.study_id == manifest.study_id, ParticipantSession.task_id.is_not(None))
+        .group_by(ParticipantSession.task_id, state)
+    )
+    counts: dict[str, dict[str, int]] = defaultdict(dict)
+    for task_id, name, n in db.execute(query):
+        counts[task_id][name] = n
+    return [
+        {
+            "task_id": task.task_id,
+            "condition": task.condition,
+            "model_id": task.model_id,
+            "n_trials": len(task.trials),
+            **{k: counts[task.task_id].get(k, 0) for k in LIVE_STATES},
+        }
+        for task in manifest.tasks
+    ]
+
+
+def funnel(db: Session, study_id: str) -> list[dict[str, Any]]:
+    """Sessions at each stage, and how many of the previous stage's did not get there."""
+    columns = [func.count(column) for _, column in FUNNEL_STAGES]
+    completed = func.count(case((ParticipantSession.status == "completed", 1)))
+    failed = func.count(case((ParticipantSession.status == "failed", 1)))
+    row = db.execute(select(*columns, completed, failed).where(ParticipantSession.study_id == study_id)).one()
+    names = [name for name, _ in FUNNEL_STAGES] + ["completed"]
+    reached = list(row[: len(names)])
+    stages = []
+    for k, (name, n) in enumerate(zip(names, reached, strict=True)):
+        before = reached[k - 1] if k else n
+        stages.append(
+            {
+                "stage": name,
+                "sessions": int(n),
+                "dropped": int(before - n),
+                "dropped_share": (before - n) / before if before else 0.0,
+            }
+        )
+    stages[-1]["failed_by_server"] = int(row[-1])
+    return stages
+
+
+def _hour(db: Session, column):
+    if db.get_bind().dialect.name == "postgresql":
+        return func.to_char(func.date_trunc("hour", column), "YYYY-MM-DD HH24:00")
+    return func.strftime("%Y-%m-%d %H:00", column)
+
+
+def over_time(db: Session, manifest: Manifest) -> list[dict[str, Any]]:
+    """Per hour (UTC): main responses, completions, catch-trial accuracy and the median session length."""
+    study = ParticipantSession.study_id == manifest.study_id
+    hour = _hour(db, Response.created_at).label("hour")
+    catch_ids = [t.trial_id for task in manifest.tasks for t in task.trials if t.kind == "catch"]
+    is_catch = Response.trial_id.in_(catch_ids) if catch_ids else False
+    responses = db.execute(
+        select(
+            hour,
+            func.count(),
+            func.count(case((is_catch, 1))),
+            func.sum(case((and_(is_catch, Response.correct), 1), else_=0)),
+        )
+        .join(ParticipantSession)
+        .where(study, Response.phase == "main")
+        .group_by(hour)
+    )
+    rows: dict[str, dict[str, Any]] = defaultdict(dict)
+    for key, n, n_catch, catch_right in responses:
+        rows[key] |= {
+            "responses": n,
+            "catch_trials": n_catch,
+            "catch_accuracy": catch_right / n_catch if n_catch else None,
+        }
+    done = _hour(db, ParticipantSession.completed_at).label("hour")
+    durations: dict[str, list[float]] = defaultdict(list)
+    completed = db.execute(
+        select(done, ParticipantSession.consented_at, ParticipantSession.completed_at).where(
+            study, ParticipantSession.status == "completed", ParticipantSession.consented_at.is_not(None)
+        )
+    )
+    for key, start, end in completed:
+        durations[key].append((as_utc(end) - as_utc(start)).total_seconds() / 60)
+    for key, minutes in durations.items():
+        rows[key] |= {"completions": len(minutes), "median_minutes": statistics.median(minutes)}
+    series = []
+    for key in sorted(rows):
+        row = {"hour": key, "responses": 0, "completions": 0, "catch_trials": 0}
+        row |= {"catch_accuracy": None, "median_minutes": None} | rows[key]
+        series.append(row)
+    return series
+
+
+def feedback(db: Session, study_id: str, limit: int = 100) -> list[dict[str, Any]]:
+    rows = db.execute(
+        select(
+            ParticipantSession.id,
+            ParticipantSession.participant_id,
+            ParticipantSession.task_id,
+            ParticipantSession.status,
+            ParticipantSession.completed_at,
+            ParticipantSession.feedback,
+        )
+        .where(ParticipantSession.study_id == study_id, ParticipantSession.feedback.is_not(None))
+        .order_by(ParticipantSession.id.desc())
+        .limit(limit)
+    )
+    return [
+        {"id": i, "participant_id": p, "task_id": t, "status": s, "completed_at": c, "feedback": f}
+        for i, p, t, s, c, f in rows
+    ]
+
+
+def count_sessions(db: Session, study_id: str) -> int:
+    return db.scalar(select(func.count()).where(ParticipantSession.study_id == study_id))
+
+
+def chart_points(values: Iterable[float | None], height: float = 60.0, width: float = 600.0) -> list[dict]:
+    """Bars for an inline SVG chart: each value's x, width and height, scaled to the largest."""
+    values = list(values)
+    top = max((v for v in values if v is not None), default=0) or 1
+    step = width / max(len(values), 1)
+    return [
+        {"x": round(i * step, 2), "w": round(max(step - 1, 1), 2), "h": round(height * (v or 0) / top, 2), "v": v}
+        for i, v in enumerate(values)
+    ]

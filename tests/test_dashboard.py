@@ -1,0 +1,147 @@
+"""The dashboard's panels: each SQL aggregate equals the same count made row by row, on SQLite and PostgreSQL,
+and the page shows them (in chromium)."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import select
+
+from contracts.bundle import load_bundle
+from experiment_server.db import ParticipantSession, Response, utcnow
+from psychinterp.scripted import run_session
+from tests.server_helpers import POSTGRES_URL, SCRIPTED_CRITERIA, correct_choice, fresh_postgres, start
+
+PASSWORD = "correct horse battery staple"
+
+
+def _app(bundle_dir, database_url):
+    from experiment_server import create_app
+    from experiment_server.admin import set_admin_password
+
+    app = create_app({"bundle_dir": bundle_dir, "database_url": database_url, "criteria": SCRIPTED_CRITERIA})
+    set_admin_password(app.extensions["psychinterp_db"], "ada", PASSWORD)
+    return app
+
+
+def _sessions_at_every_stage(app, bundle):
+    """Two completions (one with feedback), one left at the instructions, one in practice, one only started."""
+    client = app.test_client()
+
+    def right(trial):
+        return correct_choice(bundle, trial, client), 3
+
+    run_session(client, right, feedback="the grids were clear")
+    run_session(client, right)
+    token = start(client)["token"]
+    client.post(f"/api/sessions/{token}/phase", json={"phase": "instructions"})
+    token = start(client)["token"]
+    client.post(f"/api/sessions/{token}/phase", json={"phase": "instructions"})
+    client.post(f"/api/sessions/{token}/phase", json={"phase": "practice"})
+    start(client)
+
+
+def _by_hand(app, bundle) -> dict:
+    """The same numbers, from every row in Python."""
+    catch = {t.trial_id for t in bundle.manifest.all_trials() if t.kind == "catch"}
+    with app.extensions["psychinterp_db"]() as db:
+        sessions = list(db.scalars(select(ParticipantSession)))
+        responses = [r for r in db.scalars(select(Response)) if r.phase == "main"]
+    catch_rows = [r for r in responses if r.trial_id in catch]
+    return {
+        "started": len(sessions),
+        "consented": sum(s.consented_at is not None for s in sessions),
+        "read the instructions": sum(s.instructions_at is not None for s in sessions),
+        "practised": sum(s.practice_at is not None for s in sessions),
+        "main trials": sum(s.main_at is not None for s in sessions),
+        "completed": sum(s.status == "completed" for s in sessions),
+        "responses": len(responses),
+        "catch_accuracy": sum(r.correct for r in catch_rows) / len(catch_rows),
+        "feedback": sorted(s.feedback for s in sessions if s.feedback),
+    }
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def database_url(request, tmp_path):
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'd.db'}"
+        return
+    engine = fresh_postgres()
+    yield POSTGRES_URL
+    engine.dispose()
+
+
+def test_each_panel_equals_the_row_by_row_count(tiny_bundle_dir, database_url):
+    from experiment_server.admin import panels
+
+    app = _app(tiny_bundle_dir, database_url)
+    bundle = load_bundle(tiny_bundle_dir)
+    _sessions_at_every_stage(app, bundle)
+    truth = _by_hand(app, bundle)
+    with app.app_context(), app.extensions["psychinterp_db"]() as db:
+        shown = panels(db)
+    funnel = {stage["stage"]: stage["sessions"] for stage in shown["funnel"]}
+    assert funnel == {k: truth[k] for k in funnel}
+    assert [s["dropped"] for s in shown["funnel"]][1:] == [
+        truth[a] - truth[b] for a, b in zip(list(funnel)[:-1], list(funnel)[1:], strict=True)
+    ]
+    assert sum(row["responses"] for row in shown["over_time"]) == truth["responses"]
+    assert sum(row["completions"] for row in shown["over_time"]) == truth["completed"]
+    (hour,) = [row for row in shown["over_time"] if row["catch_trials"]]  # the test ran within the hour
+    assert hour["catch_accuracy"] == pytest.approx(truth["catch_accuracy"])
+    assert hour["hour"] <= utcnow().strftime("%Y-%m-%d %H:00")  # a UTC hour, as both databases write it
+    assert hour["median_minutes"] is not None and hour["median_minutes"] >= 0
+    assert [f["feedback"] for f in shown["feedback"]] == truth["feedback"]
+    assert shown["totals"]["completed"] == truth["completed"] and shown["n_sessions"] == truth["started"]
+
+
+def test_participants_are_paginated_newest_first(tiny_bundle_dir, tmp_path):
+    app = _app(tiny_bundle_dir, f"sqlite:///{tmp_path / 'p.db'}")
+    client = app.test_client()
+    ids = [start(client)["token"] for _ in range(3)]
+    assert len(ids) == 3
+    client.post("/admin/login", data={"username": "ada", "password": PASSWORD, "csrf_token": _csrf(client)})
+    first = client.get("/api/admin/participants?per_page=2").get_json()
+    second = client.get("/api/admin/participants?per_page=2&page=2").get_json()
+    assert [len(first["participants"]), len(second["participants"])] == [2, 1]
+    assert first["participants"][0]["id"] > first["participants"][1]["id"] > second["participants"][0]["id"]
+    assert client.get("/api/admin/participants?page=x").status_code == 400
+    page = client.get("/admin/?page=1").get_data(as_text=True)
+    assert "page 1 of 1" in page and "Funnel" in page and "Feedback from participants" in page
+
+
+def _csrf(client) -> str:
+    import re
+
+    return re.search(r'name="csrf_token" value="([^"]+)"', client.get("/admin/login").get_data(as_text=True)).group(1)
+
+
+@pytest.mark.browser
+def test_the_dashboard_in_chromium_shows_the_database_s_funnel_charts_and_feedback(
+    tiny_bundle_dir, tmp_path, artifacts
+):
+    from tests.test_browser import CHROMIUM, CHROMIUM_ARGS, serving
+
+    if not CHROMIUM.exists():
+        pytest.skip("Debian chromium is not installed (make test installs it)")
+    from playwright.sync_api import sync_playwright
+
+    bundle = load_bundle(tiny_bundle_dir)
+    with serving(tiny_bundle_dir, tmp_path / "live.db") as (app, url), sync_playwright() as pw:
+        from experiment_server.admin import set_admin_password
+
+        set_admin_password(app.extensions["psychinterp_db"], "ada", PASSWORD)
+        _sessions_at_every_stage(app, bundle)
+        truth = _by_hand(app, bundle)
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 900})
+        page.goto(url + "/admin/login")
+        page.fill("input[name=username]", "ada")
+        page.fill("input[name=password]", PASSWORD)
+        page.click("button[type=submit]")
+        page.wait_for_selector("#funnel")
+        for stage in ("started", "consented", "read the instructions", "practised", "main trials", "completed"):
+            assert int(page.text_content(f"td[data-stage='{stage}']")) == truth[stage]
+        assert page.locator("svg rect").count() >= 4  # four charts, one bar per hour
+        assert "the grids were clear" in page.text_content("#feedback + table")
+        page.screenshot(path=artifacts / "dashboard.png", full_page=True)
+        browser.close()
