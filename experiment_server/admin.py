@@ -247,7 +247,9 @@ def panels(db: Session) -> dict[str, Any]:
         "totals": dict(totals),
         "tasks": tasks,
         "funnel": dashboard_panels.funnel(db, manifest.study_id),
-        "over_time": dashboard_panels.over_time(db, manifest),
+        "over_time": dashboard_panels.over_time(
+            db, manifest, current_app.extensions.setdefault("psychinterp_hourly", {})
+        ),
         "feedback": dashboard_panels.feedback(db, manifest.study_id),
         "n_sessions": dashboard_panels.count_sessions(db, manifest.study_id),
     }

@@ -179,7 +179,15 @@ ENDPOINTS = (
     Endpoint(
         "get",
         "/api/admin/participants",
-        "Per session: status and the exclusion checks previewed",
+        "One page of sessions, newest first (?page=N&per_page=M, up to 1,000): status and the exclusion "
+        "checks previewed",
+        admin=True,
+        errors={400: "page or per_page is not a whole number", 401: "not logged in"},
+    ),
+    Endpoint(
+        "get",
+        "/api/admin/dashboard",
+        "The dashboard's panels: totals, tasks, the funnel, the hourly series and feedback",
         admin=True,
         errors={401: "not logged in"},
     ),

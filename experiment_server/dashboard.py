@@ -13,7 +13,7 @@ from __future__ import annotations
 import statistics
 from collections import defaultdict
 from collections.abc import Iterable
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import and_, case, exists, func, select
@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session
 
 from contracts.bundle import Manifest
 from experiment_server.context import as_utc
-from experiment_server.db import ParticipantSession, Response
+from experiment_server.db import ParticipantSession, Response, utcnow
 
 LIVE_STATES = ("reserved", "in progress", "completed", "excluded", "expired")
 FUNNEL_STAGES = (
@@ -102,46 +102,83 @@ def _hour(db: Session, column):
     return func.strftime("%Y-%m-%d %H:00", column)
 
 
-def over_time(db: Session, manifest: Manifest) -> list[dict[str, Any]]:
-    """Per hour (UTC): main responses, completions, catch-trial accuracy and the median session length."""
+# An hour is summed once it is over (with a margin for a response stamped just before the hour and
+# committed just after); later refreshes read only the responses since.
+CLOSED_AFTER = timedelta(minutes=2)
+
+
+def _hour_key(moment: datetime) -> str:
+    return moment.strftime("%Y-%m-%d %H:00")
+
+
+def _hourly(db: Session, manifest: Manifest, since: datetime | None) -> dict[str, dict[str, Any]]:
+    """Per hour from ``since`` on: main responses, catch trials and catch accuracy, completions and their median."""
     study = ParticipantSession.study_id == manifest.study_id
     hour = _hour(db, Response.created_at).label("hour")
     catch_ids = [t.trial_id for task in manifest.tasks for t in task.trials if t.kind == "catch"]
     is_catch = Response.trial_id.in_(catch_ids) if catch_ids else False
-    responses = db.execute(
-        select(
-            hour,
-            func.count(),
-            func.count(case((is_catch, 1))),
-            func.sum(case((and_(is_catch, Response.correct), 1), else_=0)),
-        )
-        .join(ParticipantSession)
-        .where(study, Response.phase == "main")
-        .group_by(hour)
-    )
+    sessions = select(ParticipantSession.id).where(study)
+    query = select(
+        hour,
+        func.count(),
+        func.count(case((is_catch, 1))),
+        func.sum(case((and_(is_catch, Response.correct), 1), else_=0)),
+    ).group_by(hour)
+    if since is None:
+        query = query.where(Response.phase == "main", Response.session_id.in_(sessions))
+    else:
+        # SQLite, without statistics, would read the responses through their session index; "+ 0"
+        # makes it find the few since the last summed hour through the time index. PostgreSQL plans
+        # from its statistics and needs no hint.
+        session_id = Response.session_id + 0 if db.get_bind().dialect.name == "sqlite" else Response.session_id
+        query = query.where(Response.phase == "main", Response.created_at >= since, session_id.in_(sessions))
     rows: dict[str, dict[str, Any]] = defaultdict(dict)
-    for key, n, n_catch, catch_right in responses:
-        rows[key] |= {
-            "responses": n,
-            "catch_trials": n_catch,
-            "catch_accuracy": catch_right / n_catch if n_catch else None,
-        }
+    for key, n, n_catch, catch_right in db.execute(query):
+        rows[key] |= {"responses": n, "catch_trials": n_catch, "catch_right": int(catch_right or 0)}
     done = _hour(db, ParticipantSession.completed_at).label("hour")
-    durations: dict[str, list[float]] = defaultdict(list)
-    completed = db.execute(
-        select(done, ParticipantSession.consented_at, ParticipantSession.completed_at).where(
-            study, ParticipantSession.status == "completed", ParticipantSession.consented_at.is_not(None)
-        )
+    completions = select(done, ParticipantSession.consented_at, ParticipantSession.completed_at).where(
+        study, ParticipantSession.status == "completed", ParticipantSession.consented_at.is_not(None)
     )
-    for key, start, end in completed:
-        durations[key].append((as_utc(end) - as_utc(start)).total_seconds() / 60)
-    for key, minutes in durations.items():
-        rows[key] |= {"completions": len(minutes), "median_minutes": statistics.median(minutes)}
+    if since is not None:
+        completions = completions.where(ParticipantSession.completed_at >= since)
+    for key, start, end in db.execute(completions):
+        rows[key].setdefault("minutes", []).append((as_utc(end) - as_utc(start)).total_seconds() / 60)
+    return rows
+
+
+def over_time(
+    db: Session, manifest: Manifest, cache: dict | None = None, now: datetime | None = None
+) -> list[dict[str, Any]]:
+    """Per hour (UTC): main responses, completions, catch-trial accuracy and the median session length.
+
+    With a ``cache`` (a dict kept between calls, e.g. in the app), hours that are over are summed
+    once: a refresh reads only the responses of the hours since.
+    """
+    now = now or utcnow()
+    horizon = (now - CLOSED_AFTER).replace(minute=0, second=0, microsecond=0)
+    entry = cache.setdefault(manifest.study_id, {"through": None, "rows": {}}) if cache is not None else None
+    fresh = _hourly(db, manifest, entry["through"] if entry else None)
+    rows = dict(entry["rows"]) if entry else {}
+    rows |= fresh
+    if entry is not None:
+        closed = _hour_key(horizon)
+        entry["rows"] |= {key: row for key, row in fresh.items() if key < closed}
+        entry["through"] = horizon
     series = []
     for key in sorted(rows):
-        row = {"hour": key, "responses": 0, "completions": 0, "catch_trials": 0}
-        row |= {"catch_accuracy": None, "median_minutes": None} | rows[key]
-        series.append(row)
+        row = rows[key]
+        minutes = row.get("minutes", [])
+        n_catch = row.get("catch_trials", 0)
+        series.append(
+            {
+                "hour": key,
+                "responses": row.get("responses", 0),
+                "completions": len(minutes),
+                "catch_trials": n_catch,
+                "catch_accuracy": row["catch_right"] / n_catch if n_catch else None,
+                "median_minutes": statistics.median(minutes) if minutes else None,
+            }
+        )
     return series
 
 

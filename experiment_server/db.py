@@ -120,7 +120,7 @@ class Response(Base):
     rt_ms: Mapped[float]
     correct: Mapped[bool]
     focus_lost: Mapped[int] = mapped_column(Integer, default=0)  # blur events while the trial was shown
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)
 
     session: Mapped[ParticipantSession] = relationship(back_populates="responses")
 

@@ -145,3 +145,32 @@ def test_the_dashboard_in_chromium_shows_the_database_s_funnel_charts_and_feedba
         assert "the grids were clear" in page.text_content("#feedback + table")
         page.screenshot(path=artifacts / "dashboard.png", full_page=True)
         browser.close()
+
+
+def test_summed_hours_are_kept_and_only_new_responses_are_read(tiny_bundle_dir, tmp_path):
+    """With the cache, a refresh an hour later reads only the new hour, and the series equals a full recount."""
+    from datetime import timedelta
+
+    from sqlalchemy import update
+
+    from experiment_server.dashboard import over_time
+
+    app = _app(tiny_bundle_dir, f"sqlite:///{tmp_path / 'h.db'}")
+    bundle = load_bundle(tiny_bundle_dir)
+    _sessions_at_every_stage(app, bundle)
+    later = utcnow() + timedelta(hours=3)
+    cache: dict = {}
+    with app.extensions["psychinterp_db"]() as db:
+        first = over_time(db, bundle.manifest, cache, now=later)
+        assert cache[bundle.manifest.study_id]["rows"]  # the test's hour is over by then: summed and kept
+    # Responses written since then, in a new hour; the hour summed before is not read again.
+    client = app.test_client()
+    run_session(client, lambda trial: (correct_choice(bundle, trial, client), 1))
+    with app.extensions["psychinterp_db"]() as db, db.begin():
+        newest = db.scalar(select(ParticipantSession.id).order_by(ParticipantSession.id.desc()))
+        db.execute(update(Response).where(Response.session_id == newest).values(created_at=later))
+        db.execute(update(ParticipantSession).where(ParticipantSession.id == newest).values(completed_at=later))
+    with app.extensions["psychinterp_db"]() as db:
+        cached = over_time(db, bundle.manifest, cache, now=later)
+        recount = over_time(db, bundle.manifest)
+    assert cached == recount and len(cached) == len(first) + 1
