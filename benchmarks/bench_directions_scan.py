@@ -18,19 +18,15 @@ import tempfile
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from bench_scan import MODEL  # noqa: E402  (the same random-init ResNet-18)
+
 N_IMAGES = 1024
 BATCH = 32
 N_CHANNELS = 64
 N_DIRECTIONS = 128  # and as many latents: 256 dictionary rows in all
 TARGET = 1.3
-MODEL = {
-    "id": "bench_resnet18",
-    "display_name": "ResNet-18 (random init)",
-    "source": "torchvision",
-    "constructor": "resnet18",
-    "layers": {"include": ["layer?.*"]},
-    "metadata": {"train_images": 1},
-}
 
 
 def _setup(root: Path, n_images: int):

@@ -158,6 +158,36 @@ def _references(condition: str, images: BatchImages, stim: UnitStimuli) -> dict[
     return {"max": ((), ()), "min": ((), ())}
 
 
+def _shown(
+    trial_id: str,
+    planned: PlannedTrial,
+    condition: str,
+    stim: UnitStimuli,
+    max_side: str | None,
+    references: References,
+    shown: Sequence[QueryImage],
+    answer_position: int,
+) -> tuple[Trial, Answer]:
+    """The trial as the page shows it, and its answer: which of ``shown`` is correct, and every query's facts."""
+    trial = Trial(
+        trial_id=trial_id,
+        unit_id=stim.unit_id,
+        condition=condition,
+        kind=planned.kind,
+        batch=planned.batch,
+        max_side=max_side,
+        references=references,
+        queries=[q.sha256 for q in shown],
+    )
+    answer = Answer(
+        max_query=answer_position,
+        query_activations=[q.activation for q in shown],
+        query_ranks=[q.rank for q in shown],
+        query_sources=[q.source for q in shown],
+    )
+    return trial, answer
+
+
 def _trial(
     trial_id: str,
     planned: PlannedTrial,
@@ -181,23 +211,8 @@ def _trial(
         queries = [images.queries[role] for role in roles]
     order = paradigm.query_order(int(rng.integers(paradigm.n_orders)))
     shown = [queries[i] for i in order]
-    trial = Trial(
-        trial_id=trial_id,
-        unit_id=stim.unit_id,
-        condition=condition,
-        kind=planned.kind,
-        batch=planned.batch,
-        max_side=max_side,
-        references=References(min=list(refs["min"][0]), max=list(refs["max"][0])),
-        queries=[q.sha256 for q in shown],
-    )
-    answer = Answer(
-        max_query=paradigm.answer_position(order),
-        query_activations=[q.activation for q in shown],
-        query_ranks=[q.rank for q in shown],
-        query_sources=[q.source for q in shown],
-    )
-    return trial, answer
+    references = References(min=list(refs["min"][0]), max=list(refs["max"][0]))
+    return _shown(trial_id, planned, condition, stim, max_side, references, shown, paradigm.answer_position(order))
 
 
 def _side_images(condition: str, images: BatchImages, stim: UnitStimuli, side: str, batch: int, n: int) -> list:
@@ -241,23 +256,7 @@ def _odd_one_out_trial(
         odd = bottoms[int(rng.integers(len(bottoms)))]
     shown = list(chosen)
     shown.insert(odd_position, odd)
-    trial = Trial(
-        trial_id=trial_id,
-        unit_id=stim.unit_id,
-        condition=condition,
-        kind=planned.kind,
-        batch=planned.batch,
-        max_side=None,
-        references=References(),
-        queries=[q.sha256 for q in shown],
-    )
-    answer = Answer(
-        max_query=odd_position,
-        query_activations=[q.activation for q in shown],
-        query_ranks=[q.rank for q in shown],
-        query_sources=[q.source for q in shown],
-    )
-    return trial, answer
+    return _shown(trial_id, planned, condition, stim, None, References(), shown, odd_position)
 
 
 def _odd_positions(n_trials: int, n_queries: int, rng: np.random.Generator) -> list[int]:

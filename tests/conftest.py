@@ -68,6 +68,19 @@ def write_tiny_study(
     return path
 
 
+@pytest.fixture
+def browser():
+    """Headless Debian chromium through Playwright (the browser tests skip where it is missing)."""
+    from playwright.sync_api import sync_playwright
+
+    from tests.test_browser import CHROMIUM, CHROMIUM_ARGS
+
+    with sync_playwright() as pw:
+        launched = pw.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
+        yield launched
+        launched.close()
+
+
 @pytest.fixture(scope="session")
 def artifacts() -> Path:
     """Where browser tests save full-page screenshots for a person to look at: $PSYCHINTERP_SCREENSHOTS,

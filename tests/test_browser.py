@@ -58,16 +58,6 @@ def live_server(tiny_bundle_dir, tmp_path):
 
 
 @pytest.fixture
-def browser():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
-        yield browser
-        browser.close()
-
-
-@pytest.fixture
 def page(browser):
     context = browser.new_context(viewport={"width": 1280, "height": 900})
     page = context.new_page()
@@ -191,8 +181,10 @@ def test_preview_writes_nothing_and_phones_are_turned_away(live_server, browser,
         assert db.scalar(select(func.count()).select_from(ParticipantSession)) == 0
 
 
-def _main_trials(page, bundle) -> list[tuple[int, int, int]]:
-    """Answer every main trial as it comes (alternately by key and by click) until the feedback form shows."""
+def _main_trials(page, bundle, answer=None) -> list[tuple[int, int, int]]:
+    """Answer every main trial as it comes (alternately by key and by click) until the feedback form shows;
+    ``answer(page, bundle, by_key)`` answers one (default: the 2AFC buttons)."""
+    answer = answer or (lambda page, bundle, by_key: _answer(page, bundle, key=by_key))
     answered = []
     while True:
         page.wait_for_selector("#trial:not([hidden]), #feedback:not([hidden])")
@@ -200,7 +192,7 @@ def _main_trials(page, bundle) -> list[tuple[int, int, int]]:
             return answered
         label = page.text_content("#trial-label")
         index = int(label.split()[1]) - 1
-        chosen, confidence = _answer(page, bundle, key=index % 2 == 0)
+        chosen, confidence = answer(page, bundle, index % 2 == 0)
         answered.append((index, chosen, confidence))
         _wait_until(
             page,
@@ -276,20 +268,7 @@ def test_an_odd_one_out_session_in_the_browser(tiny_odd_bundle_dir, page, tmp_pa
         page.wait_for_selector("#trial-feedback.right")
         page.screenshot(path=artifacts / "odd-one-out-practice.png", full_page=True)
         page.click("#main-go")
-        planned = []
-        while True:
-            page.wait_for_selector("#trial:not([hidden]), #feedback:not([hidden])")
-            if page.is_visible("#feedback"):
-                break
-            label = page.text_content("#trial-label")
-            index = int(label.split()[1]) - 1
-            chosen, confidence = _answer_odd_one_out(page, bundle, by_key=index % 2 == 0)
-            planned.append((index, chosen, confidence))
-            _wait_until(
-                page,
-                f"!document.getElementById('trial-label').textContent.startsWith('{label}')"
-                " || !document.getElementById('feedback').hidden",
-            )
+        planned = _main_trials(page, bundle, _answer_odd_one_out)
         page.click("#feedback-send")
         page.wait_for_selector("#done:not([hidden])")
         assert page.text_content("#completion-code") == "GOOD123"
