@@ -5,7 +5,6 @@ tables, figures and an HTML page (a Jinja template; this module computes nothing
 from __future__ import annotations
 
 import os
-from dataclasses import replace
 from importlib import resources
 from pathlib import Path
 
@@ -22,11 +21,12 @@ from scipy import stats  # noqa: E402
 from analysis.breakdown import BREAKDOWN_COLUMNS  # noqa: E402
 from analysis.estimate import INTERVAL_COVERAGE  # noqa: E402
 from analysis.exclusions import PUBLISHED_RULE, RULES, describe  # noqa: E402
-from analysis.microscope import human_results, unit_views  # noqa: E402
+from analysis.microscope import human_results  # noqa: E402
 from analysis.pipeline import EXCLUSION_MODES, RatingResults, StudyResults, analyse  # noqa: E402
 from analysis.presentation import INTERVAL_LABELS, display_names, for_page, model_order  # noqa: E402
 from analysis.scaling import MODEL_TEST_FALSE_POSITIVE_RATES, unit_table  # noqa: E402
 from analysis.unit_kinds import UNIT_KIND_FALSE_POSITIVE_RATES, difference_sentence  # noqa: E402
+from contracts import microscope  # noqa: E402
 from contracts.bundle import Bundle, load_bundle  # noqa: E402
 
 __all__ = ["EXCLUSION_MODES", "render_report", "scaling_sentence", "write_report"]
@@ -269,7 +269,10 @@ def _html(
 def _environment() -> jinja2.Environment:
     templates = resources.files("analysis") / "templates"
     return jinja2.Environment(
-        loader=jinja2.FunctionLoader(lambda name: (templates / name).read_text()),
+        # The report's own pages, and the microscope's (shared with the server's live pages).
+        loader=jinja2.FunctionLoader(
+            lambda name: (templates / name).read_text() if (templates / name).is_file() else microscope.template(name)
+        ),
         autoescape=True,
         trim_blocks=True,
         lstrip_blocks=True,
@@ -315,7 +318,6 @@ def _write_csvs(results: StudyResults, out: Path) -> None:
         table.to_csv(out / f"{name}.csv", index=name.startswith("conover_holm_"))
 
 
-STYLESHEET = "report.css"  # one stylesheet for every page of a report, beside index.html
 FIGURES = ("accuracy", "confidence", "depth", "exclusion_thresholds", "scaling", "machine")
 
 
@@ -520,37 +522,23 @@ def render_units(results: StudyResults, bundle: Bundle, out: Path) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     images = Path(os.path.relpath(bundle.root.resolve() / "images", folder.resolve())).as_posix()
     order, names = _models(results)
-    rank = {m: i for i, m in enumerate(order)}
     machine = results.machine.units if results.machine is not None else None
-    human = human_results(results.included, machine)
+    views = microscope.with_human(microscope.unit_views(bundle, names), human_results(results.included, machine))
     environment = _environment()
+    links = {
+        "stylesheet": f"../{microscope.STYLESHEET}",
+        "script": microscope.INDEX_SCRIPT,
+        "report_url": "../index.html",
+        "note": None,
+    }
+    (folder / microscope.INDEX_SCRIPT).write_text(microscope.template(microscope.INDEX_SCRIPT))
     unit_page = environment.get_template("unit.html")
-    rows = []
-    for view in unit_views(bundle, names):
-        view = replace(view, human=human.get(view.unit.unit_id, []))
-        (folder / f"{view.unit.unit_id}.html").write_text(unit_page.render(v=view, images=images))
-        results_by_condition = {h.condition: h for h in view.human} or {"": None}
-        for condition, h in results_by_condition.items():
-            rows.append(
-                {
-                    "model": view.model_name,
-                    "model_rank": rank.get(view.unit.model_id, len(rank)),
-                    "layer": view.unit.layer or "",
-                    "depth": f"{view.relative_depth:.2f}" if view.relative_depth is not None else "",
-                    "kind": view.unit.unit_kind,
-                    "unit": view.unit.selector.id_part if view.unit.selector else view.unit.unit_id,
-                    "page": f"{view.unit.unit_id}.html",
-                    "condition": condition,
-                    "accuracy": f"{h.accuracy:.3f}" if h else "",
-                    "ci_low": f"{h.ci_low:.3f}" if h else "",
-                    "ci_high": f"{h.ci_high:.3f}" if h else "",
-                    "n": h.n_responses if h else 0,
-                    "machine": f"{h.machine_score:.3f}" if h and h.machine_score is not None else "",
-                }
-            )
-    rows.sort(key=lambda r: (r["model_rank"], r["layer"], r["unit"], r["condition"]))
+    for view in views:
+        page = unit_page.render(v=view, images=images, index_url="index.html", **links)
+        (folder / f"{view.unit.unit_id}.html").write_text(page)
+    rows = microscope.index_rows(views, {m: i for i, m in enumerate(order)})
     index = folder / "index.html"
-    index.write_text(environment.get_template("units_index.html").render(rows=rows))
+    index.write_text(environment.get_template("units_index.html").render(rows=rows, **links))
     return index
 
 
@@ -558,7 +546,7 @@ def render_report(results: StudyResults | RatingResults, out: Path, bundle: Bund
     """Write the results' tables (CSV), figures (PNG and PDF) and ``index.html`` into ``out``; with the
     study's bundle, the unit microscope too (``units/``)."""
     out.mkdir(parents=True, exist_ok=True)
-    (out / STYLESHEET).write_text(resources.files("analysis").joinpath("templates", STYLESHEET).read_text())
+    (out / microscope.STYLESHEET).write_text(microscope.template(microscope.STYLESHEET))
     if isinstance(results, RatingResults):
         text = _ratings_page(results, out)
     else:

@@ -188,6 +188,8 @@ def create_app(config: ServerConfig | dict[str, Any]) -> Flask:
     from experiment_server.admin import blueprint as admin
     from experiment_server.admin import load_admin
     from experiment_server.api_docs import blueprint as api_docs
+    from experiment_server.microscope import blueprint as units
+    from experiment_server.microscope import images as admin_images
     from experiment_server.participant import blueprint as participant
 
     csrf.init_app(app)
@@ -202,6 +204,8 @@ def create_app(config: ServerConfig | dict[str, Any]) -> Flask:
     app.register_blueprint(participant)
     app.register_blueprint(admin)
     app.register_blueprint(admin_api)
+    app.register_blueprint(units)
+    app.register_blueprint(admin_images)
     _limit_requests(app, config)
     if config.trusted_proxies:
         # The client's address and scheme as the documented proxy saw them: rate limits key on people,

@@ -3,6 +3,8 @@ and the page shows them (in chromium)."""
 
 from __future__ import annotations
 
+from collections import Counter
+
 import pytest
 from sqlalchemy import select
 
@@ -144,7 +146,86 @@ def test_the_dashboard_in_chromium_shows_the_database_s_funnel_charts_and_feedba
         assert page.locator("svg rect").count() >= 4  # four charts, one bar per hour
         assert "the grids were clear" in page.text_content("#feedback + table")
         page.screenshot(path=artifacts / "dashboard.png", full_page=True)
+
+        # The live microscope, from the dashboard's link: the index's counts are the database's.
+        page.click("#units-link")
+        page.wait_for_selector("#units tbody tr")
+        shown = sum(int(n) for n in page.locator("#units tbody tr td:nth-child(10)").all_text_contents())
+        assert shown == _main_responses_by_unit(app, bundle).total()
+        page.click("#units th:has-text('responses')")  # the sorting script loads under the admin CSP
+        assert page.get_attribute("#units th:has-text('responses')", "aria-sort") == "ascending"
+        page.screenshot(path=artifacts / "dashboard-units.png", full_page=True)
+        unit = bundle.manifest.units[0]
+        page.click(f"a[href='{unit.unit_id}']")
+        page.wait_for_selector("h2:has-text('How people did')")
+        images = page.locator("img")
+        assert images.count() > 18  # exemplars, visualisations and queries
+        for i in range(images.count()):
+            images.nth(i).scroll_into_view_if_needed()  # the page loads them lazily
+            assert images.nth(i).evaluate("img => img.decode().then(() => img.naturalWidth > 0)")
+        rows = page.locator("h2:has-text('How people did') ~ table").first.locator("tbody tr td:nth-child(4)")
+        assert sum(int(n) for n in rows.all_text_contents()) == _main_responses_by_unit(app, bundle)[unit.unit_id]
+        page.screenshot(path=artifacts / "dashboard-unit.png", full_page=True)
         browser.close()
+
+
+def _main_responses_by_unit(app, bundle) -> Counter:
+    """Main-trial responses per unit, row by row, of sessions that count on the live pages."""
+    unit_of = {t.trial_id: t.unit_id for t in bundle.manifest.all_trials() if t.kind == "main"}
+    with app.extensions["psychinterp_db"]() as db:
+        sessions = {s.id: s for s in db.scalars(select(ParticipantSession))}
+        responses = list(db.scalars(select(Response)))
+    return Counter(
+        unit_of[r.trial_id]
+        for r in responses
+        if r.trial_id in unit_of
+        and sessions[r.session_id].status in ("active", "completed")
+        and not sessions[r.session_id].excluded_by_experimenter
+    )
+
+
+def test_live_unit_counts_equal_the_row_by_row_count(tiny_bundle_dir, database_url):
+    from experiment_server.microscope import unit_results, unit_scores
+
+    app = _app(tiny_bundle_dir, database_url)
+    bundle = load_bundle(tiny_bundle_dir)
+    _sessions_at_every_stage(app, bundle)
+    with app.extensions["psychinterp_db"]() as db:  # one completed session excluded: it stops counting
+        first = db.scalars(select(ParticipantSession).where(ParticipantSession.status == "completed")).first()
+        first.excluded_by_experimenter = True
+        db.commit()
+    truth = _main_responses_by_unit(app, bundle)
+    assert truth.total() > 0
+    with app.app_context(), app.extensions["psychinterp_db"]() as db:
+        scores = unit_scores(db, bundle.manifest)
+        assert {u: sum(h.n_responses for h in hs) for u, hs in scores.items()} == dict(truth)
+        for unit_id, results in scores.items():
+            detailed = unit_results(db, bundle.manifest, unit_id)
+            assert [(h.condition, h.n_responses, h.accuracy) for h in detailed] == [
+                (h.condition, h.n_responses, h.accuracy) for h in results
+            ]
+            assert all(h.confidence_counts == d.confidence_counts for h, d in zip(results, detailed, strict=True))
+            assert all(0 <= h.ci_low <= h.accuracy <= h.ci_high <= 1 for h in detailed)
+
+
+def test_live_unit_pages_and_their_images_need_a_login(tiny_bundle_dir, tmp_path):
+    app = _app(tiny_bundle_dir, f"sqlite:///{tmp_path / 'u.db'}")
+    bundle = load_bundle(tiny_bundle_dir)
+    unit = bundle.manifest.units[0]
+    sha = bundle.manifest.reference_images[0].sha256
+    client = app.test_client()
+    for path in ("/admin/units/", f"/admin/units/{unit.unit_id}", f"/admin/images/{sha}.png"):
+        assert client.get(path).status_code == 302  # to the login page
+    client.post("/admin/login", data={"username": "ada", "password": PASSWORD, "csrf_token": _csrf(client)})
+    page = client.get(f"/admin/units/{unit.unit_id}")
+    assert page.status_code == 200 and "No main-trial responses for this unit." in page.get_data(as_text=True)
+    assert client.get(f"/admin/images/{sha}.png").headers["Content-Type"] == "image/png"
+    assert client.get("/admin/images/" + "0" * 64 + ".png").status_code == 404
+    assert client.get("/admin/images/..%2Fmanifest.json.png").status_code == 404
+    assert client.get("/admin/units/no_such_unit").status_code == 404
+    assert client.get("/admin/units/assets/units_index.js").headers["Content-Type"].startswith("text/javascript")
+    assert client.get("/admin/units/assets/app.py").status_code == 404
+    assert "units-link" in client.get("/admin/").get_data(as_text=True)
 
 
 def test_summed_hours_are_kept_and_only_new_responses_are_read(tiny_bundle_dir, tmp_path):
