@@ -106,6 +106,14 @@ class ReferenceImage(Strict):
     seed: int | None = Field(None, description="synthetic images only")
     diversity: float | None = Field(None, ge=0, description="diversity weight, synthetic images only")
     beats_exemplars: bool | None = Field(None, description="synthetic: beats the most extreme exemplar")
+    fv_method: str | None = Field(None, description="synthetic: the feature-visualisation method that made it")
+    fv_params: dict[str, Any] | None = Field(None, description="synthetic: the method's own record of this image")
+    path_similarity: float | None = Field(
+        None, description="synthetic: how like its exemplars the image drives the layers below the unit (cosine)"
+    )
+    path_outlier: bool | None = Field(
+        None, description="synthetic: flagged by the sanity check (a path the exemplars do not use); null: not checked"
+    )
 
 
 class References(Strict):
@@ -167,6 +175,9 @@ class Manifest(Strict):
     tasks: list[Task] = Field(min_length=1)
     practice_trials: list[Trial] = []
     dictionaries: list[Dictionary] = []
+    feature_visualization: dict[str, Any] | None = Field(
+        None, description="the method (name and settings) that made the synthetic references"
+    )
 
     def dictionary(self, model_id: str, layer: str, name: str) -> Dictionary | None:
         return next(

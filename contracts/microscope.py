@@ -133,8 +133,18 @@ def unit_views(bundle: Bundle, model_names: Mapping[str, str]) -> list[UnitView]
             else:
                 words = f"α {image.diversity:.3g}" if image.diversity else "not diverse"
                 beats = "beats the exemplars" if image.beats_exemplars else "does not beat the exemplars"
+                path = ""
+                if image.path_similarity is not None:
+                    flag = ", FLAGGED: a path its exemplars do not use" if image.path_outlier else ""
+                    path = f"; path similarity {image.path_similarity:.2f}{flag}"
+                method = f"{image.fv_method}: " if image.fv_method else ""
                 visualisations[image.direction].append(
-                    Image(image.sha256, image.activation, f"{words}; {beats}", marked=not image.beats_exemplars)
+                    Image(
+                        image.sha256,
+                        image.activation,
+                        f"{method}{words}; {beats}{path}",
+                        marked=not image.beats_exemplars or bool(image.path_outlier),
+                    )
                 )
         shown = []
         for trial in sorted(trials_by_unit.get(unit.unit_id, []), key=lambda t: (t.kind != "main", t.trial_id)):

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
+import torch
 from PIL import Image
 from tqdm import tqdm
 
@@ -384,28 +385,86 @@ def _scan_and_select(
     array_path.with_name(array_path.name + ".progress.json").unlink(missing_ok=True)
 
 
-def _visualise(
-    config: StudyConfig, model: LoadedModel, item: WorkItem, out: Path, work: WorkDir, dictionaries: DictionaryTable
-) -> None:
-    from stimuli.fv import FVRequest, visualise_units
+def _dataset_images(dataset: ImageTreeDataset, model: LoadedModel, indices: Sequence[int]) -> torch.Tensor:
+    """Dataset images as [0, 1] tensors at the model's input size (images that fail to decode are skipped)."""
+    from stimuli.exemplars import model_inputs
 
+    decoded = [dataset[i][1] for i in indices]
+    return model_inputs(model, torch.stack([d for d in decoded if d is not None]))
+
+
+def _visualise(
+    config: StudyConfig,
+    model: LoadedModel,
+    item: WorkItem,
+    out: Path,
+    work: WorkDir,
+    dictionaries: DictionaryTable,
+    dataset: ImageTreeDataset,
+    layer_order: Sequence[str],
+) -> None:
+    from stimuli.fv import FVRequest
+    from stimuli.fv_sanity import check_paths
+
+    method = config.feature_visualization
     records = [work.read_exemplars(u.unit_id) for u in item.units]
     requests = [FVRequest(r.unit.layer, bind(r.unit.ref, dictionaries).readout, *r.targets) for r in records]
-    images, _ = visualise_units(model, requests, config.feature_visualization.settings(), seed=config.seed + item.first)
-    for unit, visualisations in zip(item.units, images, strict=True):
-        stored = [
-            {
-                "sha256": _store(out, vis.pixels),
-                "direction": vis.direction,
-                "activation": vis.activation,
-                "steps": vis.steps,
-                "seed": vis.seed,
-                "diversity": vis.diversity,
-                "beats_exemplars": vis.beats_exemplars,
-            }
-            for vis in visualisations
-        ]
-        work.write_fv(unit.unit_id, stored)
+    sample = np.random.default_rng(config.seed + item.first)
+
+    def natural_images(n: int) -> torch.Tensor:
+        return _dataset_images(dataset, model, sample.choice(len(dataset), min(n, len(dataset)), replace=False))
+
+    images, _ = method.visualise(model, requests, seed=config.seed + item.first, natural_images=natural_images)
+    for unit, record, visualisations in zip(item.units, records, images, strict=True):
+        below = list(layer_order[: layer_order.index(unit.layer)]) if unit.layer in layer_order else []
+        exemplars = {
+            "max": _dataset_images(dataset, model, [i for s in record.exemplars.max_side for i in s.references]),
+            "min": _dataset_images(dataset, model, [i for s in record.exemplars.min_side for i in s.references]),
+        }
+        shown = {
+            d: torch.stack(
+                [
+                    torch.from_numpy(v.pixels).permute(2, 0, 1).float().div(255)
+                    for v in visualisations
+                    if v.direction == d
+                ]
+            )
+            for d in ("max", "min")
+        }
+        checks = check_paths(model, below, exemplars, shown)
+        position = {"max": 0, "min": 0}
+        stored = []
+        for vis in visualisations:
+            check = checks[vis.direction] if checks else None
+            k = position[vis.direction]
+            position[vis.direction] += 1
+            stored.append(
+                {
+                    "sha256": _store(out, vis.pixels),
+                    "direction": vis.direction,
+                    "activation": vis.activation,
+                    "steps": vis.steps,
+                    "seed": vis.seed,
+                    "diversity": vis.diversity,
+                    "beats_exemplars": vis.beats_exemplars,
+                    "fv_method": method.method,
+                    "fv_params": vis.params,
+                    "path_similarity": float(check.similarity[k]) if check else None,
+                    "path_outlier": bool(check.outlier[k]) if check else None,
+                }
+            )
+        flagged = [s for s in stored if s["path_outlier"]]
+        if flagged:
+            log.warning(
+                "unit %s: %d of %d visualisations reach the unit by a path its exemplars do not use "
+                "(path similarity %s, floor %.2g): see the sanity check in docs/building.md",
+                unit.unit_id,
+                len(flagged),
+                len(stored),
+                ", ".join(f"{s['path_similarity']:.2f}" for s in flagged),
+                min(c.exemplar_floor for c in checks.values()),
+            )
+        work.write_fv(unit.unit_id, stored, method.record())
 
 
 def run_work_items(
@@ -459,8 +518,9 @@ def run_work_items(
                 checkpoint_seconds,
                 dictionaries,
             )
+        layer_order = [layer.name for layer in eligible_layers(model)] if need_fv else []
         for item in tqdm(need_fv, desc=f"visualise {model_id}", unit="batch", leave=False):
-            _visualise(config, model, item, out, work, dictionaries)
+            _visualise(config, model, item, out, work, dictionaries, dataset, layer_order)
         del model
     return n_pending
 
@@ -507,9 +567,11 @@ def assemble_bundle(config: StudyConfig, out: Path, plan: UnitPlan, dataset: Ima
         batches[unit_id][batch] = images
         reference_images += refs
     stimuli = {}
+    method = config.feature_visualization
+    synthetic_condition = "synthetic" in config.conditions
     for unit_id in results:
         synthetic: dict[str, list[ReferenceImage]] = {"max": [], "min": []}
-        for vis in (work.read_fv(unit_id) or []) if "synthetic" in config.conditions else []:
+        for vis in (work.read_fv(unit_id, method.record()) or []) if synthetic_condition else []:
             image = ReferenceImage(unit_id=unit_id, kind="synthetic", **vis)
             synthetic[vis["direction"]].append(image)
             reference_images.append(image)
@@ -553,6 +615,7 @@ def assemble_bundle(config: StudyConfig, out: Path, plan: UnitPlan, dataset: Ima
         tasks=tasks,
         practice_trials=practice,
         dictionaries=plan.dictionaries,
+        feature_visualization=method.record() if synthetic_condition else None,
     )
     key = AnswerKey(schema_version=bundle_schema.SCHEMA_VERSION, study_id=config.study_id, answers=answers)
     return bundle_schema.write_bundle(out, manifest, key)

@@ -21,6 +21,7 @@ import contextlib
 import math
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -53,9 +54,14 @@ def _lucent_device(device: torch.device) -> Iterator[None]:
         lucent_spatial.device = saved
 
 
+def color_matrix(device: torch.device) -> torch.Tensor:
+    """lucent's colour recorrelation (normalised square root of ImageNet's colour covariance), as the
+    (3, 3) matrix that maps decorrelated channels c to colours d in ``einsum("nchw,cd->ndhw")``."""
+    return torch.as_tensor(lucent_color.color_correlation_normalized.T, dtype=torch.float32, device=device)
+
+
 def _decorrelate(image: torch.Tensor) -> torch.Tensor:
-    matrix = torch.as_tensor(lucent_color.color_correlation_normalized.T, device=image.device)
-    return torch.einsum("nchw,cd->ndhw", image, matrix)
+    return torch.einsum("nchw,cd->ndhw", image, color_matrix(image.device))
 
 
 def fft_rgb_images(batch: int, size: int, device: torch.device):
@@ -106,15 +112,15 @@ class Group:
     readout: Readout
     direction: str  # "max" or "min"
     n_images: int
-    alpha: float
-    init: torch.Tensor | None = field(default=None, compare=False)  # spectrum to start from
+    alpha: float  # as in lucent: the group's mean unit objective minus alpha times its diversity
+    init: torch.Tensor | None = field(default=None, compare=False)  # parameters to start from
 
 
 @dataclass
 class GroupResult:
     group: Group
-    pixels: np.ndarray  # (n, H, W, 3) uint8
-    activations: np.ndarray  # (n,) on the centre crop, without transforms
+    pixels: np.ndarray  # (n, H, W, 3) uint8, as shown
+    activations: np.ndarray  # (n,) on the image as shown, without transforms
     spectrum: torch.Tensor  # final parameters, to warm-start a later round
     steps: int
 
@@ -133,30 +139,16 @@ class FVSettings:
     tolerance: float = 2e-3  # stop when the loss improves less than this fraction per window
 
 
-def _diversity_slice(layer: str, start: int, stop: int) -> objectives.Objective:
-    diversity = objectives.diversity(layer)
-    return objectives.Objective(lambda T: diversity(lambda name: T(name)[start:stop]))
-
-
-def _unit_objective(layer: str, readout: Readout, batch: int) -> objectives.Objective:
-    """Minus the unit's mean over positions in image ``batch`` (for a channel, lucent's ``channel``;
-    for a direction, lucent's ``direction``; for a latent, its value before the ReLU)."""
-    return objectives.Objective(lambda T: -readout_objective(T(layer), readout)[batch].mean())
-
-
-def _objective(groups: Sequence[Group]) -> objectives.Objective:
-    """Unit objectives per image (negated for min), plus each group's own diversity term."""
-    parts = []
-    start = 0
-    for g in groups:
-        for i in range(start, start + g.n_images):
-            unit = _unit_objective(g.layer, g.readout, i)
-            parts.append(unit if g.direction == "max" else -unit)
-        if g.alpha > 0 and g.n_images > 1:
-            # lucent's diversity is minus the mean pairwise Gram similarity: subtracting it penalises similarity.
-            parts.append(-g.alpha * _diversity_slice(g.layer, start, start + g.n_images))
-        start += g.n_images
-    return objectives.Objective.sum(parts)
+def _group_objective(g: Group, start: int) -> objectives.Objective:
+    """lucent's ``channel`` (or ``direction``) objective on the group's images, negated for min, minus
+    alpha times lucent's ``diversity`` of the group (which is minus its mean pairwise Gram similarity)."""
+    stop = start + g.n_images
+    sign = 1.0 if g.direction == "max" else -1.0
+    unit = objectives.Objective(lambda T: -sign * readout_objective(T(g.layer), g.readout)[start:stop].mean())
+    if g.alpha > 0 and g.n_images > 1:
+        diversity = objectives.diversity(g.layer)
+        return unit - g.alpha * objectives.Objective(lambda T: diversity(lambda name: T(name)[start:stop]))
+    return unit
 
 
 class LossPlateau:
@@ -166,7 +158,7 @@ class LossPlateau:
         self.settings = settings
         self.history: list[float] = []
 
-    def __call__(self, step: int, loss: float, _spectrum: torch.Tensor) -> bool:
+    def __call__(self, step: int, loss: float, _grad: torch.Tensor) -> bool:
         s = self.settings
         self.history.append(loss if not self.history else 0.9 * self.history[-1] + 0.1 * loss)
         if step < s.min_steps or step % s.window or len(self.history) <= s.window:
@@ -175,7 +167,37 @@ class LossPlateau:
         return gain < s.tolerance * max(abs(self.history[-1]), 1e-8)
 
 
+# (step, loss, gradient of the parameters) -> stop now? Called after each step's backward pass.
 StopRule = Callable[[int, float, torch.Tensor], bool]
+Transforms = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
+
+
+class Parametrisation(Protocol):
+    """How images are made from the optimised parameters."""
+
+    padding_used: bool  # whether the image is padded and centre-cropped (lucent) or shown whole
+
+    def create(self, n: int, size: int, device: torch.device) -> tuple[torch.Tensor, Callable[[], torch.Tensor]]:
+        """The parameter tensor (batch first) and a function rendering (n, 3, size, size) images in [0, 1]."""
+        ...
+
+    def shown(self, images: torch.Tensor, sensitivity: torch.Tensor | None) -> torch.Tensor:
+        """The images as a participant sees them, from the rendered ones and the accumulated |dL/dx|."""
+        ...
+
+
+@dataclass(frozen=True)
+class FourierImage:
+    """lucent's parametrisation: a scaled Fourier spectrum, colours decorrelated, a sigmoid."""
+
+    padding_used: bool = True
+
+    def create(self, n: int, size: int, device: torch.device):
+        params, render = fft_rgb_images(n, size, device)
+        return params[0], render
+
+    def shown(self, images: torch.Tensor, sensitivity: torch.Tensor | None) -> torch.Tensor:
+        return images
 
 
 def optimise_groups(
@@ -184,29 +206,45 @@ def optimise_groups(
     settings: FVSettings,
     seed: int = 0,
     stop_rule: StopRule | None = None,
+    *,
+    group_stop: Callable[[Group], StopRule] | None = None,
+    parametrisation: Parametrisation = FourierImage(),
+    transforms: Transforms = robustness_transforms,
+    size: int | None = None,
 ) -> tuple[list[GroupResult], int]:
-    """Optimise all groups as one batch until ``stop_rule`` (default: the loss flattens) or ``max_steps``.
+    """Optimise all groups as one batch; returns the results and the image-steps spent (images x steps).
 
-    Returns the results and the image-steps spent (images x steps).
+    With ``stop_rule`` (default: the total loss flattens) every group stops together. With
+    ``group_stop``, each group has its own rule, fed its own loss and the gradient of its own
+    parameters: a group that stops is recorded at that step and counts no more steps. It is then as if
+    it had been optimised alone (batch norm is in eval mode, Adam is per parameter), except that the
+    random transforms' draws are shared by the batch.
     """
     device = model.device
     n = sum(g.n_images for g in groups)
-    size = settings.image_size + 2 * settings.padding
+    padding = settings.padding if parametrisation.padding_used else 0
+    size = size or settings.image_size + 2 * padding
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
-    params, render = fft_rgb_images(n, size, device)
+    param, render = parametrisation.create(n, size, device)
+    slices, start = [], 0
+    for g in groups:
+        slices.append(slice(start, start + g.n_images))
+        start += g.n_images
     with torch.no_grad():
-        start = 0
-        for g in groups:
+        for g, s in zip(groups, slices, strict=True):
             if g.init is not None:
-                params[0][start : start + g.n_images] = g.init.to(device)
-            start += g.n_images
-    objective = _objective(groups)
-    optimizer = torch.optim.Adam(params, lr=settings.lr)
+                param[s] = g.init.to(device)
+    parts = [_group_objective(g, s.start) for g, s in zip(groups, slices, strict=True)]
+    optimizer = torch.optim.Adam([param], lr=settings.lr)
     layers = sorted({g.layer for g in groups})
     model.module.requires_grad_(False)
+    rules = [group_stop(g) for g in groups] if group_stop is not None else None
     stop_rule = stop_rule or LossPlateau(settings)
+    sensitivity = torch.zeros(n, 3, size, size, device=device)
+    results: list[GroupResult | None] = [None] * len(groups)
     steps = 0
+    image_steps = 0
     with capture_outputs(model.module, layers, stop_early=True) as captured:
 
         def T(name: str) -> torch.Tensor:
@@ -219,36 +257,46 @@ def optimise_groups(
                 images = F.interpolate(images, size=(model.input_size,) * 2, mode="bilinear", align_corners=False)
             forward_until_captured(model.module, model.normalize(images), captured)
 
-        while steps < settings.max_steps:
+        @torch.no_grad()
+        def record(i: int) -> None:
+            g, s = groups[i], slices[i]
+            images = _center_crop(render()[s], padding)
+            shown = parametrisation.shown(images, _center_crop(sensitivity[s], padding))
+            forward(shown)
+            # The activation as a scan computes it, so that it compares with the exemplars' exactly.
+            acts = readout_activations(T(g.layer), [g.readout])[:, 0]
+            results[i] = GroupResult(
+                group=g,
+                pixels=(shown.clamp(0, 1) * 255).round().byte().permute(0, 2, 3, 1).cpu().numpy(),
+                activations=acts.float().cpu().numpy(),
+                spectrum=param[s].detach().cpu().clone(),
+                steps=steps,
+            )
+
+        while steps < settings.max_steps and any(r is None for r in results):
             optimizer.zero_grad()
-            forward(robustness_transforms(render(), gen))
-            loss = objective(T)
+            images = render()
+            images.retain_grad()
+            forward(transforms(images, gen))
+            losses = [part(T) for part in parts]
+            loss = torch.stack(losses).sum()
             loss.backward()
+            sensitivity += images.grad.abs()
             optimizer.step()
             steps += 1
-            if stop_rule(steps, float(loss.detach()), params[0].grad):
-                break
-
-        with torch.no_grad():
-            final = _center_crop(render(), settings.padding)
-            forward(final)
-            results = []
-            start = 0
-            for g in groups:
-                # The activation as a scan computes it, so that it compares with the exemplars' exactly.
-                acts = readout_activations(T(g.layer)[start : start + g.n_images], [g.readout])[:, 0]
-                pixels = final[start : start + g.n_images]
-                results.append(
-                    GroupResult(
-                        group=g,
-                        pixels=(pixels.clamp(0, 1) * 255).round().byte().permute(0, 2, 3, 1).cpu().numpy(),
-                        activations=acts.float().cpu().numpy(),
-                        spectrum=params[0][start : start + g.n_images].detach().cpu().clone(),
-                        steps=steps,
-                    )
-                )
-                start += g.n_images
-    return results, n * steps
+            active = [i for i, r in enumerate(results) if r is None]
+            image_steps += sum(groups[i].n_images for i in active)
+            if rules is None:
+                if stop_rule(steps, float(loss.detach()), param.grad):
+                    break
+                continue
+            for i in active:
+                if rules[i](steps, float(losses[i].detach()), param.grad[slices[i]]):
+                    record(i)
+        for i, r in enumerate(results):
+            if r is None:
+                record(i)
+    return results, image_steps
 
 
 # --- calibration ----------------------------------------------------------------
@@ -271,11 +319,12 @@ class Visualisation:
     activation: float
     steps: int
     seed: int
-    diversity: float  # the alpha used; 0 for the non-diverse image
+    diversity: float  # the alpha used (lucent's convention); 0 for the non-diverse image
     beats_exemplars: bool
+    params: dict = field(default_factory=dict)  # the method's own per-image record (search step, ...)
 
 
-def _beats(direction: str, activations: np.ndarray, target: float) -> bool:
+def beats_exemplars(direction: str, activations: np.ndarray, target: float) -> bool:
     # For min, reaching a ReLU floor that the exemplars also reach counts as a tie won.
     return bool(np.all(activations > target)) if direction == "max" else bool(np.all(activations <= target))
 
@@ -285,9 +334,16 @@ def _scale(request: FVRequest) -> float:
 
 
 def visualise_units(
-    model: LoadedModel, requests: Sequence[FVRequest], settings: FVSettings = FVSettings(), seed: int = 0
+    model: LoadedModel,
+    requests: Sequence[FVRequest],
+    settings: FVSettings = FVSettings(),
+    seed: int = 0,
+    **optimise: Any,
 ) -> tuple[list[list[Visualisation]], int]:
-    """9 max and 9 min images per request; returns them (max first) and the image-steps spent."""
+    """9 max and 9 min images per request; returns them (max first) and the image-steps spent.
+
+    ``optimise`` goes to :func:`optimise_groups` (another parametrisation, its transforms).
+    """
     k = settings.diverse_images
     directions = ("max", "min")
     # Round 1: every candidate alpha of every unit and direction, plus the non-diverse image, in one batch.
@@ -296,7 +352,7 @@ def visualise_units(
         for d in directions:
             groups.append(Group(r.layer, r.readout, d, 1, 0.0))
             groups += [Group(r.layer, r.readout, d, k, a * _scale(r)) for a in settings.relative_alphas]
-    results, image_steps = optimise_groups(model, groups, settings, seed)
+    results, image_steps = optimise_groups(model, groups, settings, seed, **optimise)
     per_key: dict[tuple[int, str], list[GroupResult]] = {}
     per_group = 1 + len(settings.relative_alphas)
     for i in range(len(requests)):
@@ -310,7 +366,7 @@ def visualise_units(
     # Round 2: refine between the largest passing alpha and the next one, warm-started from the passing images.
     refine: list[tuple[tuple[int, str], Group]] = []
     for (i, d), found in per_key.items():
-        passing = [g for g in found[1:] if _beats(d, g.activations, target(i, d))]
+        passing = [g for g in found[1:] if beats_exemplars(d, g.activations, target(i, d))]
         if not passing or passing[-1] is found[-1] or settings.refine_candidates == 0:
             continue
         low = passing[-1].group.alpha
@@ -319,7 +375,7 @@ def visualise_units(
             g = passing[-1].group
             refine.append(((i, d), Group(g.layer, g.readout, d, k, float(a), init=passing[-1].spectrum)))
     if refine:
-        refined, more_steps = optimise_groups(model, [g for _, g in refine], settings, seed + 1)
+        refined, more_steps = optimise_groups(model, [g for _, g in refine], settings, seed + 1, **optimise)
         image_steps += more_steps
         for (key, _), result in zip(refine, refined, strict=True):
             per_key[key].append(result)
@@ -330,12 +386,12 @@ def visualise_units(
         for d in directions:
             found = per_key[(i, d)]
             non_diverse, diverse = found[0], found[1:]
-            passing = [g for g in diverse if _beats(d, g.activations, target(i, d))]
+            passing = [g for g in diverse if beats_exemplars(d, g.activations, target(i, d))]
             chosen = max(passing, key=lambda g: g.group.alpha) if passing else diverse[0]
             ok = bool(passing)
             for pixels, act in zip(chosen.pixels, chosen.activations, strict=True):
                 images.append(Visualisation(pixels, d, float(act), chosen.steps, seed, chosen.group.alpha, ok))
-            nd_ok = _beats(d, non_diverse.activations, target(i, d))
+            nd_ok = beats_exemplars(d, non_diverse.activations, target(i, d))
             images.append(
                 Visualisation(
                     non_diverse.pixels[0], d, float(non_diverse.activations[0]), non_diverse.steps, seed, 0.0, nd_ok

@@ -5,13 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from contracts.bundle import Condition, DictionaryMethod
 from contracts.config import Strict
 from contracts.errors import load_yaml
 from contracts.paradigms import TWO_AFC, Paradigm, odd_one_out
 from contracts.units import CHANNEL_KIND, DICTIONARY_NAME
+from stimuli.fv_methods import CalibratedFV, FeatureVisualisation, with_default_method
 from stimuli.tasks import MaxSide
 
 # Where a batch's query images come from, per end of the unit's ranking: a fraction gives the
@@ -126,36 +127,6 @@ class TaskConfig(Strict):
     )
 
 
-class FeatureVisConfig(Strict):
-    image_size: int = Field(224, ge=32)
-    padding: int = Field(16, ge=0)
-    lr: float = Field(0.05, gt=0)
-    images_per_direction: int = Field(9, ge=2, description="all but one are diverse; one is not")
-    max_steps: int = Field(2048, gt=0)
-    min_steps: int = Field(64, gt=0)
-    tolerance: float = Field(2e-3, gt=0, description="early stop: relative loss gain per 32 steps")
-    relative_alphas: list[float] = Field(
-        [1e-3, 1e-2, 1e-1, 1.0, 10.0], min_length=1, description="diversity candidates, times the unit's scale"
-    )
-    refine_candidates: int = Field(3, ge=0)
-    units_per_batch: int = Field(1, gt=0, description="units optimised together in one batch")
-
-    def settings(self):
-        from stimuli.fv import FVSettings
-
-        return FVSettings(
-            image_size=self.image_size,
-            padding=self.padding,
-            lr=self.lr,
-            diverse_images=self.images_per_direction - 1,
-            relative_alphas=tuple(sorted(self.relative_alphas)),
-            refine_candidates=self.refine_candidates,
-            max_steps=self.max_steps,
-            min_steps=min(self.min_steps, self.max_steps),
-            tolerance=self.tolerance,
-        )
-
-
 class OddOneOutConfig(Strict):
     """The odd-one-out paradigm: n images, n - 1 from the unit's most activating, one odd."""
 
@@ -181,7 +152,9 @@ class StudyConfig(Strict):
     dictionary_sample: DictionarySampleConfig = DictionarySampleConfig()
     dataset: DatasetConfig
     exemplars: ExemplarConfig = ExemplarConfig()
-    feature_visualization: FeatureVisConfig = FeatureVisConfig()
+    feature_visualization: FeatureVisualisation = Field(
+        CalibratedFV(), description="the method (calibrated, imi2023, maco) and its settings (docs/building.md)"
+    )
     paradigm: Literal["2afc", "odd_one_out"] = Field("2afc", description="what a trial asks (docs/paradigms.md)")
     odd_one_out: OddOneOutConfig = OddOneOutConfig()
     conditions: list[Condition] = Field(["natural", "synthetic"], min_length=1)
@@ -192,6 +165,11 @@ class StudyConfig(Strict):
     def trial_paradigm(self) -> Paradigm:
         """The paradigm value the bundle names (odd-one-out with its number of images)."""
         return odd_one_out(self.odd_one_out.images) if self.paradigm == "odd_one_out" else TWO_AFC
+
+    @field_validator("feature_visualization", mode="before")
+    @classmethod
+    def _default_method(cls, value):
+        return with_default_method(value)
 
     @model_validator(mode="after")
     def _unique(self) -> StudyConfig:

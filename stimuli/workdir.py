@@ -112,12 +112,22 @@ class WorkDir:
         path = self.exemplar_path(unit_id)
         return ExemplarRecord.from_json(json.loads(path.read_text())) if path.exists() else None
 
-    def write_fv(self, unit_id: str, images: list[dict[str, Any]]) -> None:
-        write_json_atomic(self.fv_path(unit_id), {"unit_id": unit_id, "images": images})
+    def write_fv(self, unit_id: str, images: list[dict[str, Any]], method: dict[str, Any]) -> None:
+        """A unit's visualisations, with the method (name and settings) that made them."""
+        write_json_atomic(self.fv_path(unit_id), {"unit_id": unit_id, "method": method, "images": images})
 
-    def read_fv(self, unit_id: str) -> list[dict[str, Any]] | None:
+    def read_fv(self, unit_id: str, method: dict[str, Any]) -> list[dict[str, Any]] | None:
+        """The unit's visualisations; an error when another method or setting made them."""
         path = self.fv_path(unit_id)
-        return json.loads(path.read_text())["images"] if path.exists() else None
+        if not path.exists():
+            return None
+        stored = json.loads(path.read_text())
+        if stored.get("method") != method:
+            raise PsychinterpError(
+                f"{path}: made by feature visualisation {stored.get('method')}, not the config's {method}; "
+                "build into a new --out folder"
+            )
+        return stored["images"]
 
     def adopt_plan(self, other: WorkDir) -> None:
         """Take another output folder's plan and the dictionaries it names."""

@@ -1,0 +1,149 @@
+"""Magnitude-constrained optimisation (MACO; Fel et al., NeurIPS 2023), method ``maco``.
+
+The image is a Fourier spectrum whose *magnitude* is fixed to that of natural images and whose
+*phase* alone is optimised, so that visualisations keep natural images' power spectrum; this is
+what makes them readable for large models and ViTs. Read from serre-lab/Horama (no code copied):
+phase and spatial image standardised, colours recorrelated, a sigmoid; random crops with noise as
+the transforms; the accumulated absolute input gradient as a transparency map, which shows where
+the image matters to the unit.
+
+Here, unlike Horama:
+
+- the magnitude comes from the study's own images (``magnitude: dataset``, the mean amplitude
+  spectrum of a sample in the parametrisation's decorrelated space) or a 1/f law
+  (``power_law``), since Horama's ImageNet spectrum is a download;
+- one image is the model's input size and crops zoom in on it (Horama renders 1280 px for a 224 px
+  model), to keep the cost of a study's 18 images per unit low;
+- the transparency is applied: a participant sees the image composited over a plain background by
+  its transparency map (clipped at its 80th percentile, as Horama plots it), and the activation
+  recorded and compared with the exemplars is the composited image's;
+- images come in a batch of 9 per direction, made diverse with lucent's diversity term and
+  calibrated like the ``calibrated`` method: the largest weight at which every image still beats
+  the most extreme exemplar.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from contracts.errors import ConfigError
+from stimuli.fv import Transforms, color_matrix
+
+
+def _standardise(x: torch.Tensor) -> torch.Tensor:
+    dims = tuple(range(1, x.ndim))
+    return (x - x.mean(dim=dims, keepdim=True)) / (x.std(dim=dims, keepdim=True) + 1e-4)
+
+
+def _to_decorrelated(images: torch.Tensor) -> torch.Tensor:
+    """The inverse of the render's colour step: [0, 1] images to the space the spectrum lives in."""
+    logits = torch.logit(images.clamp(0.01, 0.99))
+    inverse = torch.linalg.inv(color_matrix(images.device))
+    return torch.einsum("nchw,cd->ndhw", logits, inverse)
+
+
+def natural_magnitude(images: torch.Tensor, size: int) -> torch.Tensor:
+    """The mean amplitude spectrum, (3, size, size // 2 + 1), of (N, 3, H, W) images in [0, 1]."""
+    images = F.interpolate(images.float(), size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+    spatial = _standardise(_to_decorrelated(images))
+    return torch.fft.rfft2(spatial).abs().mean(0)
+
+
+def power_law_magnitude(size: int, decay: float = 1.0) -> torch.Tensor:
+    """A 1/f^decay amplitude spectrum, (3, size, size // 2 + 1), the DC term like the lowest frequency."""
+    fy = torch.fft.fftfreq(size)[:, None]
+    fx = torch.fft.rfftfreq(size)[None, :]
+    frequency = torch.sqrt(fx**2 + fy**2).clamp(min=1.0 / size)
+    return (frequency**-decay).expand(3, -1, -1).clone()
+
+
+@dataclass(frozen=True)
+class MacoImage:
+    """A :class:`stimuli.fv.Parametrisation`: the phase is optimised, the magnitude is fixed."""
+
+    magnitude: torch.Tensor  # (3, size, size // 2 + 1)
+    transparency: bool = True
+    background: float = 1.0  # what shows through where the transparency map is low
+    clip_percentile: float = 80.0
+    padding_used: bool = False
+
+    def create(self, n: int, size: int, device: torch.device):
+        if tuple(self.magnitude.shape) != (3, size, size // 2 + 1):
+            raise ConfigError(
+                f"MACO magnitude has shape {tuple(self.magnitude.shape)}, not (3, {size}, {size // 2 + 1})"
+            )
+        phase = torch.randn(n, 3, size, size // 2 + 1, device=device).requires_grad_(True)
+        matrix = color_matrix(device)
+
+        def render() -> torch.Tensor:
+            return torch.sigmoid(torch.einsum("nchw,cd->ndhw", self.spatial(phase), matrix))
+
+        return phase, render
+
+    def spatial(self, phase: torch.Tensor) -> torch.Tensor:
+        """The standardised spatial image, in decorrelated colours, whose amplitude spectrum is the
+        fixed magnitude (up to the standardisation's scale) whatever the phase."""
+        size = phase.shape[-2]
+        magnitude = self.magnitude.to(phase.device).expand_as(phase)
+        return _standardise(torch.fft.irfft2(torch.polar(magnitude, _standardise(phase)), s=(size, size)))
+
+    def alpha(self, sensitivity: torch.Tensor) -> torch.Tensor:
+        """(n, 1, H, W) in [0, 1]: the mean |dL/dx| over colours, clipped at its percentile, scaled."""
+        mean = sensitivity.mean(1, keepdim=True)
+        flat = mean.flatten(1)
+        ceiling = torch.quantile(flat, self.clip_percentile / 100, dim=1).clamp(min=1e-12)
+        return (mean.clamp(max=ceiling[:, None, None, None]) / ceiling[:, None, None, None]).clamp(0, 1)
+
+    def shown(self, images: torch.Tensor, sensitivity: torch.Tensor | None) -> torch.Tensor:
+        if not self.transparency or sensitivity is None or not torch.any(sensitivity > 0):
+            return images
+        a = self.alpha(sensitivity)
+        return a * images + (1 - a) * self.background
+
+
+def maco_transforms(crop: tuple[float, float] = (0.7, 0.95), noise: float = 0.02) -> Transforms:
+    """Random crops (a side of ``crop`` times the image's, centred near the middle) zoomed back to
+    the image's size, plus Gaussian and uniform pixel noise: Horama's transforms, per image."""
+
+    def transform(images: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+        n = images.shape[0]
+        side = torch.empty(n).uniform_(*crop, generator=gen)
+        centre = (torch.randn(n, 2, generator=gen) * 0.15).clamp(-1, 1) * (1 - side[:, None])
+        theta = torch.zeros(n, 2, 3)
+        theta[:, 0, 0] = theta[:, 1, 1] = side
+        theta[:, :, 2] = centre
+        grid = F.affine_grid(theta.to(images), list(images.shape), align_corners=False)
+        out = F.grid_sample(images, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+        gaussian = torch.randn(out.shape, generator=gen).to(out) * noise
+        uniform = (torch.rand(out.shape, generator=gen).to(out) - 0.5) * noise
+        return out + gaussian + uniform
+
+    return transform
+
+
+NaturalImages = Callable[[int], torch.Tensor]  # n -> (n, 3, H, W) images in [0, 1] from the study's dataset
+
+
+def maco_magnitude(source: str, size: int, natural_images: NaturalImages | None, sample: int = 64) -> torch.Tensor:
+    """The fixed magnitude: from the study's images (``dataset``), a 1/f law, or an ``.npy`` file of
+    shape (3, H, W // 2 + 1) (Horama's ImageNet spectrum, for one), resized to ``size``."""
+    if source == "power_law":
+        return power_law_magnitude(size)
+    if source == "dataset":
+        if natural_images is None:
+            raise ConfigError("feature_visualization.magnitude: 'dataset' needs the study's images")
+        return natural_magnitude(natural_images(sample), size)
+    try:
+        array = torch.as_tensor(np.load(source, allow_pickle=False), dtype=torch.float32)
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"feature_visualization.magnitude: cannot read {source} as .npy ({exc})") from None
+    if array.ndim != 3 or array.shape[0] != 3:
+        raise ConfigError(
+            f"feature_visualization.magnitude: {source} has shape {tuple(array.shape)}, expected (3, H, W // 2 + 1)"
+        )
+    return F.interpolate(array[None], size=(size, size // 2 + 1), mode="bilinear", align_corners=False)[0]

@@ -1,0 +1,169 @@
+"""Feature-visualisation methods: values chosen by name in the study config, each with its own settings.
+
+A method is a validated config (its ``method`` field names it) with one operation:
+``visualise(model, requests, seed, natural_images)`` takes units (any unit selector, with their
+most extreme exemplar activations as targets) and returns, per unit, its max images then its min
+images as :class:`stimuli.fv.Visualisation` records (activation, steps, seed, diversity weight,
+whether it beats the exemplars, and the method's own per-image ``params``), with the image-steps
+spent. The build stores the method's name with every image and its settings in the bundle, and a
+work item's records carry them, so a changed method or setting is a new plan, never a silent mix.
+
+- ``calibrated`` (the default): every candidate diversity weight optimised side by side with early
+  stopping, then a warm-started refinement (:mod:`stimuli.fv`);
+- ``imi2023``: the 2023 study's procedure, for replication (:mod:`stimuli.fv_imi2023`);
+- ``maco``: magnitude-constrained Fourier-phase optimisation with its transparency map, calibrated
+  like ``calibrated`` (:mod:`stimuli.fv_maco`).
+
+The table :data:`FV_METHODS` is open: a new method is a config class with a ``method`` literal and
+a ``visualise``, added to it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
+
+from pydantic import Field, model_validator
+
+from contracts.config import Strict
+
+if TYPE_CHECKING:
+    import torch
+
+    from stimuli.fv import FVRequest, Visualisation
+    from stimuli.registry import LoadedModel
+
+NaturalImages = Callable[[int], "torch.Tensor"]  # n -> (n, 3, H, W) study images in [0, 1]
+Output = tuple[list[list["Visualisation"]], int]
+
+
+class _Method(Strict):
+    images_per_direction: int = Field(9, ge=2, description="all but one are diverse; one is not")
+    units_per_batch: int = Field(1, gt=0, description="units optimised together in one batch")
+
+    def visualise(
+        self, model: LoadedModel, requests: Sequence[FVRequest], seed: int, natural_images: NaturalImages | None
+    ) -> Output:
+        raise NotImplementedError
+
+    def record(self) -> dict[str, Any]:
+        """The method's name and settings, as the bundle stores them."""
+        return self.model_dump(mode="json")
+
+
+class _Batched(_Method):
+    """Settings of the batched, early-stopped calibration that ``calibrated`` and ``maco`` share."""
+
+    image_size: int = Field(224, ge=32)
+    lr: float = Field(0.05, gt=0)
+    max_steps: int = Field(2048, gt=0)
+    min_steps: int = Field(64, gt=0)
+    window: int = Field(32, gt=0, description="early stop: steps over which the loss gain is measured")
+    tolerance: float = Field(2e-3, gt=0, description="early stop: relative loss gain per window")
+    relative_alphas: list[float] = Field(
+        [1e-3, 1e-2, 1e-1, 1.0, 10.0], min_length=1, description="diversity candidates, times the unit's scale"
+    )
+    refine_candidates: int = Field(3, ge=0)
+
+    def settings(self, padding: int):
+        from stimuli.fv import FVSettings
+
+        return FVSettings(
+            image_size=self.image_size,
+            padding=padding,
+            lr=self.lr,
+            diverse_images=self.images_per_direction - 1,
+            relative_alphas=tuple(sorted(self.relative_alphas)),
+            refine_candidates=self.refine_candidates,
+            max_steps=self.max_steps,
+            min_steps=min(self.min_steps, self.max_steps),
+            window=self.window,
+            tolerance=self.tolerance,
+        )
+
+
+class CalibratedFV(_Batched):
+    method: Literal["calibrated"] = "calibrated"
+    padding: int = Field(16, ge=0)
+
+    def visualise(self, model, requests, seed, natural_images=None) -> Output:
+        from stimuli.fv import visualise_units
+
+        return visualise_units(model, requests, self.settings(self.padding), seed=seed)
+
+
+class Imi2023FV(_Method):
+    method: Literal["imi2023"] = "imi2023"
+    image_size: int = Field(224, ge=32)
+    padding: int = Field(16, ge=0)
+    lr: float = Field(0.05, gt=0)
+    min_steps: int = Field(2500, gt=0, description="the stop rule's minimum steps per run")
+    window: int = Field(2000, ge=2, description="the stop rule's window of smoothed gradient norms")
+    target_ratio: float = Field(
+        1.1, gt=1, description="stop when the window's first half over its second is at most this"
+    )
+    smoothing: float = Field(0.99, ge=0, lt=1)
+    max_steps: int = Field(20_000, gt=0)
+    exponential_start: float = Field(1.0, gt=0)
+    exponential_limit: float = Field(999_999, gt=0)
+    binary_loops: int = Field(7, ge=0)
+
+    def settings(self):
+        from stimuli.fv_imi2023 import Imi2023Settings
+
+        fields = self.model_dump(exclude={"method", "units_per_batch", "images_per_direction"})
+        return Imi2023Settings(images=self.images_per_direction, **fields)
+
+    def visualise(self, model, requests, seed, natural_images=None) -> Output:
+        from stimuli.fv_imi2023 import visualise_units_imi2023
+
+        return visualise_units_imi2023(model, requests, self.settings(), seed=seed)
+
+
+class MacoFV(_Batched):
+    method: Literal["maco"] = "maco"
+    lr: float = Field(0.2, gt=0)
+    magnitude: str = Field(
+        "dataset",
+        description="the fixed amplitude spectrum: 'dataset' (the study's images), 'power_law' (1/f), "
+        "or a path to a (3, H, W // 2 + 1) .npy file",
+    )
+    transparency: bool = Field(True, description="composite each image over the background by its transparency map")
+    background: float = Field(1.0, ge=0, le=1, description="grey level shown where the transparency is low")
+    crop: tuple[float, float] = Field((0.7, 0.95), description="random crops' side, as a fraction of the image's")
+    noise: float = Field(0.02, ge=0, description="pixel noise added after each crop")
+
+    @model_validator(mode="after")
+    def _crop_range(self) -> MacoFV:
+        if not 0 < self.crop[0] <= self.crop[1] <= 1:
+            raise ValueError(f"crop must satisfy 0 < low <= high <= 1, not {list(self.crop)}")
+        return self
+
+    def visualise(self, model, requests, seed, natural_images=None) -> Output:
+        from stimuli.fv import visualise_units
+        from stimuli.fv_maco import MacoImage, maco_magnitude, maco_transforms
+
+        magnitude = maco_magnitude(self.magnitude, self.image_size, natural_images)
+        parametrisation = MacoImage(magnitude, transparency=self.transparency, background=self.background)
+        return visualise_units(
+            model,
+            requests,
+            self.settings(padding=0),
+            seed=seed,
+            parametrisation=parametrisation,
+            transforms=maco_transforms(self.crop, self.noise),
+        )
+
+
+FV_METHODS: dict[str, type[_Method]] = {m.model_fields["method"].default: m for m in (CalibratedFV, Imi2023FV, MacoFV)}
+DEFAULT_FV_METHOD = "calibrated"
+
+# The config's type, from the table: one entry per method, told apart by its ``method`` field.
+FeatureVisualisation = Annotated[Union[tuple(FV_METHODS.values())], Field(discriminator="method")]  # noqa: UP007
+
+
+def with_default_method(value: Any) -> Any:
+    """A ``feature_visualization`` mapping without ``method`` is the default method's."""
+    if isinstance(value, dict) and "method" not in value:
+        return {**value, "method": DEFAULT_FV_METHOD}
+    return value

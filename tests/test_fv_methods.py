@@ -1,0 +1,382 @@
+"""Feature-visualisation methods: the 2023 procedure step by step, MACO's parametrisation, the
+config's choice of method, and the sanity check that flags a planted silent unit."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from contracts.errors import ConfigError
+from contracts.units import channel
+from stimuli.fv import FVRequest, FVSettings, Group, GroupResult, optimise_groups, visualise_units
+from stimuli.fv_imi2023 import (
+    GradientNormPlateau,
+    Imi2023Settings,
+    alpha_search,
+    imi2023_transforms,
+    visualise_units_imi2023,
+)
+from stimuli.fv_maco import MacoImage, maco_magnitude, maco_transforms, natural_magnitude, power_law_magnitude
+from tests.test_fv import tiny_model
+
+LAYER = "layer1.1.bn2"
+
+
+# --- imi2023: the stop rule ------------------------------------------------------------------
+
+
+def _expected_stop(norms: list[float], s: Imi2023Settings) -> int | None:
+    """The release's rule, applied to a whole sequence of raw norms: the first step that stops."""
+    smoothed: list[float] = []
+    for step, norm in enumerate(norms, start=1):
+        smoothed.append(norm if not smoothed else smoothed[-1] * s.smoothing + (1 - s.smoothing) * norm)
+        if len(smoothed) > max(s.window, s.min_steps):
+            half = s.window // 2
+            if np.mean(smoothed[-s.window : -half]) / np.mean(smoothed[-half:]) <= s.target_ratio:
+                return step
+    return None
+
+
+def test_the_stop_rule_fires_exactly_where_the_release_s_rule_says():
+    s = Imi2023Settings(min_steps=30, window=20, smoothing=0.9)
+    size = 12
+    unit_grad = torch.randn(2, 3, size, size // 2 + 1, 2)
+    base = GradientNormPlateau(size, s).image_gradient_norm(unit_grad)
+    # The norm halves every 8 steps until step 60, then stays flat: the window's halves stop differing.
+    scales = [0.5 ** (min(t, 60) / 8) for t in range(200)]
+    expected = _expected_stop([base * k for k in scales], s)
+    assert expected is not None and expected > 60
+    rule = GradientNormPlateau(size, s)
+    fired = [step for step, k in enumerate(scales, start=1) if rule(step, 0.0, unit_grad * k)]
+    assert fired[0] == expected
+    assert GradientNormPlateau(size, s).image_gradient_norm(unit_grad * 3) == pytest.approx(3 * base, rel=1e-5)
+    # it looks at the worst image of the batch: a larger gradient in one image raises the norm
+    louder = unit_grad.clone()
+    louder[1] *= 10
+    assert GradientNormPlateau(size, s).image_gradient_norm(louder) > base
+
+
+def test_each_group_stops_by_its_own_rule_and_counts_only_its_own_steps():
+    model = tiny_model()
+    groups = [Group(LAYER, channel(5), "max", 2, 0.0), Group(LAYER, channel(5), "min", 3, 0.0)]
+    stops = {2: 7, 3: 19}  # each group's rule fires at its own step
+    settings = FVSettings(image_size=32, padding=4, max_steps=100)
+    results, image_steps = optimise_groups(
+        model, groups, settings, group_stop=lambda g: lambda step, _loss, _grad: step >= stops[g.n_images]
+    )
+    assert [r.steps for r in results] == [7, 19]
+    assert image_steps == 2 * 7 + 3 * 19
+
+
+# --- imi2023: the search ---------------------------------------------------------------------
+
+
+def _result(activation: float) -> GroupResult:
+    return GroupResult(
+        Group(LAYER, channel(0), "max", 8, 0.0),
+        np.zeros((8, 2, 2, 3), np.uint8),
+        np.full(8, activation),
+        torch.zeros(1),
+        1,
+    )
+
+
+RELEASE = Imi2023Settings()
+
+
+def _drive(passes, direction="max", target=0.0, s=RELEASE):
+    """Run the search, answering each alpha with a run that passes iff ``passes(alpha)``."""
+    search = alpha_search(direction, target, s)
+    tried = []
+    alpha = next(search)
+    try:
+        while True:
+            tried.append(alpha)
+            ok = passes(alpha)
+            activation = (
+                (target + 1 if ok else target - 1) if direction == "max" else (target - 1 if ok else target + 1)
+            )
+            alpha = search.send(_result(activation))
+    except StopIteration as done:
+        return tried, done.value
+
+
+def test_the_search_goes_up_by_tens_then_halves_seven_times():
+    tried, outcome = _drive(lambda a: a < 42)
+    assert tried == [1, 10, 100, 55.0, 32.5, 43.75, 38.125, 40.9375, 42.34375, 41.640625]
+    assert (outcome.stage, outcome.alpha) == ("binary", 41.640625)
+    assert outcome.trace == [(a, a < 42) for a in tried]
+
+
+def test_a_failure_at_alpha_one_searches_between_zero_and_one():
+    tried, outcome = _drive(lambda a: a < 0.3, direction="min")
+    assert tried[:3] == [1, 0.5, 0.25] and len(tried) == 8
+    assert outcome.stage == "binary" and 0.29 < outcome.alpha < 0.3
+
+
+def test_the_search_s_fallbacks_are_the_release_s():
+    tried, outcome = _drive(lambda a: True)
+    assert tried == [1, 10, 100, 1000, 10_000, 100_000] and (outcome.stage, outcome.alpha) == (
+        "exponential limit",
+        100_000,
+    )
+    # every binary step fails: the exponential search's last pass is used
+    tried, outcome = _drive(lambda a: a <= 1)
+    assert tried == [1, 10, 5.5, 3.25, 2.125, 1.5625, 1.28125, 1.140625, 1.0703125]
+    assert (outcome.stage, outcome.alpha) == ("exponential", 1.0) and outcome.result is not None
+    # nothing passes: no diverse images
+    tried, outcome = _drive(lambda a: False)
+    assert len(tried) == 8 and (outcome.stage, outcome.alpha, outcome.result) == ("none", 0.0, None)
+
+
+def test_the_weakest_image_must_beat_the_exemplar_strictly():
+    s = Imi2023Settings(binary_loops=0)
+    search = alpha_search("min", 0.0, s)
+    next(search)
+    tied = _result(0.0)  # a tie at the exemplar (a ReLU floor) fails, as in the release
+    with pytest.raises(StopIteration) as done:
+        search.send(tied)
+    assert done.value.value.trace == [(1.0, False)]
+
+
+def test_imi2023_transforms_resize_by_a_listed_scale():
+    out = imi2023_transforms(torch.rand(2, 3, 64, 64), torch.Generator().manual_seed(3))
+    side = out.shape[-1] + 8  # before the last jitter
+    assert any(side == int(np.ceil(k * 48)) for k in (1.0, 0.975, 1.025, 0.95, 1.05))
+
+
+def test_imi2023_on_a_tiny_network_records_its_search():
+    model = tiny_model()
+    s = Imi2023Settings(image_size=32, padding=4, min_steps=12, window=8, max_steps=60, binary_loops=3)
+    request = FVRequest(LAYER, channel(5), max_target=0.3, min_target=-0.3)
+    (images,), image_steps = visualise_units_imi2023(model, [request], s, seed=42)
+    assert [v.direction for v in images] == ["max"] * 9 + ["min"] * 9
+    for block in (images[:9], images[9:]):
+        diverse, strongest = block[:8], block[8]
+        assert strongest.params == {"search": "non-diverse"} and strongest.diversity == 0.0
+        trace = diverse[0].params
+        assert trace["alphas_tried"][0] == 1.0 and len(trace["alphas_tried"]) == trace["runs"]
+        passed = [a for a, ok in zip(trace["alphas_tried"], trace["passed"], strict=True) if ok]
+        # in every outcome the chosen weight is the last one that passed (0 when none did)
+        assert diverse[0].diversity == (passed[-1] if passed else 0.0)
+        assert all(v.steps > s.min_steps for v in block)  # no run stops before the rule may look
+        # stored weakest first, as the release sorts them
+        acts = [v.activation for v in diverse]
+        assert acts == sorted(acts, reverse=block[0].direction == "min")
+    n_runs = sum(images[k].params["runs"] for k in (0, 9))
+    assert image_steps >= (2 * 9 + 8 * n_runs) * (s.min_steps + 1)
+
+
+# --- maco ----------------------------------------------------------------------------------------
+
+
+def test_maco_keeps_the_fixed_magnitude_whatever_the_phase():
+    size = 16
+    magnitude = power_law_magnitude(size)
+    image = MacoImage(magnitude)
+    for seed in (0, 1):
+        phase = torch.randn(2, 3, size, size // 2 + 1, generator=torch.Generator().manual_seed(seed))
+        amplitude = torch.fft.rfft2(image.spatial(phase)).abs()
+        inner = (slice(None), slice(None), slice(1, None), slice(1, size // 2))  # bins with a free phase
+        ratio = amplitude[inner] / magnitude.expand_as(amplitude)[inner]
+        assert float(ratio.std() / ratio.mean()) < 0.02  # proportional: the standardisation only scales
+    params, render = image.create(3, size, torch.device("cpu"))
+    pixels = render()
+    assert pixels.shape == (3, 3, size, size) and 0 <= float(pixels.min()) and float(pixels.max()) <= 1
+    pixels.sum().backward()
+    assert params.grad is not None and params.grad.abs().sum() > 0
+
+
+def test_maco_magnitudes_from_images_power_law_and_files(tmp_path):
+    images = torch.rand(4, 3, 40, 40)
+    m = natural_magnitude(images, 24)
+    assert m.shape == (3, 24, 13) and bool((m >= 0).all())
+    assert maco_magnitude("power_law", 24, None).shape == (3, 24, 13)
+    np.save(tmp_path / "spectrum.npy", np.ones((3, 48, 25), np.float32))
+    assert maco_magnitude(str(tmp_path / "spectrum.npy"), 24, None).shape == (3, 24, 13)
+    np.save(tmp_path / "wrong.npy", np.ones((48, 25), np.float32))
+    with pytest.raises(ConfigError, match=r"wrong.npy has shape \(48, 25\)"):
+        maco_magnitude(str(tmp_path / "wrong.npy"), 24, None)
+    with pytest.raises(ConfigError, match="cannot read"):
+        maco_magnitude(str(tmp_path / "missing.npy"), 24, None)
+    with pytest.raises(ConfigError, match="needs the study's images"):
+        maco_magnitude("dataset", 24, None)
+
+
+def test_the_transparency_map_shows_the_background_where_the_unit_does_not_look():
+    image = MacoImage(power_law_magnitude(8), background=1.0)
+    pixels = torch.full((1, 3, 8, 8), 0.2)
+    sensitivity = torch.zeros(1, 3, 8, 8)
+    sensitivity[..., :4, :] = 1.0  # the unit looks at the top half only
+    shown = image.shown(pixels, sensitivity)
+    assert torch.allclose(shown[..., :4, :], pixels[..., :4, :]) and torch.allclose(shown[..., 4:, :], torch.ones(1))
+    assert torch.equal(MacoImage(power_law_magnitude(8), transparency=False).shown(pixels, sensitivity), pixels)
+
+
+def test_maco_records_the_activation_of_the_image_as_shown():
+    from stimuli import registry
+
+    model = tiny_model()
+    settings = FVSettings(
+        image_size=32,
+        padding=0,
+        lr=0.2,
+        max_steps=64,
+        min_steps=16,
+        window=8,
+        diverse_images=2,
+        relative_alphas=(0.1,),
+        refine_candidates=0,
+    )
+    (images,), _ = visualise_units(
+        model,
+        [FVRequest(LAYER, channel(5), 0.0, 0.0)],
+        settings,
+        parametrisation=MacoImage(power_law_magnitude(32)),
+        transforms=maco_transforms(),
+    )
+    for v in images:
+        pixels = torch.from_numpy(v.pixels).permute(2, 0, 1).float().div(255)[None]
+        direct = registry.unit_activations(model, pixels, {LAYER: [channel(5)]})[LAYER][0, 0]
+        assert abs(float(direct) - v.activation) < 0.05 * abs(v.activation) + 0.05
+    assert max(v.activation for v in images[:3]) > min(v.activation for v in images[3:])
+
+
+# --- the config chooses a method ------------------------------------------------------------------
+
+
+def test_the_study_config_chooses_a_method_by_name(tmp_path):
+    import yaml
+
+    from stimuli.fv_methods import FV_METHODS, CalibratedFV, Imi2023FV, MacoFV
+    from stimuli.study import load_study_config
+    from tests.conftest import write_tiny_study
+
+    path = write_tiny_study(tmp_path)
+    raw = yaml.safe_load(path.read_text())
+
+    def load(fv: dict):
+        path.write_text(yaml.safe_dump({**raw, "feature_visualization": fv}))
+        return load_study_config(path).feature_visualization
+
+    assert isinstance(load({"image_size": 32}), CalibratedFV)  # no method: the default
+    assert isinstance(load({"method": "imi2023"}), Imi2023FV) and load({"method": "imi2023"}).min_steps == 2500
+    assert isinstance(load({"method": "maco", "magnitude": "power_law"}), MacoFV)
+    assert set(FV_METHODS) == {"calibrated", "imi2023", "maco"}
+    with pytest.raises(ConfigError, match="feature_visualization") as error:
+        load({"method": "deepdream"})
+    assert "calibrated" in str(error.value) and "maco" in str(error.value)
+    with pytest.raises(ConfigError, match="min_steps"):
+        load({"method": "imi2023", "min_steps": 0})
+    with pytest.raises(ConfigError, match="crop"):
+        load({"method": "maco", "crop": [0.9, 0.5]})
+    with pytest.raises(ConfigError, match="binary_loops"):
+        load({"method": "calibrated", "binary_loops": 3})  # another method's setting
+
+
+@pytest.mark.parametrize(
+    "fv",
+    [
+        {
+            "method": "imi2023",
+            "image_size": 32,
+            "padding": 4,
+            "min_steps": 6,
+            "window": 4,
+            "max_steps": 24,
+            "binary_loops": 1,
+            "images_per_direction": 6,
+        },
+        {
+            "method": "maco",
+            "image_size": 32,
+            "max_steps": 24,
+            "min_steps": 8,
+            "window": 8,
+            "relative_alphas": [0.1],
+            "refine_candidates": 0,
+            "images_per_direction": 6,
+        },
+    ],
+    ids=["imi2023", "maco"],
+)
+def test_a_build_records_the_method_with_every_image_and_in_the_bundle(tmp_path, fv):
+    import yaml
+
+    from contracts.bundle import load_bundle
+    from stimuli.build import build_study
+    from stimuli.study import load_study_config
+    from tests.conftest import write_tiny_study
+
+    path = write_tiny_study(tmp_path)
+    raw = yaml.safe_load(path.read_text())
+    path.write_text(yaml.safe_dump({**raw, "feature_visualization": {**fv, "units_per_batch": 2}}))
+    build_study(load_study_config(path), tmp_path / "bundle")
+    manifest = load_bundle(tmp_path / "bundle").manifest
+    assert manifest.feature_visualization["method"] == fv["method"]
+    assert all(manifest.feature_visualization[k] == v for k, v in fv.items())
+    synthetic = [r for r in manifest.reference_images if r.kind == "synthetic"]
+    assert synthetic and all(r.fv_method == fv["method"] and r.fv_params is not None for r in synthetic)
+    # the tiny model's units are in its first and later layers: later ones are checked
+    checked = [r for r in synthetic if r.path_similarity is not None]
+    assert all(isinstance(r.path_outlier, bool) for r in checked)
+
+
+# --- the sanity check -----------------------------------------------------------------------------
+
+
+def test_a_planted_silent_unit_is_flagged_and_its_natural_twin_is_not(tmp_path):
+    from stimuli.demo.images import write_demo_dataset
+    from stimuli.exemplars import ImageTreeDataset, model_inputs
+    from stimuli.fv_sanity import check_paths, layer_means
+    from stimuli.registry import LoadedModel
+    from stimuli.specs import ModelSpec
+    from tests.model_zoo import SilentPathNet
+
+    spec = ModelSpec.model_validate(
+        {
+            "id": "silent",
+            "display_name": "a planted silent unit",
+            "source": "python",
+            "constructor": "tests.model_zoo:silent_path_net",
+            "preprocessing": {"resize": 64, "crop": 64},
+            "layers": {"include": ["lower_act", "units"]},
+            "metadata": {"train_images": 1},
+        }
+    )
+    model = LoadedModel(spec=spec, module=SilentPathNet().eval())
+    dataset = ImageTreeDataset(write_demo_dataset(tmp_path / "images", images_per_class=16))
+    images = model_inputs(model, torch.stack([dataset[i][1] for i in range(len(dataset))]))
+    means = layer_means(model, images, ["lower_act", "units"])
+    # On natural images the checkerboard path is silent, and the two units agree.
+    assert float(means["lower_act"][:, 3].max()) < 0.01
+    assert np.corrcoef(means["units"][:, 0], means["units"][:, 1])[0, 1] > 0.99
+    settings = FVSettings(
+        image_size=64, padding=4, max_steps=256, min_steps=64, window=16, diverse_images=3, relative_alphas=(0.01, 0.1)
+    )
+    flagged = {}
+    for unit in (0, 1):
+        column = means["units"][:, unit]
+        order = np.argsort(column)
+        exemplars = {"max": images[order[-10:]], "min": images[order[:10]]}
+        request = FVRequest("units", channel(unit), float(column.max()), float(column.min()))
+        (vis,), _ = visualise_units(model, [request], settings, seed=0)
+        shown = {
+            d: torch.stack([torch.from_numpy(v.pixels).permute(2, 0, 1).float() / 255 for v in vis if v.direction == d])
+            for d in ("max", "min")
+        }
+        checks = check_paths(model, ["lower_act"], exemplars, shown)
+        flagged[unit] = {d: c.outlier.tolist() for d, c in checks.items()}
+    assert all(flagged[0]["max"]), flagged  # the silent unit's visualisations ride the checkerboard
+    assert not any(flagged[1]["max"]) and not any(flagged[1]["min"]) and not any(flagged[0]["min"]), flagged
+    assert check_paths(model, [], exemplars, shown) is None  # nothing below the first layer
+
+
+def test_path_similarity_is_the_cosine_with_the_exemplars_direction():
+    from stimuli.fv_sanity import path_similarity
+
+    exemplars = {"max": {"l": np.array([[2.0, 0, 0], [2.0, 0, 0]])}, "min": {"l": np.array([[0.0, 0, 0], [0.0, 0, 0]])}}
+    # centre (1, 0, 0); max direction (1, 0, 0)
+    images = {"l": np.array([[3.0, 0, 0], [1.0, 5, 0], [0.0, 0, 0]])}
+    assert np.allclose(path_similarity(exemplars, images, "max"), [1.0, 0.0, -1.0])
