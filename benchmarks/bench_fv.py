@@ -1,21 +1,32 @@
-"""Feature-visualisation cost: image-steps to deliver 9 max + 9 min calibrated images per unit.
+"""Feature-visualisation fidelity and cost, per method, on the project's trained networks.
 
-Ours: every candidate diversity weight of a unit optimised side by side in one
-batch with early stopping, then one warm-started refinement round
-(``stimuli.fv.visualise_units``). Baseline: the 2023 study's procedure on the
-same unit with the same loop, transforms and learning rate: non-diverse runs,
-an exponential then a binary search over the diversity weight (7 loops), one
-full optimisation per candidate, each stopped by the study's gradient-norm
-plateau check (at least 2,500 steps). Image-steps (images x steps) do not
-depend on the machine. Both run on the same small model at reduced resolution
-and must meet the same acceptance rule: every image beats the unit's most
-extreme natural exemplar (max: above it; min: at or below it).
+The methods of ``stimuli.fv_methods`` (``imi2023``, the 2023 study's procedure; ``calibrated``,
+ours; ``maco``) each make 9 max + 9 min images for the same units of the shipped, trained
+ShapesNet-S and ShapesNet-L (4 units each, from all three stages) at the demo's resolution,
+against the most extreme exemplars of the shapes-world pool. Per method and unit it measures:
 
-Run: .venv/bin/python benchmarks/bench_fv.py
+- image-steps (images x steps; they do not depend on the machine);
+- the activation reached, relative to the most extreme exemplar (the weakest image's);
+- the diversity weight α chosen (lucent's convention for every method);
+- the diversity of the 9 max and the 9 min images: the mean pairwise distance of their activations
+  in the unit's layer (the flattened map), and of their pixels;
+- whether every image beats the exemplars.
+
+Targets, against ``imi2023`` measured in the same run:
+- ``calibrated``: at least 90 % of its diversity on both measures (mean over units and sides of the
+  ratio), every image beating the exemplars, at ≥ 5x fewer image-steps;
+- ``maco``: beats the exemplars on at least as many units as ``imi2023``.
+
+It prints the per-unit table and writes a contact sheet per unit (``benchmarks/out/fv_<unit>.png``:
+one row per method, the 9 max images then the 9 min). ``--quick`` shrinks the 2023 procedure's
+step counts and the unit list for a smoke run; its RESULT line says so and is not the target.
+
+Run: .venv/bin/python benchmarks/bench_fv.py [--quick]
 """
 
 from __future__ import annotations
 
+import argparse
 import sys
 import tempfile
 import time
@@ -24,141 +35,184 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
 
 from contracts.units import UnitRef, channel
-from stimuli.demo.images import write_demo_dataset
-from stimuli.exemplars import ImageTreeDataset, scan_dataset
-from stimuli.fv import FVRequest, FVSettings, Group, GroupResult, optimise_groups, visualise_units
-from stimuli.registry import LoadedModel, build_architecture
+from stimuli.demo.family import FAMILY, SHIPPED_WEIGHTS
+from stimuli.demo.shapes_world import write_shapes_world
+from stimuli.exemplars import ImageTreeDataset, model_inputs, scan_dataset
+from stimuli.fv import FVRequest
+from stimuli.fv_methods import CalibratedFV, Imi2023FV, MacoFV
+from stimuli.registry import load_model
 from stimuli.specs import ModelSpec
 
-TARGET = 10.0
-LAYER, CHANNEL = "layer2.0.bn2", channel(7)
-MODEL = {
-    "id": "bench_resnet18",
-    "display_name": "ResNet-18 (random init, 32 px)",
-    "source": "torchvision",
-    "constructor": "resnet18",
-    "preprocessing": {"resize": 36, "crop": 32},
-    "layers": {"include": [LAYER]},
-    "metadata": {"train_images": 1},
+OUT = Path(__file__).parent / "out"
+SIZE = 48  # the demo's feature-visualisation resolution
+UNITS = {
+    "shapesnet_s": [("stages.0.0.norm", 3), ("stages.1.0.norm", 7), ("stages.2.0.norm", 11), ("stages.2.0.norm", 40)],
+    "shapesnet_l": [("stages.0.1.norm", 5), ("stages.1.1.norm", 9), ("stages.2.0.norm", 20), ("stages.2.1.norm", 60)],
 }
-SETTINGS = FVSettings(image_size=32, padding=8, diverse_images=8, max_steps=20_000)
+STEP_RATIO_TARGET = 5.0
+DIVERSITY_TARGET = 0.9
 
 
-class GradientNormPlateau:
-    """The 2023 study's stopping rule (RGBGradientNormInterruptCheck): the exponentially smoothed
-    norm of the image gradient, over a window, no longer falls by more than ``target_ratio``."""
-
-    def __init__(self, size: int, min_steps=2500, window=2000, target_ratio=1.1, smoothing=0.99):
-        self.size, self.min_steps, self.window = size, min_steps, window
-        self.target_ratio, self.smoothing = target_ratio, smoothing
-        self.norms: list[float] = []
-
-    def __call__(self, step: int, _loss: float, spectrum_grad: torch.Tensor) -> bool:
-        grad = torch.view_as_complex(spectrum_grad.contiguous())
-        image_grad = torch.fft.irfftn(grad, s=(self.size, self.size), norm="ortho")
-        norm = float(torch.linalg.vector_norm(image_grad, dim=(1, 2, 3)).max())
-        last = self.norms[-1] if self.norms else norm
-        self.norms.append(last * self.smoothing + (1 - self.smoothing) * norm)
-        if len(self.norms) <= max(self.window, self.min_steps):
-            return False
-        first = np.mean(self.norms[-self.window : -self.window // 2])
-        second = np.mean(self.norms[-self.window // 2 :])
-        return first / second <= self.target_ratio
+def methods(quick: bool) -> dict:
+    imi = Imi2023FV(image_size=SIZE, padding=4)
+    if quick:
+        imi = imi.model_copy(update={"min_steps": 250, "window": 200, "max_steps": 2000, "binary_loops": 3})
+    return {
+        "imi2023": imi,
+        "calibrated": CalibratedFV(image_size=SIZE, padding=4, units_per_batch=4),
+        "maco": MacoFV(image_size=SIZE, units_per_batch=4),
+    }
 
 
 @dataclass
-class Tally:
-    runs: int = 0
-    image_steps: int = 0
-
-    def run(self, model, direction: str, n: int, alpha: float) -> GroupResult:
-        stop = GradientNormPlateau(SETTINGS.image_size + 2 * SETTINGS.padding)
-        (result,), spent = optimise_groups(model, [Group(LAYER, CHANNEL, direction, n, alpha)], SETTINGS, 0, stop)
-        self.runs += 1
-        self.image_steps += spent
-        print(f"  baseline run {self.runs}: {direction} alpha={alpha:g} {result.steps} steps", file=sys.stderr)
-        return result
-
-
-def beats(direction: str, acts: np.ndarray, target: float) -> bool:
-    return bool(np.all(acts > target)) if direction == "max" else bool(np.all(acts <= target))
+class Row:
+    method: str
+    unit: str
+    image_steps: int
+    reached: float  # the weakest image's activation over the most extreme exemplar's (max side)
+    alpha_max: float
+    alpha_min: float
+    layer_diversity: float  # mean over sides of the mean pairwise distance in the unit's layer
+    pixel_diversity: float
+    all_beat: bool
+    seconds: float
 
 
-def study_procedure(model, request: FVRequest, tally: Tally) -> dict[str, list[float]]:
-    """The released get_diverse_optimized_stimuli.py search, with our loop underneath."""
-    chosen = {}
-    for direction in ("min", "max"):
-        target = request.max_target if direction == "max" else request.min_target
-        non_diverse = tally.run(model, direction, 9, 0.0)
-        last_ok, alpha = None, 1.0
-        while alpha <= 999_999:  # exponential search
-            result = tally.run(model, direction, 8, alpha)
-            if not beats(direction, result.activations, target):
-                break
-            last_ok, alpha = result, alpha * 10
-        low, high = (0.0 if alpha == 1.0 else alpha / 10), alpha
-        best = None
-        for _ in range(7):  # binary search
-            middle = (low + high) / 2
-            result = tally.run(model, direction, 8, middle)
-            if beats(direction, result.activations, target):
-                best, low = result, middle
-            else:
-                high = middle
-        best = best or last_ok
-        diverse = list(best.activations) if best is not None else [float("nan")] * 8
-        chosen[direction] = diverse + [
-            float(non_diverse.activations.max() if direction == "max" else non_diverse.activations.min())
-        ]
-    return chosen
+def mean_pairwise(vectors: np.ndarray) -> float:
+    flat = vectors.reshape(len(vectors), -1).astype(float)
+    d = [np.linalg.norm(a - b) for i, a in enumerate(flat) for b in flat[i + 1 :]]
+    return float(np.mean(d))
+
+
+def pixels_tensor(images) -> torch.Tensor:
+    return torch.stack([torch.from_numpy(v.pixels).permute(2, 0, 1).float() / 255 for v in images])
+
+
+def layer_maps(model, images: torch.Tensor, layer: str) -> np.ndarray:
+    from stimuli.registry import capture_outputs, forward_until_captured
+
+    with capture_outputs(model.module, [layer], stop_early=True) as captured, torch.no_grad():
+        forward_until_captured(model.module, model.normalize(images), captured)
+        return captured[layer].flatten(1).double().numpy()
+
+
+def contact_sheet(unit: str, rows: dict[str, list]) -> Path:
+    thumb = 48
+    sheet = Image.new("RGB", (18 * thumb + 17 * 2 + 8, len(rows) * (thumb + 6)), "white")
+    for r, images in enumerate(rows.values()):
+        for k, v in enumerate(images):
+            x = k * (thumb + 2) + (8 if k >= 9 else 0)
+            sheet.paste(Image.fromarray(v.pixels).resize((thumb, thumb)), (x, r * (thumb + 6)))
+    OUT.mkdir(exist_ok=True)
+    path = OUT / f"fv_{unit.replace('.', '_')}.png"
+    sheet.save(path)
+    return path
 
 
 def main() -> None:
-    torch.set_num_threads(1)  # tiny tensors: one thread wastes less on synchronisation
-    spec = ModelSpec.model_validate(MODEL)
-    torch.manual_seed(0)
-    model = LoadedModel(spec=spec, module=build_architecture(spec))
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--quick", action="store_true", help="a smoke run: fewer units and steps (not the target)")
+    args = parser.parse_args()
+    torch.set_num_threads(2)
+    members = {m.id: m for m in FAMILY}
+    chosen_methods = methods(args.quick)
+    rows: list[Row] = []
     with tempfile.TemporaryDirectory() as tmp:
-        dataset = ImageTreeDataset(write_demo_dataset(Path(tmp) / "images", images_per_class=64))
-        scan = scan_dataset(
-            model, [UnitRef(model_id="resnet18", layer=LAYER, selector=CHANNEL)], dataset, Path(tmp) / "acts.npy"
-        )
-        column = np.asarray(scan.activations[:, 0])
-    request = FVRequest(LAYER, CHANNEL, max_target=float(column.max()), min_target=float(column.min()))
+        pool = ImageTreeDataset(write_shapes_world(Path(tmp) / "pool", 20, seed=3))
+        for model_id, units in UNITS.items():
+            units = units[:2] if args.quick else units
+            spec = ModelSpec.model_validate(members[model_id].spec_entry(SHIPPED_WEIGHTS / f"{model_id}.pt", 1))
+            model = load_model(spec)
+            refs = [UnitRef(model_id=model_id, layer=layer, selector=channel(c)) for layer, c in units]
+            scan = scan_dataset(model, refs, pool, Path(tmp) / f"{model_id}.npy")
+            acts = np.asarray(scan.activations)
+            requests = [
+                FVRequest(layer, channel(c), float(acts[:, j].max()), float(acts[:, j].min()))
+                for j, (layer, c) in enumerate(units)
+            ]
+            natural = model_inputs(model, torch.stack([pool[i][1] for i in range(0, len(pool), 3)]))
+            per_unit: dict[str, dict[str, list]] = {f"{model_id}:{layer}:{c}": {} for layer, c in units}
+            for name, method in chosen_methods.items():
+                start = time.perf_counter()
+                images, image_steps = method.visualise(
+                    model, requests, seed=0, natural_images=lambda n, natural=natural: natural[:n]
+                )
+                seconds = time.perf_counter() - start
+                for (layer, c), request, vis in zip(units, requests, images, strict=True):
+                    key = f"{model_id}:{layer}:{c}"
+                    per_unit[key][name] = vis
+                    sides = {d: [v for v in vis if v.direction == d] for d in ("max", "min")}
+                    shown = {d: pixels_tensor(v) for d, v in sides.items()}
+                    layer_div = np.mean([mean_pairwise(layer_maps(model, shown[d], layer)) for d in sides])
+                    pixel_div = np.mean([mean_pairwise(shown[d].numpy()) for d in sides])
+                    weakest = min(v.activation for v in sides["max"])
+                    rows.append(
+                        Row(
+                            name,
+                            key,
+                            image_steps // len(requests),  # a batch's cost, shared equally by its units
+                            weakest / request.max_target,
+                            max(v.diversity for v in sides["max"]),
+                            max(v.diversity for v in sides["min"]),
+                            float(layer_div),
+                            float(pixel_div),
+                            all(v.beats_exemplars for v in vis),
+                            seconds / len(requests),
+                        )
+                    )
+                print(f"  {model_id} {name}: {seconds:.0f} s", file=sys.stderr)
+            for key, by_method in per_unit.items():
+                contact_sheet(key, by_method)
 
-    start = time.perf_counter()
-    (ours,), ours_steps = visualise_units(model, [request], SETTINGS, seed=0)
-    ours_time = time.perf_counter() - start
-    ours_ok = all(v.beats_exemplars for v in ours)
-
-    tally = Tally()
-    start = time.perf_counter()
-    theirs = study_procedure(model, request, tally)
-    theirs_time = time.perf_counter() - start
-    theirs_ok = all(
-        beats(d, np.array(a), request.max_target if d == "max" else request.min_target) for d, a in theirs.items()
-    )
-
-    print(f"unit {LAYER}:{CHANNEL} of a random-init ResNet-18 at 32 px (+8 px padding)")
     print(
-        f"natural exemplar targets: max {request.max_target:.4f}, min {request.min_target:.4f} ({len(column)} images)"
+        f"{'method':<11}{'unit':<32}{'image-steps':>12}{'reached':>9}{'α max':>9}{'α min':>9}"
+        f"{'layer div':>10}{'pixel div':>10}{'all beat':>9}"
     )
-    print(f"{'procedure':<46}{'runs':>6}{'image-steps':>13}{'seconds':>9}{'all 18 beat':>13}")
-    rows = [
-        ("2023 study (exp + 7x binary search, >=2500 st)", tally.runs, tally.image_steps, theirs_time, theirs_ok),
-        ("psychinterp (batched alphas, early stop)", 2, ours_steps, ours_time, ours_ok),
-    ]
-    for name, runs, steps, seconds, ok in rows:
-        print(f"{name:<46}{runs:>6}{steps:>13,}{seconds:>9.1f}{str(ok):>13}")
-    alphas = sorted({round(v.diversity, 5) for v in ours})
-    print(f"chosen diversity weights (ours): {alphas}")
-    if not (ours_ok and theirs_ok):
-        print("acceptance rule not met by both procedures; the ratio below is not a like-for-like comparison")
-    ratio = tally.image_steps / ours_steps
-    verdict = "PASS" if ratio >= TARGET and ours_ok else "FAIL"
-    print(f"RESULT fv_image_step_reduction {ratio:.1f} x target >={TARGET:.0f} {verdict}")
+    for r in rows:
+        print(
+            f"{r.method:<11}{r.unit:<32}{r.image_steps:>12,}{r.reached:>9.2f}{r.alpha_max:>9.3g}{r.alpha_min:>9.3g}"
+            f"{r.layer_diversity:>10.3g}{r.pixel_diversity:>10.3g}{str(r.all_beat):>9}"
+        )
+    by = {m: {r.unit: r for r in rows if r.method == m} for m in chosen_methods}
+    units = list(by["imi2023"])
+    steps_ratio = sum(by["imi2023"][u].image_steps for u in units) / sum(by["calibrated"][u].image_steps for u in units)
+    layer_ratio = float(
+        np.mean([by["calibrated"][u].layer_diversity / by["imi2023"][u].layer_diversity for u in units])
+    )
+    pixel_ratio = float(
+        np.mean([by["calibrated"][u].pixel_diversity / by["imi2023"][u].pixel_diversity for u in units])
+    )
+    calibrated_beat = all(by["calibrated"][u].all_beat for u in units)
+    maco_units = sum(by["maco"][u].all_beat for u in units)
+    imi_units = sum(by["imi2023"][u].all_beat for u in units)
+    print(
+        f"calibrated vs imi2023: {steps_ratio:.1f}x fewer image-steps; diversity {layer_ratio:.0%} (layer), "
+        f"{pixel_ratio:.0%} (pixels); every image beats the exemplars: {calibrated_beat}"
+    )
+    print(
+        f"units whose 18 images all beat the exemplars: imi2023 {imi_units}, calibrated "
+        f"{sum(by['calibrated'][u].all_beat for u in units)}, maco {maco_units} (of {len(units)})"
+    )
+    print(f"contact sheets: {OUT}/fv_*.png")
+    ok = (
+        steps_ratio >= STEP_RATIO_TARGET
+        and min(layer_ratio, pixel_ratio) >= DIVERSITY_TARGET
+        and calibrated_beat
+        and maco_units >= imi_units
+    )
+    name = "fv_fidelity_quick" if args.quick else "fv_fidelity"
+    print(
+        f"RESULT maco_units_beating {maco_units} units target >={imi_units} "
+        f"{'PASS' if maco_units >= imi_units else 'FAIL'}"
+    )
+    print(
+        f"RESULT calibrated_diversity {min(layer_ratio, pixel_ratio):.2f} x target >={DIVERSITY_TARGET} "
+        f"{'PASS' if min(layer_ratio, pixel_ratio) >= DIVERSITY_TARGET else 'FAIL'}"
+    )
+    print(f"RESULT {name} {steps_ratio:.1f} x target >={STEP_RATIO_TARGET:.0f} {'PASS' if ok else 'FAIL'}")
 
 
 if __name__ == "__main__":

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from stimuli.registry import LoadedModel, capture_outputs, channel_map, forward_until_captured
 
@@ -47,11 +48,13 @@ class PathCheck:
 def layer_means(
     model: LoadedModel, images: torch.Tensor, layers: Sequence[str], batch: int = 64
 ) -> dict[str, np.ndarray]:
-    """(N, C) channel means (token means) of each layer for [0, 1] images at the model's input size."""
+    """(N, C) channel means (token means) of each layer for [0, 1] images (resized to the model's input size)."""
     out: dict[str, list[np.ndarray]] = {layer: [] for layer in layers}
     with capture_outputs(model.module, list(layers), stop_early=True) as captured, torch.no_grad():
         for start in range(0, len(images), batch):
             chunk = images[start : start + batch].to(model.device)
+            if chunk.shape[-1] != model.input_size:  # visualisations come at their own size
+                chunk = F.interpolate(chunk, size=(model.input_size,) * 2, mode="bilinear", antialias=True)
             forward_until_captured(model.module, model.normalize(chunk), captured)
             for layer in layers:
                 mapped = channel_map(captured[layer], model.spec.prefix_tokens)
