@@ -60,8 +60,6 @@ def prepare_demo_inputs(
             "padding": 4,
             "lr": 0.2,
             "max_steps": 128,
-            "relative_alphas": [0.04],
-            "refine_candidates": 0,
             "units_per_batch": 3,
         },
         "conditions": ["natural", "synthetic"],

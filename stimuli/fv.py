@@ -10,9 +10,10 @@ Per unit and direction the result is 9 images: 8 diverse and 1 non-diverse.
 The diversity weight alpha is the largest for which every diverse image still
 beats the unit's most extreme natural exemplar. Instead of one full
 optimisation per candidate alpha (the 2023 study ran an exponential then a
-binary search), all candidates of all units are optimised side by side in one
-batch, with early stopping, and a second, warm-started round refines the
-bracket that the first round found.
+binary search, 9 runs of 8 images per direction), alpha is steered during a
+single run (:class:`AlphaControl`): it grows while the weakest image beats the
+target by more than a margin and shrinks while it does not, and the run stops
+when its loss flattens.
 """
 
 from __future__ import annotations
@@ -105,6 +106,39 @@ def _center_crop(images: torch.Tensor, padding: int) -> torch.Tensor:
 
 
 @dataclass(frozen=True)
+class AlphaControl:
+    """Steer a group's diversity weight during its run so that its weakest image stays just past the
+    target: the largest diversity that still beats the exemplars, found in the run itself.
+
+    Every ``check_every`` steps the images are rendered as shown (no transforms: the acceptance rule's
+    view) and the weakest image's slack (its activation past ``target``, positive when it beats it)
+    sets ``alpha *= exp(rate * clip(slack / margin - 1, -1, 1))``: alpha grows while the slack is larger
+    than ``margin`` and shrinks while it is smaller, within ``[floor, ceiling]``. The group's stop rule
+    is heeded only where the last slack is between 0 and twice the margin, and the last passing state
+    is kept, so that a run that ends just short of the target returns the images that last beat it."""
+
+    target: float
+    margin: float  # in activation units, > 0
+    rate: float = 0.25
+    floor: float = 1e-6
+    ceiling: float = 1e6
+    check_every: int = 8
+
+    def slack(self, direction: str, activations: torch.Tensor) -> float:
+        if direction == "max":
+            return float(activations.min()) - self.target
+        return self.target - float(activations.max())
+
+    def holds(self, slack: float) -> bool:
+        """The weakest image is past the target by no more than twice the margin."""
+        return 0 <= slack <= 2 * self.margin
+
+    def next_alpha(self, alpha: float, slack: float) -> float:
+        step = self.rate * min(max(slack / self.margin - 1.0, -1.0), 1.0)
+        return min(max(alpha * math.exp(step), self.floor), self.ceiling)
+
+
+@dataclass(frozen=True)
 class Group:
     """Images of one batch that share a unit, a direction and a diversity weight."""
 
@@ -114,6 +148,7 @@ class Group:
     n_images: int
     alpha: float  # as in lucent: the group's mean unit objective minus alpha times its diversity
     init: torch.Tensor | None = field(default=None, compare=False)  # parameters to start from
+    control: AlphaControl | None = None  # steer alpha during the run (``alpha`` is where it starts)
 
 
 @dataclass
@@ -123,6 +158,7 @@ class GroupResult:
     activations: np.ndarray  # (n,) on the image as shown, without transforms
     spectrum: torch.Tensor  # final parameters, to warm-start a later round
     steps: int
+    alpha: float = 0.0  # the diversity weight at the end (the group's own unless it is controlled)
 
 
 @dataclass(frozen=True)
@@ -131,23 +167,34 @@ class FVSettings:
     padding: int = 16
     lr: float = 0.05
     diverse_images: int = 8
-    relative_alphas: tuple[float, ...] = (1e-3, 1e-2, 1e-1, 1.0, 10.0)
-    refine_candidates: int = 3
+    start_alpha: float = 0.1  # times the unit's scale: where the controlled diversity weight starts
+    alpha_rate: float = 0.25  # the control's largest change of log alpha per check (every 8 steps)
+    margin: float = 0.05  # the slack held, as a fraction of the exemplars' range (max - min target)
     max_steps: int = 2048
     min_steps: int = 64
     window: int = 32
     tolerance: float = 2e-3  # stop when the loss improves less than this fraction per window
 
 
-def _group_objective(g: Group, start: int) -> objectives.Objective:
+def gram_diversity(maps: torch.Tensor) -> torch.Tensor:
+    """lucent's ``diversity`` of (N, C, H, W) maps: minus the mean over images of the summed cosine
+    similarity of its Gram matrix with every other image's. lucent sums the N(N-1) pairs in a Python
+    loop, which costs more than the network's forward pass for a batch of 8; this is one matrix product."""
+    flat = maps.flatten(2)
+    grams = F.normalize(torch.matmul(flat, flat.transpose(1, 2)).flatten(1), p=2, dim=1)
+    similarity = grams @ grams.T
+    return -(similarity.sum() - similarity.diagonal().sum()) / len(maps)
+
+
+def _group_objective(g: Group, start: int, alpha: Callable[[], float]) -> objectives.Objective:
     """lucent's ``channel`` (or ``direction``) objective on the group's images, negated for min, minus
-    alpha times lucent's ``diversity`` of the group (which is minus its mean pairwise Gram similarity)."""
+    alpha (read at every step: a controlled group's changes) times lucent's ``diversity`` of the group
+    (which is minus its mean pairwise Gram similarity)."""
     stop = start + g.n_images
     sign = 1.0 if g.direction == "max" else -1.0
     unit = objectives.Objective(lambda T: -sign * readout_objective(T(g.layer), g.readout)[start:stop].mean())
-    if g.alpha > 0 and g.n_images > 1:
-        diversity = objectives.diversity(g.layer)
-        return unit - g.alpha * objectives.Objective(lambda T: diversity(lambda name: T(name)[start:stop]))
+    if (g.alpha > 0 or g.control is not None) and g.n_images > 1:
+        return unit - objectives.Objective(lambda T: alpha() * gram_diversity(T(g.layer)[start:stop]))
     return unit
 
 
@@ -235,7 +282,6 @@ def optimise_groups(
         for g, s in zip(groups, slices, strict=True):
             if g.init is not None:
                 param[s] = g.init.to(device)
-    parts = [_group_objective(g, s.start) for g, s in zip(groups, slices, strict=True)]
     optimizer = torch.optim.Adam([param], lr=settings.lr)
     layers = sorted({g.layer for g in groups})
     model.module.requires_grad_(False)
@@ -243,6 +289,10 @@ def optimise_groups(
     stop_rule = stop_rule or LossPlateau(settings)
     sensitivity = torch.zeros(n, 3, size, size, device=device)
     results: list[GroupResult | None] = [None] * len(groups)
+    alphas = [g.alpha for g in groups]
+    controlled = [i for i, g in enumerate(groups) if g.control is not None]
+    last_passing: list[GroupResult | None] = [None] * len(groups)
+    slacks: dict[int, float] = {}  # each controlled group's last slack as shown
     steps = 0
     image_steps = 0
     with capture_outputs(model.module, layers, stop_early=True) as captured:
@@ -258,40 +308,75 @@ def optimise_groups(
             forward_until_captured(model.module, model.normalize(images), captured)
 
         @torch.no_grad()
-        def record(i: int) -> None:
+        def as_shown(i: int) -> GroupResult:
             g, s = groups[i], slices[i]
             images = _center_crop(render()[s], padding)
             shown = parametrisation.shown(images, _center_crop(sensitivity[s], padding))
             forward(shown)
             # The activation as a scan computes it, so that it compares with the exemplars' exactly.
             acts = readout_activations(T(g.layer), [g.readout])[:, 0]
-            results[i] = GroupResult(
+            return GroupResult(
                 group=g,
                 pixels=(shown.clamp(0, 1) * 255).round().byte().permute(0, 2, 3, 1).cpu().numpy(),
                 activations=acts.float().cpu().numpy(),
                 spectrum=param[s].detach().cpu().clone(),
                 steps=steps,
+                alpha=alphas[i],
             )
 
+        def passes(r: GroupResult) -> bool:
+            return beats_exemplars(r.group.direction, r.activations, r.group.control.target)
+
+        def record(i: int) -> None:
+            result = as_shown(i)  # at the step it stops, not at its last check
+            if groups[i].control is not None and not passes(result) and last_passing[i] is not None:
+                result = last_passing[i]
+            results[i] = result
+
+        def control(i: int) -> None:
+            g, now_shown = groups[i], as_shown(i)
+            slacks[i] = g.control.slack(g.direction, torch.from_numpy(now_shown.activations))
+            alphas[i] = g.control.next_alpha(alphas[i], slacks[i])
+            if passes(now_shown):
+                last_passing[i] = now_shown
+
+        active: list[int] = []
         while steps < settings.max_steps and any(r is None for r in results):
+            if active != (now := [i for i, r in enumerate(results) if r is None]):
+                # Only the groups still running go through the network; a stopped group's images
+                # would cost a forward pass each step and change nothing.
+                active = now
+                rows = torch.cat([torch.arange(slices[i].start, slices[i].stop) for i in active]).to(device)
+                offsets = np.cumsum([0] + [groups[i].n_images for i in active])
+                parts = [
+                    _group_objective(groups[i], int(o), lambda i=i: alphas[i])
+                    for i, o in zip(active, offsets, strict=False)
+                ]
+                whole = len(rows) == n
             optimizer.zero_grad()
             images = render()
             images.retain_grad()
-            forward(transforms(images, gen))
+            # transforms see the whole batch, so that their random draws do not depend on who runs
+            moved = transforms(images, gen)
+            forward(moved if whole else moved[rows])
             losses = [part(T) for part in parts]
             loss = torch.stack(losses).sum()
             loss.backward()
             sensitivity += images.grad.abs()
             optimizer.step()
             steps += 1
-            active = [i for i, r in enumerate(results) if r is None]
-            image_steps += sum(groups[i].n_images for i in active)
+            image_steps += len(rows)
+            for i in controlled:
+                if results[i] is None and steps % groups[i].control.check_every == 0:
+                    control(i)
             if rules is None:
                 if stop_rule(steps, float(loss.detach()), param.grad):
                     break
                 continue
-            for i in active:
-                if rules[i](steps, float(losses[i].detach()), param.grad[slices[i]]):
+            for i, part_loss in zip(active, losses, strict=True):
+                flat = rules[i](steps, float(part_loss.detach()), param.grad[slices[i]])
+                # a controlled group stops only where its control holds the weakest image at the target
+                if flat and (groups[i].control is None or (i in slacks and groups[i].control.holds(slacks[i]))):
                     record(i)
         for i, r in enumerate(results):
             if r is None:
@@ -342,56 +427,36 @@ def visualise_units(
 ) -> tuple[list[list[Visualisation]], int]:
     """9 max and 9 min images per request; returns them (max first) and the image-steps spent.
 
+    Per unit and direction, one batch holds the non-diverse image and the diverse group, whose
+    diversity weight is steered during the run (:class:`AlphaControl`) to the largest at which its
+    weakest image still beats the most extreme exemplar; each group stops when its own loss flattens.
     ``optimise`` goes to :func:`optimise_groups` (another parametrisation, its transforms).
     """
     k = settings.diverse_images
     directions = ("max", "min")
-    # Round 1: every candidate alpha of every unit and direction, plus the non-diverse image, in one batch.
+
+    def target(r: FVRequest, d: str) -> float:
+        return r.max_target if d == "max" else r.min_target
+
     groups = []
     for r in requests:
+        margin = settings.margin * max(r.max_target - r.min_target, 1e-6)
         for d in directions:
+            control = AlphaControl(target(r, d), margin, rate=settings.alpha_rate)
             groups.append(Group(r.layer, r.readout, d, 1, 0.0))
-            groups += [Group(r.layer, r.readout, d, k, a * _scale(r)) for a in settings.relative_alphas]
-    results, image_steps = optimise_groups(model, groups, settings, seed, **optimise)
-    per_key: dict[tuple[int, str], list[GroupResult]] = {}
-    per_group = 1 + len(settings.relative_alphas)
-    for i in range(len(requests)):
-        for j, d in enumerate(directions):
-            offset = (2 * i + j) * per_group
-            per_key[(i, d)] = results[offset : offset + per_group]
-
-    def target(i: int, d: str) -> float:
-        return requests[i].max_target if d == "max" else requests[i].min_target
-
-    # Round 2: refine between the largest passing alpha and the next one, warm-started from the passing images.
-    refine: list[tuple[tuple[int, str], Group]] = []
-    for (i, d), found in per_key.items():
-        passing = [g for g in found[1:] if beats_exemplars(d, g.activations, target(i, d))]
-        if not passing or passing[-1] is found[-1] or settings.refine_candidates == 0:
-            continue
-        low = passing[-1].group.alpha
-        high = found[found.index(passing[-1]) + 1].group.alpha
-        for a in np.geomspace(low, high, settings.refine_candidates + 2)[1:-1]:
-            g = passing[-1].group
-            refine.append(((i, d), Group(g.layer, g.readout, d, k, float(a), init=passing[-1].spectrum)))
-    if refine:
-        refined, more_steps = optimise_groups(model, [g for _, g in refine], settings, seed + 1, **optimise)
-        image_steps += more_steps
-        for (key, _), result in zip(refine, refined, strict=True):
-            per_key[key].append(result)
-
+            groups.append(Group(r.layer, r.readout, d, k, settings.start_alpha * _scale(r), control=control))
+    results, image_steps = optimise_groups(
+        model, groups, settings, seed, group_stop=lambda _g: LossPlateau(settings), **optimise
+    )
     output = []
-    for i in range(len(requests)):
+    for i, r in enumerate(requests):
         images: list[Visualisation] = []
-        for d in directions:
-            found = per_key[(i, d)]
-            non_diverse, diverse = found[0], found[1:]
-            passing = [g for g in diverse if beats_exemplars(d, g.activations, target(i, d))]
-            chosen = max(passing, key=lambda g: g.group.alpha) if passing else diverse[0]
-            ok = bool(passing)
-            for pixels, act in zip(chosen.pixels, chosen.activations, strict=True):
-                images.append(Visualisation(pixels, d, float(act), chosen.steps, seed, chosen.group.alpha, ok))
-            nd_ok = beats_exemplars(d, non_diverse.activations, target(i, d))
+        for j, d in enumerate(directions):
+            non_diverse, diverse = results[4 * i + 2 * j], results[4 * i + 2 * j + 1]
+            ok = beats_exemplars(d, diverse.activations, target(r, d))
+            for pixels, act in zip(diverse.pixels, diverse.activations, strict=True):
+                images.append(Visualisation(pixels, d, float(act), diverse.steps, seed, diverse.alpha, ok))
+            nd_ok = beats_exemplars(d, non_diverse.activations, target(r, d))
             images.append(
                 Visualisation(
                     non_diverse.pixels[0], d, float(non_diverse.activations[0]), non_diverse.steps, seed, 0.0, nd_ok

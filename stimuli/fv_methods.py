@@ -8,8 +8,8 @@ whether it beats the exemplars, and the method's own per-image ``params``), with
 spent. The build stores the method's name with every image and its settings in the bundle, and a
 work item's records carry them, so a changed method or setting is a new plan, never a silent mix.
 
-- ``calibrated`` (the default): every candidate diversity weight optimised side by side with early
-  stopping, then a warm-started refinement (:mod:`stimuli.fv`);
+- ``calibrated`` (the default): one early-stopped run per unit and direction whose diversity weight
+  is steered to the largest that still beats the exemplars (:mod:`stimuli.fv`);
 - ``imi2023``: the 2023 study's procedure, for replication (:mod:`stimuli.fv_imi2023`);
 - ``maco``: magnitude-constrained Fourier-phase optimisation with its transparency map, calibrated
   like ``calibrated`` (:mod:`stimuli.fv_maco`).
@@ -60,10 +60,13 @@ class _Batched(_Method):
     min_steps: int = Field(64, gt=0)
     window: int = Field(32, gt=0, description="early stop: steps over which the loss gain is measured")
     tolerance: float = Field(2e-3, gt=0, description="early stop: relative loss gain per window")
-    relative_alphas: list[float] = Field(
-        [1e-3, 1e-2, 1e-1, 1.0, 10.0], min_length=1, description="diversity candidates, times the unit's scale"
+    start_alpha: float = Field(
+        0.1, gt=0, description="where the steered diversity weight starts, times the unit's scale"
     )
-    refine_candidates: int = Field(3, ge=0)
+    alpha_rate: float = Field(0.25, gt=0, le=2, description="the steering's largest change of log alpha per check")
+    margin: float = Field(
+        0.05, gt=0, description="the slack the weakest image is held at, as a fraction of the exemplars' range"
+    )
 
     def settings(self, padding: int):
         from stimuli.fv import FVSettings
@@ -73,8 +76,9 @@ class _Batched(_Method):
             padding=padding,
             lr=self.lr,
             diverse_images=self.images_per_direction - 1,
-            relative_alphas=tuple(sorted(self.relative_alphas)),
-            refine_candidates=self.refine_candidates,
+            start_alpha=self.start_alpha,
+            alpha_rate=self.alpha_rate,
+            margin=self.margin,
             max_steps=self.max_steps,
             min_steps=min(self.min_steps, self.max_steps),
             window=self.window,

@@ -54,8 +54,6 @@ def write_tiny_study(
             "image_size": 32,
             "padding": 4,
             "images_per_direction": 3,
-            "relative_alphas": [0.01, 1.0],
-            "refine_candidates": 1,
         },
         "conditions": list(conditions),
         "tasks": {"trials_per_task": 2, "catch_trials_per_task": 1, "practice_trials": practice_trials},

@@ -42,8 +42,6 @@ def test_build_gives_a_valid_bundle_for_registry_architectures(tmp_path):
             "max_steps": 3,
             "min_steps": 2,
             "images_per_direction": 2,
-            "relative_alphas": [0.1],
-            "refine_candidates": 0,
             "units_per_batch": 3,
         },
         "tasks": {"trials_per_task": 3, "catch_trials_per_task": 1, "practice_trials": 0},

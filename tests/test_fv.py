@@ -1,13 +1,16 @@
+import math
 import subprocess
 import sys
 import textwrap
 
 import numpy as np
+import pytest
 import torch
 
 from contracts.units import channel
 from stimuli import registry
 from stimuli.fv import (
+    AlphaControl,
     FVRequest,
     FVSettings,
     Group,
@@ -69,22 +72,49 @@ def test_diversity_term_makes_images_less_alike():
     assert mean_pairwise_distance(diverse.pixels) > mean_pairwise_distance(plain.pixels)
 
 
-def test_calibration_picks_the_largest_passing_alpha():
+def test_the_alpha_control_grows_past_the_margin_and_shrinks_short_of_it():
+    control = AlphaControl(target=1.0, margin=0.1, rate=0.05, floor=1e-3, ceiling=10.0)
+    assert control.slack("max", torch.tensor([1.3, 1.2])) == pytest.approx(0.2)
+    assert control.slack("min", torch.tensor([0.5, 0.9])) == pytest.approx(0.1)
+    assert control.next_alpha(1.0, 0.3) == pytest.approx(math.exp(0.05))  # far past: the full step up
+    assert control.next_alpha(1.0, 0.15) == pytest.approx(math.exp(0.025))  # proportional near the margin
+    assert control.next_alpha(1.0, 0.1) == pytest.approx(1.0)
+    assert control.next_alpha(1.0, -5.0) == pytest.approx(math.exp(-0.05))
+    assert control.next_alpha(9.99, 1.0) == 10.0 and control.next_alpha(1e-3, -1.0) == 1e-3
+
+
+def test_calibration_steers_alpha_up_while_the_images_beat_the_exemplars_and_down_while_they_cannot():
     model = tiny_model()
-    request = FVRequest("layer1.1.bn2", channel(5), max_target=0.05, min_target=-0.05)
-    settings = FVSettings(**{**SMALL.__dict__, "relative_alphas": (1e-3, 1.0, 1e4), "refine_candidates": 1})
-    (images,), image_steps = visualise_units(model, [request], settings, seed=0)
-    assert [v.direction for v in images] == ["max"] * 4 + ["min"] * 4
-    for direction, block in (("max", images[:4]), ("min", images[4:])):
-        diverse, non_diverse = block[:3], block[3]
-        assert non_diverse.diversity == 0.0 and all(v.diversity > 0 for v in diverse)
-        assert len({v.diversity for v in diverse}) == 1
-        if diverse[0].beats_exemplars:
-            acts = [v.activation for v in diverse]
-            assert min(acts) > 0.05 if direction == "max" else max(acts) <= -0.05
-        # a huge alpha drowns the unit's objective, so it cannot be the choice
-        assert diverse[0].diversity < 1e4 * 0.05
-    assert image_steps > 0
+    settings = FVSettings(**{**SMALL.__dict__, "max_steps": 160, "min_steps": 120})
+    for target, reachable in ((0.05, True), (50.0, False)):
+        start = settings.start_alpha * target
+        request = FVRequest("layer1.1.bn2", channel(5), max_target=target, min_target=-target)
+        (images,), image_steps = visualise_units(model, [request], settings, seed=0)
+        assert [v.direction for v in images] == ["max"] * 4 + ["min"] * 4
+        for direction, block in (("max", images[:4]), ("min", images[4:])):
+            diverse, non_diverse = block[:3], block[3]
+            assert non_diverse.diversity == 0.0 and len({v.diversity for v in diverse}) == 1
+            assert all(v.beats_exemplars == reachable for v in diverse)
+            if reachable:
+                acts = [v.activation for v in diverse]
+                assert min(acts) > target if direction == "max" else max(acts) <= -target
+                assert diverse[0].diversity > 2 * start  # slack to spend on diversity
+            else:
+                assert diverse[0].diversity < start / 2
+        assert image_steps <= 2 * (3 + 1) * 160
+
+
+def test_a_controlled_run_that_ends_short_of_the_target_returns_its_last_passing_images():
+    model = tiny_model()
+    # alpha pinned at 1e3: diversity swamps the unit, whose weakest image drifts from about 0.04
+    # after 4 steps to below -0.09 after 60, so the run starts passing a target of 0.02 and ends failing it.
+    control = AlphaControl(0.02, margin=0.01, floor=1e3, ceiling=1e3, check_every=4)
+    group = Group("layer1.1.bn2", channel(5), "max", 3, 1e3, control=control)
+    settings = FVSettings(**{**SMALL.__dict__, "max_steps": 60})
+    (result,), _ = optimise_groups(model, [group], settings, seed=0, stop_rule=lambda *_: False)
+    assert result.activations.min() > 0.02
+    assert 0 < result.steps < 60 and result.steps % 4 == 0
+    assert result.alpha == 1e3
 
 
 def test_token_maps_work_with_lucent_objectives(tmp_path):

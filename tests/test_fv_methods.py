@@ -69,6 +69,36 @@ def test_each_group_stops_by_its_own_rule_and_counts_only_its_own_steps():
     assert image_steps == 2 * 7 + 3 * 19
 
 
+def test_a_stopped_group_leaves_the_batch_without_changing_the_others():
+    model = tiny_model()
+    settings = FVSettings(image_size=32, padding=4, max_steps=100)
+    early, late = Group(LAYER, channel(5), "max", 2, 0.0), Group(LAYER, channel(5), "min", 3, 0.0)
+
+    def stop_at(steps):
+        return lambda g: lambda step, _loss, _grad: step >= steps[g.direction]
+
+    together, spent = optimise_groups(model, [early, late], settings, group_stop=stop_at({"max": 4, "min": 15}))
+    # the same draws of the transforms, without the early group ever stopping
+    alone, _ = optimise_groups(model, [early, late], settings, group_stop=stop_at({"max": 15, "min": 15}))
+    assert spent == 2 * 4 + 3 * 15
+    np.testing.assert_allclose(together[1].activations, alone[1].activations, rtol=1e-4, atol=1e-5)
+    assert np.abs(together[1].pixels.astype(int) - alone[1].pixels).max() <= 1
+
+
+def test_gram_diversity_is_lucent_s_diversity():
+    from lucent.optvis import objectives
+
+    from stimuli.fv import gram_diversity
+
+    maps = torch.randn(5, 7, 4, 3, dtype=torch.float64, requires_grad=True)
+    ours = gram_diversity(maps)
+    theirs = objectives.diversity("x")(lambda _name: maps)
+    assert float(ours) == pytest.approx(float(theirs), rel=1e-10)
+    (ours_grad,) = torch.autograd.grad(ours, maps)
+    (theirs_grad,) = torch.autograd.grad(theirs, maps)
+    torch.testing.assert_close(ours_grad, theirs_grad)
+
+
 # --- imi2023: the search ---------------------------------------------------------------------
 
 
@@ -226,8 +256,6 @@ def test_maco_records_the_activation_of_the_image_as_shown():
         min_steps=16,
         window=8,
         diverse_images=2,
-        relative_alphas=(0.1,),
-        refine_candidates=0,
     )
     (images,), _ = visualise_units(
         model,
@@ -294,8 +322,6 @@ def test_the_study_config_chooses_a_method_by_name(tmp_path):
             "max_steps": 24,
             "min_steps": 8,
             "window": 8,
-            "relative_alphas": [0.1],
-            "refine_candidates": 0,
             "images_per_direction": 6,
         },
     ],
@@ -353,7 +379,7 @@ def test_a_planted_silent_unit_is_flagged_and_its_natural_twin_is_not(tmp_path):
     assert float(means["lower_act"][:, 3].max()) < 0.01
     assert np.corrcoef(means["units"][:, 0], means["units"][:, 1])[0, 1] > 0.99
     settings = FVSettings(
-        image_size=64, padding=4, max_steps=256, min_steps=64, window=16, diverse_images=3, relative_alphas=(0.01, 0.1)
+        image_size=64, padding=4, max_steps=256, min_steps=64, window=16, diverse_images=3, start_alpha=0.01
     )
     flagged = {}
     for unit in (0, 1):
