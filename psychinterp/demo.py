@@ -248,9 +248,11 @@ def run_demo(
     recipe: TrainingRecipe = DEFAULT_RECIPE,
     unit_kinds: bool = True,
     retrain: bool = False,
+    observers: int = OBSERVERS,
 ) -> None:
     """The demo; ``data`` and ``recipe`` set the family's training (smaller in tests); ``unit_kinds`` adds
-    the unit-kind study; ``retrain`` trains the family even where the shipped weights match."""
+    the unit-kind study; ``retrain`` trains the family even where the shipped weights match;
+    ``observers`` is how many simulated participants take the main study."""
     from contracts.bundle import load_bundle
     from experiment_server import create_app
     from experiment_server.admin import set_admin_password
@@ -290,8 +292,8 @@ def run_demo(
     try:
         marker = workdir / ".observers-done"
         if _stale(marker, fingerprint):
-            log(f"{OBSERVERS} simulated participants ({PARTICIPANT_OBSERVER} observers) take the study")
-            run_observers(base_url, OBSERVERS)
+            log(f"{observers} simulated participants ({PARTICIPANT_OBSERVER} observers) take the study")
+            run_observers(base_url, observers)
             marker.write_text(fingerprint)
         scores = workdir / "machine_scores.csv"
         if not scores.exists():

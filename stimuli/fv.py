@@ -21,7 +21,7 @@ from __future__ import annotations
 import contextlib
 import math
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 import numpy as np
@@ -123,6 +123,7 @@ class AlphaControl:
     floor: float = 1e-6
     ceiling: float = 1e6
     check_every: int = 8
+    steer: bool = True  # False: alpha stays; the control only keeps the run going until it beats the target
 
     def slack(self, direction: str, activations: torch.Tensor) -> float:
         if direction == "max":
@@ -130,10 +131,12 @@ class AlphaControl:
         return self.target - float(activations.max())
 
     def holds(self, slack: float) -> bool:
-        """The weakest image is past the target by no more than twice the margin."""
-        return 0 <= slack <= 2 * self.margin
+        """The weakest image beats the target (by no more than twice the margin while alpha is steered)."""
+        return 0 <= slack and (not self.steer or slack <= 2 * self.margin)
 
     def next_alpha(self, alpha: float, slack: float) -> float:
+        if not self.steer:
+            return alpha
         step = self.rate * min(max(slack / self.margin - 1.0, -1.0), 1.0)
         return min(max(alpha * math.exp(step), self.floor), self.ceiling)
 
@@ -443,7 +446,8 @@ def visualise_units(
         margin = settings.margin * max(r.max_target - r.min_target, 1e-6)
         for d in directions:
             control = AlphaControl(target(r, d), margin, rate=settings.alpha_rate)
-            groups.append(Group(r.layer, r.readout, d, 1, 0.0))
+            # the non-diverse image: no diversity to steer, but it too runs until it beats the exemplars
+            groups.append(Group(r.layer, r.readout, d, 1, 0.0, control=replace(control, steer=False)))
             groups.append(Group(r.layer, r.readout, d, k, settings.start_alpha * _scale(r), control=control))
     results, image_steps = optimise_groups(
         model, groups, settings, seed, group_stop=lambda _g: LossPlateau(settings), **optimise

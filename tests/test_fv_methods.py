@@ -244,6 +244,32 @@ def test_the_transparency_map_shows_the_background_where_the_unit_does_not_look(
     assert torch.equal(MacoImage(power_law_magnitude(8), transparency=False).shown(pixels, sensitivity), pixels)
 
 
+def test_maco_on_a_vit_drives_a_token_mean_unit_both_ways():
+    from stimuli import registry
+    from stimuli.fv_methods import MacoFV
+    from stimuli.specs import ModelSpec
+    from tests.test_registry import TINY_VIT
+
+    spec = ModelSpec.model_validate(TINY_VIT)
+    torch.manual_seed(0)
+    model = registry.LoadedModel(spec=spec, module=registry.build_architecture(spec))
+    method = MacoFV(image_size=32, magnitude="power_law", max_steps=48, min_steps=16, window=8, images_per_direction=3)
+    probe = registry.unit_activations(model, torch.rand(16, 3, 32, 32), {"blocks.1": [channel(3)]})["blocks.1"][:, 0]
+    request = FVRequest("blocks.1", channel(3), float(probe.max()), float(probe.min()))
+    (images,), image_steps = method.visualise(model, [request], seed=0, natural_images=None)
+    high = [v.activation for v in images if v.direction == "max"]
+    low = [v.activation for v in images if v.direction == "min"]
+    assert len(high) == len(low) == 3 and image_steps > 0
+    # the phase alone, under a fixed 1/f magnitude, moves the ViT's token-mean unit past random images
+    assert min(high) > float(probe.mean()) > max(low)
+    direct = registry.unit_activations(
+        model,
+        torch.stack([torch.from_numpy(v.pixels).permute(2, 0, 1).float() / 255 for v in images[:1]]),
+        {"blocks.1": [channel(3)]},
+    )["blocks.1"][0, 0]
+    assert float(direct) == pytest.approx(images[0].activation, abs=0.05 * abs(images[0].activation) + 0.05)
+
+
 def test_maco_records_the_activation_of_the_image_as_shown():
     from stimuli import registry
 
