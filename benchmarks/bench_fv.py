@@ -35,7 +35,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, ImageDraw
 
 from contracts.units import UnitRef, channel
 from stimuli.demo.family import FAMILY, SHIPPED_WEIGHTS
@@ -117,14 +117,17 @@ def layer_maps(model, images: torch.Tensor, layer: str) -> np.ndarray:
 
 
 def contact_sheet(unit: str, rows: dict[str, list]) -> Path:
-    thumb = 48
-    sheet = Image.new("RGB", (18 * thumb + 17 * 2 + 8, len(rows) * (thumb + 6)), "white")
-    for r, images in enumerate(rows.values()):
+    """One row per method, labelled: its 9 max images, a gap, its 9 min images."""
+    thumb, label = 48, 72
+    sheet = Image.new("RGB", (label + 18 * thumb + 17 * 2 + 8, len(rows) * (thumb + 6)), "white")
+    draw = ImageDraw.Draw(sheet)
+    for r, (method, images) in enumerate(rows.items()):
+        draw.text((4, r * (thumb + 6) + thumb // 2 - 6), method, fill="black")
         for k, v in enumerate(images):
-            x = k * (thumb + 2) + (8 if k >= 9 else 0)
+            x = label + k * (thumb + 2) + (8 if k >= 9 else 0)
             sheet.paste(Image.fromarray(v.pixels).resize((thumb, thumb)), (x, r * (thumb + 6)))
     OUT.mkdir(exist_ok=True)
-    path = OUT / f"fv_{unit.replace('.', '_')}.png"
+    path = OUT / f"fv_{unit.replace(':', '_').replace('.', '_')}.png"
     sheet.save(path)
     return path
 

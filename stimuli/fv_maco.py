@@ -50,8 +50,13 @@ def _to_decorrelated(images: torch.Tensor) -> torch.Tensor:
 def natural_magnitude(images: torch.Tensor, size: int) -> torch.Tensor:
     """The mean amplitude spectrum, (3, size, size // 2 + 1), of (N, 3, H, W) images in [0, 1]."""
     images = F.interpolate(images.float(), size=(size, size), mode="bilinear", antialias=True, align_corners=False)
-    spatial = _standardise(_to_decorrelated(images))
-    return torch.fft.rfft2(spatial).abs().mean(0)
+    spatial = _to_decorrelated(images)
+    # Each channel standardised on its own: the channels' mean levels would otherwise put nearly all
+    # the energy in the DC term (99.98 % on shapes world) and every image would be a flat colour.
+    spatial = (spatial - spatial.mean(dim=(2, 3), keepdim=True)) / (spatial.std(dim=(2, 3), keepdim=True) + 1e-4)
+    magnitude = torch.fft.rfft2(spatial).abs().mean(0)
+    magnitude[:, 0, 0] = magnitude[:, [0, 1, -1], [1, 0, 0]].mean(1)  # the DC term like the lowest frequencies
+    return magnitude
 
 
 def power_law_magnitude(size: int, decay: float = 1.0) -> torch.Tensor:

@@ -234,6 +234,17 @@ def test_maco_magnitudes_from_images_power_law_and_files(tmp_path):
         maco_magnitude("dataset", 24, None)
 
 
+def test_a_dataset_magnitude_of_flat_coloured_images_still_gives_images_with_structure():
+    # Shapes on flat coloured backgrounds: per channel, the mean level dwarfs every other frequency.
+    torch.manual_seed(0)
+    images = torch.rand(8, 3, 1, 1).expand(8, 3, 32, 32).clone()
+    images[:, :, 8:20, 10:24] = torch.rand(8, 3, 1, 1)
+    magnitude = natural_magnitude(images, 32)
+    assert (magnitude[:, 0, 0] ** 2).sum() / (magnitude**2).sum() < 0.5  # not nearly all of the energy
+    _, render = MacoImage(magnitude, transparency=False).create(4, 32, torch.device("cpu"))
+    assert float(render().detach().std(dim=(2, 3)).mean()) > 0.05  # not a flat colour
+
+
 def test_the_transparency_map_shows_the_background_where_the_unit_does_not_look():
     image = MacoImage(power_law_magnitude(8), background=1.0)
     pixels = torch.full((1, 3, 8, 8), 0.2)
