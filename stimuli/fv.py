@@ -125,10 +125,10 @@ class AlphaControl:
     check_every: int = 8
     steer: bool = True  # False: alpha stays; the control only keeps the run going until it beats the target
 
-    def slack(self, direction: str, activations: torch.Tensor) -> float:
+    def slack(self, direction: str, activations: np.ndarray) -> float:
         if direction == "max":
-            return float(activations.min()) - self.target
-        return self.target - float(activations.max())
+            return float(np.min(activations)) - self.target
+        return self.target - float(np.max(activations))
 
     def holds(self, slack: float) -> bool:
         """The weakest image beats the target (by no more than twice the margin while alpha is steered)."""
@@ -338,7 +338,7 @@ def optimise_groups(
 
         def control(i: int) -> None:
             g, now_shown = groups[i], as_shown(i)
-            slacks[i] = g.control.slack(g.direction, torch.from_numpy(now_shown.activations))
+            slacks[i] = g.control.slack(g.direction, now_shown.activations)
             alphas[i] = g.control.next_alpha(alphas[i], slacks[i])
             if passes(now_shown):
                 last_passing[i] = now_shown
