@@ -127,8 +127,8 @@ class AlphaControl:
 
     def slack(self, direction: str, activations: np.ndarray) -> float:
         if direction == "max":
-            return float(np.min(activations)) - self.target
-        return self.target - float(np.max(activations))
+            return float(np.asarray(activations).min()) - self.target
+        return self.target - float(np.asarray(activations).max())
 
     def holds(self, slack: float) -> bool:
         """The weakest image beats the target (by no more than twice the margin while alpha is steered)."""
