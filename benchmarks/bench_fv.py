@@ -17,6 +17,8 @@ Targets, against ``imi2023`` measured in the same run:
   ratio), every image beating the exemplars, at ≥ 5x fewer image-steps;
 - ``maco``: beats the exemplars on at least as many units as ``imi2023``.
 
+``maco_opaque`` (``maco`` with ``transparency: false``) is measured beside it, not judged.
+
 It prints the per-unit table and writes a contact sheet per unit (``benchmarks/out/fv_<unit>.png``:
 one row per method, the 9 max images then the 9 min). The 2023 procedure runs with its step counts
 divided by :data:`STEP_SCALE` (see there); ``--full`` runs the release's counts.
@@ -81,6 +83,8 @@ def methods(step_scale: int) -> dict:
         "imi2023": imi2023(step_scale),
         "calibrated": CalibratedFV(image_size=SIZE, padding=PADDING, units_per_batch=4),
         "maco": MacoFV(image_size=SIZE, units_per_batch=4),
+        # the same without the transparency composite: what the composite costs
+        "maco_opaque": MacoFV(image_size=SIZE, units_per_batch=4, transparency=False),
     }
 
 
@@ -253,7 +257,8 @@ def main() -> None:
     )
     print(
         f"units whose 18 images all beat the exemplars: imi2023 {imi_units}, calibrated "
-        f"{sum(by['calibrated'][u].all_beat for u in units)}, maco {maco_units} (of {len(units)})"
+        f"{sum(by['calibrated'][u].all_beat for u in units)}, maco {maco_units}, maco_opaque "
+        f"{sum(by['maco_opaque'][u].all_beat for u in units)} (of {len(units)})"
     )
     print(f"contact sheets: {OUT}/fv_*.png")
     ok = (

@@ -12,8 +12,15 @@ Here, unlike Horama:
 - the magnitude comes from the study's own images (``magnitude: dataset``, the mean amplitude
   spectrum of a sample in the parametrisation's decorrelated space) or a 1/f law
   (``power_law``), since Horama's ImageNet spectrum is a download;
-- one image is the model's input size and crops zoom in on it (Horama renders 1280 px for a 224 px
-  model), to keep the cost of a study's 18 images per unit low;
+- with ``dataset`` the images also get the sample's contrast (its spatial standard deviation in
+  that space) where Horama standardises to 1: with ImageNet's normalisation 1 is about natural
+  images' contrast, but shapes world's saturated images have about 4 times as much, and at 1 no
+  image reached the most extreme exemplar on any unit measured (``benchmarks/bench_fv.py``);
+- one image is the model's input size and crops of 85-100 % of its side zoom in on it (Horama
+  renders 1280 px for a 224 px model and crops a fifth of it), to keep the cost of a study's 18
+  images per unit low; the whole image is what the unit is read on, and crops of 70-95 % left its
+  border weaker (the max side's weakest image reached 0.32 of the exemplar rather than 0.48 on
+  ShapesNet-S's channel 3);
 - the transparency is applied: a participant sees the image composited over a plain background by
   its transparency map (clipped at its 80th percentile, as Horama plots it), and the activation
   recorded and compared with the exemplars is the composited image's;
@@ -47,16 +54,27 @@ def _to_decorrelated(images: torch.Tensor) -> torch.Tensor:
     return torch.einsum("nchw,cd->ndhw", logits, inverse)
 
 
-def natural_magnitude(images: torch.Tensor, size: int) -> torch.Tensor:
-    """The mean amplitude spectrum, (3, size, size // 2 + 1), of (N, 3, H, W) images in [0, 1]."""
+@dataclass(frozen=True)
+class Spectrum:
+    """A fixed amplitude spectrum, (3, size, size // 2 + 1), in the parametrisation's decorrelated
+    space, and the spatial standard deviation (the contrast) its images are given."""
+
+    magnitude: torch.Tensor
+    contrast: float = 1.0  # Horama's: images standardised to 1 before the colour step
+
+
+def natural_spectrum(images: torch.Tensor, size: int) -> Spectrum:
+    """The mean amplitude spectrum of (N, 3, H, W) images in [0, 1], and their mean contrast, both in
+    the space the render inverts, so that a phase-only image has natural images' power spectrum and
+    power. With a 1/f spectrum or Horama's file the scale is arbitrary and the contrast is Horama's."""
     images = F.interpolate(images.float(), size=(size, size), mode="bilinear", antialias=True, align_corners=False)
     spatial = _to_decorrelated(images)
-    # Each channel standardised on its own: the channels' mean levels would otherwise put nearly all
-    # the energy in the DC term (99.98 % on shapes world) and every image would be a flat colour.
-    spatial = (spatial - spatial.mean(dim=(2, 3), keepdim=True)) / (spatial.std(dim=(2, 3), keepdim=True) + 1e-4)
+    # Centred on the sample's mean colour, not each image's own: an image's colour cast is part of
+    # natural statistics (the DC term), while the sample's mean level would put nearly all the energy
+    # there (99.98 % on shapes world) and make every image a flat colour.
+    spatial = spatial - spatial.mean(dim=(0, 2, 3), keepdim=True)
     magnitude = torch.fft.rfft2(spatial).abs().mean(0)
-    magnitude[:, 0, 0] = magnitude[:, [0, 1, -1], [1, 0, 0]].mean(1)  # the DC term like the lowest frequencies
-    return magnitude
+    return Spectrum(magnitude, float(spatial.flatten(1).std(1).mean()))
 
 
 def power_law_magnitude(size: int, decay: float = 1.0) -> torch.Tensor:
@@ -72,6 +90,7 @@ class MacoImage:
     """A :class:`stimuli.fv.Parametrisation`: the phase is optimised, the magnitude is fixed."""
 
     magnitude: torch.Tensor  # (3, size, size // 2 + 1)
+    contrast: float = 1.0  # the spatial image's standard deviation before the colour step
     transparency: bool = True
     background: float = 1.0  # what shows through where the transparency map is low
     clip_percentile: float = 80.0
@@ -91,11 +110,12 @@ class MacoImage:
         return phase, render
 
     def spatial(self, phase: torch.Tensor) -> torch.Tensor:
-        """The standardised spatial image, in decorrelated colours, whose amplitude spectrum is the
-        fixed magnitude (up to the standardisation's scale) whatever the phase."""
+        """The spatial image, in decorrelated colours, whose amplitude spectrum is the fixed magnitude
+        (up to the scale that gives it the fixed contrast) whatever the phase."""
         size = phase.shape[-2]
         magnitude = self.magnitude.to(phase.device).expand_as(phase)
-        return _standardise(torch.fft.irfft2(torch.polar(magnitude, _standardise(phase)), s=(size, size)))
+        spatial = torch.fft.irfft2(torch.polar(magnitude, _standardise(phase)), s=(size, size))
+        return _standardise(spatial) * self.contrast
 
     def alpha(self, sensitivity: torch.Tensor) -> torch.Tensor:
         """(n, 1, H, W) in [0, 1]: the mean |dL/dx| over colours, clipped at its percentile, scaled."""
@@ -111,7 +131,7 @@ class MacoImage:
         return a * images + (1 - a) * self.background
 
 
-def maco_transforms(crop: tuple[float, float] = (0.7, 0.95), noise: float = 0.02) -> Transforms:
+def maco_transforms(crop: tuple[float, float] = (0.85, 1.0), noise: float = 0.02) -> Transforms:
     """Random crops (a side of ``crop`` times the image's, centred near the middle) zoomed back to
     the image's size, plus Gaussian and uniform pixel noise: Horama's transforms, per image."""
 
@@ -134,15 +154,15 @@ def maco_transforms(crop: tuple[float, float] = (0.7, 0.95), noise: float = 0.02
 NaturalImages = Callable[[int], torch.Tensor]  # n -> (n, 3, H, W) images in [0, 1] from the study's dataset
 
 
-def maco_magnitude(source: str, size: int, natural_images: NaturalImages | None, sample: int = 64) -> torch.Tensor:
-    """The fixed magnitude: from the study's images (``dataset``), a 1/f law, or an ``.npy`` file of
+def maco_spectrum(source: str, size: int, natural_images: NaturalImages | None, sample: int = 64) -> Spectrum:
+    """The fixed spectrum: from the study's images (``dataset``), a 1/f law, or an ``.npy`` file of
     shape (3, H, W // 2 + 1) (Horama's ImageNet spectrum, for one), resized to ``size``."""
     if source == "power_law":
-        return power_law_magnitude(size)
+        return Spectrum(power_law_magnitude(size))
     if source == "dataset":
         if natural_images is None:
             raise ConfigError("feature_visualization.magnitude: 'dataset' needs the study's images")
-        return natural_magnitude(natural_images(sample), size)
+        return natural_spectrum(natural_images(sample), size)
     try:
         array = torch.as_tensor(np.load(source, allow_pickle=False), dtype=torch.float32)
     except (OSError, ValueError) as exc:
@@ -151,4 +171,4 @@ def maco_magnitude(source: str, size: int, natural_images: NaturalImages | None,
         raise ConfigError(
             f"feature_visualization.magnitude: {source} has shape {tuple(array.shape)}, expected (3, H, W // 2 + 1)"
         )
-    return F.interpolate(array[None], size=(size, size // 2 + 1), mode="bilinear", align_corners=False)[0]
+    return Spectrum(F.interpolate(array[None], size=(size, size // 2 + 1), mode="bilinear", align_corners=False)[0])

@@ -132,9 +132,15 @@ class MacoFV(_Batched):
         description="the fixed amplitude spectrum: 'dataset' (the study's images), 'power_law' (1/f), "
         "or a path to a (3, H, W // 2 + 1) .npy file",
     )
+    contrast: float | None = Field(
+        None,
+        gt=0,
+        description="the images' spatial standard deviation before the colour step; unset: the study's "
+        "images' own with 'dataset', else 1 (Horama's)",
+    )
     transparency: bool = Field(True, description="composite each image over the background by its transparency map")
     background: float = Field(1.0, ge=0, le=1, description="grey level shown where the transparency is low")
-    crop: tuple[float, float] = Field((0.7, 0.95), description="random crops' side, as a fraction of the image's")
+    crop: tuple[float, float] = Field((0.85, 1.0), description="random crops' side, as a fraction of the image's")
     noise: float = Field(0.02, ge=0, description="pixel noise added after each crop")
 
     @model_validator(mode="after")
@@ -145,10 +151,15 @@ class MacoFV(_Batched):
 
     def visualise(self, model, requests, seed, natural_images=None) -> Output:
         from stimuli.fv import visualise_units
-        from stimuli.fv_maco import MacoImage, maco_magnitude, maco_transforms
+        from stimuli.fv_maco import MacoImage, maco_spectrum, maco_transforms
 
-        magnitude = maco_magnitude(self.magnitude, self.image_size, natural_images)
-        parametrisation = MacoImage(magnitude, transparency=self.transparency, background=self.background)
+        spectrum = maco_spectrum(self.magnitude, self.image_size, natural_images)
+        parametrisation = MacoImage(
+            spectrum.magnitude,
+            contrast=self.contrast or spectrum.contrast,
+            transparency=self.transparency,
+            background=self.background,
+        )
         return visualise_units(
             model,
             requests,

@@ -9,7 +9,7 @@ import torch
 
 from contracts.errors import ConfigError
 from contracts.units import channel
-from stimuli.fv import FVRequest, FVSettings, Group, GroupResult, optimise_groups, visualise_units
+from stimuli.fv import FVRequest, FVSettings, Group, GroupResult, color_matrix, optimise_groups, visualise_units
 from stimuli.fv_imi2023 import (
     GradientNormPlateau,
     Imi2023Settings,
@@ -17,7 +17,7 @@ from stimuli.fv_imi2023 import (
     imi2023_transforms,
     visualise_units_imi2023,
 )
-from stimuli.fv_maco import MacoImage, maco_magnitude, maco_transforms, natural_magnitude, power_law_magnitude
+from stimuli.fv_maco import MacoImage, maco_spectrum, maco_transforms, natural_spectrum, power_law_magnitude
 from tests.test_fv import tiny_model
 
 LAYER = "layer1.1.bn2"
@@ -220,18 +220,19 @@ def test_maco_keeps_the_fixed_magnitude_whatever_the_phase():
 
 def test_maco_magnitudes_from_images_power_law_and_files(tmp_path):
     images = torch.rand(4, 3, 40, 40)
-    m = natural_magnitude(images, 24)
+    m = natural_spectrum(images, 24).magnitude
     assert m.shape == (3, 24, 13) and bool((m >= 0).all())
-    assert maco_magnitude("power_law", 24, None).shape == (3, 24, 13)
+    assert maco_spectrum("power_law", 24, None).magnitude.shape == (3, 24, 13)
     np.save(tmp_path / "spectrum.npy", np.ones((3, 48, 25), np.float32))
-    assert maco_magnitude(str(tmp_path / "spectrum.npy"), 24, None).shape == (3, 24, 13)
+    from_file = maco_spectrum(str(tmp_path / "spectrum.npy"), 24, None)
+    assert from_file.magnitude.shape == (3, 24, 13) and from_file.contrast == 1.0  # Horama's
     np.save(tmp_path / "wrong.npy", np.ones((48, 25), np.float32))
     with pytest.raises(ConfigError, match=r"wrong.npy has shape \(48, 25\)"):
-        maco_magnitude(str(tmp_path / "wrong.npy"), 24, None)
+        maco_spectrum(str(tmp_path / "wrong.npy"), 24, None)
     with pytest.raises(ConfigError, match="cannot read"):
-        maco_magnitude(str(tmp_path / "missing.npy"), 24, None)
+        maco_spectrum(str(tmp_path / "missing.npy"), 24, None)
     with pytest.raises(ConfigError, match="needs the study's images"):
-        maco_magnitude("dataset", 24, None)
+        maco_spectrum("dataset", 24, None)
 
 
 def test_a_dataset_magnitude_of_flat_coloured_images_still_gives_images_with_structure():
@@ -239,10 +240,35 @@ def test_a_dataset_magnitude_of_flat_coloured_images_still_gives_images_with_str
     torch.manual_seed(0)
     images = torch.rand(8, 3, 1, 1).expand(8, 3, 32, 32).clone()
     images[:, :, 8:20, 10:24] = torch.rand(8, 3, 1, 1)
-    magnitude = natural_magnitude(images, 32)
-    assert (magnitude[:, 0, 0] ** 2).sum() / (magnitude**2).sum() < 0.5  # not nearly all of the energy
-    _, render = MacoImage(magnitude, transparency=False).create(4, 32, torch.device("cpu"))
+    spectrum = natural_spectrum(images, 32)
+    magnitude = spectrum.magnitude
+    assert (magnitude[:, 0, 0] ** 2).sum() / (magnitude**2).sum() < 0.9  # not nearly all (99.98 % uncentred)
+    _, render = MacoImage(magnitude, spectrum.contrast, transparency=False).create(4, 32, torch.device("cpu"))
     assert float(render().detach().std(dim=(2, 3)).mean()) > 0.05  # not a flat colour
+
+
+def test_phase_only_images_of_a_dataset_spectrum_have_the_datasets_contrast():
+    # Saturated shapes on flat backgrounds, as in shapes world: far more contrast than Horama's
+    # standardised images (spatial std 1 before the colour step) have.
+    gen = torch.Generator().manual_seed(0)
+    images = torch.rand(16, 3, 1, 1, generator=gen).round().expand(16, 3, 32, 32).clone()
+    for k in range(16):
+        y, x = torch.randint(0, 16, (2,), generator=gen)
+        images[k, :, y : y + 14, x : x + 14] = torch.rand(3, 1, 1, generator=gen).round()
+
+    def contrast(logits: torch.Tensor) -> float:  # per image, before the render's sigmoid
+        return float(logits.flatten(1).std(1).mean())
+
+    spectrum = natural_spectrum(images, 32)
+
+    def rendered_logits(contrast: float) -> torch.Tensor:
+        image = MacoImage(spectrum.magnitude, contrast, transparency=False)
+        phase = torch.randn(16, 3, 32, 17, generator=torch.Generator().manual_seed(1))
+        return torch.einsum("nchw,cd->ndhw", image.spatial(phase), color_matrix(torch.device("cpu")))
+
+    natural = contrast(torch.logit(images.clamp(0.01, 0.99)))  # as natural_spectrum reads them
+    assert abs(contrast(rendered_logits(spectrum.contrast)) - natural) < 0.2 * natural
+    assert contrast(rendered_logits(1.0)) < 0.3 * natural
 
 
 def test_the_transparency_map_shows_the_background_where_the_unit_does_not_look():
