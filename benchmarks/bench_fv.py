@@ -209,12 +209,12 @@ def run_method(subject: Subject, name: str, method) -> tuple[list[Row], dict[str
 
 def print_table(rows: list[Row]) -> None:
     print(
-        f"{'method':<11}{'unit':<32}{'image-steps':>12}{'reached':>9}{'α max':>9}{'α min':>9}"
+        f"{'method':<13}{'unit':<32}{'image-steps':>12}{'reached':>9}{'α max':>9}{'α min':>9}"
         f"{'layer div':>10}{'pixel div':>10}{'all beat':>9}"
     )
     for r in rows:
         print(
-            f"{r.method:<11}{r.unit:<32}{r.image_steps:>12,}{r.reached:>9.2f}{r.alpha_max:>9.3g}{r.alpha_min:>9.3g}"
+            f"{r.method:<13}{r.unit:<32}{r.image_steps:>12,}{r.reached:>9.2f}{r.alpha_max:>9.3g}{r.alpha_min:>9.3g}"
             f"{r.layer_diversity:>10.3g}{r.pixel_diversity:>10.3g}{str(r.all_beat):>9}"
         )
 
