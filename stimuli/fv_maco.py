@@ -19,7 +19,7 @@ Here, unlike Horama:
 - one image is the model's input size and crops of 85-100 % of its side zoom in on it (Horama
   renders 1280 px for a 224 px model and crops a fifth of it), to keep the cost of a study's 18
   images per unit low; the whole image is what the unit is read on, and crops of 70-95 % left its
-  border weaker (the max side's weakest image reached 0.32 of the exemplar rather than 0.48 on
+  border weaker (the max side's weakest image reached 0.18 of the exemplar rather than 0.26 on
   ShapesNet-S's channel 3);
 - the transparency is applied: a participant sees the image composited over a plain background by
   its transparency map (clipped at its 80th percentile, as Horama plots it), and the activation
@@ -131,9 +131,10 @@ class MacoImage:
         return a * images + (1 - a) * self.background
 
 
-def maco_transforms(crop: tuple[float, float] = (0.85, 1.0), noise: float = 0.02) -> Transforms:
+def maco_transforms(crop: tuple[float, float], noise: float) -> Transforms:
     """Random crops (a side of ``crop`` times the image's, centred near the middle) zoomed back to
-    the image's size, plus Gaussian and uniform pixel noise: Horama's transforms, per image."""
+    the image's size, plus Gaussian and uniform pixel noise: Horama's transforms, per image.
+    The settings' defaults live in :class:`stimuli.fv_methods.MacoFV`."""
 
     def transform(images: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
         n = images.shape[0]

@@ -156,7 +156,7 @@ class MacoFV(_Batched):
         spectrum = maco_spectrum(self.magnitude, self.image_size, natural_images)
         parametrisation = MacoImage(
             spectrum.magnitude,
-            contrast=self.contrast or spectrum.contrast,
+            contrast=spectrum.contrast if self.contrast is None else self.contrast,
             transparency=self.transparency,
             background=self.background,
         )

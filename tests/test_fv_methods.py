@@ -309,6 +309,7 @@ def test_maco_on_a_vit_drives_a_token_mean_unit_both_ways():
 
 def test_maco_records_the_activation_of_the_image_as_shown():
     from stimuli import registry
+    from stimuli.fv_methods import MacoFV
 
     model = tiny_model()
     settings = FVSettings(
@@ -325,7 +326,7 @@ def test_maco_records_the_activation_of_the_image_as_shown():
         [FVRequest(LAYER, channel(5), 0.0, 0.0)],
         settings,
         parametrisation=MacoImage(power_law_magnitude(32)),
-        transforms=maco_transforms(),
+        transforms=maco_transforms(MacoFV().crop, MacoFV().noise),
     )
     for v in images:
         pixels = torch.from_numpy(v.pixels).permute(2, 0, 1).float().div(255)[None]
