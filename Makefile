@@ -30,7 +30,7 @@ test: $(STAMP)
 	@bash tools/system-packages.sh
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(PY) -m pytest -m "slow or not slow" -q --durations=15
+	$(PY) -m pytest -m "slow or not slow" -q --durations=15 -n auto
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff format .

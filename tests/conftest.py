@@ -2,10 +2,22 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 import yaml
+
+# Under pytest-xdist (make test runs one worker per core) each worker's torch gets its share of the
+# cores rather than all of them; read by torch when it is first imported, after this file.
+if os.environ.get("PYTEST_XDIST_WORKER_COUNT") and "OMP_NUM_THREADS" not in os.environ:
+    os.environ["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"])))
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The slow tests first (a stable sort), so that the workers' last tests are short ones."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
 
 TINY_MODEL = {
     "id": "tiny_resnet18",
@@ -83,8 +95,6 @@ def browser():
 def artifacts() -> Path:
     """Where browser tests save full-page screenshots for a person to look at: $PSYCHINTERP_SCREENSHOTS,
     else .artifacts/screenshots in the checkout (ignored by git)."""
-    import os
-
     folder = Path(
         os.environ.get("PSYCHINTERP_SCREENSHOTS") or Path(__file__).parent.parent / ".artifacts" / "screenshots"
     )

@@ -17,7 +17,10 @@ from psychinterp.scripted import SCRIPTED_CRITERIA, page_settings
 __all__ = ["SCRIPTED_CRITERIA", "page_settings"]  # re-exported for the tests
 
 
-POSTGRES_URL = os.environ.get("PSYCHINTERP_TEST_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+POSTGRES_SERVER_URL = os.environ.get("PSYCHINTERP_TEST_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+# Each pytest-xdist worker wipes a database of its own (test_gw0, ...), so that workers run side by side.
+_WORKER = os.environ.get("PYTEST_XDIST_WORKER")
+POSTGRES_URL = f"{POSTGRES_SERVER_URL}_{_WORKER}" if _WORKER else POSTGRES_SERVER_URL
 
 
 def wipe_postgres(engine) -> None:
@@ -25,6 +28,20 @@ def wipe_postgres(engine) -> None:
 
     with engine.begin() as conn:
         conn.execute(text("DROP SCHEMA public CASCADE; CREATE SCHEMA public"))
+
+
+def _create_database(url: str) -> None:
+    """Create ``url``'s database on the server if it is missing (a worker's own test database)."""
+    from sqlalchemy import create_engine, make_url, text
+
+    name = make_url(url).database
+    server = create_engine(POSTGRES_SERVER_URL, isolation_level="AUTOCOMMIT")
+    try:
+        with server.connect() as conn:
+            if conn.execute(text("SELECT 1 FROM pg_database WHERE datname = :n"), {"n": name}).first() is None:
+                conn.execute(text(f'CREATE DATABASE "{name}"'))
+    finally:
+        server.dispose()
 
 
 def fresh_postgres(url: str = POSTGRES_URL):
@@ -35,6 +52,8 @@ def fresh_postgres(url: str = POSTGRES_URL):
 
     engine = create_engine(url)
     try:
+        if url != POSTGRES_SERVER_URL:
+            _create_database(url)
         wipe_postgres(engine)
     except OperationalError as exc:
         if os.environ.get("CI"):
