@@ -16,8 +16,9 @@ import hashlib
 import secrets
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import typer
@@ -39,9 +40,11 @@ def prepare_demo_inputs(
     recipe: TrainingRecipe = DEFAULT_RECIPE,
     retrain: bool = False,
     log: Callable[[str], None] = typer.echo,
+    feature_visualization: Mapping[str, Any] | None = None,
 ) -> Path:
     """Images, trained family (the shipped weights where they match, unless ``retrain``), models file
-    and study config; returns the study config path."""
+    and study config (``feature_visualization`` overrides its settings of that name); returns the
+    study config path."""
     from stimuli.demo.family import prepare_family
 
     workdir.mkdir(parents=True, exist_ok=True)
@@ -61,6 +64,7 @@ def prepare_demo_inputs(
             "lr": 0.2,
             "max_steps": 128,
             "units_per_batch": 3,
+            **(feature_visualization or {}),
         },
         "conditions": ["natural", "synthetic"],
         "tasks": {"trials_per_task": 6, "catch_trials_per_task": 1, "repetitions": 3, "practice_trials": 2},
@@ -249,10 +253,12 @@ def run_demo(
     unit_kinds: bool = True,
     retrain: bool = False,
     observers: int = OBSERVERS,
+    feature_visualization: Mapping[str, Any] | None = None,
 ) -> None:
     """The demo; ``data`` and ``recipe`` set the family's training (smaller in tests); ``unit_kinds`` adds
     the unit-kind study; ``retrain`` trains the family even where the shipped weights match;
-    ``observers`` is how many simulated participants take the main study."""
+    ``observers`` is how many simulated participants take the main study; ``feature_visualization``
+    overrides the study's settings of that name (shorter runs in tests)."""
     from contracts.bundle import load_bundle
     from experiment_server import create_app
     from experiment_server.admin import set_admin_password
@@ -267,7 +273,7 @@ def run_demo(
         typer.echo(f"[{time.perf_counter() - started:5.0f} s] {message}")
 
     workdir = workdir.resolve()
-    study_path = prepare_demo_inputs(workdir, data, recipe, retrain, log)
+    study_path = prepare_demo_inputs(workdir, data, recipe, retrain, log, feature_visualization)
     models_file = workdir / "models.yaml"
     bundle_dir = workdir / "bundle"
     fingerprint = _fingerprint(study_path, models_file, *sorted((workdir / "weights").glob("*.pt")))

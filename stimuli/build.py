@@ -14,8 +14,9 @@ the work was split or how often it was interrupted.
 
 from __future__ import annotations
 
+import functools
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -150,8 +151,19 @@ def _shared_units(
     return [u.for_model(model_id) for u in sampled[donor]]
 
 
+def _dataset_image_store(out: Path, dataset: ImageTreeDataset) -> Callable[[int], str]:
+    """Stores a dataset image in the bundle and returns its hash, decoding and encoding each image once:
+    the exemplars of units of one layer (and of the same unit's batches) share many images."""
+
+    @functools.cache
+    def store(index: int) -> str:
+        return _store(out, decode_stored_view(dataset.root / dataset.paths[index]))
+
+    return store
+
+
 def _natural_batch(
-    out: Path, dataset: ImageTreeDataset, result: ExemplarRecord, batch: int
+    store: Callable[[int], str], dataset: ImageTreeDataset, result: ExemplarRecord, batch: int
 ) -> tuple[BatchImages, list[ReferenceImage]]:
     maxs, mins = result.exemplars.max_side[batch], result.exemplars.min_side[batch]
     acts = result.activations
@@ -159,7 +171,7 @@ def _natural_batch(
     hashes: dict[str, list[str]] = {"max": [], "min": []}
     for direction, side in (("max", maxs), ("min", mins)):
         for index, rank in zip(side.references, side.reference_ranks, strict=True):
-            sha = _store(out, decode_stored_view(dataset.root / dataset.paths[index]))
+            sha = store(index)
             hashes[direction].append(sha)
             refs.append(
                 ReferenceImage(
@@ -182,7 +194,7 @@ def _natural_batch(
     }
     queries = {
         role: QueryImage(
-            sha256=_store(out, decode_stored_view(dataset.root / dataset.paths[side.query])),
+            sha256=store(side.query),
             activation=acts[side.query],
             rank=side.query_rank,
             source=dataset.paths[side.query].as_posix(),
@@ -192,7 +204,7 @@ def _natural_batch(
     if result.random_images:
         index, rank = result.random_images[batch]
         queries["random"] = QueryImage(
-            _store(out, decode_stored_view(dataset.root / dataset.paths[index])),
+            store(index),
             acts[index],
             rank,
             dataset.paths[index].as_posix(),
@@ -562,8 +574,9 @@ def assemble_bundle(config: StudyConfig, out: Path, plan: UnitPlan, dataset: Ima
     )
     reference_images: list[ReferenceImage] = []
     batches: dict[str, dict[int, BatchImages]] = {u: {} for u in results}
+    store = _dataset_image_store(out, dataset)
     for unit_id, batch in tqdm(sorted(dealt.needed_batches()), desc="store images", unit="batch", leave=False):
-        images, refs = _natural_batch(out, dataset, results[unit_id], batch)
+        images, refs = _natural_batch(store, dataset, results[unit_id], batch)
         batches[unit_id][batch] = images
         reference_images += refs
     stimuli = {}

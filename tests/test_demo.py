@@ -11,8 +11,13 @@ def test_demo_trains_a_tiny_family_and_runs_end_to_end_offline_then_reruns_from_
     from stimuli.specs import load_model_specs
 
     monkeypatch.setenv("PSYCHINTERP_OFFLINE", "1")
-    # one simulated participant per task (the demo has three)
-    small = {"data": FamilyData(train=20, val=5, pool=40), "recipe": TrainingRecipe(epochs=1), "observers": 24}
+    # one simulated participant per task (the demo has three), visualisations of at most 32 steps
+    small = {
+        "data": FamilyData(train=20, val=5, pool=40),
+        "recipe": TrainingRecipe(epochs=1),
+        "observers": 24,
+        "feature_visualization": {"max_steps": 32, "min_steps": 16},
+    }
     run_demo(tmp_path, port=0, serve=False, **small)
 
     assert list(load_model_specs(tmp_path / "models.yaml")) == [m.id for m in FAMILY]
