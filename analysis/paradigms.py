@@ -6,9 +6,15 @@ Per condition: Spearman's correlation of the two over units, with a percentile b
 that resamples units, and the test of zero (scipy's), Holm-corrected over the conditions.
 Both accuracies are noisy, so the correlation understates the agreement of the true accuracies;
 the report says so.
+
+With few units a resample can hold units of one accuracy only in a paradigm, where rho is undefined
+(scipy's interval is then undefined as a whole). The interval is taken over the other resamples
+while they are at most :data:`MAX_UNDEFINED_RESAMPLES` of all, and not given beyond that.
 """
 
 from __future__ import annotations
+
+import warnings
 
 import numpy as np
 import pandas as pd
@@ -31,6 +37,32 @@ def paired_unit_accuracy(first: pd.DataFrame, second: pd.DataFrame) -> pd.DataFr
     return paired
 
 
+MAX_UNDEFINED_RESAMPLES = 0.05  # beyond this share, leaving them out would bias the interval: none is given
+
+
+def spearman_interval(x: np.ndarray, y: np.ndarray, n_resamples: int, seed: int) -> tuple[float, float, float]:
+    """95% percentile bootstrap interval of Spearman's rho over paired units, and the share of resamples
+    in which rho is undefined (a constant side); the interval is NaN when that share is too large."""
+    with warnings.catch_warnings():
+        # a constant resample's rho is NaN, as it should be; counted below rather than warned about
+        warnings.simplefilter("ignore", stats.ConstantInputWarning)
+        warnings.simplefilter("ignore", stats.DegenerateDataWarning)
+        draws = stats.bootstrap(
+            (x, y),
+            lambda a, b: stats.spearmanr(a, b)[0],
+            paired=True,
+            vectorized=False,
+            n_resamples=n_resamples,
+            method="percentile",
+            rng=np.random.default_rng(seed),
+        ).bootstrap_distribution
+    undefined = float(np.mean(~np.isfinite(draws)))
+    if undefined > MAX_UNDEFINED_RESAMPLES:
+        return np.nan, np.nan, undefined
+    low, high = np.percentile(draws[np.isfinite(draws)], [2.5, 97.5])
+    return float(low), float(high), undefined
+
+
 def paradigm_correlation(paired: pd.DataFrame, n_resamples: int = 10_000, seed: int = 0) -> pd.DataFrame:
     """Per condition: Spearman's rho between the paradigms' unit accuracies, its 95% CI over units, and p."""
     first, second = (f"accuracy_{name}" for name in paired.attrs["paradigms"])
@@ -40,21 +72,14 @@ def paradigm_correlation(paired: pd.DataFrame, n_resamples: int = 10_000, seed: 
         if len(group) < 4 or np.ptp(x) == 0 or np.ptp(y) == 0:
             continue
         rho, p = stats.spearmanr(x, y)
-        ci = stats.bootstrap(
-            (x, y),
-            lambda a, b: stats.spearmanr(a, b)[0],
-            paired=True,
-            vectorized=False,
-            n_resamples=n_resamples,
-            method="percentile",
-            rng=np.random.default_rng(seed),
-        ).confidence_interval
+        low, high, undefined = spearman_interval(x, y, n_resamples, seed)
         rows.append(
             {
                 "condition": condition,
                 "spearman_rho": float(rho),
-                "ci_low": float(ci.low),
-                "ci_high": float(ci.high),
+                "ci_low": low,
+                "ci_high": high,
+                "undefined_resamples": undefined,
                 "p": float(p),
                 "n_units": len(group),
                 "paradigms": " vs ".join(paired.attrs["paradigms"]),

@@ -50,6 +50,7 @@ COLUMN_LABELS: dict[str, str] = {
     "difference": "difference",
     "reference_accuracy": "accuracy against",
     "spearman_rho": "Spearman ρ",
+    "undefined_resamples": "resamples with ρ undefined",
     "pearson_r": "Pearson r",
     "slope_per_depth": "slope per depth",
     "chi2": "χ²",

@@ -406,12 +406,25 @@ def summary_points(results: StudyResults, order: list[str], names: dict[str, str
     if results.unit_kinds is not None:
         points += [difference_sentence(r) for r in results.unit_kinds.differences.itertuples()]
     if results.paradigm_agreement is not None:
-        points += [
-            f"{r.paradigms}, {r.condition}: per-unit agreement Spearman ρ = {r.spearman_rho:+.2f} "
-            f"(95% CI {r.ci_low:+.2f} to {r.ci_high:+.2f}, {r.n_units} units; Holm p = {r.p_holm:.2g})"
-            for r in results.paradigm_agreement.correlation.itertuples()
-        ]
+        points += [agreement_sentence(r) for r in results.paradigm_agreement.correlation.itertuples()]
     return points
+
+
+def agreement_sentence(row) -> str:
+    """A row of the paradigms' agreement table, with its interval only where it is defined."""
+    undefined = (
+        f"ρ is undefined in {row.undefined_resamples:.0%} of the resamples (one paradigm's accuracies all equal)"
+    )
+    if np.isnan(row.ci_low):
+        interval = f"no 95% CI: {undefined}"
+    elif row.undefined_resamples > 0:
+        interval = f"95% CI {row.ci_low:+.2f} to {row.ci_high:+.2f} over the rest; {undefined}"
+    else:
+        interval = f"95% CI {row.ci_low:+.2f} to {row.ci_high:+.2f}"
+    return (
+        f"{row.paradigms}, {row.condition}: per-unit agreement Spearman ρ = {row.spearman_rho:+.2f} "
+        f"({interval}; {row.n_units} units; Holm p = {row.p_holm:.2g})"
+    )
 
 
 def _study_page(results: StudyResults, figures: dict[str, str], with_units: bool = False) -> str:

@@ -10,7 +10,9 @@ against the most extreme exemplars of the shapes-world pool. Per method and unit
 - the diversity weight α chosen (lucent's convention for every method);
 - the diversity of the 9 max and the 9 min images: the mean pairwise distance of their activations
   in the unit's layer (the flattened map), and of their pixels;
-- whether every image beats the exemplars.
+- whether every image beats the exemplars;
+- the max side's high-frequency power: the fraction of an image's luminance power (mean removed)
+  above a quarter of the sampling rate, beside the pool's own (what MACO's fixed spectrum allows).
 
 Targets, against ``imi2023`` measured in the same run:
 - ``calibrated``: at least 90 % of its diversity on both measures (mean over units and sides of the
@@ -100,6 +102,15 @@ class Row:
     pixel_diversity: float
     all_beat: bool
     seconds: float
+    high_frequency: float  # mean over the max side's images of high_frequency_power
+
+
+def high_frequency_power(pixels: np.ndarray) -> float:
+    """The fraction of an (H, W, 3) image's luminance power, mean removed, above 1/4 cycle per pixel."""
+    luminance = pixels.astype(float).mean(axis=2)
+    power = np.abs(np.fft.fft2(luminance - luminance.mean())) ** 2
+    frequency = np.hypot(np.fft.fftfreq(power.shape[0])[:, None], np.fft.fftfreq(power.shape[1])[None, :])
+    return float(power[frequency > 0.25].sum() / max(power.sum(), 1e-12))
 
 
 def mean_pairwise(vectors: np.ndarray) -> float:
@@ -201,6 +212,7 @@ def run_method(subject: Subject, name: str, method) -> tuple[list[Row], dict[str
                     float(pixel_div),
                     all(v.beats_exemplars for v in vis),
                     seconds / len(requests),
+                    float(np.mean([high_frequency_power(v.pixels) for v in sides["max"]])),
                 )
             )
         print(f"  {subject.model_id} {layer} {name}: {seconds:.0f} s, {image_steps:,} image-steps", file=sys.stderr)
@@ -210,12 +222,12 @@ def run_method(subject: Subject, name: str, method) -> tuple[list[Row], dict[str
 def print_table(rows: list[Row]) -> None:
     print(
         f"{'method':<13}{'unit':<32}{'image-steps':>12}{'reached':>9}{'α max':>9}{'α min':>9}"
-        f"{'layer div':>10}{'pixel div':>10}{'all beat':>9}"
+        f"{'layer div':>10}{'pixel div':>10}{'all beat':>9}{'HF power':>9}"
     )
     for r in rows:
         print(
             f"{r.method:<13}{r.unit:<32}{r.image_steps:>12,}{r.reached:>9.2f}{r.alpha_max:>9.3g}{r.alpha_min:>9.3g}"
-            f"{r.layer_diversity:>10.3g}{r.pixel_diversity:>10.3g}{str(r.all_beat):>9}"
+            f"{r.layer_diversity:>10.3g}{r.pixel_diversity:>10.3g}{str(r.all_beat):>9}{r.high_frequency:>9.3f}"
         )
 
 
@@ -227,8 +239,11 @@ def main() -> None:
     step_scale = 1 if args.full else STEP_SCALE
     chosen_methods = methods(step_scale)
     rows: list[Row] = []
+    pool_high_frequency = []
     with tempfile.TemporaryDirectory() as tmp:
         for subject in subjects(Path(tmp)):
+            pool = torch.nn.functional.interpolate(subject.natural, size=(SIZE, SIZE), mode="bilinear", antialias=True)
+            pool_high_frequency += [high_frequency_power(p.permute(1, 2, 0).numpy()) for p in pool]
             per_unit: dict[str, dict[str, list]] = {key: {} for key in subject.keys()}
             for name, method in chosen_methods.items():
                 method_rows, images_of = run_method(subject, name, method)
@@ -239,6 +254,7 @@ def main() -> None:
                 contact_sheet(key, by_method)
 
     print_table(rows)
+    print(f"pool's HF power at {SIZE} px: {np.mean(pool_high_frequency):.3f} (mean over images)")
     by = {m: {r.unit: r for r in rows if r.method == m} for m in chosen_methods}
     units = list(by["imi2023"])
     steps_ratio = sum(by["imi2023"][u].image_steps for u in units) / sum(by["calibrated"][u].image_steps for u in units)

@@ -21,6 +21,7 @@ a ``visualise``, added to it.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
 
 from pydantic import Field, model_validator
@@ -160,7 +161,7 @@ class MacoFV(_Batched):
             transparency=self.transparency,
             background=self.background,
         )
-        return visualise_units(
+        images, image_steps = visualise_units(
             model,
             requests,
             self.settings(padding=0),
@@ -168,6 +169,9 @@ class MacoFV(_Batched):
             parametrisation=parametrisation,
             transforms=maco_transforms(self.crop, self.noise),
         )
+        # The contrast measured on the study's images is what the settings leave unset: each image records it.
+        used = {"contrast": float(parametrisation.contrast)}
+        return [[replace(v, params={**v.params, **used}) for v in unit] for unit in images], image_steps
 
 
 FV_METHODS: dict[str, type[_Method]] = {m.model_fields["method"].default: m for m in (CalibratedFV, Imi2023FV, MacoFV)}

@@ -335,6 +335,22 @@ def test_maco_records_the_activation_of_the_image_as_shown():
     assert max(v.activation for v in images[:3]) > min(v.activation for v in images[3:])
 
 
+def test_maco_images_record_the_contrast_measured_on_the_study_s_images():
+    from stimuli.fv_methods import MacoFV
+
+    model = tiny_model()
+    natural = torch.rand(8, 3, 32, 32, generator=torch.Generator().manual_seed(0)).round()  # high contrast
+    request = FVRequest(LAYER, channel(5), 1e6, -1e6)  # unreachable: runs to max_steps
+    method = MacoFV(image_size=32, max_steps=8, min_steps=8, window=8, images_per_direction=2)
+    (images,), _ = method.visualise(model, [request], seed=0, natural_images=lambda n: natural[:n])
+    measured = natural_spectrum(natural, 32).contrast
+    assert measured > 1.5 and all(v.params["contrast"] == pytest.approx(measured) for v in images)
+    (fixed,), _ = method.model_copy(update={"contrast": 0.5}).visualise(
+        model, [request], seed=0, natural_images=lambda n: natural[:n]
+    )
+    assert all(v.params["contrast"] == 0.5 for v in fixed)
+
+
 # --- the config chooses a method ------------------------------------------------------------------
 
 

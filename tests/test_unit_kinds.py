@@ -160,6 +160,43 @@ def _two_paradigms(seed: int, agreement: float, units: int = 30) -> tuple[pd.Dat
     return tables[0], tables[1]
 
 
+def test_agreement_interval_leaves_out_resamples_where_rho_is_undefined_and_none_when_they_are_many():
+    import warnings
+
+    from analysis.paradigms import MAX_UNDEFINED_RESAMPLES, spearman_interval
+    from analysis.report import agreement_sentence
+
+    rng = np.random.default_rng(0)
+    y = rng.random(8)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a constant resample is counted, not warned about
+        # one paradigm's accuracies take two values, 5 units and 3: (5/8)^8 + (3/8)^8 = 2.4 % of resamples are constant
+        few = spearman_interval(np.array([0.5] * 5 + [1.0] * 3), y, 4_000, 0)
+        # 7 and 1: (7/8)^8 + (1/8)^8 = 34 %
+        many = spearman_interval(np.array([0.5] * 7 + [1.0]), y, 4_000, 0)
+    assert 0.015 < few[2] < 0.035 and -1 <= few[0] < few[1] <= 1
+    assert many[2] > 0.3 > MAX_UNDEFINED_RESAMPLES and np.isnan(many[0]) and np.isnan(many[1])
+
+    def row(low, high, undefined):
+        return pd.Series(
+            {
+                "paradigms": "2afc vs odd_one_out_5",
+                "condition": "natural",
+                "spearman_rho": 0.4,
+                "ci_low": low,
+                "ci_high": high,
+                "undefined_resamples": undefined,
+                "n_units": 8,
+                "p_holm": 0.3,
+            }
+        )
+
+    assert f"no 95% CI: ρ is undefined in {many[2]:.0%} of the resamples" in agreement_sentence(row(*many))
+    assert f"over the rest; ρ is undefined in {few[2]:.0%} of the resamples" in agreement_sentence(row(*few))
+    assert "95% CI +0.10 to +0.60; 8 units" in agreement_sentence(row(0.1, 0.6, 0.0))
+    assert "nan" not in agreement_sentence(row(*many))
+
+
 def test_paradigm_agreement_is_found_when_real_and_rarely_when_absent(tmp_path):
     from analysis.paradigms import paired_unit_accuracy, paradigm_correlation
     from analysis.pipeline import analyse
