@@ -64,6 +64,14 @@ def start_in_thread(server) -> threading.Thread:
 
 
 def stop(server, thread: threading.Thread) -> None:
-    server.close()  # closing the socket and trigger ends the event loop
-    server.task_dispatcher.shutdown()
+    """Close every socket from inside the event loop (the trigger runs the thunk there), which ends it.
+
+    Closing them from this thread races the loop's select(): EBADF in the server's thread."""
+    from waitress import wasyncore
+
+    server.trigger.pull_trigger(lambda: wasyncore.close_all(server._map))
     thread.join(timeout=10)
+    if thread.is_alive():  # the loop did not answer its trigger: close from here after all
+        server.close()
+        thread.join(timeout=10)
+    server.task_dispatcher.shutdown()

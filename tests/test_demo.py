@@ -73,3 +73,31 @@ def test_demo_names_a_busy_port():
         port = taken.getsockname()[1]
         with pytest.raises(PsychinterpError, match=f"cannot serve on 127.0.0.1:{port} .*--port"):
             create_server(Flask(__name__), "127.0.0.1", port)
+
+
+def test_a_stopped_server_ends_its_thread_and_frees_its_port_with_a_connection_open(monkeypatch):
+    import socket
+    import threading
+    import time
+
+    import httpx
+    from flask import Flask
+
+    from psychinterp.serving import create_server, start_in_thread, stop
+
+    errors = []
+    monkeypatch.setattr(threading, "excepthook", lambda args: errors.append(args.exc_value))
+    app = Flask(__name__)
+    app.add_url_rule("/", view_func=lambda: "ok")
+    for _ in range(5):  # closing from the wrong thread raced the event loop on some runs only
+        server = create_server(app, "127.0.0.1", 0)
+        port = server.effective_port
+        thread = start_in_thread(server)
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}") as client:
+            assert client.get("/").text == "ok"  # the kept-alive connection is still open as it stops
+            started = time.perf_counter()
+            stop(server, thread)
+            assert not thread.is_alive() and time.perf_counter() - started < 5
+        with pytest.raises(OSError):
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+    assert errors == []

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 from scipy.special import expit
@@ -195,6 +197,8 @@ def test_agreement_interval_leaves_out_resamples_where_rho_is_undefined_and_none
     assert f"over the rest; ρ is undefined in {few[2]:.0%} of the resamples" in agreement_sentence(row(*few))
     assert "95% CI +0.10 to +0.60; 8 units" in agreement_sentence(row(0.1, 0.6, 0.0))
     assert "nan" not in agreement_sentence(row(*many))
+    statistics = (Path(__file__).parent.parent / "docs" / "statistics.md").read_text()
+    assert f"at most {MAX_UNDEFINED_RESAMPLES * 100:g} %" in statistics  # the docs state the threshold in force
 
 
 def test_paradigm_agreement_is_found_when_real_and_rarely_when_absent(tmp_path):
