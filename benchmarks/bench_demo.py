@@ -90,11 +90,15 @@ def main() -> None:
         rerun, _ = run_until_serving(workdir)
         print(f"cached rerun: serving after {rerun:.1f} s")
     ratio = rerun / first
-    ok = first < FIRST_TARGET_S and rerun < RERUN_TARGET_S
-    verdict = "PASS" if ok else "FAIL"
-    print(f"RESULT demo_first_run {first:.0f} s target <{FIRST_TARGET_S:.0f} {verdict}")
-    print(f"RESULT demo_cached_rerun {rerun:.1f} s target <{RERUN_TARGET_S:.0f} (ratio {ratio:.3f} to first) {verdict}")
-    sys.exit(0 if ok else 1)
+    # each line its own verdict: a slow first run does not fail a quick rerun
+    first_verdict = "PASS" if first < FIRST_TARGET_S else "FAIL"
+    rerun_verdict = "PASS" if rerun < RERUN_TARGET_S else "FAIL"
+    print(f"RESULT demo_first_run {first:.0f} s target <{FIRST_TARGET_S:.0f} {first_verdict}")
+    print(
+        f"RESULT demo_cached_rerun {rerun:.1f} s target <{RERUN_TARGET_S:.0f} (ratio {ratio:.3f} to first) "
+        f"{rerun_verdict}"
+    )
+    sys.exit(0 if first_verdict == rerun_verdict == "PASS" else 1)
 
 
 if __name__ == "__main__":
