@@ -30,6 +30,7 @@ def wipe_postgres(engine) -> None:
         conn.execute(text("DROP SCHEMA public CASCADE; CREATE SCHEMA public"))
 
 
+@functools.cache  # once per worker, not once per test
 def _create_database(url: str) -> None:
     """Create ``url``'s database on the server if it is missing (a worker's own test database)."""
     from sqlalchemy import create_engine, make_url, text
