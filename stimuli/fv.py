@@ -235,6 +235,10 @@ class Parametrisation(Protocol):
         """The images as a participant sees them, from the rendered ones and the accumulated |dL/dx|."""
         ...
 
+    def image_params(self, param: torch.Tensor) -> list[dict]:
+        """Each image's own record of what its parameters chose (a learned contrast, ...), from its rows."""
+        ...
+
 
 @dataclass(frozen=True)
 class FourierImage:
@@ -248,6 +252,9 @@ class FourierImage:
 
     def shown(self, images: torch.Tensor, sensitivity: torch.Tensor | None) -> torch.Tensor:
         return images
+
+    def image_params(self, param: torch.Tensor) -> list[dict]:
+        return [{} for _ in range(len(param))]
 
 
 def optimise_groups(
@@ -426,6 +433,7 @@ def visualise_units(
     requests: Sequence[FVRequest],
     settings: FVSettings = FVSettings(),
     seed: int = 0,
+    parametrisation: Parametrisation = FourierImage(),
     **optimise: Any,
 ) -> tuple[list[list[Visualisation]], int]:
     """9 max and 9 min images per request; returns them (max first) and the image-steps spent.
@@ -433,7 +441,8 @@ def visualise_units(
     Per unit and direction, one batch holds the non-diverse image and the diverse group, whose
     diversity weight is steered during the run (:class:`AlphaControl`) to the largest at which its
     weakest image still beats the most extreme exemplar; each group stops when its own loss flattens.
-    ``optimise`` goes to :func:`optimise_groups` (another parametrisation, its transforms).
+    ``parametrisation`` and ``optimise`` go to :func:`optimise_groups` (its transforms, ...); each
+    image's ``params`` are what the parametrisation records of it.
     """
     k = settings.diverse_images
     directions = ("max", "min")
@@ -450,7 +459,13 @@ def visualise_units(
             groups.append(Group(r.layer, r.readout, d, 1, 0.0, control=replace(control, steer=False)))
             groups.append(Group(r.layer, r.readout, d, k, settings.start_alpha * _scale(r), control=control))
     results, image_steps = optimise_groups(
-        model, groups, settings, seed, group_stop=lambda _g: LossPlateau(settings), **optimise
+        model,
+        groups,
+        settings,
+        seed,
+        group_stop=lambda _g: LossPlateau(settings),
+        parametrisation=parametrisation,
+        **optimise,
     )
     output = []
     for i, r in enumerate(requests):
@@ -458,12 +473,22 @@ def visualise_units(
         for j, d in enumerate(directions):
             non_diverse, diverse = results[4 * i + 2 * j], results[4 * i + 2 * j + 1]
             ok = beats_exemplars(d, diverse.activations, target(r, d))
-            for pixels, act in zip(diverse.pixels, diverse.activations, strict=True):
-                images.append(Visualisation(pixels, d, float(act), diverse.steps, seed, diverse.alpha, ok))
+            for pixels, act, params in zip(
+                diverse.pixels, diverse.activations, parametrisation.image_params(diverse.spectrum), strict=True
+            ):
+                images.append(Visualisation(pixels, d, float(act), diverse.steps, seed, diverse.alpha, ok, params))
             nd_ok = beats_exemplars(d, non_diverse.activations, target(r, d))
+            (nd_params,) = parametrisation.image_params(non_diverse.spectrum)
             images.append(
                 Visualisation(
-                    non_diverse.pixels[0], d, float(non_diverse.activations[0]), non_diverse.steps, seed, 0.0, nd_ok
+                    non_diverse.pixels[0],
+                    d,
+                    float(non_diverse.activations[0]),
+                    non_diverse.steps,
+                    seed,
+                    0.0,
+                    nd_ok,
+                    nd_params,
                 )
             )
         output.append(images)

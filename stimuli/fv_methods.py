@@ -21,7 +21,6 @@ a ``visualise``, added to it.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import replace
 from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
 
 from pydantic import Field, model_validator
@@ -133,11 +132,11 @@ class MacoFV(_Batched):
         description="the fixed amplitude spectrum: 'dataset' (the study's images), 'power_law' (1/f), "
         "or a path to a (3, H, W // 2 + 1) .npy file",
     )
-    contrast: float | None = Field(
-        None,
-        gt=0,
-        description="the images' spatial standard deviation before the colour step; unset: the study's "
-        "images' own with 'dataset', else 1 (Horama's)",
+    contrast: Annotated[float, Field(gt=0)] | Literal["range", "mean"] = Field(
+        "range",
+        description="the images' spatial standard deviation before the colour step: 'range' (each image's "
+        "optimised with its phase, between the study's least and most contrasted images'), 'mean' (the "
+        "study's images' mean) or a number (1 is Horama's)",
     )
     transparency: bool = Field(True, description="composite each image over the background by its transparency map")
     background: float = Field(1.0, ge=0, le=1, description="grey level shown where the transparency is low")
@@ -152,16 +151,18 @@ class MacoFV(_Batched):
 
     def visualise(self, model, requests, seed, natural_images=None) -> Output:
         from stimuli.fv import visualise_units
-        from stimuli.fv_maco import MacoImage, maco_spectrum, maco_transforms
+        from stimuli.fv_maco import maco_image, maco_magnitude, maco_transforms
 
-        spectrum = maco_spectrum(self.magnitude, self.image_size, natural_images)
-        parametrisation = MacoImage(
-            spectrum.magnitude,
-            contrast=spectrum.contrast if self.contrast is None else self.contrast,
+        parametrisation = maco_image(
+            maco_magnitude(self.magnitude, self.image_size, natural_images),
+            self.contrast,
+            self.image_size,
+            natural_images,
             transparency=self.transparency,
             background=self.background,
         )
-        images, image_steps = visualise_units(
+        # each image records the contrast it was given or chose
+        return visualise_units(
             model,
             requests,
             self.settings(padding=0),
@@ -169,9 +170,6 @@ class MacoFV(_Batched):
             parametrisation=parametrisation,
             transforms=maco_transforms(self.crop, self.noise),
         )
-        # The contrast measured on the study's images is what the settings leave unset: each image records it.
-        used = {"contrast": float(parametrisation.contrast)}
-        return [[replace(v, params={**v.params, **used}) for v in unit] for unit in images], image_steps
 
 
 FV_METHODS: dict[str, type[_Method]] = {m.model_fields["method"].default: m for m in (CalibratedFV, Imi2023FV, MacoFV)}

@@ -17,7 +17,15 @@ from stimuli.fv_imi2023 import (
     imi2023_transforms,
     visualise_units_imi2023,
 )
-from stimuli.fv_maco import MacoImage, maco_spectrum, maco_transforms, natural_spectrum, power_law_magnitude
+from stimuli.fv_maco import (
+    MacoImage,
+    maco_image,
+    maco_magnitude,
+    maco_transforms,
+    natural_contrast,
+    natural_magnitude,
+    power_law_magnitude,
+)
 from tests.test_fv import tiny_model
 
 LAYER = "layer1.1.bn2"
@@ -222,19 +230,54 @@ def test_maco_keeps_the_fixed_magnitude_whatever_the_phase():
 
 def test_maco_magnitudes_from_images_power_law_and_files(tmp_path):
     images = torch.rand(4, 3, 40, 40)
-    m = natural_spectrum(images, 24).magnitude
+    m = natural_magnitude(images, 24)
     assert m.shape == (3, 24, 13) and bool((m >= 0).all())
-    assert maco_spectrum("power_law", 24, None).magnitude.shape == (3, 24, 13)
+    assert maco_magnitude("power_law", 24, None).shape == (3, 24, 13)
     np.save(tmp_path / "spectrum.npy", np.ones((3, 48, 25), np.float32))
-    from_file = maco_spectrum(str(tmp_path / "spectrum.npy"), 24, None)
-    assert from_file.magnitude.shape == (3, 24, 13) and from_file.contrast == 1.0  # Horama's
+    assert maco_magnitude(str(tmp_path / "spectrum.npy"), 24, None).shape == (3, 24, 13)
     np.save(tmp_path / "wrong.npy", np.ones((48, 25), np.float32))
     with pytest.raises(ConfigError, match=r"wrong.npy has shape \(48, 25\)"):
-        maco_spectrum(str(tmp_path / "wrong.npy"), 24, None)
+        maco_magnitude(str(tmp_path / "wrong.npy"), 24, None)
     with pytest.raises(ConfigError, match="cannot read"):
-        maco_spectrum(str(tmp_path / "missing.npy"), 24, None)
-    with pytest.raises(ConfigError, match="needs the study's images"):
-        maco_spectrum("dataset", 24, None)
+        maco_magnitude(str(tmp_path / "missing.npy"), 24, None)
+    with pytest.raises(ConfigError, match="magnitude: 'dataset' needs the study's images"):
+        maco_magnitude("dataset", 24, None)
+
+
+def test_maco_contrast_is_fixed_the_study_s_mean_or_learned_within_the_study_s_range():
+    magnitude = power_law_magnitude(24)
+    gen = torch.Generator().manual_seed(0)
+    # half flat, half saturated noise: a wide range of contrasts
+    natural = torch.cat([torch.full((4, 3, 24, 24), 0.5), torch.rand(4, 3, 24, 24, generator=gen).round()])
+    natural[:4] += 0.1 * torch.rand(4, 3, 24, 24, generator=gen)
+    measured = natural_contrast(natural, 24)
+    assert measured.low < 0.5 * measured.mean and measured.high > 1.5 * measured.mean
+    fixed = maco_image(magnitude, 1.0, 24, None)  # Horama's: no study images needed
+    assert fixed.contrast == 1.0 and fixed.contrast_range is None
+    mean = maco_image(magnitude, "mean", 24, lambda n: natural[:n])
+    assert mean.contrast == pytest.approx(measured.mean) and mean.contrast_range is None
+    learned = maco_image(magnitude, "range", 24, lambda n: natural[:n])
+    assert learned.contrast_range == pytest.approx((measured.low, measured.high))
+    with pytest.raises(ConfigError, match="contrast: 'range' needs the study's images"):
+        maco_image(magnitude, "range", 24, None)
+
+    param, render = learned.create(3, 24, torch.device("cpu"))
+    assert param.shape == (3, 3, 24, 14)  # the phase and one column for the contrast
+    start = [p["contrast"] for p in learned.image_params(param.detach())]
+    assert start == pytest.approx([measured.mean] * 3, rel=1e-4)  # it starts at the mean
+    # an objective that wants contrast pushes each image's up, and never past the study's most contrasted
+    optimizer = torch.optim.Adam([param], lr=0.5)
+    for _ in range(60):
+        optimizer.zero_grad()
+        (-render().std(dim=(2, 3)).sum()).backward()
+        optimizer.step()
+    after = [p["contrast"] for p in learned.image_params(param.detach())]
+    assert all(measured.mean * 1.3 < c < measured.high for c in after)
+    # and the spectrum's shape stays the fixed magnitude's
+    amplitude = torch.fft.rfft2(learned.spatial(param.detach())).abs()
+    inner = (slice(None), slice(None), slice(1, None), slice(1, 24 // 2))
+    ratio = amplitude[inner] / magnitude.expand_as(amplitude)[inner]
+    assert float((ratio.std(dim=(1, 2, 3)) / ratio.mean(dim=(1, 2, 3))).max()) < 0.02
 
 
 def test_a_dataset_magnitude_of_flat_coloured_images_still_gives_images_with_structure():
@@ -242,10 +285,10 @@ def test_a_dataset_magnitude_of_flat_coloured_images_still_gives_images_with_str
     torch.manual_seed(0)
     images = torch.rand(8, 3, 1, 1).expand(8, 3, 32, 32).clone()
     images[:, :, 8:20, 10:24] = torch.rand(8, 3, 1, 1)
-    spectrum = natural_spectrum(images, 32)
-    magnitude = spectrum.magnitude
+    magnitude = natural_magnitude(images, 32)
     assert (magnitude[:, 0, 0] ** 2).sum() / (magnitude**2).sum() < 0.9  # not nearly all (99.98 % uncentred)
-    _, render = MacoImage(magnitude, spectrum.contrast, transparency=False).create(4, 32, torch.device("cpu"))
+    contrast = natural_contrast(images, 32).mean
+    _, render = MacoImage(magnitude, contrast, transparency=False).create(4, 32, torch.device("cpu"))
     assert float(render().detach().std(dim=(2, 3)).mean()) > 0.05  # not a flat colour
 
 
@@ -261,15 +304,15 @@ def test_phase_only_images_of_a_dataset_spectrum_have_the_datasets_contrast():
     def contrast(logits: torch.Tensor) -> float:  # per image, before the render's sigmoid
         return float(logits.flatten(1).std(1).mean())
 
-    spectrum = natural_spectrum(images, 32)
+    magnitude, measured = natural_magnitude(images, 32), natural_contrast(images, 32).mean
 
     def rendered_logits(contrast: float) -> torch.Tensor:
-        image = MacoImage(spectrum.magnitude, contrast, transparency=False)
+        image = MacoImage(magnitude, contrast, transparency=False)
         phase = torch.randn(16, 3, 32, 17, generator=torch.Generator().manual_seed(1))
         return torch.einsum("nchw,cd->ndhw", image.spatial(phase), color_matrix(torch.device("cpu")))
 
-    natural = contrast(torch.logit(images.clamp(0.01, 0.99)))  # as natural_spectrum reads them
-    assert abs(contrast(rendered_logits(spectrum.contrast)) - natural) < 0.2 * natural
+    natural = contrast(torch.logit(images.clamp(0.01, 0.99)))  # as natural_contrast reads them
+    assert abs(contrast(rendered_logits(measured)) - natural) < 0.2 * natural
     assert contrast(rendered_logits(1.0)) < 0.3 * natural
 
 
@@ -292,7 +335,9 @@ def test_maco_on_a_vit_drives_a_token_mean_unit_both_ways():
     spec = ModelSpec.model_validate(TINY_VIT)
     torch.manual_seed(0)
     model = registry.LoadedModel(spec=spec, module=registry.build_architecture(spec))
-    method = MacoFV(image_size=32, magnitude="power_law", max_steps=48, min_steps=16, window=8, images_per_direction=3)
+    method = MacoFV(
+        image_size=32, magnitude="power_law", contrast=1.0, max_steps=48, min_steps=16, window=8, images_per_direction=3
+    )
     probe = registry.unit_activations(model, torch.rand(16, 3, 32, 32), {"blocks.1": [channel(3)]})["blocks.1"][:, 0]
     request = FVRequest("blocks.1", channel(3), float(probe.max()), float(probe.min()))
     (images,), image_steps = method.visualise(model, [request], seed=0, natural_images=None)
@@ -337,20 +382,27 @@ def test_maco_records_the_activation_of_the_image_as_shown():
     assert max(v.activation for v in images[:3]) > min(v.activation for v in images[3:])
 
 
-def test_maco_images_record_the_contrast_measured_on_the_study_s_images():
+def test_maco_images_record_the_contrast_they_were_given_or_chose():
     from stimuli.fv_methods import MacoFV
 
     model = tiny_model()
-    natural = torch.rand(8, 3, 32, 32, generator=torch.Generator().manual_seed(0)).round()  # high contrast
+    natural = torch.rand(8, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    natural[4:] = natural[4:].round()  # four low- and four high-contrast images
     request = FVRequest(LAYER, channel(5), 1e6, -1e6)  # unreachable: runs to max_steps
     method = MacoFV(image_size=32, max_steps=8, min_steps=8, window=8, images_per_direction=2)
-    (images,), _ = method.visualise(model, [request], seed=0, natural_images=lambda n: natural[:n])
-    measured = natural_spectrum(natural, 32).contrast
-    assert measured > 1.5 and all(v.params["contrast"] == pytest.approx(measured) for v in images)
-    (fixed,), _ = method.model_copy(update={"contrast": 0.5}).visualise(
-        model, [request], seed=0, natural_images=lambda n: natural[:n]
-    )
-    assert all(v.params["contrast"] == 0.5 for v in fixed)
+    measured = natural_contrast(natural, 32)
+
+    def run(**update):
+        (images,), _ = method.model_copy(update=update).visualise(
+            model, [request], seed=0, natural_images=lambda n: natural[:n]
+        )
+        return [v.params["contrast"] for v in images]
+
+    learned = run()  # the default: each image's own, inside the study's range, moved from the mean
+    assert all(measured.low < c < measured.high for c in learned)
+    assert len(set(learned)) == len(learned) and learned != pytest.approx([measured.mean] * len(learned))
+    assert run(contrast="mean") == pytest.approx([measured.mean] * 4)
+    assert run(contrast=0.5) == [0.5] * 4
 
 
 # --- the config chooses a method ------------------------------------------------------------------
