@@ -20,6 +20,7 @@ a ``visualise``, added to it.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
 
@@ -153,11 +154,13 @@ class MacoFV(_Batched):
         from stimuli.fv import visualise_units
         from stimuli.fv_maco import maco_image, maco_magnitude, maco_transforms
 
+        # One sample for the magnitude and the contrast: each call of the build's draws new images.
+        study_images = functools.cache(natural_images) if natural_images is not None else None
         parametrisation = maco_image(
-            maco_magnitude(self.magnitude, self.image_size, natural_images),
+            maco_magnitude(self.magnitude, self.image_size, study_images),
             self.contrast,
             self.image_size,
-            natural_images,
+            study_images,
             transparency=self.transparency,
             background=self.background,
         )

@@ -398,6 +398,9 @@ def test_maco_images_record_the_contrast_they_were_given_or_chose():
         )
         return [v.params["contrast"] for v in images]
 
+    draws = []
+    method.visualise(model, [request], seed=0, natural_images=lambda n: draws.append(n) or natural[:n])
+    assert len(draws) == 1  # the magnitude and the contrast read one sample of the study's images
     learned = run()  # the default: each image's own, inside the study's range, moved from the mean
     assert all(measured.low < c < measured.high for c in learned)
     assert len(set(learned)) == len(learned) and learned != pytest.approx([measured.mean] * len(learned))
