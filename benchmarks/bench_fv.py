@@ -3,7 +3,8 @@
 The methods of ``stimuli.fv_methods`` (``imi2023``, the 2023 study's procedure; ``calibrated``,
 ours; ``maco``) each make 9 max + 9 min images for the same units of the shipped, trained
 ShapesNet-S and ShapesNet-L (4 units each, two layers each) at the demo's resolution,
-against the most extreme exemplars of the shapes-world pool. Per method and unit it measures:
+against the most extreme exemplars of the shapes-world pool (whose images go with each request,
+as a build's do). Per method and unit it measures:
 
 - image-steps (images x steps; they do not depend on the machine);
 - the activation reached, relative to the most extreme exemplar (the weakest image's);
@@ -171,8 +172,15 @@ def subjects(workdir: Path, units: dict[str, list[tuple[str, int]]] = UNITS) -> 
         refs = [UnitRef(model_id=model_id, layer=layer, selector=channel(c)) for layer, c in chosen]
         acts = np.asarray(scan_dataset(model, refs, pool, workdir / f"{model_id}.npy").activations)
         requests = [
-            FVRequest(layer, channel(c), float(acts[:, j].max()), float(acts[:, j].min()))
+            FVRequest(
+                layer,
+                channel(c),
+                float(acts[:, j].max()),
+                float(acts[:, j].min()),
+                target_images=model_inputs(model, torch.stack([pool[int(i)][1] for i in extremes])),
+            )
             for j, (layer, c) in enumerate(chosen)
+            for extremes in [(acts[:, j].argmax(), acts[:, j].argmin())]
         ]
         natural = model_inputs(model, torch.stack([pool[i][1] for i in range(0, len(pool), 3)]))
         out.append(Subject(model_id, model, list(chosen), requests, natural))

@@ -390,6 +390,7 @@ def _scan_and_select(
                 separation=(float(np.mean(top)) - float(np.mean(bottom))) / spread,
                 targets=(float(np.nanmax(column)), float(np.nanmin(column))),
                 random_images=random_images,
+                target_images=(int(np.nanargmax(column)), int(np.nanargmin(column))),
             )
         )
     del scan, activations
@@ -403,6 +404,16 @@ def _dataset_images(dataset: ImageTreeDataset, model: LoadedModel, indices: Sequ
 
     decoded = [dataset[i][1] for i in indices]
     return model_inputs(model, torch.stack([d for d in decoded if d is not None]))
+
+
+def _target_images(
+    dataset: ImageTreeDataset, model: LoadedModel, indices: tuple[int, int] | None
+) -> torch.Tensor | None:
+    """The images that set a unit's targets, where the record kept them and both decode."""
+    if indices is None:
+        return None
+    images = _dataset_images(dataset, model, indices)
+    return images if len(images) == len(indices) else None
 
 
 def _visualise(
@@ -420,7 +431,15 @@ def _visualise(
 
     method = config.feature_visualization
     records = [work.read_exemplars(u.unit_id) for u in item.units]
-    requests = [FVRequest(r.unit.layer, bind(r.unit.ref, dictionaries).readout, *r.targets) for r in records]
+    requests = [
+        FVRequest(
+            r.unit.layer,
+            bind(r.unit.ref, dictionaries).readout,
+            *r.targets,
+            target_images=_target_images(dataset, model, r.target_images),
+        )
+        for r in records
+    ]
     sample = np.random.default_rng(config.seed + item.first)
 
     def natural_images(n: int) -> torch.Tensor:

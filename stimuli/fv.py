@@ -124,6 +124,7 @@ class AlphaControl:
     ceiling: float = 1e6
     check_every: int = 8
     steer: bool = True  # False: alpha stays; the control only keeps the run going until it beats the target
+    restart: bool = True  # at the floor, restart the images left behind from the group's strongest
 
     def slack(self, direction: str, activations: np.ndarray) -> float:
         if direction == "max":
@@ -162,6 +163,7 @@ class GroupResult:
     spectrum: torch.Tensor  # final parameters, to warm-start a later round
     steps: int
     alpha: float = 0.0  # the diversity weight at the end (the group's own unless it is controlled)
+    restarts: int = 0  # images restarted from the group's strongest (see ``restart_left_behind``)
 
 
 @dataclass(frozen=True)
@@ -303,6 +305,7 @@ def optimise_groups(
     controlled = [i for i, g in enumerate(groups) if g.control is not None]
     last_passing: list[GroupResult | None] = [None] * len(groups)
     slacks: dict[int, float] = {}  # each controlled group's last slack as shown
+    restarts = [0] * len(groups)  # images restarted from their group's strongest
     steps = 0
     image_steps = 0
     with capture_outputs(model.module, layers, stop_early=True) as captured:
@@ -332,6 +335,7 @@ def optimise_groups(
                 spectrum=param[s].detach().cpu().clone(),
                 steps=steps,
                 alpha=alphas[i],
+                restarts=restarts[i],
             )
 
         def passes(r: GroupResult) -> bool:
@@ -349,6 +353,25 @@ def optimise_groups(
             alphas[i] = g.control.next_alpha(alphas[i], slacks[i])
             if passes(now_shown):
                 last_passing[i] = now_shown
+
+        def restart_left_behind(i: int) -> None:
+            """A group whose loss has flattened with its diversity gone (alpha at its floor), while some
+            of its images beat the target and others do not, restarts those left behind from its
+            strongest (parameters and Adam's moments): an image that diversity pushed where the
+            gradient vanishes (a saturated image, say) does not come back when the weight falls, and
+            the group would run to ``max_steps`` and fail."""
+            g, rows = groups[i], torch.arange(slices[i].start, slices[i].stop)
+            activations = as_shown(i).activations
+            beat = np.array([beats_exemplars(g.direction, a[None], g.control.target) for a in activations])
+            if not beat.any():
+                return
+            best = rows[int(np.argmax(activations) if g.direction == "max" else np.argmin(activations))]
+            behind = rows[torch.from_numpy(~beat)]
+            state = optimizer.state[param]
+            with torch.no_grad():
+                for tensor in (param, sensitivity, state["exp_avg"], state["exp_avg_sq"]):
+                    tensor[behind] = tensor[best].clone()
+            restarts[i] += len(behind)
 
         active: list[int] = []
         while steps < settings.max_steps and any(r is None for r in results):
@@ -385,9 +408,12 @@ def optimise_groups(
                 continue
             for i, part_loss in zip(active, losses, strict=True):
                 flat = rules[i](steps, float(part_loss.detach()), param.grad[slices[i]])
+                c = groups[i].control
                 # a controlled group stops only where its control holds the weakest image at the target
-                if flat and (groups[i].control is None or (i in slacks and groups[i].control.holds(slacks[i]))):
+                if flat and (c is None or (i in slacks and c.holds(slacks[i]))):
                     record(i)
+                elif flat and c.steer and c.restart and alphas[i] <= c.floor:
+                    restart_left_behind(i)
         for i, r in enumerate(results):
             if r is None:
                 record(i)
@@ -405,6 +431,8 @@ class FVRequest:
     readout: Readout
     max_target: float
     min_target: float
+    # (2, 3, H, W) in [0, 1]: the natural images whose activations are the targets (max, min), where known
+    target_images: torch.Tensor | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,6 @@ a ``visualise``, added to it.
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
 
@@ -140,7 +139,11 @@ class MacoFV(_Batched):
         "study's images' mean) or a number (1 is Horama's)",
     )
     transparency: bool = Field(True, description="composite each image over the background by its transparency map")
-    background: float = Field(1.0, ge=0, le=1, description="grey level shown where the transparency is low")
+    background: Annotated[float, Field(ge=0, le=1)] | Literal["mean"] = Field(
+        "mean",
+        description="what shows where the transparency is low: 'mean' (the image's own mean colour) or a grey "
+        "level (1 is Horama's white)",
+    )
     crop: tuple[float, float] = Field((0.85, 1.0), description="random crops' side, as a fraction of the image's")
     noise: float = Field(0.02, ge=0, description="pixel noise added after each crop")
 
@@ -151,11 +154,17 @@ class MacoFV(_Batched):
         return self
 
     def visualise(self, model, requests, seed, natural_images=None) -> Output:
-        from stimuli.fv import visualise_units
-        from stimuli.fv_maco import maco_image, maco_magnitude, maco_transforms
+        import torch
 
-        # One sample for the magnitude and the contrast: each call of the build's draws new images.
-        study_images = functools.cache(natural_images) if natural_images is not None else None
+        from stimuli.fv import visualise_units
+        from stimuli.fv_maco import STUDY_SAMPLE, StudyImages, maco_image, maco_magnitude, maco_transforms
+
+        # One sample for the magnitude and the contrast (each call of the build's draws new images),
+        # with the images that set the units' targets.
+        study_images = None
+        if natural_images is not None and (self.magnitude == "dataset" or isinstance(self.contrast, str)):
+            extremes = [r.target_images for r in requests if r.target_images is not None]
+            study_images = StudyImages(natural_images(STUDY_SAMPLE), torch.cat(extremes) if extremes else None)
         parametrisation = maco_image(
             maco_magnitude(self.magnitude, self.image_size, study_images),
             self.contrast,

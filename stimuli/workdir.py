@@ -44,6 +44,7 @@ class ExemplarRecord:
     separation: float  # (mean top references - mean bottom references) / sd over the dataset
     targets: tuple[float, float]  # the most extreme natural activations: (max, min)
     random_images: tuple[tuple[int, int], ...] = ()  # per batch, (index, rank): odd-one-out's random odd images
+    target_images: tuple[int, int] | None = None  # the dataset indices of the targets' images (max, min)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -54,6 +55,7 @@ class ExemplarRecord:
             "separation": self.separation,
             "targets": list(self.targets),
             **({"random_images": [list(r) for r in self.random_images]} if self.random_images else {}),
+            **({"target_images": list(self.target_images)} if self.target_images is not None else {}),
         }
 
     @classmethod
@@ -68,6 +70,8 @@ class ExemplarRecord:
             separation=raw["separation"],
             targets=tuple(raw["targets"]),
             random_images=tuple(tuple(r) for r in raw.get("random_images", ())),
+            # records written before it was kept have none
+            target_images=tuple(raw["target_images"]) if "target_images" in raw else None,
         )
 
 

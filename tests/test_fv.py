@@ -14,6 +14,7 @@ from stimuli.fv import (
     FVRequest,
     FVSettings,
     Group,
+    LossPlateau,
     fft_rgb_images,
     optimise_groups,
     robustness_transforms,
@@ -108,7 +109,8 @@ def test_a_controlled_run_that_ends_short_of_the_target_returns_its_last_passing
     model = tiny_model()
     # alpha pinned at 1e3: diversity swamps the unit, whose weakest image drifts from about 0.04
     # after 4 steps to below -0.09 after 60, so the run starts passing a target of 0.02 and ends failing it.
-    control = AlphaControl(0.02, margin=0.01, floor=1e3, ceiling=1e3, check_every=4)
+    # (no restarts: alpha's floor is where it is pinned, not where diversity is gone)
+    control = AlphaControl(0.02, margin=0.01, floor=1e3, ceiling=1e3, check_every=4, restart=False)
     group = Group("layer1.1.bn2", channel(5), "max", 3, 1e3, control=control)
     settings = FVSettings(**{**SMALL.__dict__, "max_steps": 60})
     (result,), _ = optimise_groups(model, [group], settings, seed=0, stop_rule=lambda *_: False)
@@ -148,3 +150,38 @@ def test_missing_lucent_says_how_to_install_it():
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.stdout.startswith("PsychinterpError lucent is not installed")
     assert "pip install --no-deps torch-lucent==0.1.8" in result.stdout
+
+
+def test_an_image_left_behind_when_diversity_is_gone_restarts_from_its_group_s_strongest():
+    from stimuli.fv_maco import MacoImage, power_law_magnitude
+
+    model, layer = tiny_model(), "layer1.1.bn2"
+    image = MacoImage(power_law_magnitude(32), contrast=2.0, contrast_range=(0.01, 8.0), transparency=False)
+    # a loose plateau, so that the group's loss flattens while the stuck image fails
+    settings = FVSettings(image_size=32, padding=0, lr=0.1, max_steps=320, min_steps=32, window=16, tolerance=0.05)
+    torch.manual_seed(0)
+    init = image.create(3, 32, torch.device("cpu"))[0].detach()
+    init[2, ..., -1] = -50.0  # its contrast's sigmoid saturated at the range's floor: no gradient comes back
+
+    def run(target: float, n: int):
+        control = AlphaControl(target, margin=0.05, floor=1e-6)
+        group = Group(layer, channel(5), "max", n, 1e-6, init=init[:n].clone(), control=control)
+        (result,), _ = optimise_groups(
+            model,
+            [group],
+            settings,
+            group_stop=lambda _g: LossPlateau(settings),
+            parametrisation=image,
+            transforms=lambda x, g: x,
+        )
+        return result
+
+    free = run(-1e6, 2)  # the two free images alone, with a target anything beats
+    stuck = run(-1e6, 3).activations[2]
+    target = (float(free.activations.min()) + float(stuck)) / 2  # the free images beat it, the stuck one not
+    assert float(stuck) < target < float(free.activations.min())
+    result = run(target, 3)
+    assert result.restarts >= 1 and bool((result.activations > target).all())
+    # it left the dead region: its contrast is a free image's, not the floor's
+    (_, _, restarted), free_contrast = image.split(result.spectrum)[1], image.split(free.spectrum)[1]
+    assert float(restarted) > 0.5 * float(free_contrast.min())

@@ -19,6 +19,7 @@ from stimuli.fv_imi2023 import (
 )
 from stimuli.fv_maco import (
     MacoImage,
+    StudyImages,
     maco_image,
     maco_magnitude,
     maco_transforms,
@@ -230,7 +231,7 @@ def test_maco_keeps_the_fixed_magnitude_whatever_the_phase():
 
 def test_maco_magnitudes_from_images_power_law_and_files(tmp_path):
     images = torch.rand(4, 3, 40, 40)
-    m = natural_magnitude(images, 24)
+    m = natural_magnitude(StudyImages(images), 24)
     assert m.shape == (3, 24, 13) and bool((m >= 0).all())
     assert maco_magnitude("power_law", 24, None).shape == (3, 24, 13)
     np.save(tmp_path / "spectrum.npy", np.ones((3, 48, 25), np.float32))
@@ -250,13 +251,13 @@ def test_maco_contrast_is_fixed_the_study_s_mean_or_learned_within_the_study_s_r
     # half flat, half saturated noise: a wide range of contrasts
     natural = torch.cat([torch.full((4, 3, 24, 24), 0.5), torch.rand(4, 3, 24, 24, generator=gen).round()])
     natural[:4] += 0.1 * torch.rand(4, 3, 24, 24, generator=gen)
-    measured = natural_contrast(natural, 24)
+    measured = natural_contrast(StudyImages(natural), 24)
     assert measured.low < 0.5 * measured.mean and measured.high > 1.5 * measured.mean
     fixed = maco_image(magnitude, 1.0, 24, None)  # Horama's: no study images needed
     assert fixed.contrast == 1.0 and fixed.contrast_range is None
-    mean = maco_image(magnitude, "mean", 24, lambda n: natural[:n])
+    mean = maco_image(magnitude, "mean", 24, StudyImages(natural))
     assert mean.contrast == pytest.approx(measured.mean) and mean.contrast_range is None
-    learned = maco_image(magnitude, "range", 24, lambda n: natural[:n])
+    learned = maco_image(magnitude, "range", 24, StudyImages(natural))
     assert learned.contrast_range == pytest.approx((measured.low, measured.high))
     with pytest.raises(ConfigError, match="contrast: 'range' needs the study's images"):
         maco_image(magnitude, "range", 24, None)
@@ -280,16 +281,92 @@ def test_maco_contrast_is_fixed_the_study_s_mean_or_learned_within_the_study_s_r
     assert float((ratio.std(dim=(1, 2, 3)) / ratio.mean(dim=(1, 2, 3))).max()) < 0.02
 
 
+def test_the_range_reaches_the_images_that_set_the_targets():
+    gen = torch.Generator().manual_seed(0)
+    sample = 0.4 + 0.2 * torch.rand(8, 3, 24, 24, generator=gen)  # mild images
+    extreme = torch.rand(1, 3, 24, 24, generator=gen).round()  # saturated: more contrast than any of them
+    alone, reached = natural_contrast(StudyImages(sample), 24), natural_contrast(StudyImages(sample, extreme), 24)
+    assert reached.high > 3 * alone.high  # an image may be as contrasted as the one it must beat
+    assert reached.mean == pytest.approx(alone.mean) and reached.low == pytest.approx(alone.low)
+    # the magnitude's shape is the sample's alone
+    with_extreme, without = (
+        natural_magnitude(StudyImages(sample, extreme), 24),
+        natural_magnitude(StudyImages(sample), 24),
+    )
+    assert torch.equal(with_extreme.flatten(1)[:, 1:], without.flatten(1)[:, 1:])
+
+
+def test_the_dc_term_lets_the_phase_choose_a_mean_colour_within_the_images_casts():
+    # flat images, three grey and one far off: their casts from the mean colour
+    colours = torch.tensor([[0.5, 0.5, 0.5]] * 3 + [[0.9, 0.1, 0.8]])
+    images = colours[:, :, None, None].expand(4, 3, 16, 16).clone()
+    images[:, :, 4:8, 4:8] = 0.5  # and a little structure, so that a phase-only image has some
+    study = StudyImages(images)
+    magnitude = natural_magnitude(study, 16)
+    spatial, _ = study.spatial(16)
+    casts = spatial.mean((2, 3)).abs()  # (4, 3): each image's mean colour off the sample's
+    assert torch.allclose(magnitude[:, 0, 0], casts.amax(0) * 16 * 16, rtol=1e-4)  # the largest, not the mean
+    assert bool((magnitude[:, 0, 0] > 1.2 * casts.mean(0) * 16 * 16).all())
+    # the DC bin's phase moves the image's mean colour continuously between minus and plus that cast
+    image = MacoImage(magnitude, contrast=1.0)
+    phase = torch.zeros(3, 3, 16, 9)
+    phase[:, :, 0, 0] = torch.tensor([-3.0, 0.0, 3.0])[:, None]
+    mean_colour = torch.fft.irfft2(torch.polar(magnitude.expand_as(phase), phase), s=(16, 16)).mean((2, 3))
+    assert mean_colour[0, 0] < 0 < mean_colour[1, 0] and mean_colour[2, 0] < mean_colour[1, 0]
+    assert image.spatial(torch.randn(2, 3, 16, 9)).shape == (2, 3, 16, 16)
+
+
+def test_maco_gets_the_images_that_set_each_unit_s_targets_from_a_build(tmp_path, monkeypatch):
+    import yaml
+
+    from stimuli import registry
+    from stimuli.build import build_study
+    from stimuli.fv_methods import MacoFV
+    from stimuli.study import load_study_config
+    from tests.conftest import write_tiny_study
+
+    seen = []
+    original = MacoFV.visualise
+
+    def spy(self, model, requests, seed, natural_images=None):
+        for r in requests:
+            acts = registry.unit_activations(model, r.target_images, {r.layer: [r.readout]})[r.layer][:, 0]
+            seen.append((tuple(float(a) for a in acts), (r.max_target, r.min_target)))
+        return original(self, model, requests, seed, natural_images)
+
+    monkeypatch.setattr(MacoFV, "visualise", spy)
+    path = write_tiny_study(tmp_path)
+    raw = yaml.safe_load(path.read_text())
+    fv = {"method": "maco", "image_size": 32, "max_steps": 8, "min_steps": 8, "window": 8, "images_per_direction": 2}
+    path.write_text(yaml.safe_dump({**raw, "feature_visualization": fv}))
+    build_study(load_study_config(path), tmp_path / "bundle")
+    assert seen
+    for reached, targets in seen:  # the images' own activations are the targets
+        assert reached == pytest.approx(targets, abs=1e-3 + 1e-3 * max(map(abs, targets)))
+    # the unit's work record keeps their dataset indices; one written before it kept them has none
+    import json
+
+    from stimuli.workdir import ExemplarRecord
+
+    record_path = next((tmp_path / "bundle" / ".work" / "exemplars").glob("*.json"))
+    raw = json.loads(record_path.read_text())
+    assert ExemplarRecord.from_json(raw).target_images == tuple(raw["target_images"])
+    del raw["target_images"]
+    assert ExemplarRecord.from_json(raw).target_images is None
+
+
 def test_a_dataset_magnitude_of_flat_coloured_images_still_gives_images_with_structure():
     # Shapes on flat coloured backgrounds: per channel, the mean level dwarfs every other frequency.
     torch.manual_seed(0)
     images = torch.rand(8, 3, 1, 1).expand(8, 3, 32, 32).clone()
     images[:, :, 8:20, 10:24] = torch.rand(8, 3, 1, 1)
-    magnitude = natural_magnitude(images, 32)
-    assert (magnitude[:, 0, 0] ** 2).sum() / (magnitude**2).sum() < 0.9  # not nearly all (99.98 % uncentred)
-    contrast = natural_contrast(images, 32).mean
-    _, render = MacoImage(magnitude, contrast, transparency=False).create(4, 32, torch.device("cpu"))
+    magnitude = natural_magnitude(StudyImages(images), 32)
+    contrast = natural_contrast(StudyImages(images), 32).mean
+    image = MacoImage(magnitude, contrast, transparency=False)
+    param, render = image.create(4, 32, torch.device("cpu"))
     assert float(render().detach().std(dim=(2, 3)).mean()) > 0.05  # not a flat colour
+    # it starts at the sample's mean colour: the DC term, the largest cast, is a bound
+    assert float(image.spatial(param.detach()).mean((2, 3)).abs().max()) < 0.1 * contrast
 
 
 def test_phase_only_images_of_a_dataset_spectrum_have_the_datasets_contrast():
@@ -304,12 +381,13 @@ def test_phase_only_images_of_a_dataset_spectrum_have_the_datasets_contrast():
     def contrast(logits: torch.Tensor) -> float:  # per image, before the render's sigmoid
         return float(logits.flatten(1).std(1).mean())
 
-    magnitude, measured = natural_magnitude(images, 32), natural_contrast(images, 32).mean
+    magnitude, measured = natural_magnitude(StudyImages(images), 32), natural_contrast(StudyImages(images), 32).mean
 
     def rendered_logits(contrast: float) -> torch.Tensor:
         image = MacoImage(magnitude, contrast, transparency=False)
-        phase = torch.randn(16, 3, 32, 17, generator=torch.Generator().manual_seed(1))
-        return torch.einsum("nchw,cd->ndhw", image.spatial(phase), color_matrix(torch.device("cpu")))
+        torch.manual_seed(1)
+        phase, _ = image.create(16, 32, torch.device("cpu"))  # where an optimisation starts
+        return torch.einsum("nchw,cd->ndhw", image.spatial(phase.detach()), color_matrix(torch.device("cpu")))
 
     natural = contrast(torch.logit(images.clamp(0.01, 0.99)))  # as natural_contrast reads them
     assert abs(contrast(rendered_logits(measured)) - natural) < 0.2 * natural
@@ -324,6 +402,10 @@ def test_the_transparency_map_shows_the_background_where_the_unit_does_not_look(
     shown = image.shown(pixels, sensitivity)
     assert torch.allclose(shown[..., :4, :], pixels[..., :4, :]) and torch.allclose(shown[..., 4:, :], torch.ones(1))
     assert torch.equal(MacoImage(power_law_magnitude(8), transparency=False).shown(pixels, sensitivity), pixels)
+    # the default: the image's own mean colour where the unit does not look, not a colour of its own
+    pixels[:, 0] = 0.6
+    own = MacoImage(power_law_magnitude(8)).shown(pixels, sensitivity)
+    assert torch.allclose(own[..., 4:, :], pixels.mean((2, 3), keepdim=True).expand(1, 3, 4, 8))
 
 
 def test_maco_on_a_vit_drives_a_token_mean_unit_both_ways():
@@ -390,7 +472,7 @@ def test_maco_images_record_the_contrast_they_were_given_or_chose():
     natural[4:] = natural[4:].round()  # four low- and four high-contrast images
     request = FVRequest(LAYER, channel(5), 1e6, -1e6)  # unreachable: runs to max_steps
     method = MacoFV(image_size=32, max_steps=8, min_steps=8, window=8, images_per_direction=2)
-    measured = natural_contrast(natural, 32)
+    measured = natural_contrast(StudyImages(natural), 32)
 
     def run(**update):
         (images,), _ = method.model_copy(update=update).visualise(
