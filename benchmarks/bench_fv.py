@@ -162,6 +162,11 @@ class Subject:
         return [f"{self.model_id}:{layer}:{c}" for layer, c in self.units]
 
 
+def pool_images(model, pool: ImageTreeDataset, indices) -> torch.Tensor:
+    """Pool images at the model's input size, as the scan saw them."""
+    return model_inputs(model, torch.stack([pool[int(i)][1] for i in indices]))
+
+
 def subjects(workdir: Path, units: dict[str, list[tuple[str, int]]] = UNITS) -> list[Subject]:
     members = {m.id: m for m in FAMILY}
     pool = ImageTreeDataset(write_shapes_world(workdir / "pool", 20, seed=3))
@@ -171,18 +176,15 @@ def subjects(workdir: Path, units: dict[str, list[tuple[str, int]]] = UNITS) -> 
         model = load_model(spec)
         refs = [UnitRef(model_id=model_id, layer=layer, selector=channel(c)) for layer, c in chosen]
         acts = np.asarray(scan_dataset(model, refs, pool, workdir / f"{model_id}.npy").activations)
-        requests = [
-            FVRequest(
-                layer,
-                channel(c),
-                float(acts[:, j].max()),
-                float(acts[:, j].min()),
-                target_images=model_inputs(model, torch.stack([pool[int(i)][1] for i in extremes])),
+
+        requests = []
+        for j, (layer, c) in enumerate(chosen):
+            column = acts[:, j]
+            extremes = pool_images(model, pool, [column.argmax(), column.argmin()])
+            requests.append(
+                FVRequest(layer, channel(c), float(column.max()), float(column.min()), target_images=extremes)
             )
-            for j, (layer, c) in enumerate(chosen)
-            for extremes in [(acts[:, j].argmax(), acts[:, j].argmin())]
-        ]
-        natural = model_inputs(model, torch.stack([pool[i][1] for i in range(0, len(pool), 3)]))
+        natural = pool_images(model, pool, range(0, len(pool), 3))
         out.append(Subject(model_id, model, list(chosen), requests, natural))
     return out
 
