@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import csv
 import functools
+import hashlib
+import hmac
 import io
 import secrets
 from collections import Counter
@@ -57,25 +59,39 @@ class AdminUser:
     id: int
     username: str
     session_version: int = 0
+    # Ties the cookie to this database's row: apps on one machine share the secret key that signs cookies,
+    # and admin 1 of another study's database must not be admin 1 here.
+    credential: str = ""
     is_authenticated: bool = True
     is_active: bool = True
     is_anonymous: bool = False
 
     def get_id(self) -> str:
         # The version travels in the signed cookie: once the admin's version moves on, the cookie is dead.
-        return f"{self.id}:{self.session_version}"
+        return f"{self.id}:{self.session_version}:{self.credential}"
+
+
+def _credential(admin: Admin) -> str:
+    """A keyed digest of the admin's (salted) password hash: it differs between databases and passwords."""
+    key = current_app.config["SECRET_KEY"].encode()
+    return hmac.new(key, admin.password_hash.encode(), hashlib.sha256).hexdigest()[:32]
+
+
+def admin_user(admin: Admin) -> AdminUser:
+    return AdminUser(admin.id, admin.username, admin.session_version, _credential(admin))
 
 
 def load_admin(session_factory, cookie_id: str) -> AdminUser | None:
-    """The admin a login cookie names, if its session version is still the admin's current one."""
-    admin_id, _, version = cookie_id.partition(":")
+    """The admin a login cookie names, if its session version and credential are still the admin's."""
+    admin_id, version, credential = (cookie_id.split(":") + ["", ""])[:3]
     if not (admin_id.isdigit() and version.isdigit()):
         return None
     with session_factory() as db:
         found = db.get(Admin, int(admin_id))
     if found is None or found.session_version != int(version):
         return None
-    return AdminUser(found.id, found.username, found.session_version)
+    user = admin_user(found)
+    return user if hmac.compare_digest(user.credential, credential) else None
 
 
 def end_sessions(session_factory, admin_id: int) -> None:
@@ -121,7 +137,7 @@ def login():
             admin = db.scalar(select(Admin).where(Admin.username == username[:100]))
         matches = check_password_hash(admin.password_hash if admin else _stand_in_hash(), password)
         if admin is not None and matches:
-            login_user(AdminUser(admin.id, admin.username, admin.session_version))
+            login_user(admin_user(admin))
             target = request.args.get("next", "")
             # Only local paths, so the login cannot be used to redirect elsewhere.
             return redirect(target if target.startswith("/admin") else url_for("admin.dashboard"))

@@ -9,11 +9,12 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 
-from flask import Blueprint, jsonify
+from flask import Blueprint, current_app, jsonify
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
 from experiment_server import schemas
+from experiment_server.config import admin_cookie_name
 
 blueprint = Blueprint("api_docs", __name__)
 
@@ -198,7 +199,7 @@ def _json_body(model: type[BaseModel]) -> dict:
     return {"application/json": {"schema": {"$ref": f"#/components/schemas/{model.__name__}"}}}
 
 
-def openapi_document() -> dict:
+def openapi_document(cookie_name: str = admin_cookie_name("<study_id>")) -> dict:
     models = {m for e in ENDPOINTS for m in (e.body, e.ok[1]) if m is not None} | {schemas.ErrorOut}
     _, defs = models_json_schema(
         [(m, "validation") for m in sorted(models, key=lambda m: m.__name__)],
@@ -249,7 +250,7 @@ def openapi_document() -> dict:
         "paths": paths,
         "components": {
             "schemas": defs.get("$defs", {}),
-            "securitySchemes": {"adminSession": {"type": "apiKey", "in": "cookie", "name": "session"}},
+            "securitySchemes": {"adminSession": {"type": "apiKey", "in": "cookie", "name": cookie_name}},
         },
     }
 
@@ -261,7 +262,7 @@ def markdown(document: dict) -> str:
         "Generated from `experiment_server/api_docs.py` (`python -m experiment_server.api_docs > docs/api.md`);",
         "the server serves the same document at `/api/openapi.json`. Every request body is validated: a bad",
         'one gets a 400 with `{"error": ..., "detail": ...}` naming the field. Admin endpoints need the',
-        "session cookie of a login at `/admin/login`.",
+        "session cookie (`psychinterp_admin_<study_id>`) of a login at `/admin/login`.",
         "",
         "| method | path | what it does | body | success |",
         "|---|---|---|---|---|",
@@ -280,7 +281,7 @@ def markdown(document: dict) -> str:
 
 @blueprint.get("/api/openapi.json")
 def openapi_json():
-    return jsonify(openapi_document())
+    return jsonify(openapi_document(current_app.config["SESSION_COOKIE_NAME"]))
 
 
 if __name__ == "__main__":

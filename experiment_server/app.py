@@ -15,15 +15,15 @@ from flask import Flask, current_app, jsonify, redirect, request, url_for
 from flask.sessions import SecureCookieSessionInterface
 from flask_limiter import Limiter, RateLimitExceeded
 from flask_limiter.util import get_remote_address
-from flask_wtf.csrf import CSRFError
+from flask_login import LoginManager
+from flask_wtf.csrf import CSRFError, CSRFProtect
 from sqlalchemy.exc import IntegrityError
 from werkzeug.exceptions import HTTPException
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from contracts.bundle import load_bundle
-from experiment_server.config import ServerConfig
+from experiment_server.config import ServerConfig, admin_cookie_name
 from experiment_server.db import Study, make_session_factory
-from experiment_server.extensions import csrf, login_manager
 from experiment_server.images import TrialImages
 
 
@@ -171,6 +171,9 @@ def create_app(config: ServerConfig | dict[str, Any]) -> Flask:
         SECRET_KEY=_shared_secret(
             config.secret_key, config.secret_key_file or Path.home() / ".psychinterp" / "secret_key"
         ),
+        # Per study: several studies served from one host (the demo's three, on three ports) share cookies,
+        # and one login must not replace another.
+        SESSION_COOKIE_NAME=admin_cookie_name(bundle.manifest.study_id),
         SESSION_COOKIE_HTTPONLY=True,
         SESSION_COOKIE_SAMESITE="Lax",
         MAX_CONTENT_LENGTH=config.max_request_bytes,
@@ -192,8 +195,10 @@ def create_app(config: ServerConfig | dict[str, Any]) -> Flask:
     from experiment_server.microscope import images as admin_images
     from experiment_server.participant import blueprint as participant
 
-    csrf.init_app(app)
-    login_manager.init_app(app)
+    # One of each per app: a module-level LoginManager keeps one user loader, so a second app in the
+    # process would look logins up in its own database (the demo's apps did).
+    csrf = CSRFProtect(app)
+    login_manager = LoginManager(app)
 
     @login_manager.user_loader
     def _load_admin(cookie_id: str):

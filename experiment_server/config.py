@@ -178,3 +178,8 @@ def load_server_config(path: Path | None, **overrides) -> ServerConfig:
     if path is not None and overrides.get("bundle_dir") is None and not config.bundle_dir.is_absolute():
         config = config.model_copy(update={"bundle_dir": Path(path).parent / config.bundle_dir})
     return config
+
+
+def admin_cookie_name(study_id: str) -> str:
+    """The admin login's cookie: one per study, so that studies served from one host keep their own logins."""
+    return f"psychinterp_admin_{study_id}"

@@ -288,3 +288,22 @@ def test_a_participant_who_lost_their_browser_is_reset_and_starts_again(admin_ap
     client.post(reset, data={"csrf_token": csrf_token(client, "/admin/")})
     with admin_app.extensions["psychinterp_db"]() as db:
         assert db.scalar(select(func.count()).select_from(ParticipantSession)) == 2
+
+
+def test_each_app_looks_logins_up_in_its_own_database(admin_app, tiny_bundle_dir, tmp_path):
+    """Two apps in one process (the demo makes three): a login to the first still works once the second exists,
+    and a login of one app is nobody in the other."""
+    from experiment_server import create_app
+    from experiment_server.admin import set_admin_password
+
+    other = create_app(
+        {"bundle_dir": tiny_bundle_dir, "database_url": f"sqlite:///{tmp_path / 'b.db'}", "criteria": SCRIPTED_CRITERIA}
+    )
+    set_admin_password(other.extensions["psychinterp_db"], "bea", "another long password")
+    first = login(admin_app.test_client())
+    assert first.get("/admin/").status_code == 200
+    second = other.test_client()
+    cookie = admin_app.config["SESSION_COOKIE_NAME"]
+    assert cookie == other.config["SESSION_COOKIE_NAME"]  # one study id: the cookie's name is the same too
+    second.set_cookie(cookie, first.get_cookie(cookie).value)  # one secret key signs both: admin 1 here is bea
+    assert second.get("/admin/").status_code == 302  # ada is nobody there

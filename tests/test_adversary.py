@@ -280,12 +280,12 @@ def test_logout_and_a_new_password_end_every_session_of_that_admin(tiny_bundle_d
     set_admin_password(factory, "ada", PASSWORD)
     laptop, phone = app.test_client(), app.test_client()
     assert _login(laptop).status_code == 302 and _login(phone).status_code == 302
-    stolen = phone.get_cookie("session").value  # a copy of the cookie, kept by someone else
+    stolen = phone.get_cookie(app.config["SESSION_COOKIE_NAME"]).value  # a copy of the cookie, kept by someone else
     token = CSRF.search(laptop.get("/admin/").get_data(as_text=True)).group(1)
     assert laptop.post("/admin/logout", data={"csrf_token": token}).status_code == 302
     assert phone.get("/api/admin/progress").status_code == 401  # logging out on one ends them all
     thief = app.test_client()
-    thief.set_cookie("session", stolen)
+    thief.set_cookie(app.config["SESSION_COOKIE_NAME"], stolen)
     assert thief.get("/api/admin/progress").status_code == 401
 
     assert _login(phone).status_code == 302 and phone.get("/api/admin/progress").status_code == 200
