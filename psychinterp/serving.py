@@ -64,14 +64,17 @@ def start_in_thread(server) -> threading.Thread:
 
 
 def stop(server, thread: threading.Thread) -> None:
-    """Close every socket from inside the event loop (the trigger runs the thunk there), which ends it.
+    """Let the worker threads finish, then close every socket from inside the event loop (the trigger runs
+    the thunk there), which ends it.
 
-    Closing them from this thread races the loop's select(): EBADF in the server's thread."""
+    Closing them from this thread races the loop's select(): EBADF in the server's thread. A worker that
+    finishes a response pulls the trigger, so workers stop first: one that pulled it after the close wrote
+    to a closed descriptor, whose number the next pipe or file may already hold."""
     from waitress import wasyncore
 
+    server.task_dispatcher.shutdown()
     server.trigger.pull_trigger(lambda: wasyncore.close_all(server._map))
     thread.join(timeout=10)
     if thread.is_alive():  # the loop did not answer its trigger: close from here after all
         server.close()
         thread.join(timeout=10)
-    server.task_dispatcher.shutdown()
