@@ -73,6 +73,7 @@ def summarise_participants(responses: pd.DataFrame) -> list[ParticipantSummary]:
                 session_id=str(session) if key == "session_id" else None,
                 excluded_by_experimenter=bool(_first(rows, "excluded_by_experimenter")),
                 session_status=_first_text(rows, "session_status"),
+                n_trials=len(scored),
             )
         )
     return summaries
@@ -147,6 +148,7 @@ def published_exclusions(responses: pd.DataFrame, keep: Mapping[str, bool]) -> t
 
 COUNTERFACTUAL_GRID = {
     "min_catch_accuracy": (0.0, 0.6, 0.7, 0.8, 0.9, 1.0),
+    # Fixed thresholds only: the defaults of these two derive from each session's length (no dotted line).
     "min_choices_per_query_row": (0, 2, 5, 8, 10),
     "min_instruction_s": (0.0, 5.0, 15.0, 30.0, 60.0),
     "min_session_s": (0.0, 60.0, 135.0, 300.0, 600.0),

@@ -21,6 +21,7 @@ import pandas as pd
 
 from analysis.formats import FORMATS, LoadOptions, TableFormat
 from analysis.tables import ResponseTableError, convert_columns, read_csv_text
+from contracts.bundle import Bundle, StudyMismatchError, check_same_study
 from contracts.units import CHANNEL_KIND
 
 __all__ = [
@@ -121,3 +122,32 @@ def load_machine_scores(path: str | Path) -> pd.DataFrame:
         row = int(duplicated.to_numpy().argmax())
         raise ResponseTableError(f"{path}: row {row + 2}: unit {frame['unit_id'].iloc[row]!r} is scored twice")
     return frame
+
+
+def check_responses_study(path: str | Path, bundle: Bundle, allow_rebuilt_bundle: bool = False) -> None:
+    """Refuse a response table of another study than ``bundle`` (or, unless allowed, of another build of
+    it), by its study_id and bundle_fingerprint columns; a table without them (published formats, older
+    exports) is not checked."""
+    path = Path(path)
+    frame = read_csv_text(path)
+    frame.attrs["source"] = str(path)
+    ids = _single(frame, "study_id")
+    build = None if allow_rebuilt_bundle else _single(frame, "bundle_fingerprint")
+    if ids is not None:
+        fix = "give the bundle of the study that was served" + (
+            "" if allow_rebuilt_bundle else " (--allow-rebuilt-bundle accepts another build of the same study)"
+        )
+        check_same_study(bundle, ids, build, f"{path}", fix)
+
+
+def _single(frame: pd.DataFrame, column: str) -> str | None:
+    """The one value of a per-study column (None when absent or empty); several values are refused."""
+    if column not in frame:
+        return None
+    values = sorted(set(frame[column].dropna().astype(str)) - {""})
+    if len(values) > 1:
+        raise StudyMismatchError(
+            f"{frame.attrs.get('source', 'the table')}: column {column} holds {len(values)} values "
+            f"({', '.join(values[:4])}): the file mixes studies or builds; analyse each with its own bundle"
+        )
+    return values[0] if values else None

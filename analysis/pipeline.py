@@ -7,6 +7,7 @@ results it returns: tables as CSV, figures, and the HTML page.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -43,6 +44,7 @@ from analysis.scaling import (
     with_model_facts,
 )
 from analysis.unit_kinds import kind_accuracy, kind_differences, unit_kinds
+from contracts.bundle import Manifest
 
 EXCLUSION_MODES = ("ours", "published", "none")
 
@@ -126,6 +128,9 @@ class StudyResults:
     unit_kinds: UnitKinds | None = None  # when the study measured more than one kind of unit
     paradigm_agreement: ParadigmAgreement | None = None  # the same units in a second paradigm
     model_facts: dict = field(default_factory=dict)  # per model: display name, parameters, ... (for the page)
+    replaced: pd.DataFrame | None = None  # with the bundle: per model, units shown and refused by the build
+    study: str | None = None  # with the bundle: the study's title (or id)
+    notes: tuple[str, ...] = ()  # what the page must say first (e.g. that the participants are simulated)
 
     @property
     def main(self) -> pd.DataFrame:
@@ -233,6 +238,8 @@ def analyse(
     machine_scores: Path | None = None,
     config: AnalysisConfig = DEFAULT_ANALYSIS,
     other_paradigm: Path | None = None,
+    manifest: Manifest | None = None,
+    notes: Sequence[str] = (),
 ) -> StudyResults | RatingResults:
     """Every estimate of the report for one table; a rating table gets its rating summary.
 
@@ -240,7 +247,8 @@ def analyse(
     source's own flags (the 2023 release's ``passed_checks`` / ``multi_participation``), ``none`` keeps all.
     ``models``: facts per model id, for the scaling trends; ``machine_scores``: a machine-score CSV;
     ``config``: what a claim must clear (:mod:`analysis.config`); ``other_paradigm``: responses to the
-    same units in another paradigm (ours), for the per-unit agreement of the two.
+    same units in another paradigm (ours), for the per-unit agreement of the two; ``manifest``: the
+    study bundle's (the study's name, the units its build replaced); ``notes``: what the page says first.
     """
     if exclusions not in EXCLUSION_MODES:
         raise ResponseTableError(f"exclusions {exclusions!r}: choose from {list(EXCLUSION_MODES)}")
@@ -278,4 +286,25 @@ def analyse(
         paradigm_agreement=_paradigm_agreement(
             included, other_paradigm, exclusions, criteria or ExclusionCriteria(), n_resamples
         ),
+        replaced=replaced_units_table(manifest) if manifest is not None else None,
+        study=(manifest.title or manifest.study_id) if manifest is not None else None,
+        notes=tuple(notes),
     )
+
+
+def replaced_units_table(manifest: Manifest) -> pd.DataFrame:
+    """Per model: the units shown, the sampled units the build refused (stimuli/acceptance.py) and replaced,
+    and the places it left empty (no reserve was left)."""
+    rows = []
+    for model in manifest.models:
+        refused = [r for r in manifest.replaced_units if r.model_id == model.id]
+        rows.append(
+            {
+                "model_id": model.id,
+                "units_shown": sum(u.model_id == model.id for u in manifest.units),
+                "refused": len(refused),
+                "left_empty": sum(r.replaced_by is None for r in refused),
+                "problems": "; ".join(sorted({p.split(":")[0] for r in refused for p in r.problems})),
+            }
+        )
+    return pd.DataFrame(rows)

@@ -459,6 +459,9 @@ def _study_page(results: StudyResults, figures: dict[str, str], with_units: bool
             html(results.paradigm_agreement.correlation) if results.paradigm_agreement is not None else None
         ),
         "unit_kind_differences": html(kinds.differences, ".3g") if kinds is not None else None,
+        "replaced": html(results.replaced)
+        if results.replaced is not None and results.replaced["refused"].any()
+        else None,
     }
     breakdown_sections = [
         {
@@ -550,8 +553,9 @@ def render_units(results: StudyResults, bundle: Bundle, out: Path) -> Path:
         page = unit_page.render(v=view, images=images, index_url="index.html", **links)
         (folder / f"{view.unit.unit_id}.html").write_text(page)
     rows = microscope.index_rows(views, {m: i for i, m in enumerate(order)})
+    replaced = microscope.replaced_rows(bundle, names)
     index = folder / "index.html"
-    index.write_text(environment.get_template("units_index.html").render(rows=rows, **links))
+    index.write_text(environment.get_template("units_index.html").render(rows=rows, replaced=replaced, **links))
     return index
 
 
@@ -578,4 +582,6 @@ def write_report(responses_csv: Path, out: Path, bundle: Path | None = None, **o
     ``options`` are those of :func:`analysis.pipeline.analyse` (resamples, format, criteria, exclusions,
     model facts, machine scores).
     """
-    return render_report(analyse(responses_csv, **options), out, load_bundle(bundle) if bundle else None)
+    loaded = load_bundle(bundle) if bundle else None
+    manifest = loaded.manifest if loaded is not None else None
+    return render_report(analyse(responses_csv, manifest=manifest, **options), out, loaded)

@@ -43,6 +43,10 @@ class BundleError(PsychinterpError):
     pass
 
 
+class StudyMismatchError(PsychinterpError):
+    """Data of one study (or of one build of it) given with the bundle of another."""
+
+
 class BundleModel(Strict):
     id: str
     display_name: str
@@ -114,6 +118,25 @@ class ReferenceImage(Strict):
     path_outlier: bool | None = Field(
         None, description="synthetic: flagged by the sanity check (a path the exemplars do not use); null: not checked"
     )
+    pixel_sd: float | None = Field(
+        None, ge=0, description="synthetic: the pixels' standard deviation (0-255); a flat image has almost none"
+    )
+    fv_retry: dict[str, Any] | None = Field(
+        None,
+        description="synthetic: null for the first try; for a retry of a refused unit, its number (attempt) and the "
+        "method settings it changed",
+    )
+
+
+class ReplacedUnit(Strict):
+    """A unit the build refused (its stimuli could not teach anything) and what took its place."""
+
+    unit_id: str
+    model_id: str
+    layer: str
+    selector: UnitSelector
+    problems: list[str] = Field(min_length=1, description="why it was refused, in words")
+    replaced_by: str | None = Field(description="the unit that took its place; null when no reserve was left")
 
 
 class References(Strict):
@@ -168,6 +191,9 @@ class Manifest(Strict):
     paradigm: str = Field("2afc", description="contracts.paradigms: what a trial asks (2afc, odd_one_out_<n>)")
     title: str = ""
     consent_text: str | None = None  # shown before the study; the server config may override it
+    natural_images: str = Field(
+        "photographs", description="what the dataset's images are, in the participant's words (the instructions)"
+    )
     models: list[BundleModel] = Field(min_length=1)
     units: list[Unit] = Field(min_length=1)
     conditions: list[Condition] = Field(min_length=1)
@@ -177,6 +203,9 @@ class Manifest(Strict):
     dictionaries: list[Dictionary] = []
     feature_visualization: dict[str, Any] | None = Field(
         None, description="the method (name and settings) that made the synthetic references"
+    )
+    replaced_units: list[ReplacedUnit] = Field(
+        [], description="units the build refused and replaced (stimuli/acceptance.py); none of them is shown"
     )
 
     def dictionary(self, model_id: str, layer: str, name: str) -> Dictionary | None:
@@ -222,6 +251,12 @@ class Manifest(Strict):
         for image in self.reference_images:
             if image.unit_id not in unit_ids:
                 raise ValueError(f"reference image {image.sha256}: unknown unit_id {image.unit_id!r}")
+        refused = {r.unit_id for r in self.replaced_units}
+        for replaced in self.replaced_units:
+            if replaced.unit_id in unit_ids:
+                raise ValueError(f"replaced unit {replaced.unit_id}: it is also among the units shown")
+            if replaced.replaced_by is not None and replaced.replaced_by not in unit_ids | refused:
+                raise ValueError(f"replaced unit {replaced.unit_id}: replaced_by {replaced.replaced_by!r} is unknown")
         return self
 
     def all_trials(self) -> list[Trial]:
@@ -258,6 +293,10 @@ class Bundle(BaseModel):
     root: Path
     manifest: Manifest
     answer_key: AnswerKey
+    fingerprint: str = Field(
+        description="which build of the study: the first 16 hex digits of the sha256 of the manifest and the "
+        "answer key (a rebuilt bundle with other trials has another)"
+    )
 
     def image_path(self, sha: str) -> Path:
         return self.root / IMAGES / f"{sha}.png"
@@ -328,7 +367,29 @@ def load_bundle(root: str | Path, verify_hashes: bool = False) -> Bundle:
             raise BundleError(f"{root / MANIFEST}: dictionary {dictionary.name!r} names {path}, which is missing")
         if verify_hashes and hashlib.sha256(path.read_bytes()).hexdigest() != dictionary.sha256:
             raise BundleError(f"{path}: content does not match the manifest's sha256")
-    return Bundle(root=root, manifest=manifest, answer_key=key)
+    return Bundle(root=root, manifest=manifest, answer_key=key, fingerprint=bundle_fingerprint(root))
+
+
+def bundle_fingerprint(root: Path) -> str:
+    digest = hashlib.sha256()
+    for name in (MANIFEST, ANSWER_KEY):
+        digest.update((root / name).read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def check_same_study(bundle: Bundle, study_id: str, fingerprint: str | None, source: str, fix: str) -> None:
+    """Refuse data of another study (or of another build of this one) than ``bundle``: ``source`` names
+    where the data came from, ``fix`` what to do; a fingerprint of None (not recorded) is not checked."""
+    ours = bundle.manifest.study_id
+    if study_id != ours:
+        raise StudyMismatchError(
+            f"{source} is of study {study_id!r}, but the bundle {bundle.root} is of study {ours!r}: {fix}"
+        )
+    if fingerprint is not None and fingerprint != bundle.fingerprint:
+        raise StudyMismatchError(
+            f"{source} was collected with build {fingerprint} of study {ours!r}, but the bundle {bundle.root} is "
+            f"build {bundle.fingerprint} (rebuilt: its trials and answers may differ): {fix}"
+        )
 
 
 # --- writing ----------------------------------------------------------------

@@ -1,4 +1,6 @@
-"""Exclusion criteria and their rules (pure): the 2023 study's defaults.
+"""Exclusion criteria and their rules (pure): the 2023 study's defaults, except where a fixed number
+would fail honest people in a short study (the session minimum and the query-position rule scale with
+the session's main trials).
 
 One definition for the server's dashboard and payment lists and for ``psychinterp analyze``.
 """
@@ -20,11 +22,20 @@ class ExclusionCriteria(BaseModel):
     min_catch_accuracy: float = Field(
         0.8, ge=0, le=1, description="catch-trial accuracy below this fails (the server gives the failed code)"
     )
-    min_choices_per_query_row: int = Field(
-        5, ge=0, description="each query position (2AFC: the upper and the lower row) chosen this often"
+    min_choices_per_query_row: int | None = Field(
+        None,
+        ge=0,
+        description="each query position (2AFC: the upper and the lower row) chosen this often; empty: half an even "
+        "split of the session's main trials, rounded down (5 of 20 2AFC trials, the 2023 value; a rule no "
+        "participant of a short study could meet fails honest people)",
     )
     min_instruction_s: float = Field(15.0, ge=0, description="seconds on the instructions, at least")
-    min_session_s: float = Field(135.0, ge=0, description="seconds from consent to completion, at least ...")
+    min_session_s: float | None = Field(
+        None,
+        ge=0,
+        description="seconds from consent to completion, at least; empty: the instruction minimum plus the "
+        "per-trial minimum for each main trial (a fixed minimum fails careful people in short studies) ...",
+    )
     max_session_s: float = Field(2500.0, gt=0, description="... and at most")
     min_trial_s: float = Field(
         1.0,
@@ -40,8 +51,42 @@ class ExclusionCriteria(BaseModel):
         True, description="exclude sessions the server failed (practice or catch trials failed)"
     )
 
+    def row_minimum(self, n_trials: int | None, n_queries: int) -> int:
+        """How often each query position must be chosen in a session of ``n_trials`` main trials."""
+        if self.min_choices_per_query_row is not None:
+            return self.min_choices_per_query_row
+        return (n_trials or 0) // (2 * n_queries)
+
+    def session_minimum(self, n_trials: int | None) -> float:
+        """The fewest seconds a session of ``n_trials`` main trials may take (0 when the count is unknown)."""
+        if self.min_session_s is not None:
+            return self.min_session_s
+        return self.min_instruction_s + self.min_trial_s * n_trials if n_trials else 0.0
+
 
 DEFAULT_CRITERIA = ExclusionCriteria()
+
+
+def unmeetable(criteria: ExclusionCriteria, n_trials: int, n_queries: int) -> list[str]:
+    """The criteria a session of ``n_trials`` main trials (catch trials included) cannot meet, or can meet
+    only by luck, in words (``build`` warns with them)."""
+    problems = []
+    row_minimum = criteria.row_minimum(n_trials, n_queries)
+    if row_minimum * n_queries > n_trials:
+        problems.append(
+            f"min_choices_per_query_row is {row_minimum}, but a session has {n_trials} main trials for {n_queries} "
+            f"query positions: no participant can choose each {row_minimum} times; leave it empty to derive it"
+        )
+    elif criteria.min_choices_per_query_row is None and row_minimum == 0:
+        problems.append(
+            f"the query-position rule is off: {n_trials} main trials are too few for {n_queries} positions "
+            f"(it needs at least {2 * n_queries})"
+        )
+    if criteria.min_session_s is not None and criteria.min_session_s > criteria.max_session_s:
+        problems.append(
+            f"min_session_s ({criteria.min_session_s:g}) exceeds max_session_s ({criteria.max_session_s:g})"
+        )
+    return problems
 
 
 def _times(n: float, unit: str) -> str:
@@ -61,8 +106,12 @@ RULES: dict[str, Rule] = {
         lambda c: f"catch-trial accuracy below {c.min_catch_accuracy:.0%}", lambda c: c.min_catch_accuracy > 0
     ),
     "query_rows": Rule(
-        lambda c: f"chose one query position fewer than {_times(c.min_choices_per_query_row, 'time')}",
-        lambda c: c.min_choices_per_query_row > 0,
+        lambda c: (
+            "chose one query position less than half as often as an even split of the main trials"
+            if c.min_choices_per_query_row is None
+            else f"chose one query position fewer than {_times(c.min_choices_per_query_row, 'time')}"
+        ),
+        lambda c: c.min_choices_per_query_row != 0,
     ),
     "instruction_time": Rule(
         lambda c: f"read the instructions for less than {c.min_instruction_s:g} s", lambda c: c.min_instruction_s > 0
@@ -71,6 +120,9 @@ RULES: dict[str, Rule] = {
         lambda c: (
             f"took more than {c.max_session_s:g} s in all"
             if c.min_session_s == 0
+            else f"took less than {c.min_instruction_s:g} s plus {c.min_trial_s:g} s per main trial, or more than "
+            f"{c.max_session_s:g} s, in all"
+            if c.min_session_s is None
             else f"took less than {c.min_session_s:g} s or more than {c.max_session_s:g} s in all"
         )
     ),
@@ -101,6 +153,13 @@ class ParticipantSummary:
     excluded_by_experimenter: bool = False  # a decision on the dashboard, whatever the thresholds
     session_status: str | None = None  # the server's: active, completed, failed, expired (None: not recorded)
     trial_s: float | None = None  # mean seconds per main trial on the server's clock (None: not recorded)
+    n_trials: int | None = None  # main trials answered, catch trials included (None: not known)
+
+    def trials(self) -> int | None:
+        """Main trials answered: recorded, or the sum of the query choices."""
+        if self.n_trials is not None:
+            return self.n_trials
+        return sum(self.query_choices) if self.query_choices is not None else None
 
 
 def failed_rules(summary: ParticipantSummary, criteria: ExclusionCriteria = DEFAULT_CRITERIA) -> list[str]:
@@ -108,11 +167,17 @@ def failed_rules(summary: ParticipantSummary, criteria: ExclusionCriteria = DEFA
     failed = []
     if summary.catch_accuracy is not None and summary.catch_accuracy < criteria.min_catch_accuracy:
         failed.append("catch_accuracy")
-    if summary.query_choices is not None and min(summary.query_choices) < criteria.min_choices_per_query_row:
+    n_trials = summary.trials()
+    if summary.query_choices is not None and min(summary.query_choices) < criteria.row_minimum(
+        n_trials, len(summary.query_choices)
+    ):
         failed.append("query_rows")
     if summary.instruction_s is not None and summary.instruction_s < criteria.min_instruction_s:
         failed.append("instruction_time")
-    if summary.session_s is not None and not criteria.min_session_s <= summary.session_s <= criteria.max_session_s:
+    if (
+        summary.session_s is not None
+        and not criteria.session_minimum(n_trials) <= summary.session_s <= criteria.max_session_s
+    ):
         failed.append("session_time")
     if summary.trial_s is not None and summary.trial_s < criteria.min_trial_s:
         failed.append("trial_time")

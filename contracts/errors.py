@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import difflib
+import typing
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, TypeVar
@@ -34,10 +36,46 @@ def _location(loc: tuple[Any, ...], raw: Any) -> str:
     return "".join(parts) or "<top level>"
 
 
-def format_validation_error(path: str | Path, exc: ValidationError, raw: Any = None) -> str:
+def _models_in(annotation: Any) -> list[type[BaseModel]]:
+    """The pydantic models an annotation can hold (through unions, lists and dicts)."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [annotation]
+    return [m for arg in typing.get_args(annotation) for m in _models_in(arg)]
+
+
+def _keys_at(model: type[BaseModel], loc: tuple[Any, ...]) -> set[str]:
+    """Every setting name the config allows at ``loc`` (the names of the models that may sit there)."""
+    models = [model]
+    for key in loc:
+        if isinstance(key, int) or not models:
+            continue
+        fields = [m.model_fields[key] for m in models if key in m.model_fields]
+        inner = [m for f in fields for m in _models_in(f.annotation)]
+        # A tagged union's location names the tag (``calibrated``) rather than a field: stay on its members.
+        models = inner if fields else [m for m in models if key in getattr(m, "__name__", "")] or models
+    return {name for m in models for name in m.model_fields}
+
+
+def _did_you_mean(model: type[BaseModel] | None, err: Mapping[str, Any]) -> str:
+    if model is None or err["type"] != "extra_forbidden":
+        return ""
+    key = str(err["loc"][-1])
+    allowed = _keys_at(model, tuple(err["loc"][:-1]))
+    close = difflib.get_close_matches(key, sorted(allowed), n=1)
+    return (
+        f"; did you mean {close[0]!r}?"
+        if close
+        else (f"; allowed here: {', '.join(sorted(allowed))}" if allowed else "")
+    )
+
+
+def format_validation_error(
+    path: str | Path, exc: ValidationError, raw: Any = None, model: type[BaseModel] | None = None
+) -> str:
+    """Every problem, each under its location; an unknown key gets the nearest allowed one (``model``)."""
     lines = [f"{path}: {exc.error_count()} invalid field(s)"]
     for err in exc.errors():
-        lines.append(f"  {_location(err['loc'], raw)}: {err['msg']}")
+        lines.append(f"  {_location(err['loc'], raw)}: {err['msg']}{_did_you_mean(model, err)}")
     return "\n".join(lines)
 
 
@@ -67,4 +105,4 @@ def load_yaml(path: str | Path | None, model: type[M], what: str, overrides: Map
     try:
         return model.model_validate(raw, context={"base": path.parent if path is not None else None})
     except ValidationError as exc:
-        raise ConfigError(format_validation_error(path or Path("<command line>"), exc, raw)) from None
+        raise ConfigError(format_validation_error(path or Path("<command line>"), exc, raw, model)) from None

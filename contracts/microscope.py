@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import bisect
 import math
+import re
 import statistics
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -68,6 +69,7 @@ class UnitView:
     visualisations: dict[str, list[Image]]  # side -> images
     trials: list[ShownTrial]
     human: list[HumanResult] = field(default_factory=list)
+    replaces: list[str] = field(default_factory=list)  # the refused units whose place it took, with why
 
 
 def template(name: str) -> str:
@@ -122,8 +124,13 @@ def unit_views(bundle: Bundle, model_names: Mapping[str, str]) -> list[UnitView]
     trials_by_unit: dict[str, list] = {}
     for trial in manifest.all_trials():
         trials_by_unit.setdefault(trial.unit_id, []).append(trial)
+    took_place_of = {r.replaced_by: r for r in manifest.replaced_units if r.replaced_by}
     views = []
     for unit in manifest.units:
+        replaces, before = [], took_place_of.get(unit.unit_id)
+        while before is not None:
+            replaces.append(f"{before.unit_id} ({'; '.join(before.problems)})")
+            before = took_place_of.get(before.unit_id)
         batches: dict[int, dict[str, list[tuple[int, Image]]]] = {}
         visualisations: dict[str, list[Image]] = {"max": [], "min": []}
         for image in by_unit.get(unit.unit_id, []):
@@ -179,6 +186,7 @@ def unit_views(bundle: Bundle, model_names: Mapping[str, str]) -> list[UnitView]
                 },
                 visualisations=visualisations,
                 trials=shown,
+                replaces=replaces,
             )
         )
     return views
@@ -211,5 +219,29 @@ def index_rows(views: Sequence[UnitView], model_rank: Mapping[str, int], page: s
                     "machine": f"{h.machine_score:.3f}" if h and h.machine_score is not None else "",
                 }
             )
-    rows.sort(key=lambda r: (r["model_rank"], r["layer"], r["unit"], r["condition"]))
+    rows.sort(key=lambda r: (r["model_rank"], natural_key(r["layer"]), natural_key(r["unit"]), r["condition"]))
+    order = {unit: k for k, unit in enumerate(sorted({r["unit"] for r in rows}, key=natural_key))}
+    for row in rows:
+        row["unit_order"] = order[row["unit"]]  # channel 2 before 11, as a person counts
     return rows
+
+
+def natural_key(text: str) -> list:
+    """Sorts ``"stages.2"`` before ``"stages.11"`` and unit 2 before unit 11: digit runs compare as numbers."""
+    return [(0, int(part), "") if part.isdigit() else (1, 0, part.lower()) for part in re.split(r"(\d+)", text)]
+
+
+def replaced_rows(bundle: Bundle, model_names: Mapping[str, str], page: str = "{unit_id}.html") -> list[dict]:
+    """The units the build refused (stimuli/acceptance.py), each with its problems and what took its place."""
+    shown = {u.unit_id for u in bundle.manifest.units}
+    return [
+        {
+            "model": model_names.get(r.model_id, r.model_id),
+            "layer": r.layer,
+            "unit": r.selector.id_part,
+            "problems": r.problems,
+            "replaced_by": r.replaced_by.rsplit("__", 1)[-1] if r.replaced_by else None,
+            "page": page.format(unit_id=r.replaced_by) if r.replaced_by in shown else None,
+        }
+        for r in bundle.manifest.replaced_units
+    ]

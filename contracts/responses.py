@@ -24,6 +24,12 @@ class Column:
 RESPONSE_COLUMNS: tuple[Column, ...] = (
     Column("study_id", "str", "string", "the bundle's study"),
     Column(
+        "bundle_fingerprint",
+        "str",
+        "16 hex digits",
+        "which build of the study's bundle the session was served (a rebuilt bundle has another)",
+    ),
+    Column(
         "paradigm",
         "str",
         "`2afc` / `odd_one_out_<n>`",

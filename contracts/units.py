@@ -38,6 +38,14 @@ class ChannelSelector(BaseModel):
         return str(self.channel)
 
     @property
+    def row(self) -> int:
+        """Which of the layer's units of this kind (what a replacement of the same kind changes)."""
+        return self.channel
+
+    def with_row(self, row: int) -> ChannelSelector:
+        return ChannelSelector(channel=row)
+
+    @property
     def unit_kind(self) -> str:
         return CHANNEL_KIND
 
@@ -51,6 +59,13 @@ class _DictionaryRow(BaseModel):
     @property
     def id_part(self) -> str:
         return f"{self.dictionary}-{self.index}"
+
+    @property
+    def row(self) -> int:
+        return self.index
+
+    def with_row(self, row: int):
+        return self.model_copy(update={"index": row})
 
     @property
     def unit_kind(self) -> str:

@@ -17,13 +17,15 @@ from flask_limiter import Limiter, RateLimitExceeded
 from flask_limiter.util import get_remote_address
 from flask_login import LoginManager
 from flask_wtf.csrf import CSRFError, CSRFProtect
+from sqlalchemy import func, select
+from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError
 from werkzeug.exceptions import HTTPException
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from contracts.bundle import load_bundle
+from contracts.bundle import Bundle, check_same_study, load_bundle
 from experiment_server.config import ServerConfig, admin_cookie_name
-from experiment_server.db import Study, make_session_factory
+from experiment_server.db import ParticipantSession, Study, make_session_factory
 from experiment_server.images import TrialImages
 
 
@@ -55,8 +57,11 @@ class _SessionInterface(SecureCookieSessionInterface):
         return request.is_secure or super().get_cookie_secure(app)
 
 
-def _register_study(session_factory, study_id: str, criteria: str) -> None:
-    """The study's row, with the criteria this server applies (the last server started wins)."""
+def _register_study(session_factory, bundle: Bundle, config: ServerConfig) -> None:
+    """The study's row, with the criteria this server applies (the last server started wins) and the build
+    of the bundle it serves: a database whose sessions took another build is refused, unless the config
+    says allow_rebuilt_bundle."""
+    study_id, criteria = bundle.manifest.study_id, config.criteria.model_dump_json()
     try:
         with session_factory() as db, db.begin():
             if db.get(Study, study_id) is None:
@@ -65,8 +70,19 @@ def _register_study(session_factory, study_id: str, criteria: str) -> None:
         pass  # another worker registered it first
     with session_factory() as db, db.begin():
         study = db.get(Study, study_id)
-        if study.exclusion_criteria != criteria:
-            study.exclusion_criteria = criteria
+        served = db.scalar(select(func.count()).where(ParticipantSession.study_id == study_id))
+        if served and study.bundle_fingerprint not in (None, bundle.fingerprint) and not config.allow_rebuilt_bundle:
+            check_same_study(
+                bundle,
+                study_id,
+                study.bundle_fingerprint,
+                f"the database {make_url(config.database_url).render_as_string(hide_password=True)} "
+                f"({served} sessions)",
+                "serve the bundle those sessions took, or give a new database (--db); --allow-rebuilt-bundle "
+                "serves this build anyway",
+            )
+        study.exclusion_criteria = criteria
+        study.bundle_fingerprint = bundle.fingerprint
 
 
 def _api_error(exc: HTTPException):
@@ -157,13 +173,15 @@ def create_app(config: ServerConfig | dict[str, Any]) -> Flask:
     """Build the app for one bundle and one database."""
     if isinstance(config, dict):
         config = ServerConfig.model_validate(config)
+    # Resolved once, here: Flask resolves a relative path against the package, not the working directory.
+    config = config.model_copy(update={"bundle_dir": config.bundle_dir.resolve()})
     bundle = load_bundle(config.bundle_dir)
     session_factory = make_session_factory(config.database_url)
     if config.migrate:
         from experiment_server.migrate import upgrade
 
         upgrade(session_factory.kw["bind"])
-    _register_study(session_factory, bundle.manifest.study_id, config.criteria.model_dump_json())
+    _register_study(session_factory, bundle, config)
 
     app = Flask(__name__)
     app.config.update(

@@ -28,4 +28,5 @@ def session_summary(session: ParticipantSession, main_trials: list[Trial], parad
         session_status=session.status,
         excluded_by_experimenter=bool(session.excluded_by_experimenter),
         trial_s=facts["trial_s"],
+        n_trials=len(main),
     )

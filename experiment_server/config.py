@@ -83,6 +83,12 @@ class ServerConfig(Strict):
         940, gt=0, description="smaller windows are asked to grow (the 2023 study's 940 x 600)"
     )
     min_window_height: int = Field(600, gt=0)
+    max_image_px: int = Field(
+        256,
+        gt=0,
+        description="the largest a trial's image is drawn (CSS pixels): images grow with the window up to this "
+        "(the bundle's files are 224 px)",
+    )
     reservation_minutes: float = Field(60.0, gt=0, description="a started session holds its task this long")
     criteria_file: Path | None = Field(
         None,
@@ -124,6 +130,11 @@ class ServerConfig(Strict):
         "(a direct-link script could learn the answers and pass them on). Set false in production",
     )
     rate_limit_storage_uri: str = Field("memory://", description="Flask-Limiter storage; use redis:// with workers")
+    allow_rebuilt_bundle: bool = Field(
+        False,
+        description="serve a bundle whose build differs from the one the database's sessions of this study took "
+        "(their trials and answers may differ; the export marks every session with the build now served)",
+    )
 
     @model_validator(mode="before")
     @classmethod

@@ -43,6 +43,8 @@ class Study(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     # The exclusion criteria the server last ran with (JSON), so that `analyze --db` uses the same.
     exclusion_criteria: Mapped[str | None] = mapped_column(Text)
+    # The build of the bundle its sessions were served (contracts.bundle.Bundle.fingerprint).
+    bundle_fingerprint: Mapped[str | None] = mapped_column(String(64))
 
 
 # Session status: active (reserved, running), completed (valid, counts toward filling), failed

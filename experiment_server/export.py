@@ -13,7 +13,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import sessionmaker
 
-from contracts.bundle import Bundle, Manifest, Unit
+from contracts.bundle import Bundle, Manifest, StudyMismatchError, Unit, check_same_study
 from contracts.criteria import ExclusionCriteria
 from contracts.files import atomic_text_file
 from contracts.responses import COLUMN_NAMES
@@ -67,8 +67,36 @@ def session_facts(
     }
 
 
-def response_rows(bundle: Bundle, session_factory: sessionmaker) -> Iterator[dict[str, Any]]:
+def served_build(bundle: Bundle, session_factory: sessionmaker, allow_rebuilt_bundle: bool = False) -> str | None:
+    """The build of the bundle the database's sessions of this study took; a database that never served
+    the study, or served another build of it, is refused (naming both)."""
+    study_id = bundle.manifest.study_id
+    with session_factory() as db:
+        study = db.get(Study, study_id)
+        others = db.scalars(select(Study.study_id).where(Study.study_id != study_id)).all()
+    where = f"the database {session_factory.kw['bind'].url.render_as_string(hide_password=True)}"
+    if study is None:
+        held = f"it holds study {', '.join(map(repr, sorted(others)))}" if others else "it holds no study"
+        raise StudyMismatchError(
+            f"{where} never served study {study_id!r} of the bundle {bundle.root} ({held}): give the database the "
+            "study was served from (--db), or the bundle of the study it holds"
+        )
+    if not allow_rebuilt_bundle:
+        check_same_study(
+            bundle,
+            study_id,
+            study.bundle_fingerprint,
+            where,
+            "give the bundle its sessions took; --allow-rebuilt-bundle exports with this one anyway",
+        )
+    return study.bundle_fingerprint
+
+
+def response_rows(
+    bundle: Bundle, session_factory: sessionmaker, allow_rebuilt_bundle: bool = False
+) -> Iterator[dict[str, Any]]:
     """Rows in (session, phase, block, trial index) order, joined with the bundle's unit and answer facts."""
+    build = served_build(bundle, session_factory, allow_rebuilt_bundle)
     manifest = bundle.manifest
     trials = {**manifest.trials(), **{t.trial_id: t for t in manifest.practice_trials}}
     units = {u.unit_id: u for u in manifest.units}
@@ -95,6 +123,7 @@ def response_rows(bundle: Bundle, session_factory: sessionmaker) -> Iterator[dic
             unit = units[trial.unit_id]
             row = {
                 "study_id": session.study_id,
+                "bundle_fingerprint": build,
                 "paradigm": manifest.paradigm,
                 "participant_id": session.participant_id,
                 "platform": session.platform,
@@ -180,7 +209,7 @@ def jsonl_chunks(rows: Iterable[dict[str, Any]]) -> Iterator[str]:
         yield json.dumps(row, separators=(",", ":")) + "\n"
 
 
-def export_csv(bundle: Bundle, session_factory: sessionmaker, out: Path) -> int:
+def export_csv(bundle: Bundle, session_factory: sessionmaker, out: Path, allow_rebuilt_bundle: bool = False) -> int:
     """Write the table atomically; returns the number of rows."""
     counted = 0
 
@@ -191,6 +220,6 @@ def export_csv(bundle: Bundle, session_factory: sessionmaker, out: Path) -> int:
             yield row
 
     with atomic_text_file(out, newline="") as fh:
-        for chunk in csv_chunks(counting(response_rows(bundle, session_factory))):
+        for chunk in csv_chunks(counting(response_rows(bundle, session_factory, allow_rebuilt_bundle))):
             fh.write(chunk)
     return counted

@@ -158,7 +158,9 @@ def index():
         scores = unit_scores(db, manifest)
     views = microscope.with_human(list(_views().values()), scores)
     rows = microscope.index_rows(views, model_rank(manifest), page="{unit_id}")
-    return render_template_string(_template("units_index.html"), rows=rows, **_LINKS)
+    names = {m.id: m.display_name for m in manifest.models}
+    replaced = microscope.replaced_rows(_bundle(), names, page="{unit_id}")
+    return render_template_string(_template("units_index.html"), rows=rows, replaced=replaced, **_LINKS)
 
 
 @blueprint.get("/assets/<name>")

@@ -243,12 +243,19 @@ def _state(db: Session, session: ParticipantSession) -> dict[str, Any]:
         "practice_next_trial": practice_next,
         "max_practice_blocks": _cfg().criteria.max_practice_blocks,
         **_paradigm_json(),
-        "example": (
-            _trial_json(example_source, 0, 1, f"/api/sessions/{session.token}/example/images")
-            if example_source is not None
-            else None
-        ),
+        "natural_images": _bundle().manifest.natural_images,
+        "example": _example_json(session, example_source),
     }
+
+
+def _example_json(session: ParticipantSession, trial: Trial | None) -> dict[str, Any] | None:
+    """The instructions' example; a practice trial comes with its answer (a worked example), a main trial
+    (in a study without practice) without: its answer is paid work."""
+    if trial is None:
+        return None
+    shown = _trial_json(trial, 0, 1, f"/api/sessions/{session.token}/example/images")
+    practice = trial.kind == "practice"
+    return {**shown, "answer": _bundle().answer_key.answers[trial.trial_id].max_query if practice else None}
 
 
 def _require_current_consent(version: str) -> None:
@@ -312,10 +319,12 @@ def index():
     text = consent_text()
     settings = {
         "title": manifest.title or manifest.study_id,
+        "studyId": manifest.study_id,
         "consentVersion": consent_version(text),
         "minWidth": cfg.min_window_width,
         "minHeight": cfg.min_window_height,
         "buttonLockMs": cfg.button_lock_ms,
+        "maxImagePx": cfg.max_image_px,
         "feedback": cfg.feedback,
         "maxPracticeBlocks": cfg.criteria.max_practice_blocks,
     }
@@ -652,9 +661,34 @@ def post_feedback(token: str):
 # --- completion -----------------------------------------------------------------------
 
 
+# What the end page says, in plain words, for each way a session can end (the server's failure_reason).
+ENDINGS = {
+    "completed": "You have completed the study.",
+    "practice": "The practice trials were not passed in the tries the study allows, so the session ended before "
+    "the main trials.",
+    "attention": "The study includes a few check trials whose answer is plain to anyone who looks at them "
+    "carefully; too many of them were answered wrongly, so the answers cannot be used.",
+    "timing": "The answers came faster than anyone could read the instructions and look at each trial, so "
+    "they cannot be used.",
+}
+
+
+def _code_note(session: ParticipantSession) -> str:
+    if session.completion_code is None:
+        return "There is no code to submit: please return the study on the platform."
+    if session.status == "completed":
+        return "Submit this code on the platform to be paid:"
+    return "Submit this code on the platform: it tells the researchers that this session ended early."
+
+
 def _completion(session: ParticipantSession) -> dict[str, Any]:
     payload: dict[str, Any] = {
         "status": session.status,
+        "failure_reason": session.failure_reason,
+        "message": ENDINGS["completed"]
+        if session.status == "completed"
+        else ENDINGS.get(session.failure_reason, "The session ended before the end of the study."),
+        "code_note": _code_note(session),
         "completion_code": session.completion_code,
         "redirect_url": None,
         "submit_url": None,

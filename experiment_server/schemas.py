@@ -111,6 +111,12 @@ class TrialOut(BaseModel):
     )
 
 
+class ExampleOut(TrialOut):
+    answer: int | None = Field(
+        description="the correct query of a practice example (a worked example); null for a main trial"
+    )
+
+
 class SessionOut(BaseModel):
     token: str
     status: str
@@ -125,7 +131,8 @@ class SessionOut(BaseModel):
     question: str
     wrong_feedback: str
     answers: list[dict] = Field(description="the study's answer controls (its paradigm's), as each trial has them")
-    example: TrialOut | None = Field(description="an example trial for the instructions")
+    natural_images: str = Field(description="what the study's natural images are, in the participant's words")
+    example: ExampleOut | None = Field(description="an example trial for the instructions")
 
 
 class StoredOut(BaseModel):
@@ -139,6 +146,11 @@ class StoredOut(BaseModel):
 
 class CompletionOut(BaseModel):
     status: Literal["completed", "failed"]
+    failure_reason: Literal["practice", "attention", "timing"] | None = Field(
+        description="why a failed session failed (null when it passed)"
+    )
+    message: str = Field(description="what happened, in plain words, for the end page")
+    code_note: str = Field(description="what to do with the code (or that there is none to submit)")
     completion_code: str | None
     redirect_url: str | None = Field(description="Prolific: where to send the participant")
     submit_url: str | None = Field(description="MTurk: where to POST the form")

@@ -27,11 +27,20 @@ app.add_typer(db_app, name="db")
 DbOption = Annotated[
     str | None, typer.Option("--db", help="SQLAlchemy database URL (default: psychinterp.db in this folder)")
 ]
+AllowRebuiltOption = Annotated[
+    bool,
+    typer.Option(
+        help="accept responses or a database of another build of the bundle's study (the same study id, other "
+        "trials: the answers may differ); another study is always refused"
+    ),
+]
 
 
 @models_app.command("list")
 def models_list(
-    models_file: Annotated[Path | None, typer.Option("--models", help="models file (default: models.yaml)")] = None,
+    models_file: Annotated[
+        Path | None, typer.Option("--models", help="models file (default: models.yaml)", resolve_path=True)
+    ] = None,
 ) -> None:
     """List the registered models with their parameter counts."""
     from stimuli.registry import parameter_count
@@ -64,8 +73,8 @@ def _bundle_summary(out: Path, bundle) -> str:
 
 @app.command()
 def build(
-    study: Annotated[Path, typer.Argument(help="study config (YAML)")],
-    out: Annotated[Path, typer.Option("--out", help="bundle directory to write")],
+    study: Annotated[Path, typer.Argument(help="study config (YAML)", resolve_path=True)],
+    out: Annotated[Path, typer.Option("--out", help="bundle directory to write", resolve_path=True)],
     device: Annotated[str, typer.Option(help="cpu, cuda or cuda:N")] = "cpu",
     weights: Annotated[list[str], typer.Option("--weights", help="MODEL_ID=PATH, overrides models.yaml")] = [],  # noqa: B006
     precision: Annotated[
@@ -108,10 +117,13 @@ def build(
 
 @app.command()
 def merge(
-    study: Annotated[Path, typer.Argument(help="study config (YAML)")],
-    out: Annotated[Path, typer.Option("--out", help="bundle directory (where the shards wrote, or a new one)")],
+    study: Annotated[Path, typer.Argument(help="study config (YAML)", resolve_path=True)],
+    out: Annotated[
+        Path, typer.Option("--out", help="bundle directory (where the shards wrote, or a new one)", resolve_path=True)
+    ],
     shard_dirs: Annotated[
-        list[Path] | None, typer.Argument(help="output folders of shards that wrote elsewhere than --out")
+        list[Path] | None,
+        typer.Argument(help="output folders of shards that wrote elsewhere than --out", resolve_path=True),
     ] = None,
 ) -> None:
     """Join the shards of a `build --shard i/n` run into one bundle."""
@@ -124,8 +136,10 @@ def merge(
 
 @app.command("import-imi")
 def import_imi(
-    source: Annotated[Path, typer.Argument(help="a task folder of the 2023 study, or a folder of them")],
-    out: Annotated[Path, typer.Option("--out", help="bundle directory to write")],
+    source: Annotated[
+        Path, typer.Argument(help="a task folder of the 2023 study, or a folder of them", resolve_path=True)
+    ],
+    out: Annotated[Path, typer.Option("--out", help="bundle directory to write", resolve_path=True)],
     study_id: Annotated[str, typer.Option(help="study id of the new bundle")] = "imported",
     model: Annotated[str, typer.Option(help="model id to file the units under")] = "imported",
     condition: Annotated[
@@ -148,19 +162,21 @@ def import_imi(
 
 
 ServerConfigOption = Annotated[
-    Path | None, typer.Option("--config", help="server config (YAML): consent, platforms, practice, payments")
+    Path | None,
+    typer.Option("--config", help="server config (YAML): consent, platforms, practice, payments", resolve_path=True),
 ]
 
 
 @app.command()
 def serve(
-    bundle: Annotated[Path, typer.Argument(help="study bundle directory")],
+    bundle: Annotated[Path, typer.Argument(help="study bundle directory", resolve_path=True)],
     db: DbOption = None,
     config: ServerConfigOption = None,
     host: str = "127.0.0.1",
     port: int = 5000,
     threads: Annotated[int, typer.Option(help="request threads of the single server process")] = 16,
     connection_limit: Annotated[int, typer.Option(help="open connections served at once (browsers keep them)")] = 1000,
+    allow_rebuilt_bundle: AllowRebuiltOption = False,
 ) -> None:
     """Serve a bundle to participants: one process (waitress), SQLite by default.
 
@@ -170,7 +186,8 @@ def serve(
     from experiment_server.config import load_server_config
     from psychinterp.serving import PUBLIC_WARNING, create_server, is_loopback
 
-    application = create_app(load_server_config(config, bundle_dir=bundle, database_url=db))
+    overrides = {"allow_rebuilt_bundle": allow_rebuilt_bundle or None}
+    application = create_app(load_server_config(config, bundle_dir=bundle, database_url=db, **overrides))
     server = create_server(application, host, port, threads=threads, connection_limit=connection_limit)
     if not is_loopback(host):
         typer.echo(PUBLIC_WARNING.format(host=host), err=True)
@@ -212,16 +229,17 @@ def db_upgrade(db: DbOption = None) -> None:
 
 @app.command()
 def export(
-    bundle: Annotated[Path, typer.Argument(help="study bundle directory")],
-    out: Annotated[Path, typer.Option("--out", help="CSV file to write")],
+    bundle: Annotated[Path, typer.Argument(help="study bundle directory", resolve_path=True)],
+    out: Annotated[Path, typer.Option("--out", help="CSV file to write", resolve_path=True)],
     db: DbOption = None,
+    allow_rebuilt_bundle: AllowRebuiltOption = False,
 ) -> None:
     """Export every stored response as one CSV row (docs/responses.md)."""
     from contracts.bundle import load_bundle
     from experiment_server.db import make_session_factory
     from experiment_server.export import export_csv
 
-    n = export_csv(load_bundle(bundle), make_session_factory(db), out)
+    n = export_csv(load_bundle(bundle), make_session_factory(db), out, allow_rebuilt_bundle)
     typer.echo(f"wrote {n} responses to {out}")
 
 
@@ -229,22 +247,33 @@ def export(
 def analyze(
     responses: Annotated[
         Path | None,
-        typer.Argument(help="response CSV (ours, IMI 2023, Borowski et al. 2021 trials or intuitiveness ratings)"),
+        typer.Argument(
+            help="response CSV (ours, IMI 2023, Borowski et al. 2021 trials or intuitiveness ratings)",
+            resolve_path=True,
+        ),
     ] = None,
-    out: Annotated[Path, typer.Option("--out", help="report directory")] = Path("report"),
+    out: Annotated[Path, typer.Option("--out", help="report directory", resolve_path=True)] = Path("report"),
     resamples: Annotated[int, typer.Option(help="bootstrap resamples")] = 10_000,
     format: Annotated[
         str | None, typer.Option(help="psychinterp, imi, borowski or borowski-intuitiveness (default: detected)")
     ] = None,
     model_id: Annotated[str, typer.Option(help="model id for Borowski et al. files, which name none")] = "googlenet",
     db: Annotated[str | None, typer.Option("--db", help="read a server database directly (with --bundle)")] = None,
-    bundle: Annotated[Path | None, typer.Option(help="the study bundle: model facts, and the study for --db")] = None,
+    bundle: Annotated[
+        Path | None, typer.Option(help="the study bundle: model facts, and the study for --db", resolve_path=True)
+    ] = None,
     criteria: Annotated[
         Path | None,
-        typer.Option(help="exclusion criteria (YAML); default: with --db, the server's; otherwise the 2023 study's"),
+        typer.Option(
+            help="exclusion criteria (YAML); default: with --db, the server's; otherwise the 2023 study's",
+            resolve_path=True,
+        ),
     ] = None,
     models: Annotated[
-        Path | None, typer.Option("--models", help="models file for model facts (needs torch to count parameters)")
+        Path | None,
+        typer.Option(
+            "--models", help="models file for model facts (needs torch to count parameters)", resolve_path=True
+        ),
     ] = None,
     exclusions: Annotated[
         str,
@@ -254,21 +283,26 @@ def analyze(
         ),
     ] = "ours",
     machine_scores: Annotated[
-        Path | None, typer.Option(help="per-unit machine scores (psychinterp simulate --scores) to set beside")
+        Path | None,
+        typer.Option(help="per-unit machine scores (psychinterp simulate --scores) to set beside", resolve_path=True),
     ] = None,
     config: Annotated[
         Path | None,
         typer.Option(
-            "--config", help="analysis config (YAML): alpha, equivalence margins, power; see docs/statistics.md"
+            "--config",
+            help="analysis config (YAML): alpha, equivalence margins, power; see docs/statistics.md",
+            resolve_path=True,
         ),
     ] = None,
     other_paradigm: Annotated[
         Path | None,
         typer.Option(
             help="responses to the same units in another paradigm (e.g. odd-one-out beside 2AFC): "
-            "the report adds their per-unit agreement"
+            "the report adds their per-unit agreement",
+            resolve_path=True,
         ),
     ] = None,
+    allow_rebuilt_bundle: AllowRebuiltOption = False,
 ) -> None:
     """Accuracy per model and condition after exclusions, with bootstrap CIs, figures and report/index.html."""
     from analysis.pipeline import EXCLUSION_MODES
@@ -294,6 +328,7 @@ def analyze(
         machine_scores=machine_scores,
         analysis_config=config,
         other_paradigm=other_paradigm,
+        allow_rebuilt_bundle=allow_rebuilt_bundle,
     )
     typer.echo(f"report: {page}")
 
@@ -320,12 +355,18 @@ def _float_list(text: str, name: str) -> list[float]:
 @app.command()
 def power(
     slope: Annotated[float, typer.Option(help="the slope to detect, percentage points per decade of parameters")],
-    out: Annotated[Path, typer.Option("--out", help="folder for power.csv and the power curve")] = Path("power"),
-    bundle: Annotated[Path | None, typer.Option(help="take the models (parameter counts) from a bundle")] = None,
+    out: Annotated[
+        Path, typer.Option("--out", help="folder for power.csv and the power curve", resolve_path=True)
+    ] = Path("power"),
+    bundle: Annotated[
+        Path | None, typer.Option(help="take the models (parameter counts) from a bundle", resolve_path=True)
+    ] = None,
     log10_params: Annotated[
         str | None, typer.Option(help="or give log10 parameter counts, e.g. 6.8,7.4,8.0,8.3")
     ] = None,
-    pilot: Annotated[Path | None, typer.Option(help="pilot responses (CSV) for the variance components")] = None,
+    pilot: Annotated[
+        Path | None, typer.Option(help="pilot responses (CSV) for the variance components", resolve_path=True)
+    ] = None,
     base: Annotated[float, typer.Option(help="mean accuracy, without --pilot")] = 0.8,
     model_sd: Annotated[float, typer.Option(help="between-model sd (proportion), without --pilot")] = 0.02,
     unit_sd: Annotated[float, typer.Option(help="between-unit sd (proportion), without --pilot")] = 0.08,
@@ -372,17 +413,22 @@ def power(
 
 @app.command()
 def simulate(
-    bundle: Annotated[Path, typer.Argument(help="study bundle directory")],
+    bundle: Annotated[Path, typer.Argument(help="study bundle directory", resolve_path=True)],
     participants: Annotated[int, typer.Option(help="simulated participants")] = 10,
     observer: Annotated[
         str, typer.Option(help="pixel, model:ID[:LAYER] (a registry model's embedding) or python:MODULE:FUNCTION")
     ] = "pixel",
     server: Annotated[str | None, typer.Option(help="a running server's URL; default: the bundle in-process")] = None,
     db: Annotated[str | None, typer.Option("--db", help="database for the in-process server")] = None,
-    out: Annotated[Path | None, typer.Option("--out", help="write the response table (CSV) here")] = None,
-    scores: Annotated[Path | None, typer.Option(help="write per-unit machine scores (CSV) here, offline")] = None,
+    out: Annotated[
+        Path | None, typer.Option("--out", help="write the response table (CSV) here", resolve_path=True)
+    ] = None,
+    scores: Annotated[
+        Path | None, typer.Option(help="write per-unit machine scores (CSV) here, offline", resolve_path=True)
+    ] = None,
     models: Annotated[
-        Path | None, typer.Option("--models", help="models file for model:ID observers (default: models.yaml)")
+        Path | None,
+        typer.Option("--models", help="models file for model:ID observers (default: models.yaml)", resolve_path=True),
     ] = None,
     temperature: float = 10.0,
     lapse: float = 0.05,
@@ -415,15 +461,20 @@ def simulate(
     if participants:
         ended = ", ".join(f"{n} {status}" for status, n in sorted(run.outcomes.items()))
         typer.echo(f"{participants} {run.observer} observer(s): {ended}")
+        if any(status.startswith("failed") for status in run.outcomes):
+            typer.echo(
+                "failed: practice = the practice trials were not passed; attention = catch trials answered wrongly; "
+                "timing = faster than the server's minimum times (the export's failure_reason column, per session)"
+            )
     if run.responses_written is not None:
         typer.echo(f"wrote {run.responses_written} responses to {out}")
 
 
 @app.command("train-family")
 def train_family(
-    out: Annotated[Path, typer.Option("--out", help="folder for the images, the weights and models.yaml")] = Path(
-        "family"
-    ),
+    out: Annotated[
+        Path, typer.Option("--out", help="folder for the images, the weights and models.yaml", resolve_path=True)
+    ] = Path("family"),
     train_per_class: Annotated[int, typer.Option(min=1, help="training images per class")] = 300,
     pool_per_class: Annotated[int, typer.Option(min=1, help="exemplar-pool images per class")] = 100,
     epochs: Annotated[int, typer.Option(min=1)] = 6,
@@ -448,7 +499,9 @@ def train_family(
 
 @app.command()
 def demo(
-    workdir: Annotated[Path, typer.Option(help="where the demo's data, bundle and database go")] = Path(".demo"),
+    workdir: Annotated[
+        Path, typer.Option(help="where the demo's data, bundle and database go", resolve_path=True)
+    ] = Path(".demo"),
     host: str = "127.0.0.1",
     port: int = 5000,
     serve_after: Annotated[bool, typer.Option("--serve/--no-serve", help="serve the study at the end")] = True,

@@ -54,8 +54,10 @@ def prepare_demo_inputs(
         "title": "psychinterp demo study: which shape activates the unit more?",
         "models_file": "models.yaml",
         "models": [member.id for member in FAMILY],
-        "units_per_model": 6,
-        "dataset": {"path": "shapes/pool", "batch_size": 64},
+        # One more unit than a task's trials: a place the acceptance rules leave empty (no reserve of its
+        # layer passed) still leaves each task its units.
+        "units_per_model": 7,
+        "dataset": {"path": "shapes/pool", "batch_size": 64, "described_as": "pictures of rendered shapes"},
         "exemplars": {"batches": 4, "references": 9},
         # Small and short, to fit the demo's time budget; a real study uses the defaults.
         "feature_visualization": {
@@ -89,7 +91,7 @@ def prepare_unit_kind_inputs(workdir: Path) -> dict[str, Path]:
         "units_per_model": 8,
         "dictionaries": [{"name": "kmeans", "method": "kmeans", "size": 12, "units_per_model": 8}],
         "dictionary_sample": {"images": 300, "positions_per_image": 8},
-        "dataset": {"path": "shapes/pool", "batch_size": 64},
+        "dataset": {"path": "shapes/pool", "batch_size": 64, "described_as": "pictures of rendered shapes"},
         "exemplars": {"batches": 3, "references": 9},
         "conditions": ["natural"],
         "tasks": {"trials_per_task": 16, "catch_trials_per_task": 1, "repetitions": 2, "practice_trials": 2},

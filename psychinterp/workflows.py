@@ -72,14 +72,16 @@ def model_facts(bundle: Path | None = None, models: Path | None = None) -> dict[
     return None
 
 
-def export_from_database(db: str, bundle: Path, out: Path) -> tuple[Path, ExclusionCriteria | None]:
+def export_from_database(
+    db: str, bundle: Path, out: Path, allow_rebuilt_bundle: bool = False
+) -> tuple[Path, ExclusionCriteria | None]:
     """The response table of a server database (written to ``out``), and the criteria its server ran with."""
     from contracts.bundle import load_bundle
     from experiment_server.db import make_session_factory
     from experiment_server.export import export_csv, study_criteria
 
     served, session_factory = load_bundle(bundle), make_session_factory(db)
-    export_csv(served, session_factory, out)
+    export_csv(served, session_factory, out, allow_rebuilt_bundle)
     return out, study_criteria(session_factory, served.manifest.study_id)
 
 
@@ -92,6 +94,7 @@ def analyze_study(
     models: Path | None = None,
     criteria: Path | None = None,
     analysis_config: Path | None = None,
+    allow_rebuilt_bundle: bool = False,
     **report_options,
 ) -> Path:
     """The report for a response table, or for a server database (with its bundle); returns the page.
@@ -105,8 +108,13 @@ def analyze_study(
     chosen = load_criteria(criteria) if criteria else None
     if db is not None:
         out.mkdir(parents=True, exist_ok=True)
-        responses, server_criteria = export_from_database(db, bundle, out / "responses.csv")
+        responses, server_criteria = export_from_database(db, bundle, out / "responses.csv", allow_rebuilt_bundle)
         chosen = chosen or server_criteria
+    elif bundle is not None:
+        from analysis.load import check_responses_study
+        from contracts.bundle import load_bundle
+
+        check_responses_study(responses, load_bundle(bundle), allow_rebuilt_bundle)
     config = load_analysis_config(analysis_config) if analysis_config else DEFAULT_ANALYSIS
     return write_report(
         responses,
@@ -122,7 +130,7 @@ def analyze_study(
 @dataclass(frozen=True)
 class SimulationRun:
     observer: str
-    outcomes: Counter  # session status -> how many
+    outcomes: Counter  # how each session ended ("completed", "failed: timing", ...) -> how many
     scored_rows: int | None = None  # machine-score rows written
     responses_written: int | None = None
 
@@ -164,7 +172,12 @@ def simulate_study(
     if server is not None:
         import httpx
 
+        from contracts.bundle import check_same_study
+        from psychinterp.scripted import page_settings
+
         client = httpx.Client(base_url=server, timeout=30)
+        fix = "give the bundle of the study that server serves, or the URL of the server of this one"
+        check_same_study(loaded, page_settings(client)["studyId"], None, f"the server at {server}", fix)
     else:
         from experiment_server import create_app
         from psychinterp.scripted import SCRIPTED_SERVER
@@ -180,7 +193,13 @@ def simulate_study(
         from experiment_server.export import export_csv
 
         written = export_csv(loaded, app.extensions["psychinterp_db"], out)
-    return SimulationRun(model.features.name, Counter(o["status"] for o in outcomes), scored, written)
+    return SimulationRun(model.features.name, Counter(map(ending, outcomes)), scored, written)
+
+
+def ending(completion: dict) -> str:
+    """How a session ended, from the server's completion reply: its status and, if it failed, why."""
+    reason = completion.get("failure_reason")
+    return f"{completion['status']}: {reason}" if reason else completion["status"]
 
 
 @dataclass(frozen=True)

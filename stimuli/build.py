@@ -15,11 +15,12 @@ the work was split or how often it was interrupted.
 from __future__ import annotations
 
 import functools
+import hashlib
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -27,8 +28,19 @@ from PIL import Image
 from tqdm import tqdm
 
 from contracts import bundle as bundle_schema
-from contracts.bundle import AnswerKey, Bundle, BundleModel, Dictionary, Manifest, ReferenceImage, Unit
+from contracts.bundle import (
+    AnswerKey,
+    Bundle,
+    BundleModel,
+    Dictionary,
+    Manifest,
+    ReferenceImage,
+    ReplacedUnit,
+    Unit,
+)
+from contracts.criteria import DEFAULT_CRITERIA, unmeetable
 from contracts.errors import ConfigError, PsychinterpError
+from stimuli.acceptance import exemplar_problems, pixel_sd, retry_can_help, visualisation_problems
 from stimuli.dictionaries import DictionaryTable, bind, load_dictionary, prepare_dictionaries
 from stimuli.exemplars import (
     ImageTreeDataset,
@@ -46,8 +58,8 @@ from stimuli.selectors import readout_problem
 from stimuli.specs import ModelSpec, load_model_specs
 from stimuli.study import StudyConfig
 from stimuli.tasks import BatchImages, QueryImage, UnitStimuli, assemble_tasks, plan_study, practice_unit_ranking
-from stimuli.units import SampledUnit, sample_dictionary_units, sample_units
-from stimuli.workdir import ExemplarRecord, WorkDir, fingerprint
+from stimuli.units import SampledUnit, reserve_units, sample_dictionary_units, sample_units
+from stimuli.workdir import ExemplarRecord, Verdict, WorkDir, fingerprint
 
 log = logging.getLogger(__name__)
 
@@ -419,18 +431,23 @@ def _target_images(
 def _visualise(
     config: StudyConfig,
     model: LoadedModel,
-    item: WorkItem,
+    units: Sequence[SampledUnit],
+    seed: int,
     out: Path,
     work: WorkDir,
     dictionaries: DictionaryTable,
     dataset: ImageTreeDataset,
     layer_order: Sequence[str],
+    attempt: int = 0,
 ) -> None:
+    """Visualise ``units`` together (one batch) and record each unit's images; ``attempt`` k > 0 is the k-th
+    retry of a refused unit, with its method's retry settings."""
     from stimuli.fv import FVRequest
     from stimuli.fv_sanity import check_paths
 
-    method = config.feature_visualization
-    records = [work.read_exemplars(u.unit_id) for u in item.units]
+    method = config.feature_visualization.retry(attempt) if attempt else config.feature_visualization
+    retry = _retry_record(config.feature_visualization, method, attempt)
+    records = [work.read_exemplars(u.unit_id) for u in units]
     requests = [
         FVRequest(
             r.unit.layer,
@@ -440,13 +457,13 @@ def _visualise(
         )
         for r in records
     ]
-    sample = np.random.default_rng(config.seed + item.first)
+    sample = np.random.default_rng(seed)
 
     def natural_images(n: int) -> torch.Tensor:
         return _dataset_images(dataset, model, sample.choice(len(dataset), min(n, len(dataset)), replace=False))
 
-    images, _ = method.visualise(model, requests, seed=config.seed + item.first, natural_images=natural_images)
-    for unit, record, visualisations in zip(item.units, records, images, strict=True):
+    images, _ = method.visualise(model, requests, seed=seed, natural_images=natural_images)
+    for unit, record, visualisations in zip(units, records, images, strict=True):
         below = list(layer_order[: layer_order.index(unit.layer)]) if unit.layer in layer_order else []
         exemplars = {
             "max": _dataset_images(dataset, model, [i for s in record.exemplars.max_side for i in s.references]),
@@ -480,13 +497,15 @@ def _visualise(
                     "beats_exemplars": vis.beats_exemplars,
                     "fv_method": method.method,
                     "fv_params": vis.params,
+                    "fv_retry": retry,
                     "path_similarity": float(check.similarity[k]) if check else None,
                     "path_outlier": bool(check.outlier[k]) if check else None,
+                    "pixel_sd": round(pixel_sd(vis.pixels), 3),
                 }
             )
         flagged = [s for s in stored if s["path_outlier"]]
         if flagged:
-            log.warning(
+            log.info(
                 "unit %s: %d of %d visualisations reach the unit by a path its exemplars do not use "
                 "(path similarity %s, floor %.2g): see the sanity check in docs/building.md",
                 unit.unit_id,
@@ -495,7 +514,169 @@ def _visualise(
                 ", ".join(f"{s['path_similarity']:.2f}" for s in flagged),
                 min(c.exemplar_floor for c in checks.values()),
             )
-        work.write_fv(unit.unit_id, stored, method.record())
+        work.write_fv(unit.unit_id, stored, config.feature_visualization.record())
+
+
+def _retry_record(configured, used, attempt: int) -> dict[str, Any] | None:
+    """What a retry changed: its number and the settings that differ from the study config's (None: first try)."""
+    if not attempt:
+        return None
+    before, after = configured.record(), used.record()
+    return {"attempt": attempt, **{k: v for k, v in after.items() if before.get(k) != v}}
+
+
+def _retry_seed(config: StudyConfig, unit: SampledUnit, attempt: int) -> int:
+    """A retried or reserve unit is visualised alone, with a seed of its own: the same whichever shard does it."""
+    digest = hashlib.sha256(f"{config.seed}:{unit.unit_id}:{attempt}".encode()).digest()
+    return int.from_bytes(digest[:4], "big")
+
+
+def _fv_attempt(work: WorkDir, config: StudyConfig, unit_id: str) -> int:
+    images = work.read_fv(unit_id, config.feature_visualization.made) or []
+    return max(((image.get("fv_retry") or {}).get("attempt", 0) for image in images), default=0)
+
+
+def unit_problems(config: StudyConfig, work: WorkDir, unit: SampledUnit) -> list[str]:
+    """Why ``unit`` may not be shown (:mod:`stimuli.acceptance`), from its records; empty when it may."""
+    problems = _natural_problems(work, unit)
+    if problems or "synthetic" not in config.conditions:
+        return problems
+    images = work.read_fv(unit.unit_id, config.feature_visualization.made)
+    for image in images:
+        if "pixel_sd" not in image:  # recorded before this was measured
+            with Image.open(work.out / bundle_schema.IMAGES / f"{image['sha256']}.png") as stored:
+                image["pixel_sd"] = pixel_sd(np.asarray(stored.convert("RGB")))
+    return visualisation_problems(images, config.acceptance)
+
+
+def current_unit(work: WorkDir, unit: SampledUnit) -> tuple[SampledUnit | None, Verdict | None, list[Verdict]]:
+    """Where a planned unit's place stands: the unit now in it (None when no reserve was left), that unit's
+    verdict (None while undecided), and the verdicts of the units it replaced, in order."""
+    replaced: list[Verdict] = []
+    while True:
+        verdict = work.read_verdict(unit.unit_id)
+        if verdict is None or verdict.accepted:
+            return unit, verdict, replaced
+        replaced.append(verdict)
+        if verdict.replaced_by is None:
+            return None, None, replaced
+        unit = verdict.replaced_by
+
+
+@dataclass
+class _Places:
+    """The planned units of one model in a work stage, with what the acceptance rules need to fill them."""
+
+    config: StudyConfig
+    work: WorkDir
+    planned: list[SampledUnit]  # all the model's planned units (reserves are drawn around them)
+    rows: Callable[[SampledUnit], Sequence[int]]  # every row of a unit's layer and kind
+
+    def reserves(self, planned_unit: SampledUnit) -> list[SampledUnit]:
+        rules = self.config.acceptance
+        return reserve_units(self.planned, planned_unit, self.rows(planned_unit), self.config.seed, rules.replacements)
+
+    def decide(self, planned_unit: SampledUnit, unit: SampledUnit, problems: list[str]) -> SampledUnit | None:
+        """Record the verdict on ``unit`` (in ``planned_unit``'s place); returns the reserve that takes over."""
+        if not problems:
+            self.work.write_verdict(Verdict(unit, True))
+            return None
+        if self.config.acceptance.on_failure == "stop":
+            raise PsychinterpError(
+                f"unit {unit.unit_id}: its stimuli fail the acceptance rules: {'; '.join(problems)}. The study config "
+                "says acceptance.on_failure: stop; set it to replace to put a reserve unit in its place, or loosen "
+                "the rules (docs/building.md, 'Acceptance')"
+            )
+        _, _, replaced = current_unit(self.work, planned_unit)
+        tried = {planned_unit.unit_id, *(v.unit.unit_id for v in replaced), unit.unit_id}
+        reserve = next((r for r in self.reserves(planned_unit) if r.unit_id not in tried), None)
+        log.warning(
+            "unit %s refused (%s); %s",
+            unit.unit_id,
+            "; ".join(problems),
+            f"{reserve.unit_id} takes its place" if reserve else "no reserve is left: its place stays empty",
+        )
+        self.work.write_verdict(Verdict(unit, False, tuple(problems), reserve))
+        return reserve
+
+
+def _fill_places(
+    config: StudyConfig,
+    model: LoadedModel,
+    places: _Places,
+    mine: Sequence[SampledUnit],
+    positions: Mapping[str, int],
+    dataset: ImageTreeDataset,
+    work: WorkDir,
+    precision: Precision,
+    checkpoint_seconds: float,
+    dictionaries: DictionaryTable,
+    layer_order: Sequence[str],
+) -> None:
+    """Decide the places of the planned units ``mine``: accept the unit in each, retry its visualisations, or
+    bring in reserves (one scan pass per round for those that need exemplars) until every place is decided."""
+    synthetic = "synthetic" in config.conditions
+    rules = config.acceptance
+    for _ in range(rules.replacements + 2):
+        open_places = []
+        for planned_unit in mine:
+            unit, verdict, _ = current_unit(work, planned_unit)
+            if unit is not None and verdict is None:
+                open_places.append((planned_unit, unit))
+        if not open_places:
+            return
+        need_scan = [(p, u) for p, u in open_places if not work.exemplar_path(u.unit_id).exists()]
+        if need_scan:
+            _scan_and_select(
+                config,
+                model,
+                [u for _, u in need_scan],
+                [positions[p.unit_id] for p, _ in need_scan],
+                dataset,
+                work,
+                precision,
+                checkpoint_seconds,
+                dictionaries,
+            )
+        for planned_unit, unit in open_places:
+            visualise = functools.partial(
+                _visualise, config, model, [unit], out=work.out, work=work, dictionaries=dictionaries
+            )
+            visualise = functools.partial(visualise, dataset=dataset, layer_order=layer_order)
+            visualisable = synthetic and not _natural_problems(work, unit)
+            if visualisable and not work.fv_path(unit.unit_id).exists():
+                visualise(_retry_seed(config, unit, 0))
+            problems = unit_problems(config, work, unit)
+            attempt = _fv_attempt(work, config, unit.unit_id) if visualisable else 0
+            while problems and visualisable and attempt < rules.retries and retry_can_help(problems):
+                attempt += 1
+                visualise(_retry_seed(config, unit, attempt), attempt=attempt)
+                problems = unit_problems(config, work, unit)
+            places.decide(planned_unit, unit, problems)
+    raise AssertionError("every place is decided within replacements + 2 rounds")  # pragma: no cover
+
+
+def _natural_problems(work: WorkDir, unit: SampledUnit) -> list[str]:
+    """Why the unit's own exemplars refuse it (no visualisation can help)."""
+    record = work.read_exemplars(unit.unit_id)
+    pairs = [
+        (record.activations[high.query], record.activations[low.query])
+        for high, low in zip(record.exemplars.max_side, record.exemplars.min_side, strict=True)
+    ]
+    return exemplar_problems(record.targets, pairs)
+
+
+def _layer_rows(plan: UnitPlan, model: LoadedModel) -> Callable[[SampledUnit], Sequence[int]]:
+    """Every row of a unit's layer and kind: the layer's channels, or its dictionary's live rows there."""
+    channels = {layer.name: layer.channels for layer in eligible_layers(model)}
+    live = {(d.layer, d.name): d.live for d in plan.dictionaries if d.model_id == model.spec.id}
+
+    def rows(unit: SampledUnit) -> Sequence[int]:
+        if unit.selector.kind == "channel":
+            return range(channels[unit.layer])
+        return live[(unit.layer, unit.selector.dictionary)]
+
+    return rows
 
 
 def run_work_items(
@@ -509,7 +690,8 @@ def run_work_items(
     precision: PrecisionChoice = "auto",
     checkpoint_seconds: float = 30.0,
 ) -> int:
-    """Do whatever ``items`` still lack; returns how many items needed work."""
+    """Do whatever ``items`` still lack, then decide each of their units' places (the acceptance rules);
+    returns how many items needed work."""
     weights = dict(weights or {})
     work = WorkDir(out)
     specs = load_model_specs(config.models_file)
@@ -522,13 +704,15 @@ def run_work_items(
     n_pending = 0
     for model_id, model_items in tqdm(by_model.items(), desc="models", unit="model"):
         need_scan = [u for item in model_items for u in item.units if not work.exemplar_path(u.unit_id).exists()]
-        need_fv = [i for i in model_items if synthetic and not all(work.fv_path(u.unit_id).exists() for u in i.units)]
-        pending = {id(i) for i in need_fv} | {id(i) for i in model_items if set(i.units) & set(need_scan)}
+        pending = {id(i) for i in model_items if set(i.units) & set(need_scan)}
+        pending |= {id(i) for i in model_items if synthetic and _to_visualise(work, i.units)}
+        mine = [u for item in model_items for u in item.units]
+        undecided = [u for u in mine if _undecided(work, u)]
         n_pending += len(pending)
-        if not pending:
+        if not pending and not undecided:
             log.info("model %s: all %d work item(s) already done", model_id, len(model_items))
             continue
-        if len(pending) < len(model_items):
+        if pending and len(pending) < len(model_items):
             log.info(
                 "model %s: resuming, %d of %d work item(s) already done",
                 model_id,
@@ -537,7 +721,13 @@ def run_work_items(
             )
         model = load_model(specs[model_id], weights.get(model_id), device=device)
         dictionaries = plan.dictionary_table(out, model_id)
+        places = _Places(config, work, plan.units[model_id], _layer_rows(plan, model))
         if need_scan:
+            # The reserves' exemplars come in the same pass (the forward passes are the cost, not the units):
+            # a refused unit's place is then filled without another pass over the dataset.
+            reserves = [(r, p) for p in mine for r in places.reserves(p) if not work.exemplar_path(r.unit_id).exists()]
+            positions = {**positions, **{r.unit_id: positions[p.unit_id] for r, p in reserves}}
+            need_scan += [r for r, _ in reserves]
             _scan_and_select(
                 config,
                 model,
@@ -549,35 +739,98 @@ def run_work_items(
                 checkpoint_seconds,
                 dictionaries,
             )
-        layer_order = [layer.name for layer in eligible_layers(model)] if need_fv else []
-        for item in tqdm(need_fv, desc=f"visualise {model_id}", unit="batch", leave=False):
-            _visualise(config, model, item, out, work, dictionaries, dataset, layer_order)
+        layer_order = [layer.name for layer in eligible_layers(model)]
+        # A batch leaves out the units its exemplars already refuse: no visualisation can help them.
+        batches = [(i, _to_visualise(work, i.units)) for i in model_items] if synthetic else []
+        for item, units in tqdm([b for b in batches if b[1]], desc=f"visualise {model_id}", unit="batch", leave=False):
+            _visualise(config, model, units, config.seed + item.first, out, work, dictionaries, dataset, layer_order)
+        _fill_places(
+            config,
+            model,
+            places,
+            mine,
+            positions,
+            dataset,
+            work,
+            resolved,
+            checkpoint_seconds,
+            dictionaries,
+            layer_order,
+        )
         del model
     return n_pending
 
 
-def _missing_records(work: WorkDir, plan: UnitPlan, synthetic: bool) -> list[str]:
+def _to_visualise(work: WorkDir, units: Sequence[SampledUnit]) -> list[SampledUnit]:
+    """The units of a work item to visualise together: those its exemplars do not refuse (no visualisation
+    can help them); none once they all have their visualisations."""
+    live = [u for u in units if not (_scanned(work, u) and _natural_problems(work, u))]
+    return [] if all(work.fv_path(u.unit_id).exists() for u in live) else live
+
+
+def _scanned(work: WorkDir, unit: SampledUnit) -> bool:
+    return work.exemplar_path(unit.unit_id).exists()
+
+
+def _undecided(work: WorkDir, planned_unit: SampledUnit) -> bool:
+    unit, verdict, _ = current_unit(work, planned_unit)
+    return unit is not None and verdict is None
+
+
+def _missing_records(work: WorkDir, plan: UnitPlan) -> list[str]:
     missing = []
     for units in plan.units.values():
         for unit in units:
-            if not work.exemplar_path(unit.unit_id).exists():
-                missing.append(f"{unit.unit_id} (exemplars)")
-            elif synthetic and not work.fv_path(unit.unit_id).exists():
-                missing.append(f"{unit.unit_id} (feature visualisations)")
+            current, verdict, _ = current_unit(work, unit)
+            if current is not None and verdict is None:
+                what = "exemplars" if not work.exemplar_path(current.unit_id).exists() else "verdict"
+                missing.append(f"{current.unit_id} ({what})")
     return missing
 
 
 def assemble_bundle(config: StudyConfig, out: Path, plan: UnitPlan, dataset: ImageTreeDataset) -> Bundle:
     """The merge step: deal tasks and write the bundle from the unit records of every shard."""
     work = WorkDir(out)
-    missing = _missing_records(work, plan, "synthetic" in config.conditions)
+    n_trials = config.tasks.trials_per_task + config.tasks.catch_trials_per_task
+    for problem in unmeetable(DEFAULT_CRITERIA, n_trials, config.trial_paradigm.n_queries):
+        log.warning("the default exclusion criteria and this study: %s (docs/analysis.md, 'Exclusions')", problem)
+    missing = _missing_records(work, plan)
     if missing:
         raise PsychinterpError(
             f"{out}: cannot assemble the bundle yet: {len(missing)} unit record(s) are missing, "
-            f"e.g. {', '.join(missing[:3])}; run the remaining shards (or merge their output folders) first"
+            f"e.g. {', '.join(missing[:3])}; run the build again (or the remaining shards, or merge their output "
+            "folders) first"
         )
-    results = {u.unit_id: work.read_exemplars(u.unit_id) for units in plan.units.values() for u in units}
-    units_by_model = {m: [u.unit_id for u in units] for m, units in plan.units.items()}
+    shown: dict[str, list[SampledUnit]] = {}
+    replaced: list[ReplacedUnit] = []
+    for model_id, units in plan.units.items():
+        shown[model_id] = []
+        for planned_unit in units:
+            unit, _, refused = current_unit(work, planned_unit)
+            shown[model_id] += [unit] if unit is not None else []
+            replaced += [
+                ReplacedUnit(
+                    unit_id=v.unit.unit_id,
+                    model_id=v.unit.model_id,
+                    layer=v.unit.layer,
+                    selector=v.unit.selector,
+                    problems=list(v.problems),
+                    replaced_by=v.replaced_by.unit_id if v.replaced_by else None,
+                )
+                for v in refused
+            ]
+    for model_id, units in shown.items():
+        if len(units) < max(config.tasks.trials_per_task, 2 if config.tasks.catch_trials_per_task else 1):
+            refused = [r for r in replaced if r.model_id == model_id]
+            raise PsychinterpError(
+                f"model {model_id}: {len(units)} of its {len(plan.units[model_id])} planned units passed the "
+                f"acceptance rules ({len(refused)} refused, {sum(r.replaced_by is None for r in refused)} places left "
+                f"without a reserve: see {work.root / 'verdicts'}), too few for tasks of "
+                f"{config.tasks.trials_per_task} trials; raise units_per_model or acceptance.replacements, lower "
+                "tasks.trials_per_task, or loosen the acceptance rules (docs/building.md, 'Acceptance')"
+            )
+    results = {u.unit_id: work.read_exemplars(u.unit_id) for units in shown.values() for u in units}
+    units_by_model = {m: [u.unit_id for u in units] for m, units in shown.items()}
 
     task_cfg = config.tasks
     ranking = practice_unit_ranking({u: r.separation for u, r in results.items()})
@@ -603,7 +856,7 @@ def assemble_bundle(config: StudyConfig, out: Path, plan: UnitPlan, dataset: Ima
     synthetic_condition = "synthetic" in config.conditions
     for unit_id in results:
         synthetic: dict[str, list[ReferenceImage]] = {"max": [], "min": []}
-        for vis in (work.read_fv(unit_id, method.record()) or []) if synthetic_condition else []:
+        for vis in (work.read_fv(unit_id, method.made) or []) if synthetic_condition else []:
             image = ReferenceImage(unit_id=unit_id, kind="synthetic", **vis)
             synthetic[vis["direction"]].append(image)
             reference_images.append(image)
@@ -630,6 +883,7 @@ def assemble_bundle(config: StudyConfig, out: Path, plan: UnitPlan, dataset: Ima
         paradigm=paradigm.name,
         title=config.title,
         consent_text=config.consent_text,
+        natural_images=config.dataset.described_as,
         models=list(plan.models.values()),
         units=[
             Unit(
@@ -648,6 +902,7 @@ def assemble_bundle(config: StudyConfig, out: Path, plan: UnitPlan, dataset: Ima
         practice_trials=practice,
         dictionaries=plan.dictionaries,
         feature_visualization=method.record() if synthetic_condition else None,
+        replaced_units=replaced,
     )
     key = AnswerKey(schema_version=bundle_schema.SCHEMA_VERSION, study_id=config.study_id, answers=answers)
     return bundle_schema.write_bundle(out, manifest, key)

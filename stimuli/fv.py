@@ -65,10 +65,11 @@ def _decorrelate(image: torch.Tensor) -> torch.Tensor:
     return torch.einsum("nchw,cd->ndhw", image, color_matrix(image.device))
 
 
-def fft_rgb_images(batch: int, size: int, device: torch.device):
-    """Parameters and a function returning (batch, 3, size, size) images in [0, 1]."""
+def fft_rgb_images(batch: int, size: int, device: torch.device, sd: float | None = None):
+    """Parameters and a function returning (batch, 3, size, size) images in [0, 1]; ``sd`` is the starting
+    spectrum's standard deviation (None: lucent's 0.01)."""
     with _lucent_device(device):
-        params, spectrum_image = lucent_spatial.fft_image((batch, 3, size, size))
+        params, spectrum_image = lucent_spatial.fft_image((batch, 3, size, size), sd=sd)
     return params, lambda: torch.sigmoid(_decorrelate(spectrum_image()))
 
 
@@ -244,12 +245,14 @@ class Parametrisation(Protocol):
 
 @dataclass(frozen=True)
 class FourierImage:
-    """lucent's parametrisation: a scaled Fourier spectrum, colours decorrelated, a sigmoid."""
+    """lucent's parametrisation: a scaled Fourier spectrum, colours decorrelated, a sigmoid; ``init_sd``: the
+    starting spectrum's standard deviation (None: lucent's 0.01, a near-grey image)."""
 
     padding_used: bool = True
+    init_sd: float | None = None
 
     def create(self, n: int, size: int, device: torch.device):
-        params, render = fft_rgb_images(n, size, device)
+        params, render = fft_rgb_images(n, size, device, self.init_sd)
         return params[0], render
 
     def shown(self, images: torch.Tensor, sensitivity: torch.Tensor | None) -> torch.Tensor:

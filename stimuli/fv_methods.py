@@ -50,6 +50,21 @@ class _Method(Strict):
         """The method's name and settings, as the bundle stores them."""
         return self.model_dump(mode="json")
 
+    def made(self, record: Any) -> bool:
+        """Whether ``record`` (a stored :meth:`record`) names this method with these settings; settings added
+        since it was stored read as their defaults."""
+        if not isinstance(record, dict) or record.get("method") != self.method:
+            return False
+        try:
+            return type(self).model_validate(record).record() == self.record()
+        except ValueError:
+            return False
+
+    def retry(self, attempt: int) -> _Method:
+        """The settings of retry ``attempt`` (1, 2, ...) of a unit whose visualisations were refused
+        (:mod:`stimuli.acceptance`); the build also gives each attempt its own seed. By default, the same."""
+        return self
+
 
 class _Batched(_Method):
     """Settings of the batched, early-stopped calibration that ``calibrated`` and ``maco`` share."""
@@ -89,11 +104,25 @@ class _Batched(_Method):
 class CalibratedFV(_Batched):
     method: Literal["calibrated"] = "calibrated"
     padding: int = Field(16, ge=0)
+    init_sd: float = Field(
+        0.01,
+        gt=0,
+        le=1,
+        description="standard deviation of the starting spectrum (lucent's 0.01: near grey); a retry raises it",
+    )
 
     def visualise(self, model, requests, seed, natural_images=None) -> Output:
-        from stimuli.fv import visualise_units
+        from stimuli.fv import FourierImage, visualise_units
 
-        return visualise_units(model, requests, self.settings(self.padding), seed=seed)
+        parametrisation = FourierImage(init_sd=self.init_sd)
+        return visualise_units(model, requests, self.settings(self.padding), seed=seed, parametrisation=parametrisation)
+
+    def retry(self, attempt: int) -> CalibratedFV:
+        # A unit whose gradient vanishes at near-grey images (dead ReLUs below it) never leaves them: start
+        # from a ten times stronger texture each time, and allow twice the steps.
+        return self.model_copy(
+            update={"init_sd": min(1.0, self.init_sd * 10**attempt), "max_steps": self.max_steps * 2**attempt}
+        )
 
 
 class Imi2023FV(_Method):
@@ -182,6 +211,9 @@ class MacoFV(_Batched):
             parametrisation=parametrisation,
             transforms=maco_transforms(self.crop, self.noise),
         )
+
+    def retry(self, attempt: int) -> MacoFV:
+        return self.model_copy(update={"max_steps": self.max_steps * 2**attempt})
 
 
 FV_METHODS: dict[str, type[_Method]] = {m.model_fields["method"].default: m for m in (CalibratedFV, Imi2023FV, MacoFV)}

@@ -302,11 +302,14 @@ def load_model(
 ) -> LoadedModel:
     """Load a model with pretrained weights: the local file if given, else the hub."""
     path = Path(weights_file) if weights_file else spec.weights_file
+    if path is not None and not path.is_file():
+        raise WeightsError(
+            f"{spec.where()}: weights file not found: {path}; fix weights_file in the models file, or give "
+            f"--weights {spec.id}=PATH"
+        )
     if path is not None:
         source = SOURCES[spec.source]
         if source.read_file is not None:
-            if not path.is_file():
-                raise WeightsError(f"weights file not found: {path}")
             module = source.read_file(spec, path)
         else:
             module = _construct(spec, hub_weights=False)
@@ -388,6 +391,16 @@ def matching_module_names(module: nn.Module, include: Sequence[str], exclude: Se
     ]
 
 
+def module_names_hint(module: nn.Module, wanted: Sequence[str]) -> str:
+    """The module names a layer pattern may use: the nearest to ``wanted``, then the first few."""
+    import difflib
+
+    names = [name for name, _ in module.named_modules() if name]
+    near = list(dict.fromkeys(m for w in wanted for m in difflib.get_close_matches(w, names, n=3, cutoff=0.5)))
+    shown = ", ".join(names[:12]) + (f", ... ({len(names)} in all)" if len(names) > 12 else "")
+    return (f"did you mean {', '.join(near)}? " if near else "") + f"the model's modules: {shown}"
+
+
 def _first_tensor(output: object) -> torch.Tensor:
     if isinstance(output, torch.Tensor):
         return output
@@ -458,7 +471,11 @@ def eligible_layers(model: LoadedModel) -> list[Layer]:
     """The layers matching the spec's patterns, in forward order, with channel counts."""
     names = matching_module_names(model.module, model.spec.layers.include, model.spec.layers.exclude)
     if not names:
-        raise PsychinterpError(f"model {model.spec.id!r}: no module matches layers {model.spec.layers.include}")
+        hint = module_names_hint(model.module, model.spec.layers.include)
+        raise PsychinterpError(
+            f"{model.spec.where()}: no module matches layers.include {model.spec.layers.include}"
+            f"{' (less layers.exclude)' if model.spec.layers.exclude else ''}; {hint}"
+        )
     probe = torch.zeros(1, 3, model.input_size, model.input_size, device=model.device)
     with capture_outputs(model.module, names) as captured, torch.no_grad():
         model.module(model.normalize(probe))

@@ -12,7 +12,7 @@ import re
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
 from contracts.errors import load_yaml
 
@@ -58,6 +58,11 @@ class ModelMetadata(BaseModel):
 
 class ModelSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
+    _models_file: Path | None = PrivateAttr(None)  # where it was read, for messages
+
+    def where(self) -> str:
+        """The model and the models file that defines it, for messages."""
+        return f"model {self.id!r}" + (f" (in {self._models_file})" if self._models_file else "")
 
     id: str = Field(pattern=r"^[a-z0-9][a-z0-9_]*$")
     display_name: str
@@ -124,5 +129,6 @@ def load_model_specs(path: str | Path | None = None) -> dict[str, ModelSpec]:
             spec = spec.model_copy(update={"weights_file": path.parent / spec.weights_file})
         if spec.import_path:
             spec = spec.model_copy(update={"import_path": [path.parent / p for p in spec.import_path]})
+        spec._models_file = path
         specs[spec.id] = spec
     return specs

@@ -12,6 +12,7 @@ from contracts.config import Strict
 from contracts.errors import load_yaml
 from contracts.paradigms import TWO_AFC, Paradigm, odd_one_out
 from contracts.units import CHANNEL_KIND, DICTIONARY_NAME
+from stimuli.acceptance import AcceptanceConfig
 from stimuli.fv_methods import CalibratedFV, FeatureVisualisation, with_default_method
 from stimuli.tasks import MaxSide
 
@@ -33,6 +34,9 @@ class DatasetConfig(Strict):
         "or a .txt file listing image paths"
     )
     batch_size: int = Field(32, gt=0)
+    described_as: str = Field(
+        "photographs", description="what these images are, in a participant's words: the instructions say it"
+    )
     num_workers: int | None = Field(
         None, ge=0, description="DataLoader workers that decode images (default: one per spare CPU core, up to 8)"
     )
@@ -155,6 +159,9 @@ class StudyConfig(Strict):
     feature_visualization: FeatureVisualisation = Field(
         CalibratedFV(), description="the method (calibrated, imi2023, maco) and its settings (docs/building.md)"
     )
+    acceptance: AcceptanceConfig = Field(
+        AcceptanceConfig(), description="which units may reach a participant, and what replaces those that may not"
+    )
     paradigm: Literal["2afc", "odd_one_out"] = Field("2afc", description="what a trial asks (docs/paradigms.md)")
     odd_one_out: OddOneOutConfig = OddOneOutConfig()
     conditions: list[Condition] = Field(["natural", "synthetic"], min_length=1)
@@ -172,64 +179,72 @@ class StudyConfig(Strict):
         return with_default_method(value)
 
     @model_validator(mode="after")
-    def _unique(self) -> StudyConfig:
+    def _consistent(self) -> StudyConfig:
+        """Every setting that cannot go with another, listed at once (before any model is loaded)."""
+        problems: list[str] = []
         for field in ("models", "conditions"):
             values = getattr(self, field)
             if len(set(values)) != len(values):
-                raise ValueError(f"{field} lists a value twice")
+                problems.append(f"{field} lists a value twice")
         grouped = [m for group in self.unit_sampling.shared_units for m in group]
         if len(set(grouped)) != len(grouped):
-            raise ValueError("unit_sampling.shared_units: a model appears in two groups")
+            problems.append("unit_sampling.shared_units: a model appears in two groups")
         if unknown := sorted(set(grouped) - set(self.models)):
-            raise ValueError(f"unit_sampling.shared_units: {unknown} not in models")
+            problems.append(f"unit_sampling.shared_units: {unknown} not in models")
         names = [d.name for d in self.dictionaries]
         if len(set(names)) != len(names):
-            raise ValueError("dictionaries: a name appears twice")
+            problems.append("dictionaries: a name appears twice")
         for dictionary in self.dictionaries:
             if unknown := sorted(set(dictionary.model_ids(self.models)) - set(self.models)):
-                raise ValueError(f"dictionaries: {dictionary.name!r} names models {unknown} that are not in models")
+                problems.append(f"dictionaries: {dictionary.name!r} names models {unknown} that are not in models")
             if dictionary.method == "file" and (unknown := sorted(set(dictionary.files) - set(self.models))):
-                raise ValueError(f"dictionaries: {dictionary.name!r} has files for models {unknown} not in models")
+                problems.append(f"dictionaries: {dictionary.name!r} has files for models {unknown} not in models")
         for model_id in self.models:
             n_units = self.units_per_model + sum(
                 d.units_per_model for d in self.dictionaries if model_id in d.model_ids(self.models)
             )
             if n_units == 0:
-                raise ValueError(f"units_per_model: model {model_id!r} would have no units (and no dictionary units)")
+                problems.append(f"units_per_model: model {model_id!r} would have no units (and no dictionary units)")
             if self.tasks.catch_trials_per_task and n_units < 2:
-                raise ValueError("catch trials need at least 2 units per model")
+                problems.append("catch trials need at least 2 units per model")
+            if 0 < n_units < self.tasks.trials_per_task:
+                problems.append(
+                    f"tasks.trials_per_task ({self.tasks.trials_per_task}) exceeds the {n_units} units of model "
+                    f"{model_id!r} (units_per_model plus its dictionaries' units), so a unit would appear twice in "
+                    "one task: use fewer trials per task or more units"
+                )
         if self.tasks.practice_trials and self.tasks.repetitions >= self.exemplars.batches:
             # Practice shows each practice unit's last batch; a unit's k-th main appearance shows batch
             # k mod batches, so with this many repetitions a main trial would repeat a practice trial.
-            raise ValueError(
+            problems.append(
                 f"tasks.repetitions ({self.tasks.repetitions}) must be below exemplars.batches "
                 f"({self.exemplars.batches}) when there are practice trials: the last batch is kept for practice, "
                 "and a main trial would otherwise show a practice trial's images again"
             )
         if self.paradigm == "odd_one_out":
-            self._check_odd_one_out()
+            self._check_odd_one_out(problems)
+        if problems := list(dict.fromkeys(problems)):
+            raise ValueError("\n  - ".join([f"{len(problems)} setting(s) that do not go together:", *problems]))
         return self
 
-    def _check_odd_one_out(self) -> None:
+    def _check_odd_one_out(self, problems: list[str]) -> None:
         n_max = self.odd_one_out.images - 1
         if "none" in self.conditions:
-            raise ValueError(
-                "paradigm odd_one_out: condition 'none' has no images to compare; use natural or synthetic"
-            )
+            problems.append("paradigm odd_one_out: condition 'none' has no images to compare; use natural or synthetic")
         if n_max > self.exemplars.references:
-            raise ValueError(
+            problems.append(
                 f"odd_one_out.images ({self.odd_one_out.images}) needs {n_max} of a batch's "
                 f"{self.exemplars.references} max references"
             )
         if self.odd_one_out.odd_image == "random" and "synthetic" in self.conditions:
-            raise ValueError(
+            problems.append(
                 "odd_one_out.odd_image: random puts a photograph among visualisations, which tells it apart "
                 "by its look alone; use least in the synthetic condition"
             )
         per_direction = self.feature_visualization.images_per_direction
         if "synthetic" in self.conditions and self.exemplars.batches * n_max > per_direction:
             # Each batch shows its own visualisations, so that no image repeats across a unit's trials.
-            raise ValueError(
+            problems.append(
                 f"paradigm odd_one_out with synthetic trials: {self.exemplars.batches} batches x {n_max} max "
                 f"visualisations need feature_visualization.images_per_direction >= {self.exemplars.batches * n_max} "
                 f"(it is {per_direction}), or fewer exemplars.batches"

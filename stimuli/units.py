@@ -114,3 +114,23 @@ def sample_dictionary_units(
         )
         for li, k in _draw([len(r) for _, r in rows], n_units, rng, weight_by_layer_size)
     ]
+
+
+def reserve_units(
+    planned: Sequence[SampledUnit], unit: SampledUnit, rows: Sequence[int], seed: int, n: int
+) -> list[SampledUnit]:
+    """The units that may take ``unit``'s place, in order: up to ``n`` other rows of its layer and kind.
+
+    ``planned`` are the model's planned units and ``rows`` every row of ``unit``'s layer and kind (its
+    channels, or its dictionary's live rows there). The rows no planned unit uses are shuffled once per
+    layer and kind, and dealt in turn to that layer's planned units of the kind: unit ``i`` of ``k`` gets
+    rows ``i, i + k, i + 2k, ...``. So no two units share a reserve, whichever shard replaces them, and
+    the models of a ``shared_units`` group (the same planned units) get the same reserves.
+    """
+    same = [u for u in planned if (u.layer, u.selector.unit_kind) == (unit.layer, unit.selector.unit_kind)]
+    used = {u.selector.row for u in same}
+    spare = np.asarray(sorted(set(rows) - used), dtype=int)
+    rng = np.random.default_rng([seed, *unit.layer.encode(), 0, *unit.selector.unit_kind.encode()])
+    order = rng.permutation(spare)
+    mine = order[same.index(unit) :: len(same)][:n]
+    return [unit.model_copy(update={"selector": unit.selector.with_row(int(row))}) for row in mine]

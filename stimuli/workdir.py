@@ -8,7 +8,9 @@ A build writes under ``OUT/.work/``:
   progress checkpoints (deleted once the unit records below are written);
 - ``exemplars/<unit>.json``: a unit's chosen exemplars, their activations and ranks;
 - ``fv/<unit>.json``: a unit's feature visualisations (the images themselves are
-  already in ``OUT/images/``).
+  already in ``OUT/images/``), with the attempt that made them (0, or a retry);
+- ``verdicts/<unit>.json``: whether the unit may be shown (:mod:`stimuli.acceptance`), its
+  problems, and the reserve unit that took its place when it may not.
 
 Every file is written atomically, so a record that exists is complete. Only
 the small JSON records stay after the bundle is written.
@@ -20,7 +22,7 @@ import dataclasses
 import hashlib
 import json
 import shutil
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -75,6 +77,35 @@ class ExemplarRecord:
         )
 
 
+@dataclasses.dataclass(frozen=True)
+class Verdict:
+    """Whether a unit may be shown; when it may not, its problems and the reserve that took its place
+    (None: no reserve was left, and the unit's place stays empty)."""
+
+    unit: SampledUnit
+    accepted: bool
+    problems: tuple[str, ...] = ()
+    replaced_by: SampledUnit | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "unit": self.unit.model_dump(mode="json"),
+            "accepted": self.accepted,
+            "problems": list(self.problems),
+            "replaced_by": self.replaced_by.model_dump(mode="json") if self.replaced_by else None,
+        }
+
+    @classmethod
+    def from_json(cls, raw: dict[str, Any]) -> Verdict:
+        replaced = raw.get("replaced_by")
+        return cls(
+            unit=SampledUnit.model_validate(raw["unit"]),
+            accepted=raw["accepted"],
+            problems=tuple(raw.get("problems", ())),
+            replaced_by=SampledUnit.model_validate(replaced) if replaced else None,
+        )
+
+
 class WorkDir:
     def __init__(self, out: Path):
         self.out = out
@@ -93,6 +124,9 @@ class WorkDir:
 
     def fv_path(self, unit_id: str) -> Path:
         return self.root / "fv" / f"{unit_id}.json"
+
+    def verdict_path(self, unit_id: str) -> Path:
+        return self.root / "verdicts" / f"{unit_id}.json"
 
     def read_plan(self, expected_fingerprint: str) -> dict[str, Any] | None:
         """The stored plan; an error when it was made by another config, models or dataset."""
@@ -116,22 +150,38 @@ class WorkDir:
         path = self.exemplar_path(unit_id)
         return ExemplarRecord.from_json(json.loads(path.read_text())) if path.exists() else None
 
-    def write_fv(self, unit_id: str, images: list[dict[str, Any]], method: dict[str, Any]) -> None:
-        """A unit's visualisations, with the method (name and settings) that made them."""
-        write_json_atomic(self.fv_path(unit_id), {"unit_id": unit_id, "method": method, "images": images})
+    def write_fv(self, unit_id: str, images: list[dict[str, Any]], method: dict[str, Any], attempt: int = 0) -> None:
+        """A unit's visualisations, with the method (name and settings) that made them and the attempt (0, or
+        the retry) that made these."""
+        write_json_atomic(
+            self.fv_path(unit_id), {"unit_id": unit_id, "method": method, "attempt": attempt, "images": images}
+        )
 
-    def read_fv(self, unit_id: str, method: dict[str, Any]) -> list[dict[str, Any]] | None:
-        """The unit's visualisations; an error when another method or setting made them."""
+    def read_fv_record(self, unit_id: str, same_method: Callable[[dict[str, Any]], bool]) -> dict[str, Any] | None:
+        """The unit's visualisation record (method, attempt, images); an error when ``same_method`` says another
+        method or setting made them."""
         path = self.fv_path(unit_id)
         if not path.exists():
             return None
         stored = json.loads(path.read_text())
-        if stored.get("method") != method:
+        if not same_method(stored.get("method")):
             raise PsychinterpError(
-                f"{path}: made by feature visualisation {stored.get('method')}, not the config's {method}; "
+                f"{path}: made by feature visualisation {stored.get('method')}, not the study config's; "
                 "build into a new --out folder"
             )
-        return stored["images"]
+        return stored
+
+    def read_fv(self, unit_id: str, same_method: Callable[[dict[str, Any]], bool]) -> list[dict[str, Any]] | None:
+        """The unit's visualisations (see :meth:`read_fv_record`)."""
+        stored = self.read_fv_record(unit_id, same_method)
+        return None if stored is None else stored["images"]
+
+    def write_verdict(self, verdict: Verdict) -> None:
+        write_json_atomic(self.verdict_path(verdict.unit.unit_id), verdict.to_json())
+
+    def read_verdict(self, unit_id: str) -> Verdict | None:
+        path = self.verdict_path(unit_id)
+        return Verdict.from_json(json.loads(path.read_text())) if path.exists() else None
 
     def adopt_plan(self, other: WorkDir) -> None:
         """Take another output folder's plan and the dictionaries it names."""
@@ -150,7 +200,7 @@ class WorkDir:
     def absorb(self, other: WorkDir) -> int:
         """Copy another shard directory's unit records and images here; returns the records copied."""
         copied = 0
-        for sub in ("exemplars", "fv"):
+        for sub in ("exemplars", "fv", "verdicts"):
             for src in sorted((other.root / sub).glob("*.json")):
                 dst = self.root / sub / src.name
                 if not dst.exists():

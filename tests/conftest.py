@@ -67,6 +67,8 @@ def write_tiny_study(
             "padding": 4,
             "images_per_direction": 3,
         },
+        # Four steps cannot beat anything: the visualisations are near-grey, and the server tests need them shown.
+        "acceptance": {"min_beating": 0, "max_path_outliers": 1, "min_pixel_sd": 0},
         "conditions": list(conditions),
         "tasks": {"trials_per_task": 2, "catch_trials_per_task": 1, "practice_trials": practice_trials},
         "seed": 1,

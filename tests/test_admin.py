@@ -28,7 +28,9 @@ def admin_app(tiny_bundle_dir, tmp_path):
             "bundle_dir": tiny_bundle_dir,
             "database_url": f"sqlite:///{tmp_path / 'a.db'}",
             "bonus": {"per_correct_main_trial": 0.05, "flat": 0.5},
-            "criteria": SCRIPTED_CRITERIA,  # the server's minimum times would fail every scripted session
+            # The server's minimum times would fail every scripted session; the 2023 study's fixed rule of
+            # five choices per query position is one a short scripted session fails (previewed below).
+            "criteria": {**SCRIPTED_CRITERIA, "min_choices_per_query_row": 5},
         }
     )
     set_admin_password(app.extensions["psychinterp_db"], "ada", PASSWORD)
@@ -146,7 +148,7 @@ def test_dashboard_progress_participants_exports_and_payments(admin_app, tiny_bu
         and people["900d00000000000000000000"]["session_s"] is not None
     )
     # The analysis' checks, previewed: a scripted participant who always picks the right query uses one
-    # position too rarely for the default five choices per position.
+    # position too rarely for a fixed five choices per position.
     assert any("query position" in check for check in people["900d00000000000000000000"]["failed_checks"])
 
     rows = list(csv.DictReader(io.StringIO(client.get("/admin/export/responses.csv").get_data(as_text=True))))

@@ -18,9 +18,10 @@ from tests.conftest import write_tiny_study
 MANIFEST = "manifest.json"
 
 
-def _study(root: Path, units: int = 4) -> Path:
-    """The tiny study with one unit per feature-visualisation batch, so there are several work items."""
-    path = write_tiny_study(root, units=units)
+def _study(root: Path, units: int = 4, seed: int = 1) -> Path:
+    """The tiny study with one unit per feature-visualisation batch, so there are several work items. With seed 1
+    one of its units (layer2.0:49) is refused (its queries tie) and a reserve takes its place; seed 2 refuses none."""
+    path = write_tiny_study(root, units=units, seed=seed)
     raw = yaml.safe_load(path.read_text())
     raw["feature_visualization"]["units_per_batch"] = 1
     raw["dataset"]["num_workers"] = 0
@@ -35,14 +36,32 @@ def _build(study: Path, out: Path, **kwargs):
     return build_study(load_study_config(study), out, **kwargs)
 
 
-@pytest.fixture(scope="module")
-def reference(tmp_path_factory) -> tuple[Path, bytes, bytes]:
-    """One uninterrupted, unsharded build: (study config, manifest bytes, answer key bytes)."""
-    root = tmp_path_factory.mktemp("reference")
-    study = _study(root)
+def _reference(root: Path, seed: int) -> tuple[Path, bytes, bytes]:
+    study = _study(root, seed=seed)
     out = root / "bundle"
     _build(study, out)
     return study, (out / MANIFEST).read_bytes(), (out / "answer_key.json").read_bytes()
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory) -> tuple[Path, bytes, bytes]:
+    """One uninterrupted, unsharded build with a replaced unit: (study config, manifest bytes, answer key bytes)."""
+    return _reference(tmp_path_factory.mktemp("reference"), seed=1)
+
+
+@pytest.fixture(scope="module")
+def clean_reference(tmp_path_factory) -> tuple[Path, bytes, bytes]:
+    """The same without a replaced unit, for tests that count the build's scans and visualisations."""
+    return _reference(tmp_path_factory.mktemp("clean_reference"), seed=2)
+
+
+def test_the_reference_build_replaced_a_unit(reference):
+    """The tests that compare with this build (shards, jobs, kills, precision) also cover a replacement."""
+    replaced = json.loads(reference[1])["replaced_units"]
+    assert [(r["unit_id"], r["replaced_by"]) for r in replaced] == [
+        ("tiny_resnet18__layer2.0__49", "tiny_resnet18__layer2.0__74")
+    ]
+    assert replaced[0]["problems"][0].startswith("tied queries")
 
 
 class _Crash(Exception):
@@ -64,10 +83,10 @@ def _counting(monkeypatch, module, name: str, crash_on: int | None = None) -> li
     return calls
 
 
-def test_crash_during_visualisation_resumes_without_redoing_finished_units(reference, tmp_path, monkeypatch):
+def test_crash_during_visualisation_resumes_without_redoing_finished_units(clean_reference, tmp_path, monkeypatch):
     from stimuli import build, fv
 
-    study, manifest, answers = reference
+    study, manifest, answers = clean_reference
     out = tmp_path / "bundle"
     with monkeypatch.context() as patch:
         _counting(patch, fv, "visualise_units", crash_on=3)
@@ -85,10 +104,10 @@ def test_crash_during_visualisation_resumes_without_redoing_finished_units(refer
     assert (out / "answer_key.json").read_bytes() == answers
 
 
-def test_crash_during_the_scan_resumes_from_its_checkpoint(reference, tmp_path, monkeypatch):
+def test_crash_during_the_scan_resumes_from_its_checkpoint(clean_reference, tmp_path, monkeypatch):
     from stimuli import exemplars
 
-    study, manifest, _ = reference
+    study, manifest, _ = clean_reference
     out = tmp_path / "bundle"
     with monkeypatch.context() as patch:
         _counting(patch, exemplars, "batch_activations", crash_on=2)

@@ -30,7 +30,7 @@ GOOD = ParticipantSummary(
         ({"session_status": "active"}, "incomplete"),  # abandoned: never completed nor expired yet
         ({"session_status": "failed"}, "server_failed"),
         ({"instruction_s": 14.9}, "instruction_time"),
-        ({"session_s": 134}, "session_time"),
+        ({"session_s": 54}, "session_time"),  # 15 s of instructions and 1 s for each of the 40 trials
         ({"session_s": 2501}, "session_time"),
         ({"practice_blocks": 4}, "practice_blocks"),
     ],
@@ -41,8 +41,11 @@ def test_each_rule_fails_just_past_its_threshold(change, rule):
 
 
 def test_thresholds_are_inclusive_and_unknown_values_fail_nothing():
-    edge = ParticipantSummary("p", 0.8, (5, 5), 15.0, 135.0, 3)
+    edge = ParticipantSummary("p", 0.8, (5, 15), 15.0, 35.0, 3)  # 20 trials: 5 per row, 15 + 20 s
     assert failed_rules(edge) == []
+    fixed = ExclusionCriteria(min_session_s=135, min_choices_per_query_row=5)  # the 2023 study's numbers
+    assert failed_rules(ParticipantSummary("p", 0.8, (5, 5), 15.0, 135.0, 3), fixed) == []
+    assert failed_rules(ParticipantSummary("p", 0.8, (4, 5), 15.0, 134.0, 3), fixed) == ["query_rows", "session_time"]
     assert failed_rules(ParticipantSummary("p", None, None, None, None, None)) == []
     assert failed_rules(ParticipantSummary(**{**GOOD.__dict__, "session_status": "completed"})) == []
     keep_all = ExclusionCriteria(exclude_incomplete=False, exclude_server_failed=False)
@@ -50,13 +53,34 @@ def test_thresholds_are_inclusive_and_unknown_values_fail_nothing():
         assert failed_rules(ParticipantSummary(**{**GOOD.__dict__, "session_status": status}), keep_all) == []
     lenient = ExclusionCriteria(min_catch_accuracy=0.5)
     assert failed_rules(ParticipantSummary(**{**GOOD.__dict__, "catch_accuracy": 0.6}), lenient) == []
-    assert describe("session_time") == "took less than 135 s or more than 2500 s in all"
+    assert describe("session_time") == "took less than 15 s plus 1 s per main trial, or more than 2500 s, in all"
+    assert describe("session_time", fixed) == "took less than 135 s or more than 2500 s in all"
+
+
+def test_default_criteria_scale_with_the_session_so_short_studies_can_pass():
+    from contracts.criteria import unmeetable
+
+    # A careful person in the 17-trial odd-one-out study (5 positions), 131 s in all: paid.
+    careful = ParticipantSummary("p", 1.0, (4, 3, 3, 4, 3), 40.0, 131.0, 1, trial_s=4.2)
+    assert failed_rules(careful) == []
+    # A 7-trial 2AFC session can meet the row rule (each row once) and a 2-trial one is not held to it.
+    assert failed_rules(ParticipantSummary("p", 1.0, (1, 6), 20.0, 60.0, 1)) == []
+    assert failed_rules(ParticipantSummary("p", 1.0, (0, 7), 20.0, 60.0, 1)) == ["query_rows"]
+    assert ExclusionCriteria().row_minimum(20, 2) == 5  # the 2023 value, for its 20 trials
+    # Faster than the instructions plus 1 s a trial is still too fast.
+    assert failed_rules(ParticipantSummary("p", 1.0, (4, 3, 3, 4, 3), 15.0, 31.0, 1)) == ["session_time"]
+    assert unmeetable(ExclusionCriteria(), 20, 2) == []
+    assert "too few" in unmeetable(ExclusionCriteria(), 3, 2)[0]
+    (fixed,) = unmeetable(ExclusionCriteria(min_choices_per_query_row=5), 7, 2)
+    assert "no participant can choose each 5 times" in fixed and "leave it empty" in fixed
 
 
 def test_rules_read_right_for_any_threshold_and_say_when_they_are_off():
     from contracts.criteria import RULES, is_active
 
-    assert describe("query_rows") == "chose one query position fewer than 5 times"
+    assert describe("query_rows") == (
+        "chose one query position less than half as often as an even split of the main trials"
+    )
     assert describe("catch_accuracy") == "catch-trial accuracy below 80%"
     one = ExclusionCriteria(min_choices_per_query_row=1, max_practice_blocks=1)
     assert describe("query_rows", one) == "chose one query position fewer than 1 time"

@@ -80,7 +80,8 @@ def test_model_embedding_observer_and_bad_specs(tmp_path):
         make_observer("telepathy")
 
 
-def test_simulate_fills_a_running_server_over_http(tiny_bundle_dir, tmp_path):
+@pytest.mark.parametrize("paced", [True, False], ids=["no-minimum-times", "default-criteria"])
+def test_simulate_fills_a_running_server_over_http(tiny_bundle_dir, tmp_path, paced):
     import threading
 
     from typer.testing import CliRunner
@@ -93,7 +94,7 @@ def test_simulate_fills_a_running_server_over_http(tiny_bundle_dir, tmp_path):
 
     # Machine observers answer at once: a server with minimum times fails them all (as it should).
     config = {"bundle_dir": tiny_bundle_dir, "database_url": f"sqlite:///{tmp_path / 'live.db'}"}
-    server_app = create_app({**config, "criteria": SCRIPTED_CRITERIA})
+    server_app = create_app({**config, **({"criteria": SCRIPTED_CRITERIA} if paced else {})})
     server = make_server("127.0.0.1", 0, server_app, threaded=True)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
@@ -110,6 +111,10 @@ def test_simulate_fills_a_running_server_over_http(tiny_bundle_dir, tmp_path):
         statuses = [s.status for s in db.query(ParticipantSession).all()]
         assert len(statuses) == 2 and set(statuses) <= {"completed", "failed"}  # failed: practice or catch checks
         assert db.query(Response).count() > 2
+    if not paced:  # the simulation says why each failed, not just how many
+        assert "2 pixel observer(s): 2 failed: timing" in result.output, result.output
+        assert "timing = faster than the server's minimum times" in result.output
+        return
     assert f"{statuses.count('completed')} completed" in result.output
 
 

@@ -148,7 +148,7 @@ def test_nothing_a_browser_sees_marks_the_odd_image(odd_app, tiny_odd_bundle_dir
         responses = [client.get(url) for url in trial["queries"]]
         assert len({len(r.data) for r in responses}) == 1
         header_sets = [{k: v for k, v in r.headers.items() if k != "ETag"} for r in responses]
-        assert all(h == header_sets[0] for h in header_sets)
+        assert all(h == header_sets[0] for h in header_sets), header_sets
         assert len({r.headers["ETag"] for r in responses}) == 4
         assert len({bytes(r.data) for r in responses}) == 4  # even a catch trial's repeated image differs in bytes
         fetch(trial["queries"][0])  # and decodes as an image

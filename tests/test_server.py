@@ -454,7 +454,7 @@ def test_the_server_config_names_a_criteria_file_relative_to_itself(tmp_path):
     server.write_text("criteria_file: criteria.yaml\n")
     config = load_server_config(server, bundle_dir=tmp_path)
     assert config.criteria.min_catch_accuracy == 0.9 and config.criteria.max_practice_blocks == 2
-    assert config.criteria.min_session_s == 135.0  # the rest keep the 2023 defaults
+    assert config.criteria.min_session_s is None  # the rest keep the defaults (derived from each session)
     server.write_text("criteria_file: criteria.yaml\ncriteria: {min_catch_accuracy: 0.5}\n")
     with pytest.raises(ConfigError, match="give criteria_file or criteria, not both"):
         load_server_config(server, bundle_dir=tmp_path)
@@ -540,6 +540,8 @@ def test_no_pass_code_for_work_too_fast_to_be_real(tmp_path, tiny_bundle_dir, bu
     prolific = {"platform": "prolific", "participant_id": "a" * 24}
     fast = run_session(client, oracle(bundle, client), platform=prolific)
     assert (fast["status"], fast["completion_code"]) == ("failed", "BAD456")
+    # The end page says what happened and what the code is for, in plain words.
+    assert "faster than anyone could read" in fast["message"] and "ended early" in fast["code_note"]
     with app.extensions["psychinterp_db"]() as db:
         row = db.scalar(select(ParticipantSession))
         assert row.failure_reason == "timing"
@@ -555,6 +557,7 @@ def test_no_pass_code_for_work_too_fast_to_be_real(tmp_path, tiny_bundle_dir, bu
     monkeypatch.setattr(participant, "utcnow", lambda: start_at + timedelta(seconds=2 * next(ticks)))
     slow = run_session(client, oracle(bundle, client), platform={**prolific, "participant_id": "b" * 24})
     assert (slow["status"], slow["completion_code"]) == ("completed", "GOOD123")
+    assert slow["message"] == "You have completed the study." and "to be paid" in slow["code_note"]
 
 
 def test_platform_ids_are_validated_and_normalised_so_variants_are_not_new_people(tmp_path, tiny_bundle_dir):
