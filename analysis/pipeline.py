@@ -7,6 +7,7 @@ results it returns: tables as CSV, figures, and the HTML page.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -145,6 +146,16 @@ class RatingResults:
     summary: pd.DataFrame
 
 
+def _exclusion_counts(excluded: Exclusions) -> str:
+    """How many sessions each rule excluded, in words (a session failing two rules counts under both)."""
+    table = excluded.table
+    if table.empty or "failed_rules" not in table:
+        return "the table holds no main-trial responses"
+    rules = Counter(rule for cell in table["failed_rules"] for rule in str(cell).split(";") if rule)
+    counted = ", ".join(f"{n} {rule}" for rule, n in rules.most_common())
+    return f"{int(table['excluded'].sum())} of {len(table)} sessions excluded ({counted})"
+
+
 def _exclusions(
     responses: pd.DataFrame, source: Path, mode: str, criteria: ExclusionCriteria
 ) -> tuple[pd.DataFrame, Exclusions]:
@@ -259,7 +270,11 @@ def analyse(
     responses = as_responses(loaded)
     included, excluded = _exclusions(responses, responses_csv, exclusions, criteria or ExclusionCriteria())
     if included.empty:
-        raise ResponseTableError(f"{responses_csv}: no responses left to analyse after the exclusions")
+        raise ResponseTableError(
+            f"{responses_csv}: no responses left to analyse after the exclusions: {_exclusion_counts(excluded)}; "
+            "see each session's values with --exclusions none (the report's exclusions.csv), or change the "
+            "criteria with --criteria FILE.yaml"
+        )
     units = unit_accuracy_table(included)
     chance = chance_level(included)
     accuracy = accuracy_table(included, n_resamples=n_resamples)

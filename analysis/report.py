@@ -63,17 +63,24 @@ def accuracy_figure(
     return fig
 
 
-def scaling_figure(responses: pd.DataFrame, trends: pd.DataFrame, chance: float) -> plt.Figure:
-    """Model accuracy (mean of unit accuracies) against log10 parameters, the fitted line and its 95% band.
+def scaling_figure(
+    responses: pd.DataFrame, trends: pd.DataFrame, chance: float, names: dict | None = None
+) -> plt.Figure:
+    """Model accuracy (mean of unit accuracies) against log10 parameters, the fitted line and its 95% band,
+    each point labelled with its model (``names``: display names).
 
     The band is the OLS mean-prediction interval of the second stage: fitted ± t(models - 2) ×
-    residual SD × sqrt(1/models + (x - mean x)² / Sxx).
+    residual SD × sqrt(1/models + (x - mean x)² / Sxx), drawn within [0, 1] (a proportion).
     """
+    names = names or {}
     units = unit_table(responses, ["log10_parameters"])
     fig, ax = plt.subplots(figsize=(5.5, 3.5))
     for condition, group in units.groupby("condition", sort=True):
         per_model = group.groupby("model_id").agg(x=("log10_parameters", "first"), y=("accuracy", "mean"))
         points = ax.scatter(per_model["x"], per_model["y"], label=condition)
+        for model_id, point in per_model.iterrows():
+            label = names.get(model_id, model_id)
+            ax.annotate(label, (point["x"], point["y"]), textcoords="offset points", xytext=(4, 3), fontsize="x-small")
         row = trends[(trends["condition"] == condition) & (trends["predictor"] == "log10_parameters")]
         if len(row):
             fit = row.iloc[0]
@@ -84,8 +91,11 @@ def scaling_figure(responses: pd.DataFrame, trends: pd.DataFrame, chance: float)
             sxx = ((per_model["x"] - mean_x) ** 2).sum()
             half = stats.t.ppf(0.975, n - 2) * fit["residual_sd_models"] * np.sqrt(1 / n + (xs - mean_x) ** 2 / sxx)
             ax.plot(xs, fitted, color=colour)
-            ax.fill_between(xs, fitted - half, fitted + half, alpha=0.2, color=colour, linewidth=0)
+            band = np.clip(fitted - half, 0, 1), np.clip(fitted + half, 0, 1)
+            ax.fill_between(xs, *band, alpha=0.2, color=colour, linewidth=0)
     ax.axhline(chance, color="grey", linestyle="--", linewidth=1)
+    low, high = ax.get_ylim()
+    ax.set_ylim(max(low, 0), min(high, 1.02))
     ax.set_xlabel("log10 parameters")
     ax.set_ylabel("proportion correct")
     ax.legend(frameon=False, fontsize="small")
@@ -335,7 +345,7 @@ def _draw_figures(results: StudyResults, out: Path) -> dict[str, str]:
         figures["exclusion_thresholds"] = _save(counterfactual_figure(thresholds, names), out, "exclusion_thresholds")
     if results.scaling is not None and not results.scaling.trends.empty:
         figures["scaling"] = _save(
-            scaling_figure(results.scaling.facts, results.scaling.trends, chance), out, "scaling"
+            scaling_figure(results.scaling.facts, results.scaling.trends, chance, names), out, "scaling"
         )
     if results.machine is not None:
         figures["machine"] = _save(

@@ -3,10 +3,11 @@
 Runs `psychinterp demo` as a user does (a subprocess, offline, serving on a free port) in a fresh
 work folder: it generates the images, copies the shipped weights of the family (training only
 where they do not match), builds the bundle, runs the observers over HTTP, writes the report,
-runs the unit-kind study and starts serving. The time to the "serving" line is taken, the
-participant page and the admin login page are fetched from the live server, and the server is
-stopped. Then the same again on the cached folder. Baseline, in the same run: the first run;
-the ratio is rerun / first run. Stage times come from the demo's own output.
+runs the unit-kind study and starts serving its three studies. The time to the "serving" line is
+taken; on each served study the participant page is fetched and the printed login is used on the
+dashboard (as a browser does: form, CSRF token, cookie), and the servers are stopped. Then the same
+again on the cached folder. Baseline, in the same run: the first run; the ratio is rerun / first run.
+Stage times come from the demo's own output.
 
 Run: .venv/bin/python benchmarks/bench_demo.py [--keep DIR]
 """
@@ -30,6 +31,7 @@ RERUN_TARGET_S = 60.0
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from psychinterp.scripted import admin_login  # noqa: E402
 from tests.server_helpers import free_port  # noqa: E402
 
 
@@ -45,19 +47,22 @@ def run_until_serving(workdir: Path) -> tuple[float, list[str]]:
     try:
         for line in process.stdout:
             lines.append(line.rstrip())
-            if line.startswith("serving the demo study"):
+            if line.startswith("serving "):
                 elapsed = time.perf_counter() - started
                 break
         else:
             raise SystemExit("the demo ended without serving:\n" + "\n".join(lines[-20:]))
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
-            for _ in range(100):  # waitress binds just after printing
-                try:
-                    assert client.get("/").status_code == 200
-                    break
-                except httpx.TransportError:
-                    time.sleep(0.1)
-            assert client.get("/admin/login").status_code == 200
+        served = [m.groups() for line in lines if (m := SERVED.search(line))]
+        assert len(served) == 3, f"the demo printed {len(served)} served studies, not 3"
+        for url, username, password in served:
+            with httpx.Client(base_url=url, timeout=10) as client:
+                for _ in range(100):  # waitress binds just after printing
+                    try:
+                        assert client.get("/").status_code == 200
+                        break
+                    except httpx.TransportError:
+                        time.sleep(0.1)
+                assert "Progress" in admin_login(client, username, password)
     finally:
         os.killpg(process.pid, signal.SIGTERM)
         process.wait(timeout=30)
@@ -65,6 +70,7 @@ def run_until_serving(workdir: Path) -> tuple[float, list[str]]:
 
 
 STAGE = re.compile(r"^\[\s*(\d+) s\] (.*)$")
+SERVED = re.compile(r"participant URL (\S+)/  admin URL \S+  login: (\S+) / (\S+)$")
 
 
 def stage_lines(lines: list[str]) -> list[tuple[int, str]]:

@@ -16,7 +16,7 @@ from collections.abc import Iterable
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, case, exists, func, select
+from sqlalchemy import and_, case, exists, func, or_, select
 from sqlalchemy.orm import Session
 
 from contracts.bundle import Manifest
@@ -41,7 +41,8 @@ def live_state(now: datetime):
             ParticipantSession.status == "active",
             case(
                 (ParticipantSession.reserved_until < now, "expired"),
-                (answered, "in progress"),
+                # A session in its instructions or practice is at work, though nothing is answered yet.
+                (or_(answered, ParticipantSession.instructions_at.is_not(None)), "in progress"),
                 else_="reserved",
             ),
         ),
@@ -206,11 +207,16 @@ def count_sessions(db: Session, study_id: str) -> int:
     return db.scalar(select(func.count()).where(ParticipantSession.study_id == study_id))
 
 
+# A bar is never wider than this share of the chart: one hour of data is a bar, not a solid block.
+MIN_SLOTS = 24
+
+
 def chart_points(values: Iterable[float | None], height: float = 60.0, width: float = 600.0) -> list[dict]:
-    """Bars for an inline SVG chart: each value's x, width and height, scaled to the largest."""
+    """Bars for an inline SVG chart: each value's x, width and height, scaled to the largest (at most
+    1/MIN_SLOTS of the width each, from the left)."""
     values = list(values)
     top = max((v for v in values if v is not None), default=0) or 1
-    step = width / max(len(values), 1)
+    step = width / max(len(values), MIN_SLOTS)
     return [
         {"x": round(i * step, 2), "w": round(max(step - 1, 1), 2), "h": round(height * (v or 0) / top, 2), "v": v}
         for i, v in enumerate(values)

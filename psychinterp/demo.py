@@ -7,7 +7,8 @@
 5. the unit-kind study: channels against k-means directions of the same layers of two family
    members, in 2AFC and in odd-one-out, taken by observers in-process, with its own report
    (the unit-kind comparison, and the two paradigms' per-unit agreement);
-6. serve the study on http://127.0.0.1:5000.
+6. serve the three studies, each on a port of its own (5000, 5001, 5002 by default), with one
+   experimenter login for their dashboards.
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ import hashlib
 import secrets
 import shutil
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +30,11 @@ from psychinterp.scripted import SCRIPTED_CRITERIA, SCRIPTED_SERVER
 from stimuli.demo.family import DEFAULT_DATA, DEFAULT_RECIPE, FAMILY, FamilyData, TrainingRecipe, write_if_changed
 
 OBSERVERS = 72  # three per task
+SIMULATED_NOTE = (
+    "The participants of this demo are simulated: machine observers (pixel statistics) took the study "
+    "through its HTTP API. No person answered; the numbers show what the analysis does, not how people see "
+    "these units."
+)
 PARTICIPANT_OBSERVER = "pixel"
 # The machine score's feature space: a stand-in for a perceptual model such as DreamSim,
 # which a user plugs in with --observer python:MODULE:FUNCTION (docs/demo.md).
@@ -170,6 +177,7 @@ def _unit_kind_report(workdir: Path, responses: dict[str, Path], bundle, log: Ca
         models=facts,
         other_paradigm=responses["odd"],
         n_resamples=2_000,
+        notes=(SIMULATED_NOTE,),
     )
     log(f"unit-kind report: {page}")
     return page
@@ -240,9 +248,39 @@ def _export_and_report(app, workdir: Path, scores: Path, log: Callable[[str], No
         models=facts,
         machine_scores=scores,
         n_resamples=2_000,
+        notes=(SIMULATED_NOTE,),
     )
     log(f"exported {n} responses to {responses}")
     log(f"report: {page}")
+
+
+@dataclass(frozen=True)
+class ServedStudy:
+    """One of the demo's studies as it is served: what it is, where, and its login."""
+
+    title: str
+    url: str
+    username: str
+    password: str
+
+
+def _serve_unit_kind_studies(workdir: Path, host: str, port: int, password: str) -> list[tuple[ServedStudy, Any]]:
+    """The unit-kind study's two paradigms, each on a server of its own (the ports after ``port``; any free
+    one when ``port`` is 0), with the demo's login; returns them with their (server, thread)."""
+    from experiment_server import create_app
+    from experiment_server.admin import set_admin_password
+    from psychinterp.serving import create_server, start_in_thread
+
+    served = []
+    for offset, name in enumerate(("2afc", "odd"), start=1):
+        database = f"sqlite:///{workdir / f'units-{name}.db'}"
+        app = create_app({"bundle_dir": workdir / f"units-{name}-bundle", "database_url": database, **SCRIPTED_SERVER})
+        set_admin_password(app.extensions["psychinterp_db"], "admin", password)
+        server = create_server(app, host, port + offset if port else 0)
+        title = f"unit-kind study ({app.extensions['psychinterp_bundle'].manifest.paradigm})"
+        study = ServedStudy(title, f"http://{host}:{server.effective_port}", "admin", password)
+        served.append((study, (server, start_in_thread(server))))
+    return served
 
 
 def run_demo(
@@ -256,11 +294,13 @@ def run_demo(
     retrain: bool = False,
     observers: int = OBSERVERS,
     feature_visualization: Mapping[str, Any] | None = None,
+    on_ready: Callable[[Sequence[ServedStudy]], None] | None = None,
 ) -> None:
     """The demo; ``data`` and ``recipe`` set the family's training (smaller in tests); ``unit_kinds`` adds
     the unit-kind study; ``retrain`` trains the family even where the shipped weights match;
     ``observers`` is how many simulated participants take the main study; ``feature_visualization``
-    overrides the study's settings of that name (shorter runs in tests)."""
+    overrides the study's settings of that name (shorter runs in tests); ``on_ready`` is called with the
+    served studies once all of them answer (the tests log in on each)."""
     from contracts.bundle import load_bundle
     from experiment_server import create_app
     from experiment_server.admin import set_admin_password
@@ -295,8 +335,10 @@ def run_demo(
         password_file.write_text(secrets.token_urlsafe(12) + "\n")
     set_admin_password(app.extensions["psychinterp_db"], "admin", password_file.read_text().strip())
     server = create_server(app, host, port)
-    thread = start_in_thread(server)
+    running = [(server, start_in_thread(server))]
     base_url = f"http://{host}:{server.effective_port}"
+    password = password_file.read_text().strip()
+    studies = [ServedStudy("demo study", base_url, "admin", password)]
     try:
         marker = workdir / ".observers-done"
         if _stale(marker, fingerprint):
@@ -312,13 +354,20 @@ def run_demo(
         _export_and_report(app, workdir, scores, log)
         if unit_kinds:
             run_unit_kind_study(workdir, _fingerprint(models_file, *sorted((workdir / "weights").glob("*.pt"))), log)
-        log(f"admin URL: {base_url}/admin/  login: admin / {password_file.read_text().strip()}")
+            for study, serving in _serve_unit_kind_studies(workdir, host, port, password):
+                studies.append(study)
+                running.append(serving)
+        for study in studies:
+            log(f"{study.title}: participant URL {study.url}/  admin URL {study.url}/admin/  login: admin / {password}")
         log(f"ready in {time.perf_counter() - started:.0f} s")
+        if on_ready is not None:
+            on_ready(studies)
         if serve:
-            typer.echo(f"serving the demo study: participant URL {base_url}/  (Ctrl-C to stop)")
-            while thread.is_alive():
-                thread.join(0.5)
+            typer.echo(f"serving {len(studies)} studies (Ctrl-C to stop)")
+            while all(thread.is_alive() for _, thread in running):
+                running[0][1].join(0.5)
     except KeyboardInterrupt:
         typer.echo("stopping")
     finally:
-        stop(server, thread)
+        for server, thread in running:
+            stop(server, thread)

@@ -129,3 +129,26 @@ def run_session(
         if feedback:
             _call(client, "POST", f"{base}/feedback", {"text": feedback})
     return _call(client, "POST", f"{base}/complete") | {"token": token}
+
+
+_CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
+
+
+def admin_login(client, username: str, password: str) -> str:
+    """Log in on the experimenter's pages as a browser does (the login form, its CSRF token, the cookie)
+    and return the dashboard's HTML; a login that bounces is an error naming where it went."""
+
+    def text(response) -> str:
+        return response.get_data(as_text=True) if hasattr(response, "get_data") else response.text
+
+    token = _CSRF.search(text(client.get("/admin/login"))).group(1)
+    posted = client.post("/admin/login", data={"username": username, "password": password, "csrf_token": token})
+    if posted.status_code != 302 or not posted.headers["Location"].rstrip("/").endswith("/admin"):
+        raise PsychinterpError(f"admin login as {username!r}: {posted.status_code} to {posted.headers.get('Location')}")
+    dashboard = client.get("/admin/")
+    if dashboard.status_code != 200:
+        raise PsychinterpError(
+            f"admin login as {username!r} did not hold: /admin/ answered {dashboard.status_code} "
+            f"(to {dashboard.headers.get('Location')})"
+        )
+    return text(dashboard)

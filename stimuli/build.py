@@ -241,6 +241,7 @@ def _plan_fingerprint(config: StudyConfig, specs: Mapping[str, ModelSpec], datas
     settings = config.model_dump(mode="json")
     settings["dataset"].pop("num_workers")  # how images are decoded does not change the results
     settings["dataset"].pop("path")  # the image list below is what matters
+    settings["dataset"].pop("described_as")  # the instructions' words for them
     for field_name in ASSEMBLY_ONLY:
         settings.pop(field_name)
     # Except random odd images, which the scan draws and the exemplar records keep.

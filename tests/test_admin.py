@@ -127,6 +127,8 @@ def test_dashboard_progress_participants_exports_and_payments(admin_app, tiny_bu
     }
     run_session(participant, oracle(bundle, participant), platform={**mturk, "turk_submit_to": "https://www.mturk.com"})
     start(participant)  # reserved, nothing answered yet
+    reading = start(participant)["token"]  # in progress: on the instructions, nothing answered yet
+    participant.post(f"/api/sessions/{reading}/phase", json={"phase": "instructions"})
 
     client = login(admin_app.test_client())
     page = client.get("/admin/").get_data(as_text=True)
@@ -137,7 +139,7 @@ def test_dashboard_progress_participants_exports_and_payments(admin_app, tiny_bu
     )
     progress = client.get("/api/admin/progress").get_json()["tasks"]
     totals = {k: sum(t[k] for t in progress) for k in ("reserved", "in progress", "completed", "excluded")}
-    assert totals == {"reserved": 1, "in progress": 0, "completed": 2, "excluded": 1}
+    assert totals == {"reserved": 1, "in progress": 1, "completed": 2, "excluded": 1}
     people = {p["participant_id"]: p for p in client.get("/api/admin/participants").get_json()["participants"]}
     assert (
         people["bad000000000000000000000"]["status"] == "excluded"

@@ -280,3 +280,40 @@ def test_an_odd_one_out_session_in_the_browser(tiny_odd_bundle_dir, page, tmp_pa
     assert [(int(r["trial_index"]), int(r["chosen_query"]), int(r["confidence"])) for r in rows] == planned
     assert {r["paradigm"] for r in rows} == {"odd_one_out_4"} and {r["correct"] for r in rows} == {"1"}
     assert {r["max_side"] for r in rows} == {""}
+
+
+@pytest.mark.parametrize("width, height", [(1440, 900), (1024, 640)])
+@pytest.mark.parametrize("paradigm", ["2afc", "odd_one_out"])
+def test_the_trial_uses_the_window(
+    browser, tiny_bundle_dir, tiny_odd_bundle_dir, tmp_path, artifacts, paradigm, width, height
+):
+    """References at least 150 px and queries at least 200 px wide where the window has the room (the page
+    showed them at 100 and 150 px, half the screen empty), nothing beyond the window, and never beyond
+    max_image_px; the worked example shows its answer."""
+    bundle_dir = tiny_bundle_dir if paradigm == "2afc" else tiny_odd_bundle_dir
+    page = browser.new_context(viewport={"width": width, "height": height}).new_page()
+    with serving(bundle_dir, tmp_path / "sizes.db") as (app, url):
+        page.goto(url + "/")
+        page.click("#consent-yes")
+        page.wait_for_selector("#instructions:not([hidden])")
+        assert "solved" in page.text_content("#example-caption")
+        assert page.locator("#example .correct").count() == 1  # the right query, marked
+        page.click("#instructions-done")
+        page.click("#setup-go")
+        page.click("#practice-go")
+        page.wait_for_selector("#trial:not([hidden])")
+        page.screenshot(path=artifacts / f"trial-{paradigm}-{width}x{height}.png")
+        box = page.evaluate(
+            """() => {
+              const size = (sel) => [...document.querySelectorAll(sel)].filter((e) => e.offsetParent)
+                .map((e) => e.getBoundingClientRect().width);
+              const root = document.documentElement;
+              return { refs: size("#trial .grid img"), queries: size("#trial-queries img"),
+                       overflow: [root.scrollWidth - root.clientWidth, root.scrollHeight - root.clientHeight] };
+            }"""
+        )
+    cap = app.config["PSYCHINTERP"].max_image_px
+    assert box["overflow"] == [0, 0], box
+    assert box["queries"] and 200 <= min(box["queries"]) and max(box["queries"]) <= cap, box
+    if paradigm == "2afc":
+        assert len(box["refs"]) == 18 and 150 <= min(box["refs"]) and max(box["refs"]) <= cap, box

@@ -86,7 +86,10 @@ def test_build_export_analyze_from_the_command_line(tmp_path, tiny_bundle_dir):
 
     report = ["--out", str(tmp_path / "report"), "--resamples", "200"]
     result = runner.invoke(app, ["analyze", str(csv_path), *report])
-    assert result.exit_code != 0 and "no responses left" in str(result.exception)  # one answer: query-row rule
+    # One answer, then gone: the message counts the sessions each rule excluded.
+    message = str(result.exception)
+    assert "no responses left to analyse after the exclusions: 1 of 1 sessions excluded (" in message
+    assert "1 incomplete" in message and "--criteria FILE.yaml" in message
     result = runner.invoke(app, ["analyze", str(csv_path), *report, "--exclusions", "none"])
     assert result.exit_code == 0, result.output
     result = runner.invoke(app, ["analyze", "--db", db, "--bundle", str(out), *report, "--exclusions", "none"])

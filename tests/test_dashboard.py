@@ -255,3 +255,11 @@ def test_summed_hours_are_kept_and_only_new_responses_are_read(tiny_bundle_dir, 
         cached = over_time(db, bundle.manifest, cache, now=later)
         recount = over_time(db, bundle.manifest)
     assert cached == recount and len(cached) == len(first) + 1
+
+
+def test_one_hour_of_data_is_a_bar_not_a_solid_block():
+    from experiment_server.dashboard import MIN_SLOTS, chart_points
+
+    (bar,) = chart_points([12.0])
+    assert bar["w"] <= 600 / MIN_SLOTS and bar["h"] == 60.0
+    assert [b["x"] for b in chart_points([1.0, None, 3.0])] == [0.0, 25.0, 50.0]

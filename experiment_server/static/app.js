@@ -342,17 +342,23 @@ function placeChoices(container, images, answers, idPrefix, answersGroup = null)
 // are found by trying them (the page's own fonts and buttons decide what fits), a few reflows a trial.
 function fits(trial) {
   const root = document.documentElement;
-  return trial.scrollWidth <= root.clientWidth && root.scrollHeight <= root.clientHeight;
+  return Math.max(trial.scrollWidth, root.scrollWidth) <= root.clientWidth && root.scrollHeight <= root.clientHeight;
 }
 
 function largestFitting(trial, set, low, high) {
   set(low);
   if (!fits(trial)) return low;
-  while (high - low > 1) {
-    const mid = Math.floor((low + high) / 2);
+  let top = high;
+  while (top - low > 1) {
+    const mid = Math.floor((low + top) / 2);
     set(mid);
     if (fits(trial)) low = mid;
-    else high = mid;
+    else top = mid;
+  }
+  // Button labels rewrap as a column widens (a wider one can be shorter): look a little further up.
+  for (let px = low + 1; px < Math.min(high, low + 33); px++) {
+    set(px);
+    if (fits(trial)) low = px;
   }
   set(low);
   return low;
