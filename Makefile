@@ -23,8 +23,11 @@ $(STAMP): pyproject.toml | $(PY)
 	$(PY) -m pip install -q --no-deps $(LUCENT)
 	touch $@
 
+# The demo serves on PORT and the two ports after it: `make demo PORT=8000` where 5000 is taken.
+PORT ?= 5000
+
 demo: $(STAMP)
-	$(VENV)/bin/psychinterp demo
+	$(VENV)/bin/psychinterp demo --port $(PORT)
 
 test: $(STAMP)
 	@bash tools/system-packages.sh

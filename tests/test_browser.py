@@ -231,21 +231,21 @@ def test_a_whole_session_on_each_released_task_folder(page, tmp_path, name):
     )
 
 
-def _answer_odd_one_out(page, bundle, by_key: bool) -> tuple[int, int]:
+def _answer_odd_one_out(page, bundle, by_key: bool, n: int = 4) -> tuple[int, int]:
     page.wait_for_selector("#trial:not([hidden])")
-    assert page.locator("#refs-left").is_hidden() and page.locator("#trial .choice").count() == 4
-    assert page.locator("#trial .choice:disabled").count() == 4  # locked at first, like the buttons
+    assert page.locator("#refs-left").is_hidden() and page.locator("#trial .choice").count() == n
+    assert page.locator("#trial .choice:disabled").count() == n  # locked at first, like the buttons
     page.wait_for_selector("#trial .choice:enabled")
     # Nothing is answered until a confidence follows the choice.
     assert page.locator(".answers button:disabled").count() == 3
-    shown = {"queries": [page.get_attribute(f"#query-{i}", "src") for i in range(4)]}
+    shown = {"queries": [page.get_attribute(f"#query-{i}", "src") for i in range(n)]}
     right = correct_choice(bundle, shown, lambda url: page.request.get(urljoin(page.url, url)).body())
     if by_key:
         page.keyboard.press(str(right + 1))
         assert page.get_attribute(f"#trial .choice[data-query='{right}']", "aria-pressed") == "true"
         page.keyboard.press("d")
     else:
-        page.click(f"#trial .choice[data-query='{(right + 1) % 4}']")  # a change of mind ...
+        page.click(f"#trial .choice[data-query='{(right + 1) % n}']")  # a change of mind ...
         page.click(f"#trial .choice[data-query='{right}']")  # ... before the confidence
         page.click(".answers button[data-confidence='2']")
     return right, 3 if by_key else 2
@@ -317,3 +317,77 @@ def test_the_trial_uses_the_window(
     assert box["queries"] and 200 <= min(box["queries"]) and max(box["queries"]) <= cap, box
     if paradigm == "2afc":
         assert len(box["refs"]) == 18 and 150 <= min(box["refs"]) and max(box["refs"]) <= cap, box
+
+
+def test_a_careful_person_in_a_17_trial_study_is_paid_with_the_default_criteria(browser, tmp_path, monkeypatch):
+    """A careful person took the 17-trial odd-one-out study in 131 s and was failed for timing (a fixed
+    135 s minimum). Here the server's clock moves as such a person's would (40 s on the instructions,
+    about 5 s a trial: 131 s in all) and the default criteria apply: paid, and no rule excludes them."""
+    from datetime import timedelta
+
+    from analysis.exclusions import exclusion_table
+    from analysis.load import load_responses
+    from experiment_server import participant
+    from experiment_server.db import utcnow
+    from stimuli.build import build_study
+    from stimuli.study import load_study_config
+    from tests.conftest import write_tiny_study
+
+    study = write_tiny_study(
+        tmp_path / "study",
+        conditions=("natural",),
+        units=16,
+        paradigm="odd_one_out",
+        odd_one_out={"images": 5},
+        tasks={"trials_per_task": 16, "catch_trials_per_task": 1, "practice_trials": 1},
+    )
+    build_study(load_study_config(study), tmp_path / "bundle")
+    bundle = load_bundle(tmp_path / "bundle")
+    clock = {"now": utcnow()}
+    monkeypatch.setattr(participant, "utcnow", lambda: clock["now"])
+
+    def spend(seconds: float) -> None:
+        clock["now"] += timedelta(seconds=seconds)
+
+    app = create_app(
+        {
+            "bundle_dir": tmp_path / "bundle",
+            "database_url": f"sqlite:///{tmp_path / 'careful.db'}",
+            "prolific": {"completion_code": "GOOD123", "failed_code": "BAD456"},
+        }
+    )
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    page = browser.new_context(viewport={"width": 1280, "height": 800}).new_page()
+    page.route("https://app.prolific.com/**", lambda route: route.fulfill(body="prolific", content_type="text/plain"))
+    try:
+        page.goto(f"http://127.0.0.1:{server.server_port}/" + PROLIFIC)
+        page.click("#consent-yes")
+        page.wait_for_selector("#instructions:not([hidden])")
+        spend(40)  # reading the instructions and the worked example
+        page.click("#instructions-done")
+        page.click("#setup-go")
+        page.click("#practice-go")
+        spend(5)
+        _answer_odd_one_out(page, bundle, by_key=True, n=5)
+        page.wait_for_selector("#trial-feedback.right")
+        page.click("#main-go")
+
+        def careful(page, bundle, by_key):
+            spend(5)
+            return _answer_odd_one_out(page, bundle, by_key, n=5)
+
+        answered = _main_trials(page, bundle, careful)
+        page.click("#feedback-send")
+        page.wait_for_selector("#done:not([hidden])")
+        assert page.text_content("#completion-code") == "GOOD123"
+        assert page.text_content("#done-text") == "You have completed the study."
+    finally:
+        server.shutdown()
+        thread.join()
+    assert len(answered) == 17
+    out = tmp_path / "responses.csv"
+    export_csv(bundle, app.extensions["psychinterp_db"], out)
+    (row,) = exclusion_table(load_responses(out)).to_dict("records")
+    assert 120 <= row["session_s"] <= 140 and row["failed_rules"] == "", row

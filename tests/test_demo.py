@@ -65,7 +65,11 @@ def test_demo_trains_a_tiny_family_and_runs_end_to_end_offline_then_reruns_from_
     assert (report / "scaling.png").is_file() and (report / "machine.png").is_file()
     scores = list(csv.DictReader((report / "machine_units.csv").open()))
     shown = json.loads((tmp_path / "bundle" / "manifest.json").read_text())["units"]
-    assert len(scores) == 2 * len(shown)  # every unit shown, both conditions
+    answered = {r["unit_id"] for r in rows if r["trial_kind"] == "main"}
+    scored = {s["unit_id"] for s in scores}
+    assert answered <= {u["unit_id"] for u in shown} and scored <= answered and len(scored) >= len(shown) / 2
+    # One row per unit and condition the kept observers saw.
+    assert len({(s["unit_id"], s["condition"]) for s in scores}) == len(scores) <= 2 * len(scored)
     assert "simulated" in page  # the report says that no person answered
 
     # The unit microscope: a page per unit, linked from the report.

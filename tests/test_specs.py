@@ -99,12 +99,11 @@ def test_a_main_trial_never_repeats_a_practice_trial(tmp_path):
 
     base = {"study_id": "s", "models": ["m"], "units_per_model": 4, "dataset": {"path": "d"}}
     study = tmp_path / "study.yaml"
-    study.write_text(yaml.safe_dump({**base, "exemplars": {"batches": 3}, "tasks": {"repetitions": 3}}))
+    tasks = {"repetitions": 3, "trials_per_task": 2}  # 4 units: the default 40 trials are refused too
+    study.write_text(yaml.safe_dump({**base, "exemplars": {"batches": 3}, "tasks": tasks}))
     with pytest.raises(ConfigError, match=r"tasks.repetitions \(3\) must be below exemplars.batches \(3\)"):
         load_study_config(study)
-    study.write_text(
-        yaml.safe_dump({**base, "exemplars": {"batches": 3}, "tasks": {"repetitions": 3, "practice_trials": 0}})
-    )
+    study.write_text(yaml.safe_dump({**base, "exemplars": {"batches": 3}, "tasks": {**tasks, "practice_trials": 0}}))
     load_study_config(study)  # without practice nothing can repeat it
 
     units = {"m": ["u0", "u1", "u2", "u3"]}
