@@ -31,6 +31,8 @@ from flask import (
     url_for,
 )
 from flask_login import current_user, login_required, login_user, logout_user
+from limits import RateLimitItemPerHour
+from limits.strategies import MovingWindowRateLimiter
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session, selectinload
 from werkzeug.security import check_password_hash, generate_password_hash
@@ -127,6 +129,31 @@ def set_admin_password(session_factory, username: str, password: str) -> bool:
 
 # --- login (rate-limited by the app factory) --------------------------------------------
 
+# Failed logins are counted per username over an hour in the rate limiter's storage (memory, or the
+# redis that several workers share), for the dashboard's alarm; this count never refuses anyone.
+FAILED_LOGIN_WINDOW = RateLimitItemPerHour(1_000_000)
+ANY_USERNAME = "*"
+
+
+def _failure_counter() -> MovingWindowRateLimiter:
+    return MovingWindowRateLimiter(current_app.extensions["psychinterp_limiter"].storage)
+
+
+def record_failed_login(username: str) -> None:
+    counter = _failure_counter()
+    for key in (username[:100], ANY_USERNAME):
+        counter.hit(FAILED_LOGIN_WINDOW, "failed-admin-login", key)
+
+
+def failed_logins(usernames: list[str]) -> dict[str, int]:
+    """Failed logins in the last hour: per username given, and under ``*`` for every username tried."""
+    counter = _failure_counter()
+    counts = {}
+    for key in (*usernames, ANY_USERNAME):
+        stats = counter.get_window_stats(FAILED_LOGIN_WINDOW, "failed-admin-login", key)
+        counts[key] = FAILED_LOGIN_WINDOW.amount - stats.remaining
+    return counts
+
 
 @blueprint.route("/login", methods=["GET", "POST"])
 def login():
@@ -141,6 +168,7 @@ def login():
             target = request.args.get("next", "")
             # Only local paths, so the login cannot be used to redirect elsewhere.
             return redirect(target if target.startswith("/admin") else url_for("admin.dashboard"))
+        record_failed_login(username)
         flash("Wrong username or password.")
         return render_template("admin/login.html"), 401
     return render_template("admin/login.html")
@@ -284,8 +312,11 @@ def dashboard():
         name: dashboard_panels.chart_points(row[name] for row in series)
         for name in ("responses", "completions", "catch_accuracy", "median_minutes")
     }
+    with _db() as db:
+        admins = list(db.scalars(select(Admin.username)))
     return render_template(
         "admin/dashboard.html",
+        failed_logins=failed_logins(admins),
         manifest=_bundle().manifest,
         progress=shown["tasks"],
         totals=Counter(shown["totals"]),

@@ -99,8 +99,10 @@ def _token_key() -> str:
     return "session:" + str((request.view_args or {}).get("token", ""))
 
 
-def _username_key() -> str:
-    return "admin:" + request.form.get("username", "")[:200]
+def _username_address_key() -> str:
+    # Per username *and* address: a username held from every address let anyone who knew it lock its
+    # admin out; attempts spread over many addresses raise the dashboard's alarm instead.
+    return f"admin:{request.form.get('username', '')[:200]}@{get_remote_address()}"
 
 
 def _failed_login(response) -> bool:
@@ -127,7 +129,7 @@ def _limit_requests(app: Flask, config: ServerConfig) -> None:
         "participant.post_events": [limiter.limit(limits.events, key_func=_token_key)],
         "admin.login": [
             limiter.limit(limits.login, methods=["POST"], deduct_when=_failed_login),
-            limiter.limit(limits.login, methods=["POST"], key_func=_username_key, deduct_when=_failed_login),
+            limiter.limit(limits.login, methods=["POST"], key_func=_username_address_key, deduct_when=_failed_login),
         ],
     }
     app.extensions["psychinterp_limiter"] = limiter  # the decorators hold it only weakly

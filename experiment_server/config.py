@@ -60,7 +60,11 @@ class RateLimits(Strict):
         "120 per minute", description="practice and main responses per session (a person answers every 2 s at most)"
     )
     events: str = Field("60 per minute", description="event batches per session (the page sends one every 5 s)")
-    login: str = Field("5 per minute", description="failed admin logins per client address, and per username")
+    login: str = Field(
+        "5 per minute",
+        description="failed admin logins per client address, and per username at an address (never per username "
+        "alone: that would let anyone lock an admin out; the dashboard shows failures from everywhere instead)",
+    )
 
 
 class ServerConfig(Strict):

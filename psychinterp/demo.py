@@ -333,6 +333,7 @@ def run_demo(
     password_file = workdir / "admin-password.txt"
     if not password_file.exists():
         password_file.write_text(secrets.token_urlsafe(12) + "\n")
+    password_file.chmod(0o600)  # the login of three dashboards: the owner's to read
     set_admin_password(app.extensions["psychinterp_db"], "admin", password_file.read_text().strip())
     server = create_server(app, host, port)
     running = [(server, start_in_thread(server))]

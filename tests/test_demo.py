@@ -49,6 +49,7 @@ def test_demo_trains_a_tiny_family_and_runs_end_to_end_offline_then_reruns_from_
 
     run_demo(tmp_path, port=0, serve=False, on_ready=log_in_everywhere, **small)
     assert len(logins) == 3 and all(logins.values()), logins
+    assert (tmp_path / "admin-password.txt").stat().st_mode & 0o777 == 0o600  # the owner's alone
 
     assert list(load_model_specs(tmp_path / "models.yaml")) == [m.id for m in FAMILY]
     assert all((tmp_path / "weights" / f"{m.id}.pt").is_file() for m in FAMILY)
