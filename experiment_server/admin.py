@@ -49,6 +49,7 @@ from experiment_server.context import reservation_lapsed
 from experiment_server.db import Admin, ParticipantSession, WorkerGroupMember, utcnow
 from experiment_server.export import csv_chunks, jsonl_chunks, response_rows, spreadsheet_safe
 from experiment_server.platforms import PLATFORMS
+from experiment_server.schemas import PROSE_ALLOWED, control_character
 
 blueprint = Blueprint("admin", __name__, url_prefix="/admin")
 api = Blueprint("admin_api", __name__, url_prefix="/api/admin")
@@ -125,6 +126,15 @@ def set_admin_password(session_factory, username: str, password: str) -> bool:
         admin.password_hash = hashed
         admin.session_version += 1  # a new password logs every browser out
         return False
+
+
+@blueprint.before_request
+def _printable_form():
+    """Every admin form field, as the API's bodies: a NUL in a login or an exclusion reason was a 500 on
+    PostgreSQL."""
+    for name, value in request.form.items(multi=True):
+        if problem := control_character(value, PROSE_ALLOWED):
+            abort(400, f"form field {name}: {problem}; remove it and send the form again")
 
 
 # --- login (rate-limited by the app factory) --------------------------------------------

@@ -10,20 +10,27 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 WorkerId = Field(None, min_length=1, max_length=200, pattern=r"^[A-Za-z0-9_.:\-]+$")
 
 
-def _printable(allowed: str):
-    """Text without NUL, control characters or lone surrogates (PostgreSQL refuses them; nobody types them)."""
+def control_character(text: str, allowed: str = "") -> str | None:
+    """What makes ``text`` unstorable, or None: NUL, a control character or a lone surrogate (PostgreSQL
+    refuses them; nobody types them), other than those ``allowed``."""
+    for position, character in enumerate(text):
+        if character not in allowed and unicodedata.category(character) in ("Cc", "Cs"):
+            return f"control character U+{ord(character):04X} at position {position}"
+    return None
 
+
+def _printable(allowed: str):
     def check(text: str) -> str:
-        for position, character in enumerate(text):
-            if character not in allowed and unicodedata.category(character) in ("Cc", "Cs"):
-                raise ValueError(f"control character U+{ord(character):04X} at position {position}")
+        if problem := control_character(text, allowed):
+            raise ValueError(problem)
         return text
 
     return AfterValidator(check)
 
 
+PROSE_ALLOWED = "\n\r\t"  # what a text box may hold besides printable text
 Text = Annotated[str, _printable("")]  # one line: ids, names, details
-Prose = Annotated[str, _printable("\n\r\t")]  # what a person types in a text box
+Prose = Annotated[str, _printable(PROSE_ALLOWED)]  # what a person types in a text box
 
 
 class _Body(BaseModel):

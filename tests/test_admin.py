@@ -97,6 +97,13 @@ def test_login_needs_csrf_and_right_password_and_is_rate_limited(admin_app):
     assert PASSWORD not in stored and stored.startswith(("scrypt:", "pbkdf2:"))
 
 
+def test_a_nul_in_the_login_form_is_a_400_not_a_500(admin_app):
+    client = admin_app.test_client()
+    form = {"username": "ada\x00", "password": PASSWORD, "csrf_token": csrf_token(client)}
+    response = client.post("/admin/login", data=form)
+    assert response.status_code == 400 and "form field username: control character U+0000" in response.get_data(True)
+
+
 def test_state_changes_need_post_and_csrf(admin_app):
     client = login(admin_app.test_client())
     assert client.get("/admin/reservations/release").status_code == 405
@@ -189,6 +196,11 @@ def test_dashboard_progress_participants_exports_and_payments(admin_app, tiny_bu
     # Manual exclusion: a POST with the CSRF token; the session leaves the approval list.
     token = csrf_token(client, "/admin/")
     session_id = people["900d00000000000000000000"]["id"]
+    # A NUL in the reason (a 500 on PostgreSQL) is refused with the field named, and nothing changes.
+    nul = {"exclude": "1", "reason": "bot\x00", "csrf_token": token}
+    refused = client.post(f"/admin/participants/{session_id}/exclusion", data=nul)
+    assert refused.status_code == 400 and "form field reason: control character U+0000" in refused.get_data(True)
+    assert "900d00000000000000000000" in client.get("/admin/export/prolific-approve.txt").get_data(as_text=True)
     client.post(f"/admin/participants/{session_id}/exclusion", data={"exclude": "1", "csrf_token": token})
     assert client.get("/admin/export/prolific-approve.txt").get_data(as_text=True) == ""
 
