@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import io
+import logging
 import os
 import struct
 import threading
@@ -32,6 +33,8 @@ import numpy as np
 from PIL import Image
 
 from contracts.bundle import Bundle, Trial
+
+log = logging.getLogger(__name__)
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 # Ancillary (lower case), private (lower case), reserved bit clear (upper case), safe to copy (lower case).
@@ -149,16 +152,28 @@ class TrialImages:
         names = slots(trial)
         try:
             return {slot: (folder / f"{slot}.png").read_bytes() for slot in names}
-        except FileNotFoundError:
+        except OSError:  # not there yet, or a cache that cannot be read: encode again
             return None
 
     def _to_disk(self, trial: Trial, images: dict[str, bytes]) -> None:
+        """Best effort: a cache that was deleted, filled or made unwritable only costs encoding again (the
+        images are served from memory), and leaves no temporary file. Only this account may read it."""
         folder = self._folder(trial)
-        folder.mkdir(parents=True, exist_ok=True)
-        for slot, data in images.items():
-            tmp = folder / f".{slot}.{os.getpid()}.{threading.get_ident()}.tmp"
-            tmp.write_bytes(data)
-            os.replace(tmp, folder / f"{slot}.png")
+        tmp = None
+        try:
+            self.cache_dir.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            for level in (self.cache_dir, folder):
+                level.mkdir(mode=0o700, exist_ok=True)
+            for slot, data in images.items():
+                tmp = folder / f".{slot}.{os.getpid()}.{threading.get_ident()}.tmp"
+                with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as handle:
+                    handle.write(data)
+                os.replace(tmp, folder / f"{slot}.png")
+                tmp = None
+        except OSError as exc:
+            if tmp is not None:
+                tmp.unlink(missing_ok=True)
+            log.warning("served-image cache %s: %s; serving trial %s from memory", self.cache_dir, exc, trial.trial_id)
 
     def _served(self, trial: Trial, images: dict[str, bytes]) -> dict[str, ServedImage]:
         """Each slot's bytes with its ETag, computed once per trial as it enters the memory cache."""
