@@ -53,7 +53,11 @@ def session_facts(
         "session_status": session.status,
         "session_completed": int(session.status == "completed"),
         # Reading the instructions: from their first display to the start of practice (or of the main trials).
-        "instruction_s": _seconds(session.instructions_at, session.practice_at or session.main_at),
+        # A session that answered main trials without ever reporting the instructions (the page always
+        # does; a script need not) read them for 0 s: the rule fails rather than being skipped.
+        "instruction_s": _seconds(session.instructions_at, session.practice_at or session.main_at)
+        if session.instructions_at is not None or not n
+        else 0.0,
         "session_s": _seconds(session.consented_at, session.completed_at),
         "trial_s": trial_seconds(session.main_at, first, last, n),
         "practice_blocks": session.practice_blocks,

@@ -349,3 +349,40 @@ def test_waitress_passes_the_proxy_s_client_address_on_only_when_told_to(tiny_bu
     finally:
         stop(server, thread)
     assert codes == ([201, 201, 201] if proxies else [201, 201, 429])
+
+
+def test_a_script_that_never_reports_its_phases_fails_the_instruction_rule(tiny_bundle_dir, tmp_path, monkeypatch):
+    """A script that never sent `phase: instructions` had no instruction time, and the rule was skipped:
+    waiting out the other minimums got it paid. A phase never reported now counts as 0 s."""
+    from datetime import timedelta
+
+    from experiment_server import participant
+    from experiment_server.db import utcnow
+    from psychinterp.scripted import run_session
+
+    app = make(tiny_bundle_dir, tmp_path, criteria={})  # the default criteria: 15 s of instructions, 1 s a trial
+    start_at = utcnow()
+    ticks = iter(range(10_000))
+    monkeypatch.setattr(participant, "utcnow", lambda: start_at + timedelta(seconds=30 * next(ticks)))
+
+    class NoPhases:  # the server's API as a script uses it, minus every phase report
+        def __init__(self, client):
+            self.client = client
+
+        def get(self, path, **kwargs):
+            return self.client.get(path, **kwargs)
+
+        def post(self, path, **kwargs):
+            if path.endswith("/phase"):
+                return type("Skipped", (), {"status_code": 200, "get_json": lambda self: {}})()
+            return self.client.post(path, **kwargs)
+
+    from contracts.bundle import load_bundle
+    from tests.test_admin import oracle
+
+    bundle = load_bundle(tiny_bundle_dir)
+    client = NoPhases(app.test_client())
+    script = run_session(client, oracle(bundle, client.client))  # every answer right, at a person's pace
+    assert (script["status"], script["failure_reason"]) == ("failed", "timing")
+    honest = app.test_client()
+    assert run_session(honest, oracle(bundle, honest))["status"] == "completed"  # phases reported: paid
