@@ -18,13 +18,17 @@ from functools import cache
 from flask import Blueprint, Response, abort, current_app, render_template_string, send_file
 from flask_login import login_required
 from sqlalchemy import Integer, func, select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, selectinload
 from statsmodels.stats.proportion import proportion_confint
 
 from contracts import microscope
 from contracts.bundle import Manifest
+from contracts.criteria import failed_rules
+from experiment_server.checks import session_summary
 from experiment_server.context import bundle as _bundle
+from experiment_server.context import cfg as _cfg
 from experiment_server.context import db as _db
+from experiment_server.context import paradigm as _paradigm
 from experiment_server.db import ParticipantSession
 from experiment_server.db import Response as ResponseRow
 
@@ -32,18 +36,39 @@ blueprint = Blueprint("units", __name__, url_prefix="/admin/units")
 images = Blueprint("admin_images", __name__, url_prefix="/admin/images")
 
 LIVE_NOTE = (
-    "Live: main-trial responses so far, before the analysis's exclusions (sessions that failed a check "
-    "or that you excluded are left out). The analysis report's numbers are the ones to cite."
+    "Live: main-trial responses so far, without the sessions that failed a check of the server's criteria, "
+    "that the server failed, or that you excluded (as the report leaves them out). The analysis report's "
+    "numbers are the ones to cite."
 )
 COUNTED_STATUSES = ("active", "completed")
 
 
-def _counted(study_id: str):
+def _failing_checks(db: Session, study_id: str) -> set[int]:
+    """Completed sessions that fail a check of the server's criteria (the report leaves them out too).
+
+    A completed session's checks never change, so each is judged once per app (the app's criteria)."""
+    judged: dict[int, bool] = current_app.extensions.setdefault("psychinterp_session_checks", {})
+    new = db.scalars(
+        select(ParticipantSession)
+        .where(ParticipantSession.study_id == study_id, ParticipantSession.status == "completed")
+        .where(ParticipantSession.id.not_in(list(judged)))
+        .options(selectinload(ParticipantSession.responses))
+    ).all()
+    tasks, criteria = current_app.extensions["psychinterp_tasks"], _cfg().criteria
+    for session in new:
+        task = tasks.get(session.task_id)
+        summary = session_summary(session, task.trials if task else [], _paradigm())
+        judged[session.id] = bool(failed_rules(summary, criteria))
+    return {session_id for session_id, failing in judged.items() if failing}
+
+
+def _counted(db: Session, study_id: str):
     """The sessions whose responses count on the live pages, as a SQL condition."""
     return (
         (ParticipantSession.study_id == study_id)
         & ParticipantSession.status.in_(COUNTED_STATUSES)
         & ~ParticipantSession.excluded_by_experimenter
+        & ParticipantSession.id.not_in(_failing_checks(db, study_id))
     )
 
 
@@ -66,7 +91,7 @@ def unit_scores(db: Session, manifest: Manifest) -> dict[str, list[microscope.Hu
     rows = db.execute(
         select(ResponseRow.trial_id, ResponseRow.confidence, func.count(), func.sum(ResponseRow.correct.cast(Integer)))
         .join(ParticipantSession, ParticipantSession.id == ResponseRow.session_id)
-        .where(_counted(manifest.study_id), ResponseRow.phase == "main")
+        .where(_counted(db, manifest.study_id), ResponseRow.phase == "main")
         .group_by(ResponseRow.trial_id, ResponseRow.confidence)
     )
     totals: dict[tuple[str, str], list] = defaultdict(lambda: [0, 0, defaultdict(int)])
@@ -105,7 +130,7 @@ def unit_results(db: Session, manifest: Manifest, unit_id: str) -> list[microsco
             ResponseRow.trial_id, ResponseRow.correct, ResponseRow.confidence, ResponseRow.rt_ms, ResponseRow.session_id
         )
         .join(ParticipantSession, ParticipantSession.id == ResponseRow.session_id)
-        .where(_counted(manifest.study_id), ResponseRow.phase == "main", ResponseRow.trial_id.in_(list(trials)))
+        .where(_counted(db, manifest.study_id), ResponseRow.phase == "main", ResponseRow.trial_id.in_(list(trials)))
     )
     by_condition: dict[str, list] = defaultdict(list)
     for row in rows:

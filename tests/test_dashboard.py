@@ -169,7 +169,7 @@ def test_the_dashboard_in_chromium_shows_the_database_s_funnel_charts_and_feedba
         browser.close()
 
 
-def _main_responses_by_unit(app, bundle) -> Counter:
+def _main_responses_by_unit(app, bundle, statuses=("active", "completed")) -> Counter:
     """Main-trial responses per unit, row by row, of sessions that count on the live pages."""
     unit_of = {t.trial_id: t.unit_id for t in bundle.manifest.all_trials() if t.kind == "main"}
     with app.extensions["psychinterp_db"]() as db:
@@ -179,12 +179,13 @@ def _main_responses_by_unit(app, bundle) -> Counter:
         unit_of[r.trial_id]
         for r in responses
         if r.trial_id in unit_of
-        and sessions[r.session_id].status in ("active", "completed")
+        and sessions[r.session_id].status in statuses
         and not sessions[r.session_id].excluded_by_experimenter
     )
 
 
 def test_live_unit_counts_equal_the_row_by_row_count(tiny_bundle_dir, database_url):
+    from experiment_server import create_app
     from experiment_server.microscope import unit_results, unit_scores
 
     app = _app(tiny_bundle_dir, database_url)
@@ -206,6 +207,17 @@ def test_live_unit_counts_equal_the_row_by_row_count(tiny_bundle_dir, database_u
             ]
             assert all(h.confidence_counts == d.confidence_counts for h, d in zip(results, detailed, strict=True))
             assert all(0 <= h.ci_low <= h.accuracy <= h.ci_high <= 1 for h in detailed)
+
+    # A server whose criteria every completed session fails (50 choices per query position): the live
+    # pages leave those sessions out, as the report does; sessions still at work keep counting.
+    strict_criteria = {**SCRIPTED_CRITERIA, "min_choices_per_query_row": 50}
+    strict = create_app({"bundle_dir": tiny_bundle_dir, "database_url": database_url, "criteria": strict_criteria})
+    at_work = _main_responses_by_unit(strict, bundle, statuses=("active",))
+    with strict.app_context(), strict.extensions["psychinterp_db"]() as db:
+        scores = unit_scores(db, bundle.manifest)
+        assert {u: n for u, hs in scores.items() if (n := sum(h.n_responses for h in hs))} == dict(at_work)
+        for unit_id in scores:
+            assert sum(h.n_responses for h in unit_results(db, bundle.manifest, unit_id)) == at_work[unit_id]
 
 
 def test_live_unit_pages_and_their_images_need_a_login(tiny_bundle_dir, tmp_path):
