@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 
 from contracts.errors import PsychinterpError
 
@@ -64,17 +65,22 @@ def start_in_thread(server) -> threading.Thread:
 
 
 def stop(server, thread: threading.Thread) -> None:
-    """Let the worker threads finish, then close every socket from inside the event loop (the trigger runs
-    the thunk there), which ends it.
+    """End the event loop by emptying its socket map (it stops at its next poll, within waitress's
+    one-second loop timeout), then close every socket from here once the loop is gone.
 
-    Closing them from this thread races the loop's select(): EBADF in the server's thread. A worker that
-    finishes a response pulls the trigger, so workers stop first: one that pulled it after the close wrote
-    to a closed descriptor, whose number the next pipe or file may already hold."""
+    Closing sockets from this thread while the loop runs raced its select() (EBADF in the server's
+    thread), and waking it through its trigger pipe raced too: the pipe could already be closed
+    (EBADF here, on some CI runs). Workers stop first: one that finished a response after the close
+    pulled the trigger of a closed pipe."""
     from waitress import wasyncore
 
+    server.accepting = False  # no new connection from the next poll on
     server.task_dispatcher.shutdown()
-    server.trigger.pull_trigger(lambda: wasyncore.close_all(server._map))
-    thread.join(timeout=10)
-    if thread.is_alive():  # the loop did not answer its trigger: close from here after all
-        server.close()
-        thread.join(timeout=10)
+    sockets: dict = {}
+    deadline = time.monotonic() + 10
+    while thread.is_alive() and time.monotonic() < deadline:
+        sockets.update(server._map)
+        server._map.clear()
+        thread.join(timeout=0.5)
+    sockets.update(server._map)
+    wasyncore.close_all(sockets)
