@@ -129,7 +129,13 @@ def check_responses_study(path: str | Path, bundle: Bundle, allow_rebuilt_bundle
     it), by its study_id and bundle_fingerprint columns; a table without them (published formats, older
     exports) is not checked."""
     path = Path(path)
-    frame = read_csv_text(path)
+    # Only the two per-study columns: the analysis reads the whole table afterwards anyway (and says
+    # what is wrong with a file it cannot read).
+    wanted = {"study_id", "bundle_fingerprint"}
+    try:
+        frame = pd.read_csv(path, dtype=str, keep_default_na=False, usecols=lambda column: column in wanted)
+    except (OSError, ValueError, pd.errors.ParserError, UnicodeDecodeError):
+        return
     frame.attrs["source"] = str(path)
     ids = _single(frame, "study_id")
     build = None if allow_rebuilt_bundle else _single(frame, "bundle_fingerprint")
