@@ -41,6 +41,14 @@ def _first_text(rows: pd.DataFrame, column: str) -> str | None:
     return str(values.iloc[0]) if len(values) else None
 
 
+def _shown_times(scored: pd.DataFrame) -> tuple[float | None, ...] | None:
+    """Each main trial's seconds shown on the server's clock (``shown_s``); None where the table has none."""
+    if "shown_s" not in scored:
+        return None
+    times = pd.to_numeric(scored["shown_s"], errors="coerce")
+    return tuple(None if pd.isna(t) else float(t) for t in times) if times.notna().any() else None
+
+
 def session_key(responses: pd.DataFrame) -> str:
     """What a row of the exclusion table is: a session where the table names them, else a participant."""
     return "session_id" if "session_id" in responses else "participant_id"
@@ -74,6 +82,7 @@ def summarise_participants(responses: pd.DataFrame) -> list[ParticipantSummary]:
                 excluded_by_experimenter=bool(_first(rows, "excluded_by_experimenter")),
                 session_status=_first_text(rows, "session_status"),
                 n_trials=len(scored),
+                trial_times=_shown_times(scored),
             )
         )
     return summaries
@@ -88,6 +97,8 @@ def exclusion_table(responses: pd.DataFrame, criteria: ExclusionCriteria | None 
         failed = failed_rules(summary, criteria)
         row = {**summary.__dict__, "failed_rules": ";".join(failed), "excluded": bool(failed)}
         # One column per query position, so that the table stays flat (query_0_choices, ...).
+        row.pop("trial_times")
+        row["fast_trial_share"] = summary.fast_share(criteria.min_single_trial_s)
         choices = row.pop("query_choices")
         row.update({f"query_{q}_choices": n for q, n in enumerate(choices or ())})
         if summary.session_id is None:

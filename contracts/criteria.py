@@ -43,6 +43,20 @@ class ExclusionCriteria(BaseModel):
         description="seconds per main trial on average, on the server's clock, at least (the answer buttons "
         "stay locked for 1.5 s by default, so no person is faster)",
     )
+    min_single_trial_s: float = Field(
+        1.0,
+        ge=0,
+        description="seconds each main trial was shown, on the server's clock (from its first fetch to its answer, "
+        "or to the next trial's fetch if that came first), at least; the server refuses an answer sooner than this "
+        "after its trial's fetch (the page waits and sends it again)",
+    )
+    max_fast_trial_share: float = Field(
+        0.1,
+        ge=0,
+        le=1,
+        description="share of a session's main trials allowed below min_single_trial_s (a slow network can make "
+        "a trial look short; a script that fetches ahead makes all of them short)",
+    )
     max_practice_blocks: int = Field(
         3, ge=1, description="practice blocks allowed (the server ends a session that needs more)"
     )
@@ -129,6 +143,13 @@ RULES: dict[str, Rule] = {
     "trial_time": Rule(
         lambda c: f"spent less than {c.min_trial_s:g} s per main trial on average", lambda c: c.min_trial_s > 0
     ),
+    "fast_trials": Rule(
+        lambda c: (
+            f"answered more than {c.max_fast_trial_share:.0%} of the main trials less than "
+            f"{c.min_single_trial_s:g} s after they were shown"
+        ),
+        lambda c: c.min_single_trial_s > 0 and c.max_fast_trial_share < 1,
+    ),
     "practice_blocks": Rule(lambda c: f"needed more than {_times(c.max_practice_blocks, 'practice block')}"),
     "incomplete": Rule(lambda c: "did not complete the session (abandoned or expired)", lambda c: c.exclude_incomplete),
     "server_failed": Rule(
@@ -154,6 +175,13 @@ class ParticipantSummary:
     session_status: str | None = None  # the server's: active, completed, failed, expired (None: not recorded)
     trial_s: float | None = None  # mean seconds per main trial on the server's clock (None: not recorded)
     n_trials: int | None = None  # main trials answered, catch trials included (None: not known)
+    # Seconds each answered main trial was shown, on the server's clock (None: not recorded).
+    trial_times: tuple[float | None, ...] | None = None
+
+    def fast_share(self, min_single_trial_s: float) -> float | None:
+        """The share of timed main trials shown less than ``min_single_trial_s``; None when none is timed."""
+        timed = [t for t in self.trial_times or () if t is not None]
+        return sum(t < min_single_trial_s for t in timed) / len(timed) if timed else None
 
     def trials(self) -> int | None:
         """Main trials answered: recorded, or the sum of the query choices."""
@@ -181,6 +209,9 @@ def failed_rules(summary: ParticipantSummary, criteria: ExclusionCriteria = DEFA
         failed.append("session_time")
     if summary.trial_s is not None and summary.trial_s < criteria.min_trial_s:
         failed.append("trial_time")
+    fast = summary.fast_share(criteria.min_single_trial_s)
+    if fast is not None and fast > criteria.max_fast_trial_share and criteria.min_single_trial_s > 0:
+        failed.append("fast_trials")
     if summary.practice_blocks is not None and summary.practice_blocks > criteria.max_practice_blocks:
         failed.append("practice_blocks")
     if summary.session_status in ("active", "expired") and criteria.exclude_incomplete:
@@ -193,7 +224,7 @@ def failed_rules(summary: ParticipantSummary, criteria: ExclusionCriteria = DEFA
 
 
 # The rules the server itself enforces before it issues a pass code: no code for work too fast to be real.
-TIMING_RULES = ("instruction_time", "trial_time", "session_time")
+TIMING_RULES = ("instruction_time", "trial_time", "fast_trials", "session_time")
 
 
 def too_fast(summary: ParticipantSummary, criteria: ExclusionCriteria = DEFAULT_CRITERIA) -> list[str]:

@@ -32,6 +32,9 @@ class Paradigm:
     # (click one, or press its number), then a confidence button (or its key).
     layout: Literal["pair", "grid"] = "pair"
     confidence_keys: tuple[str, ...] = ()  # grid layout: the key of each confidence button
+    # Whether a catch trial's copies may be served mirrored (a paradigm whose answer depended on
+    # left and right would say no).
+    catch_flip: bool = True
     question: str = "Which query activates the unit more, and how sure are you?"
     wrong_feedback: str = "Wrong: the other query activates the unit more."
 

@@ -84,6 +84,14 @@ RESPONSE_COLUMNS: tuple[Column, ...] = (
     Column("focus_lost", "int", "int ≥ 0", "how often the window lost focus while the trial was shown"),
     Column("responded_at", "str", "ISO 8601 UTC", "when the server stored the response"),
     Column(
+        "shown_s",
+        "number?",
+        "float or empty",
+        "seconds the main trial was shown, on the server's clock: from its first fetch to its answer, or to the "
+        "next trial's first fetch where that came sooner (empty: practice rows, and data older than per-trial "
+        "timing)",
+    ),
+    Column(
         "session_status",
         "str",
         "`active` / `completed` / `failed` / `expired`",

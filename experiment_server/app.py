@@ -24,6 +24,7 @@ from werkzeug.exceptions import HTTPException
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from contracts.bundle import Bundle, check_same_study, load_bundle
+from contracts.paradigms import paradigm_named
 from experiment_server.config import ServerConfig, admin_cookie_name
 from experiment_server.db import ParticipantSession, Study, make_session_factory
 from experiment_server.images import TrialImages
@@ -87,7 +88,10 @@ def _register_study(session_factory, bundle: Bundle, config: ServerConfig) -> No
 
 def _api_error(exc: HTTPException):
     """An HTTP error as the API's JSON, keeping the exception's own headers (Allow on a 405)."""
-    response = jsonify(error=exc.name, detail=exc.description)
+    body = {"error": exc.name, "detail": exc.description}
+    if rule := getattr(exc, "rule", None):  # a refusal by a named rule (participant.Refusal)
+        body |= {"rule": rule, "retry_after_s": exc.retry_after_s}
+    response = jsonify(body)
     response.status_code = exc.code
     for name, value in exc.get_headers():
         if name.lower() != "content-type":
@@ -205,7 +209,13 @@ def create_app(config: ServerConfig | dict[str, Any]) -> Flask:
     app.extensions["psychinterp_tasks"] = {t.task_id: t for t in bundle.manifest.tasks}
     app.extensions["psychinterp_db"] = session_factory
     image_key = hmac.new(app.config["SECRET_KEY"].encode(), b"served images", hashlib.sha256).digest()
-    app.extensions["psychinterp_images"] = TrialImages(bundle, image_key, config.image_cache_dir)
+    app.extensions["psychinterp_images"] = TrialImages(
+        bundle,
+        image_key,
+        config.image_cache_dir,
+        catch_copies=config.catch_copies,
+        flip_allowed=paradigm_named(bundle.manifest.paradigm).catch_flip,
+    )
 
     from experiment_server.admin import api as admin_api
     from experiment_server.admin import blueprint as admin

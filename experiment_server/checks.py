@@ -10,12 +10,13 @@ from contracts.bundle import Trial
 from contracts.criteria import ParticipantSummary
 from contracts.paradigms import Paradigm
 from experiment_server.db import ParticipantSession
-from experiment_server.export import session_facts
+from experiment_server.export import session_facts, session_trial_times
 
 
 def session_summary(session: ParticipantSession, main_trials: list[Trial], paradigm: Paradigm) -> ParticipantSummary:
     """What the criteria check, from the session's stored main-phase responses (catch trials included)."""
     facts = session_facts(session)
+    shown = session_trial_times(session)
     main = [r for r in session.responses if r.phase == "main"]
     catch = [r for r in main if r.trial_index < len(main_trials) and main_trials[r.trial_index].kind == "catch"]
     return ParticipantSummary(
@@ -29,4 +30,5 @@ def session_summary(session: ParticipantSession, main_trials: list[Trial], parad
         excluded_by_experimenter=bool(session.excluded_by_experimenter),
         trial_s=facts["trial_s"],
         n_trials=len(main),
+        trial_times=tuple(shown[i] for i in sorted(shown)) if shown else None,
     )

@@ -67,6 +67,17 @@ class RateLimits(Strict):
     )
 
 
+class CatchCopies(Strict):
+    """How a catch trial's queries are served: each a fresh transformed copy, so that no query equals a
+    reference in bytes or in pixels and only looking (or a similarity model) matches them."""
+
+    crop: float = Field(
+        0.12, ge=0, lt=0.5, description="cut up to this share of the side (at least half of it), then resize back"
+    )
+    flip: bool = Field(True, description="mirror left-right at random, where the paradigm allows (catch_flip)")
+    jitter: float = Field(0.06, ge=0, lt=0.5, description="brightness, contrast and saturation each move by up to this")
+
+
 class ServerConfig(Strict):
     bundle_dir: Path = Field(description="the study bundle to serve (relative to this file; `serve BUNDLE` gives it)")
     database_url: str = Field(DEFAULT_DATABASE_URL, description="SQLAlchemy URL")
@@ -116,6 +127,9 @@ class ServerConfig(Strict):
         None,
         description="where each trial's served (re-encoded, padded) images are kept; default: "
         "~/.psychinterp/served-images. Workers of one study should share it",
+    )
+    catch_copies: CatchCopies = Field(
+        CatchCopies(), description="how a catch trial's queries are transformed copies of what they copy"
     )
     rate_limits: RateLimits = Field(RateLimits(), description="limits on every kind of request that writes")
     trusted_proxies: int = Field(

@@ -87,9 +87,12 @@ class ParticipantSession(Base):
     device_pixel_ratio: Mapped[float | None] = mapped_column(Float)
     user_agent: Mapped[str | None] = mapped_column(String(400))
     feedback: Mapped[str | None] = mapped_column(Text)
+    # Events stored so far: the cap is one conditional UPDATE of this count (race-free on every engine).
+    events_stored: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
     responses: Mapped[list[Response]] = relationship(back_populates="session", order_by="Response.id")
     events: Mapped[list[SessionEvent]] = relationship(back_populates="session", order_by="SessionEvent.id")
+    fetches: Mapped[list[TrialFetch]] = relationship(order_by="TrialFetch.trial_index", viewonly=True)
 
 
 class WorkerGroupMember(Base):
@@ -103,6 +106,16 @@ class WorkerGroupMember(Base):
     participant_id: Mapped[str] = mapped_column(String(200))
     study_id: Mapped[str] = mapped_column(String(200))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class TrialFetch(Base):
+    """When the server first served a main trial to a session: each trial's time starts here."""
+
+    __tablename__ = "trial_fetches"
+
+    session_id: Mapped[int] = mapped_column(ForeignKey("participant_sessions.id"), primary_key=True)
+    trial_index: Mapped[int] = mapped_column(Integer, primary_key=True)
+    fetched_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
 
 class Response(Base):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -17,7 +17,7 @@ from contracts.bundle import Bundle, Manifest, StudyMismatchError, Unit, check_s
 from contracts.criteria import ExclusionCriteria
 from contracts.files import atomic_text_file
 from contracts.responses import COLUMN_NAMES
-from experiment_server.db import ParticipantSession, Response, Study
+from experiment_server.db import ParticipantSession, Response, Study, TrialFetch
 
 
 def _seconds(start: datetime | None, end: datetime | None) -> float | None:
@@ -33,6 +33,37 @@ def trial_seconds(main_at: datetime | None, first: datetime | None, last: dateti
     if last is None or start is None or intervals <= 0:
         return None
     return round(_seconds(start, last) / intervals, 3)
+
+
+def shown_seconds(fetched: Mapping[int, datetime], answered: Mapping[int, datetime]) -> dict[int, float | None]:
+    """Each answered main trial's seconds on screen, on the server's clock: from its first fetch to its
+    answer, or to the next trial's first fetch where that came sooner (the page fetches a trial only once
+    the one before is answered; a script that fetches ahead gets no time for the trials it skipped past).
+
+    The intervals never overlap, so their sum is at most the time the session really took. None: the
+    trial was never fetched (sessions older than per-trial timing)."""
+    times: dict[int, float | None] = {}
+    for index, answer in answered.items():
+        start = fetched.get(index)
+        if start is None:
+            times[index] = None
+            continue
+        following = fetched.get(index + 1)
+        end = min(answer, following, key=_naive) if following is not None else answer
+        times[index] = max(0.0, _seconds(start, end))
+    return times
+
+
+def _naive(moment: datetime) -> datetime:
+    return moment.replace(tzinfo=None)
+
+
+def session_trial_times(session: ParticipantSession) -> dict[int, float | None]:
+    """:func:`shown_seconds` of the session's loaded main responses and fetches."""
+    return shown_seconds(
+        {f.trial_index: f.fetched_at for f in session.fetches},
+        {r.trial_index: r.created_at for r in session.responses if r.phase == "main"},
+    )
 
 
 def main_span(session: ParticipantSession) -> tuple[datetime | None, datetime | None, int]:
@@ -119,6 +150,7 @@ def response_rows(
     )
     with session_factory() as db:
         spans = {row[0]: tuple(row[1:]) for row in db.execute(spans_query)}
+        shown = _study_trial_times(db, manifest.study_id)
         facts: dict[int, dict[str, Any]] = {}
         for response, session in db.execute(query).yield_per(1000):
             if session.id not in facts:
@@ -152,9 +184,29 @@ def response_rows(
                 "rt_ms": round(response.rt_ms, 3),
                 "focus_lost": response.focus_lost,
                 "responded_at": response.created_at.isoformat(),
+                "shown_s": shown.get(session.id, {}).get(response.trial_index) if response.phase == "main" else None,
                 **facts[session.id],
             }
             yield {name: row[name] for name in COLUMN_NAMES}
+
+
+def _study_trial_times(db, study_id: str) -> dict[int, dict[int, float | None]]:
+    """:func:`shown_seconds` of every session of the study, from two narrow queries."""
+    fetched: dict[int, dict[int, datetime]] = {}
+    for session_id, index, moment in db.execute(
+        select(TrialFetch.session_id, TrialFetch.trial_index, TrialFetch.fetched_at)
+        .join(ParticipantSession)
+        .where(ParticipantSession.study_id == study_id)
+    ):
+        fetched.setdefault(session_id, {})[index] = moment
+    answered: dict[int, dict[int, datetime]] = {}
+    for session_id, index, moment in db.execute(
+        select(Response.session_id, Response.trial_index, Response.created_at)
+        .join(ParticipantSession)
+        .where(ParticipantSession.study_id == study_id, Response.phase == "main")
+    ):
+        answered.setdefault(session_id, {})[index] = moment
+    return {session_id: shown_seconds(fetched.get(session_id, {}), times) for session_id, times in answered.items()}
 
 
 def unit_columns(manifest: Manifest, unit: Unit) -> dict[str, Any]:

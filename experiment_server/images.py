@@ -7,12 +7,14 @@ bytes, and main trials by headers. So every image slot of every trial is served
 - under a URL that names the session, the trial and the slot, never the image;
 - freshly encoded: the PNG rows are filtered with filter types drawn per slot (from a keyed hash),
   so two slots showing the same pixels never share bytes, and every image has the same structure;
-- padded with a private ancillary chunk to the size of the largest image of its trial, so sizes
-  within a trial are equal;
+- with compressed data of one length within its trial (empty deflate blocks fill each image's data
+  to the longest's), so every chunk, and so every file, of a trial has the same length;
+- for a catch trial, each query as a fresh transformed copy (a small crop and resize, perhaps a
+  mirror, a slight colour jitter: ``CatchCopies``), so that no query equals a reference in pixels;
 - with a strong ETag keyed on the slot and the encoded bytes, and one fixed Last-Modified.
 
-Only decoding the pixels, as a person looks, tells two images apart or alike. Encoded trials are
-cached on disk (keyed by the server's secret), so a trial is encoded once for every session.
+Only decoding the pixels and comparing them as a person looks tells two images apart or alike. Encoded
+trials are cached on disk (keyed by the server's secret), so a trial is encoded once for every session.
 """
 
 from __future__ import annotations
@@ -33,12 +35,13 @@ import numpy as np
 from PIL import Image
 
 from contracts.bundle import Bundle, Trial
+from experiment_server.config import CatchCopies
 
 log = logging.getLogger(__name__)
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-# Ancillary (lower case), private (lower case), reserved bit clear (upper case), safe to copy (lower case).
-PADDING_CHUNK = b"psPd"
+# Part of every cache folder's name: a change of how trials are encoded never meets an older cache.
+ENCODING_VERSION = "2"
 # Every image says it was last modified at this moment, so Last-Modified tells nothing.
 LAST_MODIFIED = datetime(2000, 1, 1, tzinfo=UTC)
 
@@ -84,27 +87,104 @@ def _filtered(pixels: np.ndarray, filters: np.ndarray) -> bytes:
     return np.concatenate([filters[:, None].astype(np.uint8), rows.astype(np.uint8)], axis=1).tobytes()
 
 
+def scanlines(pixels: np.ndarray, seed: bytes) -> bytes:
+    """The PNG scanlines of uint8 HxWx3 pixels, each row filtered by a type drawn from ``seed``."""
+    rng = np.random.default_rng(int.from_bytes(hashlib.sha256(seed).digest()[:8], "big"))
+    return _filtered(pixels, rng.integers(0, 5, size=pixels.shape[0]))
+
+
+def _deflate_body(raw: bytes) -> bytes:
+    """The zlib header and ``raw`` compressed, ended by a sync flush (byte-aligned, no final block yet)."""
+    compressor = zlib.compressobj(6)
+    return compressor.compress(raw) + compressor.flush(zlib.Z_SYNC_FLUSH)
+
+
+def _bits_to_bytes(bits: list[int]) -> bytes:
+    """Deflate's bit order: the first bit is the least significant bit of the first byte."""
+    bits = bits + [0] * (-len(bits) % 8)
+    return bytes(sum(bit << i for i, bit in enumerate(bits[k : k + 8])) for k in range(0, len(bits), 8))
+
+
+def _empty_blocks(fixed: int) -> bytes:
+    """``fixed`` empty fixed-Huffman blocks, then one empty stored block: 5, 6 or 7 bytes for 0, 1, 2 that
+    decompress to nothing. (A fixed block is BFINAL 0, BTYPE 01, end-of-block code 0000000: 10 bits; a
+    stored block is BFINAL 0, BTYPE 00, padding to the byte, LEN 0 and NLEN 0xFFFF.)"""
+    bits = [0, 1, 0] + [0] * 7
+    return _bits_to_bytes(bits * fixed + [0, 0, 0]) + b"\x00\x00\xff\xff"
+
+
+ZLIB_END = b"\x01\x00\x00\xff\xff"  # an empty final stored block (the Adler-32 of the data follows)
+MIN_PADDING = 10  # any padding of 10 bytes or more is a sum of 5-, 6- and 7-byte groups
+
+
+def _padding(n: int) -> bytes:
+    """Exactly ``n`` (>= 10) bytes of empty deflate blocks."""
+    if n < MIN_PADDING:
+        raise ValueError(f"deflate padding of {n} bytes: at least {MIN_PADDING}")
+    groups, rest = divmod(n, 5)
+    fixed = {0: [], 1: [1], 2: [2], 3: [1, 2], 4: [2, 2]}[rest]
+    return b"".join(_empty_blocks(k) for k in fixed) + _empty_blocks(0) * (groups - len(fixed))
+
+
+def zlib_stream(raw: bytes, body: bytes, length: int) -> bytes:
+    """A zlib stream of exactly ``length`` bytes that decompresses to ``raw``: its compressed ``body`` (from
+    :func:`_deflate_body`), empty blocks to fill, the final block and the checksum."""
+    pad = length - len(body) - len(ZLIB_END) - 4
+    return body + _padding(pad) + ZLIB_END + struct.pack(">I", zlib.adler32(raw) & 0xFFFFFFFF)
+
+
+def png(width: int, height: int, stream: bytes) -> bytes:
+    """A truecolour 8-bit PNG of one IDAT chunk holding ``stream``."""
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return PNG_SIGNATURE + _chunk(b"IHDR", header) + _chunk(b"IDAT", stream) + _chunk(b"IEND", b"")
+
+
+def encode_trial_pngs(pixels: dict[str, np.ndarray], seeds: dict[str, bytes]) -> dict[str, bytes]:
+    """PNGs of several images whose every chunk has the same length in all of them (so do the files): each
+    image's compressed data is filled with empty deflate blocks to the length of the longest plus a margin.
+    Only decoding tells the images apart; neither sizes nor chunk lengths do."""
+    raws = {slot: scanlines(image, seeds[slot]) for slot, image in pixels.items()}
+    bodies = {slot: _deflate_body(raw) for slot, raw in raws.items()}
+    length = max(len(b) for b in bodies.values()) + MIN_PADDING + len(ZLIB_END) + 4
+    return {
+        slot: png(pixels[slot].shape[1], pixels[slot].shape[0], zlib_stream(raws[slot], bodies[slot], length))
+        for slot in pixels
+    }
+
+
 def encode_png(pixels: np.ndarray, seed: bytes) -> bytes:
     """Lossless PNG of uint8 HxWx3 pixels whose row filters are drawn from ``seed``."""
+    return encode_trial_pngs({"image": pixels}, {"image": seed})["image"]
+
+
+def catch_copy(pixels: np.ndarray, settings: CatchCopies, flip: bool, seed: bytes) -> np.ndarray:
+    """A slightly cropped, resized, perhaps mirrored and colour-jittered copy of uint8 HxWx3 ``pixels``."""
+    rng = np.random.default_rng(int.from_bytes(hashlib.sha256(b"catch" + seed).digest()[:8], "big"))
     height, width, _ = pixels.shape
-    rng = np.random.default_rng(int.from_bytes(hashlib.sha256(seed).digest()[:8], "big"))
-    filters = rng.integers(0, 5, size=height)
-    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return (
-        PNG_SIGNATURE
-        + _chunk(b"IHDR", header)
-        + _chunk(b"IDAT", zlib.compress(_filtered(pixels, filters), 6))
-        + _chunk(b"IEND", b"")
-    )
+    image = Image.fromarray(pixels)
+    if settings.crop:
+        cut = rng.uniform(settings.crop / 2, settings.crop)
+        h, w = max(1, round(height * (1 - cut))), max(1, round(width * (1 - cut)))
+        top, left = int(rng.integers(0, height - h + 1)), int(rng.integers(0, width - w + 1))
+        image = image.crop((left, top, left + w, top + h)).resize((width, height), Image.Resampling.BICUBIC)
+    if flip and settings.flip and rng.random() < 0.5:
+        image = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+    x = np.asarray(image, dtype=np.float64)
+    if settings.jitter:
+        brightness, contrast, saturation = rng.uniform(1 - settings.jitter, 1 + settings.jitter, size=3)
+        x = x * brightness
+        x = (x - x.mean()) * contrast + x.mean()
+        grey = x.mean(axis=2, keepdims=True)
+        x = (x - grey) * saturation + grey
+    return np.clip(np.rint(x), 0, 255).astype(np.uint8)
 
 
-def padded(png: bytes, size: int) -> bytes:
-    """The PNG grown to exactly ``size`` bytes by a padding chunk before IEND (every image gets one)."""
-    missing = size - len(png) - 12
-    if missing < 0:
-        raise ValueError(f"cannot pad a {len(png)}-byte image to {size} bytes")
-    end = len(png) - 12  # the IEND chunk is the last 12 bytes
-    return png[:end] + _chunk(PADDING_CHUNK, bytes(missing)) + png[end:]
+def unlike(copy: np.ndarray, others: list[np.ndarray]) -> np.ndarray:
+    """``copy``, nudged by one level in one pixel should it equal one of ``others`` (a flat image)."""
+    while any(o.shape == copy.shape and np.array_equal(o, copy) for o in others):
+        copy = copy.copy()
+        copy[0, 0, 0] = (int(copy[0, 0, 0]) + 1) % 256
+    return copy
 
 
 @dataclass(frozen=True)
@@ -116,9 +196,19 @@ class ServedImage:
 class TrialImages:
     """The encoded, padded images of each trial's slots, cached on disk and in a small memory cache."""
 
-    def __init__(self, bundle: Bundle, key: bytes, cache_dir: Path | None = None, memory_trials: int = 64):
+    def __init__(
+        self,
+        bundle: Bundle,
+        key: bytes,
+        cache_dir: Path | None = None,
+        memory_trials: int = 64,
+        catch_copies: CatchCopies | None = None,
+        flip_allowed: bool = True,
+    ):
         self.bundle = bundle
         self.key = key
+        self.catch_copies = catch_copies or CatchCopies()
+        self.flip_allowed = flip_allowed
         tag = hmac.new(key, bundle.manifest.study_id.encode(), hashlib.sha256).hexdigest()[:16]
         # Under the user's home, not a shared /tmp that another account could own and refill.
         self.cache_dir = cache_dir or Path.home() / ".psychinterp" / "served-images"
@@ -126,25 +216,39 @@ class TrialImages:
         self._memory: dict[str, dict[str, bytes]] = {}
         self._memory_trials = memory_trials
         self._lock = threading.Lock()
+        # One lock per trial being encoded: participants who reach a cold trial together wait for one encoding.
+        self._encoding: dict[str, threading.Lock] = {}
 
     def _mac(self, *parts: str) -> bytes:
         return hmac.new(self.key, "\x1f".join(parts).encode(), hashlib.sha256).digest()
 
     def _encode_trial(self, trial: Trial) -> dict[str, bytes]:
-        encoded = {}
+        pixels = {}
         for slot in slots(trial):
             with Image.open(self.bundle.image_path(slot_image(trial, slot))) as image:
-                pixels = np.asarray(image.convert("RGB"))
-            encoded[slot] = encode_png(pixels, self._mac(trial.trial_id, slot))
-        size = max(len(v) for v in encoded.values()) + 12
-        return {slot: padded(data, size) for slot, data in encoded.items()}
+                pixels[slot] = np.asarray(image.convert("RGB"))
+        if trial.kind == "catch":
+            # Queries copy references (or, odd-one-out, each other): each is served as a transformed copy.
+            queries = [slot for slot in pixels if slot.startswith("q")]
+            originals = list(pixels.values())
+            for slot in queries:
+                copy = catch_copy(pixels[slot], self.catch_copies, self.flip_allowed, self._mac(trial.trial_id, slot))
+                pixels[slot] = unlike(copy, originals + [pixels[q] for q in queries if q != slot])
+        return encode_trial_pngs(pixels, {slot: self._mac(trial.trial_id, slot) for slot in pixels})
 
     def _folder(self, trial: Trial) -> Path:
         # Named by the trial and every image it shows: a rebuilt bundle with the same trial ids never
         # meets a stale cache.
         return (
             self.cache_dir
-            / self._mac("folder", trial.trial_id, *(slot_image(trial, s) for s in slots(trial))).hex()[:32]
+            / self._mac(
+                "folder",
+                ENCODING_VERSION,
+                self.catch_copies.model_dump_json(),
+                str(self.flip_allowed),
+                trial.trial_id,
+                *(slot_image(trial, s) for s in slots(trial)),
+            ).hex()[:32]
         )
 
     def _from_disk(self, trial: Trial) -> dict[str, bytes] | None:
@@ -190,16 +294,23 @@ class TrialImages:
     def trial_images(self, trial: Trial) -> dict[str, ServedImage]:
         with self._lock:
             cached = self._memory.get(trial.trial_id)
+            encoding = self._encoding.setdefault(trial.trial_id, threading.Lock()) if cached is None else None
         if cached is None:
-            images = self._from_disk(trial)
-            if images is None:
-                images = self._encode_trial(trial)
-                self._to_disk(trial, images)
-            cached = self._served(trial, images)
+            with encoding:
+                with self._lock:
+                    cached = self._memory.get(trial.trial_id)  # another request encoded it meanwhile
+                if cached is None:
+                    images = self._from_disk(trial)
+                    if images is None:
+                        images = self._encode_trial(trial)
+                        self._to_disk(trial, images)
+                    cached = self._served(trial, images)
+                    with self._lock:
+                        if len(self._memory) >= self._memory_trials:
+                            self._memory.pop(next(iter(self._memory)))
+                        self._memory[trial.trial_id] = cached
             with self._lock:
-                if len(self._memory) >= self._memory_trials:
-                    self._memory.pop(next(iter(self._memory)))
-                self._memory[trial.trial_id] = cached
+                self._encoding.pop(trial.trial_id, None)
         return cached
 
     def get(self, trial: Trial, slot: str) -> ServedImage | None:

@@ -10,8 +10,10 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import math
 import re
 import secrets
+from datetime import UTC
 from typing import Any
 
 import numpy as np
@@ -32,7 +34,14 @@ from experiment_server.context import cfg as _cfg
 from experiment_server.context import db as _db
 from experiment_server.context import paradigm as _paradigm
 from experiment_server.context import reservation_lapsed
-from experiment_server.db import ParticipantSession, Response, SessionEvent, WorkerGroupMember, utcnow
+from experiment_server.db import (
+    ParticipantSession,
+    Response,
+    SessionEvent,
+    TrialFetch,
+    WorkerGroupMember,
+    utcnow,
+)
 from experiment_server.images import LAST_MODIFIED
 from experiment_server.platforms import PLATFORMS, PlatformRefusal
 from experiment_server.schemas import (
@@ -47,6 +56,21 @@ from experiment_server.schemas import (
 )
 
 blueprint = Blueprint("participant", __name__)
+
+
+class Refusal(HTTPException):
+    """A 4xx whose JSON names the rule that refused the request (``rule``), and when to try again."""
+
+    def __init__(self, code: int, rule: str, detail: str, retry_after_s: float | None = None):
+        super().__init__(detail)
+        self.code, self.rule, self.retry_after_s = code, rule, retry_after_s
+
+    def get_headers(self, environ=None, scope=None) -> list[tuple[str, str]]:
+        headers = super().get_headers(environ, scope)
+        if self.retry_after_s is not None:
+            headers.append(("Retry-After", str(max(1, math.ceil(self.retry_after_s)))))
+        return headers
+
 
 MOBILE_AGENT = re.compile(r"Mobi|Android|iPhone|iPad|iPod|Silk|Kindle", re.IGNORECASE)
 
@@ -492,13 +516,15 @@ def _main_trials(session: ParticipantSession) -> list[Trial]:
     return _tasks()[session.task_id].trials
 
 
-def _task_of(token: str) -> str:
-    """The session's task; it never changes, so each process remembers it."""
+def _session_of(token: str) -> tuple[int, str]:
+    """The session's id and task; neither ever changes, so each process remembers them."""
     cache = current_app.extensions.setdefault("psychinterp_task_of", {})
     if token not in cache:
         with _db() as db:
             row = db.execute(
-                select(ParticipantSession.task_id, ParticipantSession.status).where(ParticipantSession.token == token)
+                select(ParticipantSession.id, ParticipantSession.task_id, ParticipantSession.status).where(
+                    ParticipantSession.token == token
+                )
             ).one_or_none()
         if row is None:
             abort(404, "unknown session")
@@ -506,49 +532,65 @@ def _task_of(token: str) -> str:
             abort(409, f"session is {row.status}")
         if len(cache) > 100_000:
             cache.clear()
-        cache[token] = row.task_id
+        cache[token] = (row.id, row.task_id)
     return cache[token]
+
+
+def _record_fetch(session_id: int, index: int) -> None:
+    """The first time the server served main trial ``index`` to the session: that trial's time starts here.
+    Later fetches (a reload) keep the first; each process remembers which it has recorded."""
+    recorded = current_app.extensions.setdefault("psychinterp_fetched", set())
+    if (session_id, index) in recorded:
+        return
+    with _db() as db, db.begin():
+        _insert_ignoring_duplicates(
+            db, TrialFetch.__table__, {"session_id": session_id, "trial_index": index, "fetched_at": utcnow()}
+        )
+    if len(recorded) > 1_000_000:
+        recorded.clear()
+    recorded.add((session_id, index))
 
 
 @blueprint.get("/api/sessions/<token>/trials/<int:index>")
 def trial(token: str, index: int):
-    trials = _tasks()[_task_of(token)].trials
+    session_id, task_id = _session_of(token)
+    trials = _tasks()[task_id].trials
     if index >= len(trials):
         abort(404, f"trial index {index} out of range (task has {len(trials)})")
+    _record_fetch(session_id, index)
     return jsonify(_trial_json(trials[index], index, len(trials), f"/api/sessions/{token}/trials/{index}/images"))
 
 
 @blueprint.get("/api/sessions/<token>/trials/<int:index>/images/<slot>.png")
 def trial_image(token: str, index: int, slot: str):
-    trials = _tasks()[_task_of(token)].trials
+    trials = _tasks()[_session_of(token)[1]].trials
     if index >= len(trials):
         abort(404, f"trial index {index} out of range (task has {len(trials)})")
     return _served_image(trials[index], slot)
 
 
 @functools.cache
-def _insert_or_ignore(dialect: str):
-    """A cached INSERT ... ON CONFLICT DO NOTHING on the table (values are bound at execution)."""
+def _insert_or_ignore(dialect: str, table):
+    """A cached INSERT ... ON CONFLICT DO NOTHING on ``table`` (values are bound at execution)."""
     if dialect == "postgresql":
         from sqlalchemy.dialects.postgresql import insert
     else:
         from sqlalchemy.dialects.sqlite import insert
     # RETURNING tells inserted from skipped on every driver (psycopg reports no rowcount here).
-    return insert(Response.__table__).on_conflict_do_nothing().returning(Response.__table__.c.id)
+    return insert(table).on_conflict_do_nothing().returning(*table.primary_key.columns)
 
 
-def _insert_ignoring_duplicates(db: Session, values: dict[str, Any]) -> bool:
+def _insert_ignoring_duplicates(db: Session, table, values: dict[str, Any]) -> bool:
     """One statement; returns True when the row was already there (a retry)."""
     dialect = db.get_bind().dialect.name
     if dialect not in ("postgresql", "sqlite"):  # pragma: no cover - other databases take the portable path
         try:
             with db.begin_nested():
-                db.add(Response(**values))
+                db.connection().execute(table.insert(), values)
         except IntegrityError:
             return True
         return False
-    result = db.connection().execute(_insert_or_ignore(dialect), {**values, "created_at": utcnow()})
-    return result.first() is None
+    return db.connection().execute(_insert_or_ignore(dialect, table), values).first() is None
 
 
 def _insert_response(
@@ -557,7 +599,9 @@ def _insert_response(
     """Store one response; idempotent by (session, phase, block, trial index)."""
     return _insert_ignoring_duplicates(
         db,
+        Response.__table__,
         {
+            "created_at": utcnow(),
             "session_id": session.id,
             "phase": phase,
             "block": block,
@@ -578,7 +622,44 @@ def _store_main(db: Session, session: ParticipantSession, body: ResponseBody) ->
         abort(400, f"trial_index {body.trial_index} out of range (task has {len(trials)})")
     trial = trials[body.trial_index]
     correct = _scored(trial, body)
+    _check_shown(db, session.id, body.trial_index)
     return _insert_response(db, session, body, trial, correct, "main", 0), correct
+
+
+def _check_shown(db: Session, session_id: int, index: int) -> None:
+    """An answer counts only for a trial the server served, after every trial before it was answered, and
+    no sooner than the per-trial minimum after it was served (so a script must spend that time per trial)."""
+    fetched = db.scalar(
+        select(TrialFetch.fetched_at).where(TrialFetch.session_id == session_id, TrialFetch.trial_index == index)
+    )
+    if fetched is None:
+        raise Refusal(
+            409,
+            "fetch_first",
+            f"trial {index} was never shown to this session: GET /api/sessions/<token>/trials/{index} shows it, "
+            "then answer it",
+        )
+    earlier = db.scalar(
+        select(func.count())
+        .select_from(Response)
+        .where(Response.session_id == session_id, Response.phase == "main", Response.trial_index < index)
+    )
+    if earlier < index:
+        raise Refusal(
+            409,
+            "in_order",
+            f"trial {index} was answered before {index - earlier} earlier trial(s): answer the trials in order",
+        )
+    minimum = _cfg().criteria.min_single_trial_s
+    shown = (utcnow() - fetched.replace(tzinfo=fetched.tzinfo or UTC)).total_seconds()
+    if shown < minimum:
+        raise Refusal(
+            425,
+            "min_single_trial_s",
+            f"trial {index} was answered {shown:.1f} s after it was shown; this study takes an answer after "
+            f"{minimum:g} s at the soonest: please look at each trial a little longer",
+            retry_after_s=minimum - shown,
+        )
 
 
 @blueprint.post("/api/sessions/<token>/responses")
@@ -627,7 +708,11 @@ def post_responses(token: str):
         for position, response in enumerate(body.responses):
             try:
                 new += not _store_main(db, session, response)[0]
-            except HTTPException as exc:  # say which item; the whole batch is rolled back
+            except Refusal as exc:  # say which item; the whole batch is rolled back
+                raise Refusal(
+                    exc.code, exc.rule, f"responses.{position}: {exc.description}", exc.retry_after_s
+                ) from None
+            except HTTPException as exc:
                 abort(exc.code, f"responses.{position}: {exc.description}")
     return jsonify(stored=len(body.responses), new=new), 200
 

@@ -20,7 +20,7 @@ Decide = Callable[[dict[str, Any]], tuple[int, int]]
 
 # Scripted participants answer in milliseconds, all from one address: a server that they (and only they)
 # take part in drops the minimum times and the per-address start limit. A study's real server keeps both.
-SCRIPTED_CRITERIA = {"min_instruction_s": 0, "min_session_s": 0, "min_trial_s": 0}
+SCRIPTED_CRITERIA = {"min_instruction_s": 0, "min_session_s": 0, "min_trial_s": 0, "min_single_trial_s": 0}
 SCRIPTED_SERVER = {"criteria": SCRIPTED_CRITERIA, "rate_limits": {"session_start": "100000 per minute"}}
 _SETTINGS = re.compile(r'<script id="settings" type="application/json">(.*?)</script>', re.S)
 

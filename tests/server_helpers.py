@@ -95,6 +95,12 @@ def answer_body(index: int, chosen: int = 0, confidence: int = 2, rt: float = 12
     return {"trial_index": index, "chosen_query": chosen, "confidence": confidence, "rt_ms": rt}
 
 
+def show(client, token: str, *indices: int) -> None:
+    """Fetch main trials as the page does before answering them (the server times each trial from here)."""
+    for i in indices:
+        assert client.get(f"/api/sessions/{token}/trials/{i}").status_code == 200
+
+
 def image_fetcher(client) -> Callable[[str], bytes]:
     """GET an image URL's bytes with a Flask test client or an httpx client."""
 
@@ -118,15 +124,45 @@ def _stored_pixels(image_dir: Path) -> dict[str, str]:
     return {path.stem: _pixels_key(path.read_bytes()) for path in image_dir.glob("*.png")}
 
 
+@functools.cache
+def _stored_thumbnails(image_dir: Path) -> dict[str, Any]:
+    """Content hash -> a 16 x 16 thumbnail, to recognise a catch trial's transformed copies."""
+    return {path.stem: _thumbnail(path.read_bytes()) for path in image_dir.glob("*.png")}
+
+
+def _thumbnail(data: bytes):
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    with Image.open(io.BytesIO(data)) as image:
+        return np.asarray(image.convert("RGB").resize((16, 16), Image.Resampling.BILINEAR), dtype=np.float32)
+
+
 def correct_choice(bundle: Bundle, trial_json: dict[str, Any], client) -> int:
     """The right answer for a served trial. Its URLs and bytes name no image, so the test finds the trial
-    as a person would, by the queries' pixels (and then, unlike a person, reads the answer key)."""
+    as a person would, by the queries' pixels (and then, unlike a person, reads the answer key). A catch
+    trial's queries are transformed copies: that trial is the catch trial whose queries look most alike."""
     fetch = client if callable(client) and not hasattr(client, "get") else image_fetcher(client)
-    shown = [_pixels_key(fetch(q)) for q in trial_json["queries"]]
+    served = [fetch(q) for q in trial_json["queries"]]
+    shown = [_pixels_key(data) for data in served]
     stored = _stored_pixels(bundle.root / "images")
     candidates = [*bundle.manifest.practice_trials, *bundle.manifest.all_trials()]
     condition = trial_json.get("condition")
-    trial = next(t for t in candidates if [stored[q] for q in t.queries] == shown and condition in (None, t.condition))
+    candidates = [t for t in candidates if condition in (None, t.condition)]
+    trial = next((t for t in candidates if [stored[q] for q in t.queries] == shown), None)
+    if trial is None:
+        thumbnails = _stored_thumbnails(bundle.root / "images")
+        looks = [_thumbnail(data) for data in served]
+
+        def distance(t) -> float:
+            return sum(
+                min(abs(look - thumbnails[q]).mean(), abs(look[:, ::-1] - thumbnails[q]).mean())
+                for look, q in zip(looks, t.queries, strict=True)
+            )
+
+        trial = min((t for t in candidates if t.kind == "catch"), key=distance)
     return bundle.answer_key.answers[trial.trial_id].max_query
 
 

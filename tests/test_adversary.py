@@ -13,7 +13,7 @@ import pytest
 from sqlalchemy import func, select
 
 from experiment_server.db import ParticipantSession, SessionEvent
-from tests.server_helpers import SCRIPTED_CRITERIA, answer_body, page_settings, pass_practice, start
+from tests.server_helpers import SCRIPTED_CRITERIA, answer_body, page_settings, pass_practice, show, start
 
 PASSWORD = "correct horse battery staple"
 CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
@@ -188,6 +188,7 @@ def test_a_bad_item_in_a_batch_is_named_and_nothing_of_the_batch_is_stored(clien
 
     token = start(client)["token"]
     pass_practice(client, load_bundle(tiny_bundle_dir), token)
+    show(client, token, 0)
     batch = {"responses": [answer_body(0), answer_body(999)]}
     response = client.post(f"/api/sessions/{token}/responses/batch", json=batch)
     assert response.status_code == 400 and response.get_json()["detail"].startswith("responses.1: trial_index 999")
@@ -386,3 +387,90 @@ def test_a_script_that_never_reports_its_phases_fails_the_instruction_rule(tiny_
     assert (script["status"], script["failure_reason"]) == ("failed", "timing")
     honest = app.test_client()
     assert run_session(honest, oracle(bundle, honest))["status"] == "completed"  # phases reported: paid
+
+
+def _manual_clock(monkeypatch) -> dict:
+    """The server's clock, moved by the test (``clock["now"] += ...``)."""
+    from experiment_server import participant
+    from experiment_server.db import utcnow
+
+    clock = {"now": utcnow()}
+    monkeypatch.setattr(participant, "utcnow", lambda: clock["now"])
+    return clock
+
+
+def test_an_answer_counts_only_for_a_trial_shown_in_order_and_long_enough(tiny_bundle_dir, tmp_path, monkeypatch):
+    from datetime import timedelta
+
+    from contracts.bundle import load_bundle
+
+    app = make(
+        tiny_bundle_dir, tmp_path, criteria={}
+    )  # the default criteria: an answer 1 s after its trial at the soonest
+    clock = _manual_clock(monkeypatch)
+    client = app.test_client()
+    token = start(client)["token"]
+    pass_practice(client, load_bundle(tiny_bundle_dir), token)
+
+    def answer(i: int):
+        return client.post(f"/api/sessions/{token}/responses", json=answer_body(i))
+
+    unseen = answer(0)
+    assert unseen.status_code == 409 and unseen.get_json()["rule"] == "fetch_first"
+    show(client, token, 0)
+    clock["now"] += timedelta(seconds=0.4)
+    early = answer(0)
+    assert early.status_code == 425 and early.get_json()["rule"] == "min_single_trial_s"
+    assert early.get_json()["retry_after_s"] == pytest.approx(0.6) and early.headers["Retry-After"] == "1"
+    assert "look at each trial" in early.get_json()["detail"]
+    show(client, token, 1, 2)
+    clock["now"] += timedelta(seconds=1)
+    skipped = answer(2)
+    assert skipped.status_code == 409 and skipped.get_json()["rule"] == "in_order"
+    batch = client.post(f"/api/sessions/{token}/responses/batch", json={"responses": [answer_body(2)]})
+    assert batch.status_code == 409 and batch.get_json()["detail"].startswith("responses.0: trial 2")
+    assert client.get(f"/api/sessions/{token}").get_json()["next_trial"] == 0  # nothing refused was stored
+    assert answer(0).status_code == 201 and answer(1).status_code == 201
+
+
+@pytest.mark.parametrize("fetch_ahead", [True, False])
+def test_a_script_that_fetches_every_trial_at_once_is_not_paid(tiny_bundle_dir, tmp_path, monkeypatch, fetch_ahead):
+    """Each trial's time runs from its fetch to its answer or to the next trial's fetch, whichever is first:
+    a script that fetches all trials at once, waits, and answers them all has no time on any but the last."""
+    from datetime import timedelta
+
+    from contracts.bundle import load_bundle
+    from tests.test_admin import oracle
+
+    bundle = load_bundle(tiny_bundle_dir)
+    app = make(tiny_bundle_dir, tmp_path, criteria={}, prolific={"completion_code": "PAY1", "failed_code": "NOPE"})
+    clock = _manual_clock(monkeypatch)
+    client = app.test_client()
+    token = start(client, platform="prolific", participant_id="ab" * 12)["token"]
+    base = f"/api/sessions/{token}"
+    client.post(f"{base}/phase", json={"phase": "instructions"})
+    clock["now"] += timedelta(seconds=20)
+    client.post(f"{base}/phase", json={"phase": "practice"})
+    state = pass_practice(client, bundle, token)
+    client.post(f"{base}/phase", json={"phase": "main"})
+    decide = oracle(bundle, client)
+    shown = [client.get(f"{base}/trials/{i}").get_json() for i in range(state["n_trials"])] if fetch_ahead else []
+    for i in range(state["n_trials"]):
+        trial = shown[i] if fetch_ahead else client.get(f"{base}/trials/{i}").get_json()
+        clock["now"] += timedelta(seconds=3)
+        chosen, confidence = decide(trial)
+        body = {**answer_body(i, chosen, confidence)}
+        assert client.post(f"{base}/responses", json=body).status_code == 201
+    clock["now"] += timedelta(seconds=60)
+    done = client.post(f"{base}/complete").get_json()
+    if fetch_ahead:
+        assert (done["status"], done["failure_reason"], done["completion_code"]) == ("failed", "timing", "NOPE")
+    else:
+        assert (done["status"], done["completion_code"]) == ("completed", "PAY1")
+    from experiment_server.export import response_rows
+
+    shown_s = [
+        r["shown_s"] for r in response_rows(bundle, app.extensions["psychinterp_db"]) if r["trial_kind"] != "practice"
+    ]
+    # fetched ahead: only the last trial has time, from the one fetch to its answer
+    assert shown_s == ([0.0] * (len(shown_s) - 1) + [3.0 * len(shown_s)] if fetch_ahead else [3.0] * len(shown_s))

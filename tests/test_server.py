@@ -25,6 +25,7 @@ from tests.server_helpers import (
     correct_choice,
     page_settings,
     pass_practice,
+    show,
     start,
 )
 
@@ -94,9 +95,11 @@ def test_nothing_sent_before_a_response_reveals_the_answer(client, bundle):
 
 
 def test_served_images_tell_nothing_but_their_pixels(client, bundle):
-    """A catch query is a copy of a reference, and a main trial's queries were written one after the other:
-    neither URL, header, size nor bytes may say so. Pixels are what a person sees, and they are kept."""
+    """A catch query copies a reference, and a main trial's queries were written one after the other:
+    neither URL, header, size, chunk length, bytes nor exact pixels may say so. A main trial's pixels are
+    what a person sees, and they are kept."""
     from experiment_server.images import decode
+    from tests.test_served_images import chunk_lengths
 
     token = start(client)["token"]
     pass_practice(client, bundle, token)
@@ -113,9 +116,12 @@ def test_served_images_tell_nothing_but_their_pixels(client, bundle):
         assert len({r.data for r in served}) == len(urls)  # no two slots share bytes ...
         pixels = [decode(r.data).tobytes() for r in served]
         stored = bundle.manifest.tasks[bundle.manifest.tasks.index(task)].trials[i]
-        if stored.kind == "catch":
+        # ... nor the chunk lengths in the PNG headers, which a script reads without decoding a pixel ...
+        assert len({tuple(chunk_lengths(r.data)) for r in served}) == 1
+        queries = pixels[-len(trial["queries"]) :]
+        if stored.kind == "catch":  # ... nor exact pixels: a catch query is a transformed copy of a reference
             catch_seen += 1
-            assert len(set(pixels)) < len(urls)  # ... though a catch query shows a reference's pixels
+            assert not set(queries) & set(pixels[: -len(queries)]) and len(set(queries)) == len(queries)
         # A reload revalidates: the same ETag gives 304 and no body.
         again = client.get(urls[-1], headers={"If-None-Match": served[-1].headers["ETag"]})
         assert again.status_code == 304 and not again.data
@@ -151,8 +157,10 @@ def test_reload_resumes_at_the_first_unanswered_trial(client, bundle):
     session = start(client)
     token = session["token"]
     pass_practice(client, bundle, token)
-    client.post(f"/api/sessions/{token}/responses", json=answer_body(0))
-    client.post(f"/api/sessions/{token}/responses", json=answer_body(2))
+    show(client, token, 0, 1, 2)
+    assert client.post(f"/api/sessions/{token}/responses", json=answer_body(0)).status_code == 201
+    skipped = client.post(f"/api/sessions/{token}/responses", json=answer_body(2))
+    assert skipped.status_code == 409 and skipped.get_json()["rule"] == "in_order"
     state = client.get(f"/api/sessions/{token}").get_json()
     assert state["next_trial"] == 1 and state["practice_block"] is None
 
@@ -305,6 +313,7 @@ def test_events_feedback_and_beacon_batches(app, client, bundle):
     assert client.post(f"/api/sessions/{token}/events", json=events).status_code == 201
     assert n_rows(app, SessionEvent) == 2
     pass_practice(client, bundle, token)
+    show(client, token, 0, 1)
     batch = json.dumps({"responses": [answer_body(0), answer_body(1), answer_body(0)]})
     # sendBeacon posts its body as text/plain
     stored = client.post(f"/api/sessions/{token}/responses/batch", data=batch, content_type="text/plain")
@@ -426,6 +435,7 @@ def test_feedback_setting_and_consent_text_override(tmp_path, tiny_bundle_dir, b
     for client, says in ((quiet, False), (loud, True)):
         token = start(client, **prolific)["token"]
         pass_practice(client, bundle, token)
+        show(client, token, 0)
         reply = client.post(f"/api/sessions/{token}/responses", json=answer_body(0)).get_json()
         assert ("correct" in reply) is says
 

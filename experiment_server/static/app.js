@@ -26,9 +26,10 @@ const state = {
 // --- HTTP ------------------------------------------------------------------------
 
 class HttpError extends Error {
-  constructor(status, detail) {
+  constructor(status, detail, payload = {}) {
     super(detail);
     this.status = status;
+    this.payload = payload;
   }
 }
 
@@ -39,7 +40,7 @@ async function api(method, path, body) {
     body: body ? JSON.stringify(body) : undefined,
   });
   const payload = await response.json().catch(() => ({}));
-  if (!response.ok) throw new HttpError(response.status, payload.detail || response.statusText);
+  if (!response.ok) throw new HttpError(response.status, payload.detail || response.statusText, payload);
   return payload;
 }
 
@@ -121,6 +122,12 @@ async function drainOutbox() {
         // The session is over (expired, completed, failed): the server will never take this one.
         saveOutbox(outbox().filter((r) => r.trial_index !== item.trial_index));
         throw err;
+      }
+      if (err instanceof HttpError && err.status === 425) {
+        // Answered sooner than the study takes an answer after its trial appeared: say so, wait, send again.
+        $("status").textContent = "Please take a little more time to look at each trial. Your answer is kept and sent in a moment.";
+        await new Promise((resolve) => setTimeout(resolve, 1000 * (err.payload.retry_after_s ?? 1) + 100));
+        continue;
       }
       if (err instanceof HttpError && err.status >= 400 && err.status < 500 && err.status !== 429) {
         // Refused for what it is: keep it (nothing is dropped unseen) and stop with the server's reason.
