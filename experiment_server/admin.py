@@ -327,6 +327,7 @@ def dashboard():
     return render_template(
         "admin/dashboard.html",
         failed_logins=failed_logins(admins),
+        proxy_notices=list(current_app.extensions["psychinterp_proxy_notices"].values()),
         manifest=_bundle().manifest,
         progress=shown["tasks"],
         totals=Counter(shown["totals"]),

@@ -28,6 +28,7 @@ from contracts.paradigms import paradigm_named
 from experiment_server.config import ServerConfig, admin_cookie_name
 from experiment_server.db import ParticipantSession, Study, make_session_factory
 from experiment_server.images import TrialImages
+from experiment_server.proxies import ProxyCheck
 
 
 def _shared_secret(configured: str | None, key_file: Path) -> str:
@@ -247,6 +248,8 @@ def create_app(config: ServerConfig | dict[str, Any]) -> Flask:
         # not on 127.0.0.1, and cookies are Secure behind TLS.
         n = config.trusted_proxies
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n, x_host=0, x_port=0, x_prefix=0)
+    app.extensions["psychinterp_proxy_notices"] = {}
+    app.wsgi_app = ProxyCheck(app.wsgi_app, config.trusted_proxies, app.extensions["psychinterp_proxy_notices"])
     app.after_request(_security_headers)
 
     @login_manager.unauthorized_handler

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 from flask import Blueprint, abort, current_app, jsonify, render_template, request
 from pydantic import BaseModel, ValidationError
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from werkzeug.exceptions import HTTPException
@@ -723,9 +723,17 @@ def post_events(token: str):
     with _db() as db, db.begin():
         session = _load(db, token)
         _require_running(session)  # nothing is added to a session that has ended
-        stored = db.scalar(select(func.count()).select_from(SessionEvent).where(SessionEvent.session_id == session.id))
-        if stored + len(body.events) > _cfg().max_events_per_session:
-            abort(409, f"this session has stored {stored} events, the most it keeps is {_cfg().max_events_per_session}")
+        # One conditional UPDATE counts and checks at once: concurrent batches cannot both pass the cap.
+        cap, n = _cfg().max_events_per_session, len(body.events)
+        counted = db.execute(
+            update(ParticipantSession)
+            .where(ParticipantSession.id == session.id, ParticipantSession.events_stored + n <= cap)
+            .values(events_stored=ParticipantSession.events_stored + n)
+            .returning(ParticipantSession.events_stored)
+        ).first()
+        if counted is None:
+            db.refresh(session, ["events_stored"])
+            abort(409, f"this session has stored {session.events_stored} events, the most it keeps is {cap}")
         db.add_all(
             SessionEvent(session_id=session.id, kind=e.kind, client_ms=e.client_ms, detail=e.detail)
             for e in body.events

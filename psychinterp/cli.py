@@ -175,7 +175,13 @@ def serve(
     host: str = "127.0.0.1",
     port: int = 5000,
     threads: Annotated[int, typer.Option(help="request threads of the single server process")] = 16,
-    connection_limit: Annotated[int, typer.Option(help="open connections served at once (browsers keep them)")] = 1000,
+    connection_limit: Annotated[
+        int | None,
+        typer.Option(
+            help="open connections served at once (browsers keep them); default and most: half the descriptors "
+            "the process may open"
+        ),
+    ] = None,
     allow_rebuilt_bundle: AllowRebuiltOption = False,
 ) -> None:
     """Serve a bundle to participants: one process (waitress), SQLite by default.
@@ -184,13 +190,14 @@ def serve(
     """
     from experiment_server import create_app
     from experiment_server.config import load_server_config
-    from psychinterp.serving import PUBLIC_WARNING, create_server, is_loopback
+    from psychinterp.serving import PUBLIC_WARNING, create_server, is_loopback, start_up_line
 
     overrides = {"allow_rebuilt_bundle": allow_rebuilt_bundle or None}
     application = create_app(load_server_config(config, bundle_dir=bundle, database_url=db, **overrides))
     server = create_server(application, host, port, threads=threads, connection_limit=connection_limit)
     if not is_loopback(host):
         typer.echo(PUBLIC_WARNING.format(host=host), err=True)
+    typer.echo(start_up_line(server, connection_limit))
     typer.echo(f"participant URL: http://{host}:{port}/")
     typer.echo(f"admin URL: http://{host}:{port}/admin/ (add a login with `psychinterp admin set-password`)")
     server.run()

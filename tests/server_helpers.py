@@ -63,6 +63,27 @@ def fresh_postgres(url: str = POSTGRES_URL):
     return engine
 
 
+REDIS_SERVER = os.environ.get("PSYCHINTERP_TEST_REDIS", "redis://127.0.0.1:6379")
+
+
+def fresh_redis() -> str:
+    """The URL of an emptied Redis database for shared rate limits (one per pytest-xdist worker); skips where
+    Redis cannot be reached, except in CI."""
+    import pytest
+    import redis
+
+    url = f"{REDIS_SERVER}/{10 + int((_WORKER or 'gw0').removeprefix('gw')) % 6}"
+    try:
+        client = redis.Redis.from_url(url, socket_timeout=5)
+        client.flushdb()
+        client.close()
+    except redis.exceptions.ConnectionError as exc:
+        if os.environ.get("CI"):
+            raise
+        pytest.skip(f"Redis is not reachable at {url}: {exc}")
+    return url
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -474,3 +474,93 @@ def test_a_script_that_fetches_every_trial_at_once_is_not_paid(tiny_bundle_dir, 
     ]
     # fetched ahead: only the last trial has time, from the one fetch to its answer
     assert shown_s == ([0.0] * (len(shown_s) - 1) + [3.0 * len(shown_s)] if fetch_ahead else [3.0] * len(shown_s))
+
+
+def test_the_server_stays_up_and_answers_while_a_client_holds_1100_connections(tiny_bundle_dir, tmp_path):
+    """A thousand held connections with ~30 descriptors already open ended `psychinterp serve` with
+    "filedescriptor out of range in select()". With poll() and a limit under the descriptor limit, a normal
+    request is answered within a second while 1,100 idle and trickling connections are held, and after."""
+    import socket
+    import time
+
+    import httpx
+
+    from psychinterp.serving import create_server, start_in_thread, start_up_line, stop
+
+    app = make(tiny_bundle_dir, tmp_path)
+    server = create_server(app, "127.0.0.1", 0)
+    assert "poll()" in start_up_line(server) and server.adj.connection_limit < server.descriptor_limit // 2 + 1
+    thread = start_in_thread(server)
+    held: list[socket.socket] = []
+    try:
+        for i in range(1100):
+            sock = socket.create_connection(("127.0.0.1", server.effective_port), timeout=5)
+            if i % 2:  # every other one trickles an unfinished request (slowloris)
+                sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nX-a: ")
+            held.append(sock)
+        with httpx.Client(base_url=f"http://127.0.0.1:{server.effective_port}", timeout=5) as client:
+            began = time.perf_counter()
+            assert client.get("/").status_code == 200
+            assert time.perf_counter() - began < 1.0
+            for sock in held[:50]:
+                sock.sendall(b"b")
+            assert client.get("/api/docs").status_code in (200, 404)
+    finally:
+        for sock in held:
+            sock.close()
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{server.effective_port}", timeout=5) as client:
+            assert client.get("/").status_code == 200
+        assert thread.is_alive()
+    finally:
+        stop(server, thread)
+
+
+def test_several_workers_are_refused_with_rate_limits_in_each_worker_s_memory(tmp_path):
+    from contracts.errors import PsychinterpError
+    from experiment_server.wsgi import gunicorn_workers, refuse_unshared_limits
+
+    assert gunicorn_workers(["-w", "4", "app"], {}) == 4
+    assert gunicorn_workers(["--workers=3", "app"], {"WEB_CONCURRENCY": "8"}) == 3
+    assert gunicorn_workers(["app"], {"WEB_CONCURRENCY": "5"}) == 5
+    assert gunicorn_workers(["app"], {"GUNICORN_CMD_ARGS": "--workers 2"}) == 2
+    config = tmp_path / "gunicorn.conf.py"
+    config.write_text("workers = 6\n")
+    assert gunicorn_workers(["-c", str(config), "app"], {}) == 6
+    assert gunicorn_workers(["-c", str(config), "-w", "2", "app"], {}) == 2  # the command line wins
+    refuse_unshared_limits("memory://", 1)
+    refuse_unshared_limits("redis://127.0.0.1:6379/0", 4)
+    with pytest.raises(PsychinterpError, match=r"4 workers but rate_limit_storage_uri .*redis://"):
+        refuse_unshared_limits("memory://", 4)
+
+
+@pytest.mark.parametrize(
+    "proxies, headers, kind",
+    [
+        (0, {"X-Forwarded-For": "198.51.100.7"}, "proxy_not_trusted"),  # a proxy nobody told the server about
+        (1, {}, "proxy_bypassed"),  # a client that reached the server around the proxy
+        (2, {"X-Forwarded-For": "198.51.100.7"}, "proxy_bypassed"),
+        (1, {"X-Forwarded-For": "198.51.100.7"}, None),
+        (0, {}, None),
+    ],
+)
+def test_a_trusted_proxies_setting_the_requests_contradict_is_said_on_the_dashboard(
+    tiny_bundle_dir, tmp_path, caplog, proxies, headers, kind
+):
+    app = make(tiny_bundle_dir, tmp_path, trusted_proxies=proxies)
+    client = app.test_client()
+    with caplog.at_level("WARNING", logger="experiment_server.proxies"):
+        for _ in range(3):
+            assert client.get("/", headers=headers).status_code == 200
+    notices = app.extensions["psychinterp_proxy_notices"]
+    assert list(notices) == ([kind] if kind else [])
+    said = [r for r in caplog.records if r.name == "experiment_server.proxies"]
+    assert len(said) == (1 if kind else 0)  # said once, not on every request
+    from experiment_server.admin import set_admin_password
+    from psychinterp.scripted import admin_login
+
+    set_admin_password(app.extensions["psychinterp_db"], "ada", PASSWORD)
+    admin = app.test_client()
+    admin.environ_base["HTTP_X_FORWARDED_FOR"] = headers.get("X-Forwarded-For", "")
+    page = admin_login(admin, "ada", PASSWORD)
+    assert ('id="proxy-notice-1"' in page) is bool(kind)

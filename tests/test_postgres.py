@@ -18,6 +18,7 @@ from tests.server_helpers import (
     correct_choice,
     free_port,
     fresh_postgres,
+    fresh_redis,
     pass_practice,
     start,
     wait_until_serving,
@@ -107,10 +108,17 @@ def test_gunicorn_workers_on_postgres_as_docs_deploy_md_describes(pg_url, tiny_b
     port = free_port()
     import yaml
 
-    server_config = tmp_path / "server.yaml"  # scripted participants are fast: no minimum times
-    server_config.write_text(yaml.safe_dump({"bundle_dir": str(tiny_bundle_dir), "criteria": SCRIPTED_CRITERIA}))
+    settings = {"bundle_dir": str(tiny_bundle_dir), "criteria": SCRIPTED_CRITERIA}  # scripted: no minimum times
+    server_config = tmp_path / "server.yaml"
+    server_config.write_text(yaml.safe_dump(settings))
     env = {**os.environ, "PSYCHINTERP_SERVER_CONFIG": str(server_config), "PSYCHINTERP_DATABASE_URL": pg_url}
     command = [str(bin_dir / "gunicorn"), "--workers", "2", "--threads", "4", "--bind", f"127.0.0.1:{port}"]
+    # Two workers with rate limits in each one's memory: refused at start, naming the setting that fixes it.
+    refused = subprocess.run(
+        [*command, "experiment_server.wsgi:app_from_env()"], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert refused.returncode != 0 and "rate_limit_storage_uri" in refused.stderr, refused.stderr[-2000:]
+    server_config.write_text(yaml.safe_dump({**settings, "rate_limit_storage_uri": fresh_redis()}))
     server = subprocess.Popen([*command, "experiment_server.wsgi:app_from_env()"], env=env, stderr=subprocess.DEVNULL)
     try:
         client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10)
@@ -146,3 +154,33 @@ def test_nul_and_control_characters_are_a_400_on_postgres_not_a_500(pg_url, tiny
         assert response.status_code == 400, response.get_json()
     assert client.post(f"/api/sessions/{token}/feedback", json={"text": "fine\nthanks"}).status_code == 200
     app.extensions["psychinterp_db"].kw["bind"].dispose()
+
+
+def test_the_event_cap_holds_under_concurrent_batches_on_postgres(pg_url, tiny_bundle_dir):
+    """Counting, then inserting, stored 3,400 and 4,800 events against a cap of 2,000 under concurrent
+    batches; one conditional UPDATE of the session's count cannot overshoot."""
+    from sqlalchemy import func
+
+    from experiment_server import create_app
+    from experiment_server.db import ParticipantSession, SessionEvent
+
+    app = create_app(
+        {
+            "bundle_dir": tiny_bundle_dir,
+            "database_url": pg_url,
+            "max_events_per_session": 2000,
+            "rate_limits": {"events": "100000 per minute"},
+        }
+    )
+    token = start(app.test_client())["token"]
+    batch = {"events": [{"kind": "blur", "client_ms": float(i)} for i in range(150)]}
+
+    def post(_):
+        return app.test_client().post(f"/api/sessions/{token}/events", json=batch).status_code
+
+    with ThreadPoolExecutor(8) as pool:
+        codes = list(pool.map(post, range(40)))
+    with app.extensions["psychinterp_db"]() as db:
+        stored = db.scalar(select(func.count()).select_from(SessionEvent))
+        counted = db.scalar(select(ParticipantSession.events_stored))
+    assert codes.count(201) == 13 and stored == counted == 1950, (codes, stored, counted)
