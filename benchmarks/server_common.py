@@ -116,13 +116,23 @@ def _log(path: Path):
     return path.open("ab")
 
 
-def server_config(folder: Path, bundle: Path) -> Path:
+BENCH_REDIS = os.environ.get("PSYCHINTERP_BENCH_REDIS", "redis://127.0.0.1:6379/9")
+
+
+def server_config(folder: Path, bundle: Path, shared_limits: bool = False) -> Path:
     """The documented deploy's settings: behind one proxy, whose X-Forwarded-For names each participant
-    (the benchmark's clients send one each), with every rate limit at its default."""
+    (the benchmark's clients send one each), with every rate limit at its default; with ``shared_limits``
+    (several workers) counted in an emptied Redis database, as docs/deploy.md says."""
     import yaml
 
+    settings = {"bundle_dir": str(bundle), "trusted_proxies": 1}
+    if shared_limits:
+        import redis
+
+        redis.Redis.from_url(BENCH_REDIS).flushdb()
+        settings["rate_limit_storage_uri"] = BENCH_REDIS
     path = folder / "server.yaml"
-    path.write_text(yaml.safe_dump({"bundle_dir": str(bundle), "trusted_proxies": 1}))
+    path.write_text(yaml.safe_dump(settings))
     return path
 
 
@@ -148,7 +158,7 @@ def reset_postgres() -> str:
 
 def start_gunicorn(bundle: Path, database_url: str, port: int, workers: int = 3, threads: int = 8) -> subprocess.Popen:
     subprocess.run([str(VENV_BIN / "psychinterp"), "db", "upgrade", "--db", database_url], check=True, cwd=ROOT)
-    config = server_config(bundle.parent, bundle)
+    config = server_config(bundle.parent, bundle, shared_limits=workers > 1)
     env = {**os.environ, "PSYCHINTERP_SERVER_CONFIG": str(config), "PSYCHINTERP_DATABASE_URL": database_url}
     command = [
         str(VENV_BIN / "gunicorn"),
@@ -197,7 +207,8 @@ async def participant(
     rng: np.random.Generator,
     retry: bool = False,
 ) -> dict:
-    """One simulated participant: start, then fetch a trial and answer it every ``interval`` seconds.
+    """One simulated participant: start, then fetch a trial and answer it ``interval`` seconds later, again and
+    again (``interval`` at least the server's per-trial minimum, 1 s by default).
 
     ``http`` is an ``aiohttp.ClientSession`` (a light client, so that the load generator leaves the
     2 cores to the server). With ``retry``, connection failures are retried with backoff, as the
@@ -240,6 +251,8 @@ async def participant(
             if status != 200:
                 stats.error(f"trial {status}")
                 return {"token": token}
+            # Looking at the trial: the server takes an answer only after its per-trial minimum.
+            await asyncio.sleep(max(0.0, interval - (time.monotonic() - tick)))
             t0 = time.perf_counter()
             status, _ = await call("POST", f"/api/sessions/{token}/responses", answer)
             stats.latencies["response"].append(time.perf_counter() - t0)
@@ -261,5 +274,4 @@ async def participant(
             except (TimeoutError, aiohttp.ClientError):
                 pass
             continue
-        await asyncio.sleep(max(0.0, interval - (time.monotonic() - tick)))
     return {"token": token, "resumed": resumed, "answered": index}

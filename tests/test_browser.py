@@ -32,13 +32,14 @@ pytestmark = [
 
 
 @contextlib.contextmanager
-def serving(bundle_dir: Path, database: Path):
+def serving(bundle_dir: Path, database: Path, **settings):
     app = create_app(
         {
             "bundle_dir": bundle_dir,
             "database_url": f"sqlite:///{database}",
             "prolific": {"completion_code": "GOOD123", "failed_code": "BAD456"},
             "criteria": SCRIPTED_CRITERIA,  # the browser is driven faster than the minimum times allow
+            **settings,
         }
     )
     server = make_server("127.0.0.1", 0, app, threaded=True)
@@ -391,3 +392,32 @@ def test_a_careful_person_in_a_17_trial_study_is_paid_with_the_default_criteria(
     export_csv(bundle, app.extensions["psychinterp_db"], out)
     (row,) = exclusion_table(load_responses(out)).to_dict("records")
     assert 120 <= row["session_s"] <= 140 and row["failed_rules"] == "", row
+
+
+def test_an_answer_sooner_than_the_per_trial_minimum_is_explained_kept_and_sent_again(
+    tiny_bundle_dir, tmp_path, page
+):
+    """The server refuses an answer sooner than min_single_trial_s after its trial was served (425). The page's
+    1.5 s button lock keeps people above the default 1 s; with an 8 s minimum a quick click meets it: the page
+    says what to do, keeps the answer and sends it again once the wait is over."""
+    from sqlalchemy import func, select
+
+    from experiment_server.db import Response
+
+    criteria = {**SCRIPTED_CRITERIA, "min_single_trial_s": 8.0, "max_fast_trial_share": 1.0}
+    with serving(tiny_bundle_dir, tmp_path / "quick.db", criteria=criteria) as (app, url):
+        bundle = load_bundle(tiny_bundle_dir)
+        page.goto(url + "/")
+        _through_practice(page, bundle)
+        _answer(page, bundle)  # as soon as the buttons unlock (and the test has found the answer): a few seconds
+        page.wait_for_selector("#status:has-text('Please take a little more time to look at each trial')")
+        page.wait_for_selector("#trial:not([hidden])")  # the next trial shows; the line stays until it is sent
+        assert "a little more time" in page.text_content("#status")
+
+        def stored() -> int:
+            with app.extensions["psychinterp_db"]() as db:
+                return db.scalar(select(func.count()).select_from(Response).where(Response.phase == "main"))
+
+        assert stored() == 0
+        _wait_until(page, "document.getElementById('status').textContent === ''", 15)
+        assert stored() == 1

@@ -10,6 +10,7 @@ const MTURK_PREVIEW = "ASSIGNMENT_ID_NOT_AVAILABLE";
 
 const state = {
   token: null,
+  notice: "", // a line that stays on every screen until its cause is gone (an answer waiting to be sent)
   session: null,
   index: 0,
   shownAt: 0,
@@ -76,7 +77,7 @@ function withoutEmpty(object) {
 
 function show(id) {
   for (const el of document.querySelectorAll(".screen")) el.hidden = el.id !== id;
-  $("status").textContent = "";
+  $("status").textContent = state.notice;
 }
 
 function stop(message) {
@@ -125,7 +126,8 @@ async function drainOutbox() {
       }
       if (err instanceof HttpError && err.status === 425) {
         // Answered sooner than the study takes an answer after its trial appeared: say so, wait, send again.
-        $("status").textContent = "Please take a little more time to look at each trial. Your answer is kept and sent in a moment.";
+        state.notice = "Please take a little more time to look at each trial. Your answer is kept and sent in a moment.";
+        $("status").textContent = state.notice;
         await new Promise((resolve) => setTimeout(resolve, 1000 * (err.payload.retry_after_s ?? 1) + 100));
         continue;
       }
@@ -140,6 +142,7 @@ async function drainOutbox() {
       continue;
     }
     backoffMs = 500;
+    state.notice = "";
     $("status").textContent = "";
     saveOutbox(outbox().filter((r) => r.trial_index !== item.trial_index));
   }
