@@ -246,11 +246,12 @@ async def participant(
         }
         try:
             t0 = time.perf_counter()
-            status, _ = await call("GET", f"/api/sessions/{token}/trials/{index}")
+            status, shown = await call("GET", f"/api/sessions/{token}/trials/{index}")
             stats.latencies["trial"].append(time.perf_counter() - t0)
             if status != 200:
                 stats.error(f"trial {status}")
                 return {"token": token}
+            answer["shown"] = shown["shown"]  # the server's signed record of when it served the trial
             # Looking at the trial: the server takes an answer only after its per-trial minimum.
             await asyncio.sleep(max(0.0, interval - (time.monotonic() - tick)))
             t0 = time.perf_counter()

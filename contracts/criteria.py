@@ -46,8 +46,8 @@ class ExclusionCriteria(BaseModel):
     min_single_trial_s: float = Field(
         1.0,
         ge=0,
-        description="seconds each main trial was shown, on the server's clock (from its first fetch to its answer, "
-        "or to the next trial's fetch if that came first), at least; the server refuses an answer sooner than this "
+        description="seconds each main trial was shown, on the server's clock (from its fetch to its answer, or to "
+        "the next trial's fetch if that came first), at least; the server refuses an answer sooner than this "
         "after its trial's fetch (the page waits and sends it again)",
     )
     max_fast_trial_share: float = Field(

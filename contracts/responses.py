@@ -87,9 +87,8 @@ RESPONSE_COLUMNS: tuple[Column, ...] = (
         "shown_s",
         "number?",
         "float or empty",
-        "seconds the main trial was shown, on the server's clock: from its first fetch to its answer, or to the "
-        "next trial's first fetch where that came sooner (empty: practice rows, and data older than per-trial "
-        "timing)",
+        "seconds the main trial was shown, on the server's clock: from its fetch to its answer, or to the next "
+        "trial's fetch where that came sooner (empty: practice rows, and data older than per-trial timing)",
     ),
     Column(
         "session_status",

@@ -205,7 +205,7 @@ def _sessions(db: Session) -> list[ParticipantSession]:
         db.scalars(
             select(ParticipantSession)
             .where(ParticipantSession.study_id == _bundle().manifest.study_id)
-            .options(selectinload(ParticipantSession.responses), selectinload(ParticipantSession.fetches))
+            .options(selectinload(ParticipantSession.responses))
             .order_by(ParticipantSession.id)
         )
     )
@@ -217,7 +217,7 @@ def _page_of_sessions(db: Session, page: int, per_page: int) -> list[Participant
         db.scalars(
             select(ParticipantSession)
             .where(ParticipantSession.study_id == _bundle().manifest.study_id)
-            .options(selectinload(ParticipantSession.responses), selectinload(ParticipantSession.fetches))
+            .options(selectinload(ParticipantSession.responses))
             .order_by(ParticipantSession.id.desc())
             .offset((page - 1) * per_page)
             .limit(per_page)

@@ -39,6 +39,14 @@ _WRITE_ERRORS = {
     415: "Content-Type is not application/json",
     429: "rate limit reached; Retry-After says when to try again",
 }
+_MAIN_CONFLICT = (
+    "practice not finished, or session already over; or refused by a rule (rule: fetch_first, the trial was never "
+    "fetched; in_order, an earlier trial is unanswered)"
+)
+_TOO_EARLY = (
+    "answered sooner than min_single_trial_s after the trial was fetched (rule: min_single_trial_s): nothing is "
+    "stored; send it again after retry_after_s"
+)
 _SESSION_ERRORS = {**_WRITE_ERRORS, 404: "unknown session token"}
 _BEACON_ERRORS = {k: v for k, v in _SESSION_ERRORS.items() if k != 415}  # sendBeacon posts text/plain
 ENDPOINTS = (
@@ -109,7 +117,7 @@ ENDPOINTS = (
     Endpoint(
         "get",
         "/api/sessions/{token}/trials/{index}",
-        "One main trial",
+        "One main trial; its first fetch starts the trial's time on the server's clock",
         ok=(200, schemas.TrialOut),
         errors=_SESSION_ERRORS,
     ),
@@ -133,7 +141,7 @@ ENDPOINTS = (
         "Store a main-trial response, committed before the reply; a retry of a stored one answers 200",
         schemas.ResponseBody,
         (201, schemas.StoredOut),
-        {**_SESSION_ERRORS, 409: "practice not finished, or session already over", 410: "reservation expired"},
+        {**_SESSION_ERRORS, 409: _MAIN_CONFLICT, 410: "reservation expired", 425: _TOO_EARLY},
         also_ok={200: "a retry of a response already stored (duplicate: true)"},
     ),
     Endpoint(
@@ -144,8 +152,9 @@ ENDPOINTS = (
         errors={
             **_BEACON_ERRORS,
             400: "a malformed item: the detail starts with responses.N, the item's position",
-            409: "practice not finished, or session already over",
+            409: _MAIN_CONFLICT,
             410: "reservation expired",
+            425: _TOO_EARLY,
         },
     ),
     Endpoint(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
 import math
 import os
 import secrets
@@ -29,6 +30,8 @@ from experiment_server.config import ServerConfig, admin_cookie_name
 from experiment_server.db import ParticipantSession, Study, make_session_factory
 from experiment_server.images import TrialImages
 from experiment_server.proxies import ProxyCheck
+
+log = logging.getLogger(__name__)
 
 
 def _shared_secret(configured: str | None, key_file: Path) -> str:
@@ -182,6 +185,13 @@ def create_app(config: ServerConfig | dict[str, Any]) -> Flask:
         config = ServerConfig.model_validate(config)
     # Resolved once, here: Flask resolves a relative path against the package, not the working directory.
     config = config.model_copy(update={"bundle_dir": config.bundle_dir.resolve()})
+    if config.button_lock_ms < 1000 * config.criteria.min_single_trial_s:
+        log.warning(
+            "button_lock_ms (%d) is shorter than the criteria's min_single_trial_s (%g s): a person who answers as "
+            "soon as the buttons unlock is asked to wait before the answer is taken; lock the buttons at least as long",
+            config.button_lock_ms,
+            config.criteria.min_single_trial_s,
+        )
     bundle = load_bundle(config.bundle_dir)
     session_factory = make_session_factory(config.database_url)
     if config.migrate:

@@ -92,7 +92,6 @@ class ParticipantSession(Base):
 
     responses: Mapped[list[Response]] = relationship(back_populates="session", order_by="Response.id")
     events: Mapped[list[SessionEvent]] = relationship(back_populates="session", order_by="SessionEvent.id")
-    fetches: Mapped[list[TrialFetch]] = relationship(order_by="TrialFetch.trial_index", viewonly=True)
 
 
 class WorkerGroupMember(Base):
@@ -106,16 +105,6 @@ class WorkerGroupMember(Base):
     participant_id: Mapped[str] = mapped_column(String(200))
     study_id: Mapped[str] = mapped_column(String(200))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
-
-
-class TrialFetch(Base):
-    """When the server first served a main trial to a session: each trial's time starts here."""
-
-    __tablename__ = "trial_fetches"
-
-    session_id: Mapped[int] = mapped_column(ForeignKey("participant_sessions.id"), primary_key=True)
-    trial_index: Mapped[int] = mapped_column(Integer, primary_key=True)
-    fetched_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
 
 class Response(Base):
@@ -135,6 +124,8 @@ class Response(Base):
     rt_ms: Mapped[float]
     correct: Mapped[bool]
     focus_lost: Mapped[int] = mapped_column(Integer, default=0)  # blur events while the trial was shown
+    # When the server served the main trial that was answered (from the answer's signed `shown`).
+    fetched_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)
 
     session: Mapped[ParticipantSession] = relationship(back_populates="responses")

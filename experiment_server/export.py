@@ -17,7 +17,7 @@ from contracts.bundle import Bundle, Manifest, StudyMismatchError, Unit, check_s
 from contracts.criteria import ExclusionCriteria
 from contracts.files import atomic_text_file
 from contracts.responses import COLUMN_NAMES
-from experiment_server.db import ParticipantSession, Response, Study, TrialFetch
+from experiment_server.db import ParticipantSession, Response, Study
 
 
 def _seconds(start: datetime | None, end: datetime | None) -> float | None:
@@ -35,13 +35,14 @@ def trial_seconds(main_at: datetime | None, first: datetime | None, last: dateti
     return round(_seconds(start, last) / intervals, 3)
 
 
-def shown_seconds(fetched: Mapping[int, datetime], answered: Mapping[int, datetime]) -> dict[int, float | None]:
-    """Each answered main trial's seconds on screen, on the server's clock: from its first fetch to its
-    answer, or to the next trial's first fetch where that came sooner (the page fetches a trial only once
-    the one before is answered; a script that fetches ahead gets no time for the trials it skipped past).
+def shown_seconds(fetched: Mapping[int, datetime | None], answered: Mapping[int, datetime]) -> dict[int, float | None]:
+    """Each answered main trial's seconds on screen, on the server's clock: from its fetch (the one whose
+    signed ``shown`` came back with the answer) to its answer, or to the next trial's fetch where that came
+    sooner (the page fetches a trial only once the one before is answered; a script that fetches ahead gets
+    no time for the trials it skipped past).
 
-    The intervals never overlap, so their sum is at most the time the session really took. None: the
-    trial was never fetched (sessions older than per-trial timing)."""
+    The intervals never overlap, so their sum is at most the time the session really took. None: no fetch
+    time (responses stored before per-trial timing)."""
     times: dict[int, float | None] = {}
     for index, answer in answered.items():
         start = fetched.get(index)
@@ -59,11 +60,9 @@ def _naive(moment: datetime) -> datetime:
 
 
 def session_trial_times(session: ParticipantSession) -> dict[int, float | None]:
-    """:func:`shown_seconds` of the session's loaded main responses and fetches."""
-    return shown_seconds(
-        {f.trial_index: f.fetched_at for f in session.fetches},
-        {r.trial_index: r.created_at for r in session.responses if r.phase == "main"},
-    )
+    """:func:`shown_seconds` of the session's loaded main responses."""
+    main = [r for r in session.responses if r.phase == "main"]
+    return shown_seconds({r.trial_index: r.fetched_at for r in main}, {r.trial_index: r.created_at for r in main})
 
 
 def main_span(session: ParticipantSession) -> tuple[datetime | None, datetime | None, int]:
@@ -191,22 +190,17 @@ def response_rows(
 
 
 def _study_trial_times(db, study_id: str) -> dict[int, dict[int, float | None]]:
-    """:func:`shown_seconds` of every session of the study, from two narrow queries."""
-    fetched: dict[int, dict[int, datetime]] = {}
-    for session_id, index, moment in db.execute(
-        select(TrialFetch.session_id, TrialFetch.trial_index, TrialFetch.fetched_at)
-        .join(ParticipantSession)
-        .where(ParticipantSession.study_id == study_id)
-    ):
-        fetched.setdefault(session_id, {})[index] = moment
+    """:func:`shown_seconds` of every session of the study, from one narrow query."""
+    fetched: dict[int, dict[int, datetime | None]] = {}
     answered: dict[int, dict[int, datetime]] = {}
-    for session_id, index, moment in db.execute(
-        select(Response.session_id, Response.trial_index, Response.created_at)
+    for session_id, index, fetched_at, created_at in db.execute(
+        select(Response.session_id, Response.trial_index, Response.fetched_at, Response.created_at)
         .join(ParticipantSession)
         .where(ParticipantSession.study_id == study_id, Response.phase == "main")
     ):
-        answered.setdefault(session_id, {})[index] = moment
-    return {session_id: shown_seconds(fetched.get(session_id, {}), times) for session_id, times in answered.items()}
+        fetched.setdefault(session_id, {})[index] = fetched_at
+        answered.setdefault(session_id, {})[index] = created_at
+    return {session_id: shown_seconds(fetched[session_id], times) for session_id, times in answered.items()}
 
 
 def unit_columns(manifest: Manifest, unit: Unit) -> dict[str, Any]:

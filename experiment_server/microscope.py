@@ -52,7 +52,7 @@ def _failing_checks(db: Session, study_id: str) -> set[int]:
         select(ParticipantSession)
         .where(ParticipantSession.study_id == study_id, ParticipantSession.status == "completed")
         .where(ParticipantSession.id.not_in(list(judged)))
-        .options(selectinload(ParticipantSession.responses), selectinload(ParticipantSession.fetches))
+        .options(selectinload(ParticipantSession.responses))
     ).all()
     tasks, criteria = current_app.extensions["psychinterp_tasks"], _cfg().criteria
     for session in new:

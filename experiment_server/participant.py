@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import hmac
 import json
 import math
 import re
 import secrets
-from datetime import UTC
+from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
@@ -34,14 +35,7 @@ from experiment_server.context import cfg as _cfg
 from experiment_server.context import db as _db
 from experiment_server.context import paradigm as _paradigm
 from experiment_server.context import reservation_lapsed
-from experiment_server.db import (
-    ParticipantSession,
-    Response,
-    SessionEvent,
-    TrialFetch,
-    WorkerGroupMember,
-    utcnow,
-)
+from experiment_server.db import ParticipantSession, Response, SessionEvent, WorkerGroupMember, utcnow
 from experiment_server.images import LAST_MODIFIED
 from experiment_server.platforms import PLATFORMS, PlatformRefusal
 from experiment_server.schemas import (
@@ -516,15 +510,13 @@ def _main_trials(session: ParticipantSession) -> list[Trial]:
     return _tasks()[session.task_id].trials
 
 
-def _session_of(token: str) -> tuple[int, str]:
-    """The session's id and task; neither ever changes, so each process remembers them."""
+def _task_of(token: str) -> str:
+    """The session's task; it never changes, so each process remembers it."""
     cache = current_app.extensions.setdefault("psychinterp_task_of", {})
     if token not in cache:
         with _db() as db:
             row = db.execute(
-                select(ParticipantSession.id, ParticipantSession.task_id, ParticipantSession.status).where(
-                    ParticipantSession.token == token
-                )
+                select(ParticipantSession.task_id, ParticipantSession.status).where(ParticipantSession.token == token)
             ).one_or_none()
         if row is None:
             abort(404, "unknown session")
@@ -532,76 +524,87 @@ def _session_of(token: str) -> tuple[int, str]:
             abort(409, f"session is {row.status}")
         if len(cache) > 100_000:
             cache.clear()
-        cache[token] = (row.id, row.task_id)
+        cache[token] = row.task_id
     return cache[token]
 
 
-def _record_fetch(session_id: int, index: int) -> None:
-    """The first time the server served main trial ``index`` to the session: that trial's time starts here.
-    Later fetches (a reload) keep the first; each process remembers which it has recorded."""
-    recorded = current_app.extensions.setdefault("psychinterp_fetched", set())
-    if (session_id, index) in recorded:
-        return
-    with _db() as db, db.begin():
-        _insert_ignoring_duplicates(
-            db, TrialFetch.__table__, {"session_id": session_id, "trial_index": index, "fetched_at": utcnow()}
-        )
-    if len(recorded) > 1_000_000:
-        recorded.clear()
-    recorded.add((session_id, index))
+def _shown_mac(token: str, index: int, moment_ms: int) -> str:
+    key = current_app.config["SECRET_KEY"].encode()
+    return hmac.new(key, f"shown\x1f{token}\x1f{index}\x1f{moment_ms}".encode(), hashlib.sha256).hexdigest()[:32]
+
+
+def shown_record(token: str, index: int, moment: datetime) -> str:
+    """The server's signed record that it served main trial ``index`` to the session at ``moment``: the page
+    sends it back with the answer, so a fetch costs no database write (a write per fetch doubled SQLite's
+    commits and its latency under load) and no script can make one up."""
+    moment_ms = int(moment.timestamp() * 1000)
+    return f"{moment_ms}.{_shown_mac(token, index, moment_ms)}"
+
+
+def _served_at(token: str, index: int, shown: str | None) -> datetime | None:
+    """When the server served the trial, from a ``shown`` record it signed; None for a missing or forged one."""
+    moment, _, mac = (shown or "").partition(".")
+    if not moment.isdigit() or len(moment) > 15 or not hmac.compare_digest(mac, _shown_mac(token, index, int(moment))):
+        return None
+    return datetime.fromtimestamp(int(moment) / 1000, UTC)
 
 
 @blueprint.get("/api/sessions/<token>/trials/<int:index>")
 def trial(token: str, index: int):
-    session_id, task_id = _session_of(token)
-    trials = _tasks()[task_id].trials
+    trials = _tasks()[_task_of(token)].trials
     if index >= len(trials):
         abort(404, f"trial index {index} out of range (task has {len(trials)})")
-    _record_fetch(session_id, index)
-    return jsonify(_trial_json(trials[index], index, len(trials), f"/api/sessions/{token}/trials/{index}/images"))
+    shown = _trial_json(trials[index], index, len(trials), f"/api/sessions/{token}/trials/{index}/images")
+    return jsonify({**shown, "shown": shown_record(token, index, utcnow())})
 
 
 @blueprint.get("/api/sessions/<token>/trials/<int:index>/images/<slot>.png")
 def trial_image(token: str, index: int, slot: str):
-    trials = _tasks()[_session_of(token)[1]].trials
+    trials = _tasks()[_task_of(token)].trials
     if index >= len(trials):
         abort(404, f"trial index {index} out of range (task has {len(trials)})")
     return _served_image(trials[index], slot)
 
 
 @functools.cache
-def _insert_or_ignore(dialect: str, table):
-    """A cached INSERT ... ON CONFLICT DO NOTHING on ``table`` (values are bound at execution)."""
+def _insert_or_ignore(dialect: str):
+    """A cached INSERT ... ON CONFLICT DO NOTHING on the table (values are bound at execution)."""
     if dialect == "postgresql":
         from sqlalchemy.dialects.postgresql import insert
     else:
         from sqlalchemy.dialects.sqlite import insert
     # RETURNING tells inserted from skipped on every driver (psycopg reports no rowcount here).
-    return insert(table).on_conflict_do_nothing().returning(*table.primary_key.columns)
+    return insert(Response.__table__).on_conflict_do_nothing().returning(Response.__table__.c.id)
 
 
-def _insert_ignoring_duplicates(db: Session, table, values: dict[str, Any]) -> bool:
+def _insert_ignoring_duplicates(db: Session, values: dict[str, Any]) -> bool:
     """One statement; returns True when the row was already there (a retry)."""
     dialect = db.get_bind().dialect.name
     if dialect not in ("postgresql", "sqlite"):  # pragma: no cover - other databases take the portable path
         try:
             with db.begin_nested():
-                db.connection().execute(table.insert(), values)
+                db.add(Response(**values))
         except IntegrityError:
             return True
         return False
-    return db.connection().execute(_insert_or_ignore(dialect, table), values).first() is None
+    result = db.connection().execute(_insert_or_ignore(dialect), {**values, "created_at": utcnow()})
+    return result.first() is None
 
 
 def _insert_response(
-    db: Session, session: ParticipantSession, body: ResponseBody, trial: Trial, correct: bool, phase: str, block: int
+    db: Session,
+    session: ParticipantSession,
+    body: ResponseBody,
+    trial: Trial,
+    correct: bool,
+    phase: str,
+    block: int,
+    fetched_at: datetime | None = None,
 ) -> bool:
     """Store one response; idempotent by (session, phase, block, trial index)."""
     return _insert_ignoring_duplicates(
         db,
-        Response.__table__,
         {
-            "created_at": utcnow(),
             "session_id": session.id,
             "phase": phase,
             "block": block,
@@ -612,32 +615,33 @@ def _insert_response(
             "rt_ms": body.rt_ms,
             "correct": correct,
             "focus_lost": body.focus_lost,
+            "fetched_at": fetched_at,
         },
     )
 
 
-def _store_main(db: Session, session: ParticipantSession, body: ResponseBody) -> tuple[bool, bool]:
+def _store_main(db: Session, session: ParticipantSession, body: ResponseBody, token: str) -> tuple[bool, bool]:
     trials = _main_trials(session)
     if body.trial_index >= len(trials):
         abort(400, f"trial_index {body.trial_index} out of range (task has {len(trials)})")
     trial = trials[body.trial_index]
     correct = _scored(trial, body)
-    _check_shown(db, session.id, body.trial_index)
-    return _insert_response(db, session, body, trial, correct, "main", 0), correct
+    fetched_at = _check_shown(db, session.id, token, body)
+    return _insert_response(db, session, body, trial, correct, "main", 0, fetched_at), correct
 
 
-def _check_shown(db: Session, session_id: int, index: int) -> None:
-    """An answer counts only for a trial the server served, after every trial before it was answered, and
-    no sooner than the per-trial minimum after it was served (so a script must spend that time per trial)."""
-    fetched = db.scalar(
-        select(TrialFetch.fetched_at).where(TrialFetch.session_id == session_id, TrialFetch.trial_index == index)
-    )
-    if fetched is None:
+def _check_shown(db: Session, session_id: int, token: str, body: ResponseBody) -> datetime:
+    """An answer counts only for a trial the server served (its signed ``shown``), after every trial before
+    it was answered, and no sooner than the per-trial minimum after it was served (so a script must spend
+    that time on each trial). Returns when the trial was served."""
+    index = body.trial_index
+    fetched_at = _served_at(token, index, body.shown)
+    if fetched_at is None:
         raise Refusal(
             409,
             "fetch_first",
-            f"trial {index} was never shown to this session: GET /api/sessions/<token>/trials/{index} shows it, "
-            "then answer it",
+            f"trial {index} has no valid `shown`: GET /api/sessions/<token>/trials/{index} shows the trial, and "
+            "its `shown` goes back with the answer",
         )
     earlier = db.scalar(
         select(func.count())
@@ -651,15 +655,16 @@ def _check_shown(db: Session, session_id: int, index: int) -> None:
             f"trial {index} was answered before {index - earlier} earlier trial(s): answer the trials in order",
         )
     minimum = _cfg().criteria.min_single_trial_s
-    shown = (utcnow() - fetched.replace(tzinfo=fetched.tzinfo or UTC)).total_seconds()
+    shown = (utcnow() - fetched_at).total_seconds()
     if shown < minimum:
         raise Refusal(
             425,
             "min_single_trial_s",
-            f"trial {index} was answered {shown:.1f} s after it was shown; this study takes an answer after "
-            f"{minimum:g} s at the soonest: please look at each trial a little longer",
+            f"trial {index} was answered {max(shown, 0):.1f} s after it was shown; this study takes an answer "
+            f"after {minimum:g} s at the soonest: please look at each trial a little longer",
             retry_after_s=minimum - shown,
         )
+    return fetched_at
 
 
 @blueprint.post("/api/sessions/<token>/responses")
@@ -687,7 +692,7 @@ def post_response(token: str):
             _settle_practice(db, session)
             if not session.practice_passed:
                 abort(409, "practice is not finished")
-        duplicate, correct = _store_main(db, session, body)
+        duplicate, correct = _store_main(db, session, body, token)
     payload: dict[str, Any] = {"stored": True, "duplicate": duplicate}
     if _cfg().feedback:
         payload["correct"] = correct
@@ -707,7 +712,7 @@ def post_responses(token: str):
         new = 0
         for position, response in enumerate(body.responses):
             try:
-                new += not _store_main(db, session, response)[0]
+                new += not _store_main(db, session, response, token)[0]
             except Refusal as exc:  # say which item; the whole batch is rolled back
                 raise Refusal(
                     exc.code, exc.rule, f"responses.{position}: {exc.description}", exc.retry_after_s

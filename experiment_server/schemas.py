@@ -76,6 +76,12 @@ class ResponseBody(_Body):
     confidence: int = Field(ge=1, le=10, description="one of the paradigm's confidence levels (2AFC: 1, 2, 3)")
     rt_ms: float = Field(ge=0, le=24 * 3600 * 1000)
     focus_lost: int = Field(0, ge=0, le=10_000, description="blur events while the trial was shown")
+    shown: Text | None = Field(
+        None,
+        max_length=100,
+        description="a main trial's `shown` from its GET, as it came: the server's signed record of when it "
+        "served the trial (required for main trials; practice takes none)",
+    )
 
 
 class ResponseBatch(_Body):
@@ -108,6 +114,9 @@ class TrialOut(BaseModel):
     max_side: Literal["left", "right"] | None
     references: dict[Literal["min", "max"], list[str]]
     queries: list[str] = Field(description="image URLs in display order; nothing says which is correct")
+    shown: str | None = Field(
+        None, description="main trials: when the server served the trial, signed; send it back with the answer"
+    )
     layout: Literal["pair", "grid"] = Field(
         description="pair: a button per query and confidence; grid: choose a query, then a confidence"
     )
@@ -167,3 +176,5 @@ class CompletionOut(BaseModel):
 class ErrorOut(BaseModel):
     error: str
     detail: str
+    rule: str | None = Field(None, description="the rule that refused the request (fetch_first, in_order, ...)")
+    retry_after_s: float | None = Field(None, description="seconds until the same request will be taken")

@@ -106,6 +106,8 @@ def run_session(
         elif chosen in wrong:
             chosen = next(q for q in range(len(trial["queries"])) if q not in wrong)
         answer = {"trial_index": index, "chosen_query": int(chosen), "confidence": int(confidence)}
+        if trial.get("shown"):  # a main trial's signed record of when the server served it, sent back
+            answer["shown"] = trial["shown"]
         answer["rt_ms"] = float(rng.uniform(1500, 6000))
         stored = _call(client, "POST", path, answer)
         if stored.get("correct") is True:

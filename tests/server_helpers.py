@@ -112,14 +112,22 @@ def start(client, expect: int = 201, **params) -> dict[str, Any]:
     return response.get_json()
 
 
-def answer_body(index: int, chosen: int = 0, confidence: int = 2, rt: float = 1234.5) -> dict[str, Any]:
-    return {"trial_index": index, "chosen_query": chosen, "confidence": confidence, "rt_ms": rt}
+def answer_body(
+    index: int, chosen: int = 0, confidence: int = 2, rt: float = 1234.5, shown: str | None = None
+) -> dict[str, Any]:
+    body = {"trial_index": index, "chosen_query": chosen, "confidence": confidence, "rt_ms": rt}
+    return body | ({"shown": shown} if shown is not None else {})
 
 
-def show(client, token: str, *indices: int) -> None:
-    """Fetch main trials as the page does before answering them (the server times each trial from here)."""
+def show(client, token: str, *indices: int) -> dict[int, str]:
+    """Fetch main trials as the page does before answering them: each one's signed ``shown``, by index (the
+    server times the trial from its fetch, and takes an answer only with it)."""
+    shown = {}
     for i in indices:
-        assert client.get(f"/api/sessions/{token}/trials/{i}").status_code == 200
+        response = client.get(f"/api/sessions/{token}/trials/{i}")
+        assert response.status_code == 200
+        shown[i] = (response.get_json() if hasattr(response, "get_json") else response.json())["shown"]
+    return shown
 
 
 def image_fetcher(client) -> Callable[[str], bytes]:
@@ -207,6 +215,6 @@ def answer_all(client, bundle: Bundle, token: str, n_trials: int, correct: bool 
         right = correct_choice(bundle, trial, client)
         response = client.post(
             f"/api/sessions/{token}/responses",
-            json=answer_body(i, right if correct else (right + 1) % len(trial["queries"])),
+            json=answer_body(i, right if correct else (right + 1) % len(trial["queries"]), shown=trial["shown"]),
         )
         assert response.status_code == 201, response.get_json()

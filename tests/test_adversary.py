@@ -188,8 +188,8 @@ def test_a_bad_item_in_a_batch_is_named_and_nothing_of_the_batch_is_stored(clien
 
     token = start(client)["token"]
     pass_practice(client, load_bundle(tiny_bundle_dir), token)
-    show(client, token, 0)
-    batch = {"responses": [answer_body(0), answer_body(999)]}
+    shown = show(client, token, 0)
+    batch = {"responses": [answer_body(0, shown=shown[0]), answer_body(999)]}
     response = client.post(f"/api/sessions/{token}/responses/batch", json=batch)
     assert response.status_code == 400 and response.get_json()["detail"].startswith("responses.1: trial_index 999")
     assert client.get(f"/api/sessions/{token}").get_json()["next_trial"] == 0
@@ -404,30 +404,33 @@ def test_an_answer_counts_only_for_a_trial_shown_in_order_and_long_enough(tiny_b
 
     from contracts.bundle import load_bundle
 
-    app = make(
-        tiny_bundle_dir, tmp_path, criteria={}
-    )  # the default criteria: an answer 1 s after its trial at the soonest
+    app = make(tiny_bundle_dir, tmp_path, criteria={})  # the default criteria: 1 s after its trial at the soonest
     clock = _manual_clock(monkeypatch)
     client = app.test_client()
     token = start(client)["token"]
     pass_practice(client, load_bundle(tiny_bundle_dir), token)
+    shown: dict[int, str] = {}
 
-    def answer(i: int):
-        return client.post(f"/api/sessions/{token}/responses", json=answer_body(i))
+    def answer(i: int, record: str | None = None):
+        body = answer_body(i, shown=record or shown.get(i))
+        return client.post(f"/api/sessions/{token}/responses", json=body)
 
     unseen = answer(0)
     assert unseen.status_code == 409 and unseen.get_json()["rule"] == "fetch_first"
-    show(client, token, 0)
+    shown |= show(client, token, 0)
+    assert answer(0, shown[0].replace(".", ".0")).get_json()["rule"] == "fetch_first"  # a forged record
+    other = start(client)["token"]  # another session's record of the same trial
+    assert answer(0, show(client, other, 0)[0]).get_json()["rule"] == "fetch_first"
     clock["now"] += timedelta(seconds=0.4)
     early = answer(0)
     assert early.status_code == 425 and early.get_json()["rule"] == "min_single_trial_s"
-    assert early.get_json()["retry_after_s"] == pytest.approx(0.6) and early.headers["Retry-After"] == "1"
+    assert early.get_json()["retry_after_s"] == pytest.approx(0.6, abs=0.001) and early.headers["Retry-After"] == "1"
     assert "look at each trial" in early.get_json()["detail"]
-    show(client, token, 1, 2)
+    shown |= show(client, token, 1, 2)
     clock["now"] += timedelta(seconds=1)
     skipped = answer(2)
     assert skipped.status_code == 409 and skipped.get_json()["rule"] == "in_order"
-    batch = client.post(f"/api/sessions/{token}/responses/batch", json={"responses": [answer_body(2)]})
+    batch = client.post(f"/api/sessions/{token}/responses/batch", json={"responses": [answer_body(2, shown=shown[2])]})
     assert batch.status_code == 409 and batch.get_json()["detail"].startswith("responses.0: trial 2")
     assert client.get(f"/api/sessions/{token}").get_json()["next_trial"] == 0  # nothing refused was stored
     assert answer(0).status_code == 201 and answer(1).status_code == 201
@@ -459,7 +462,7 @@ def test_a_script_that_fetches_every_trial_at_once_is_not_paid(tiny_bundle_dir, 
         trial = shown[i] if fetch_ahead else client.get(f"{base}/trials/{i}").get_json()
         clock["now"] += timedelta(seconds=3)
         chosen, confidence = decide(trial)
-        body = {**answer_body(i, chosen, confidence)}
+        body = answer_body(i, chosen, confidence, shown=trial["shown"])
         assert client.post(f"{base}/responses", json=body).status_code == 201
     clock["now"] += timedelta(seconds=60)
     done = client.post(f"{base}/complete").get_json()
@@ -473,7 +476,8 @@ def test_a_script_that_fetches_every_trial_at_once_is_not_paid(tiny_bundle_dir, 
         r["shown_s"] for r in response_rows(bundle, app.extensions["psychinterp_db"]) if r["trial_kind"] != "practice"
     ]
     # fetched ahead: only the last trial has time, from the one fetch to its answer
-    assert shown_s == ([0.0] * (len(shown_s) - 1) + [3.0 * len(shown_s)] if fetch_ahead else [3.0] * len(shown_s))
+    expected = [0.0] * (len(shown_s) - 1) + [3.0 * len(shown_s)] if fetch_ahead else [3.0] * len(shown_s)
+    assert shown_s == pytest.approx(expected, abs=0.002)  # a fetch time is kept to the millisecond
 
 
 def test_the_server_stays_up_and_answers_while_a_client_holds_1100_connections(tiny_bundle_dir, tmp_path):
@@ -493,15 +497,20 @@ def test_the_server_stays_up_and_answers_while_a_client_holds_1100_connections(t
     thread = start_in_thread(server)
     held: list[socket.socket] = []
     try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{server.effective_port}", timeout=5) as client:
+            assert client.get("/").status_code == 200  # the page's template compiled before the flood
         for i in range(1100):
             sock = socket.create_connection(("127.0.0.1", server.effective_port), timeout=5)
             if i % 2:  # every other one trickles an unfinished request (slowloris)
                 sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nX-a: ")
             held.append(sock)
         with httpx.Client(base_url=f"http://127.0.0.1:{server.effective_port}", timeout=5) as client:
-            began = time.perf_counter()
-            assert client.get("/").status_code == 200
-            assert time.perf_counter() - began < 1.0
+            seconds = []
+            for _ in range(3):  # a new connection each time, as a new participant makes
+                began = time.perf_counter()
+                assert client.get("/", headers={"Connection": "close"}).status_code == 200
+                seconds.append(time.perf_counter() - began)
+            assert sorted(seconds)[1] < 1.0, seconds  # the median: the test shares two cores with others
             for sock in held[:50]:
                 sock.sendall(b"b")
             assert client.get("/api/docs").status_code in (200, 404)

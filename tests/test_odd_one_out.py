@@ -141,7 +141,7 @@ def test_nothing_a_browser_sees_marks_the_odd_image(odd_app, tiny_odd_bundle_dir
         trial = client.get(f"/api/sessions/{token}/trials/{i}").get_json()
         assert set(trial) == {
             "trial_index", "n_trials", "condition", "max_side", "references", "queries", "layout", "question",
-            "wrong_feedback", "answers",
+            "wrong_feedback", "answers", "shown",
         }  # fmt: skip
         assert trial["max_side"] is None and trial["references"] == {"min": [], "max": []}
         assert trial["queries"] == [f"/api/sessions/{token}/trials/{i}/images/q{k}.png" for k in range(4)]

@@ -80,7 +80,7 @@ def test_sessions_assignment_duplicates_and_export_on_postgres(pg_url, tiny_bund
     state = client.get(f"/api/sessions/{token}").get_json()
     for i in range(state["n_trials"]):
         trial = client.get(f"/api/sessions/{token}/trials/{i}").get_json()
-        body = answer_body(i, correct_choice(bundle, trial, client))
+        body = answer_body(i, correct_choice(bundle, trial, client), shown=trial["shown"])
         assert client.post(f"/api/sessions/{token}/responses", json=body).status_code == 201
         assert client.post(f"/api/sessions/{token}/responses", json=body).status_code == 200
     assert client.post(f"/api/sessions/{token}/complete").get_json()["status"] == "completed"

@@ -86,7 +86,7 @@ def test_nothing_sent_before_a_response_reveals_the_answer(client, bundle):
     trial = payloads[-1]
     assert set(trial) == {
         "trial_index", "n_trials", "condition", "max_side", "references", "queries", "layout", "question",
-        "wrong_feedback", "answers",
+        "wrong_feedback", "answers", "shown",
     }  # fmt: skip
     # The same buttons and words on every trial: they say nothing either.
     assert trial["answers"] == TWO_AFC.answers() and trial["layout"] == "pair"
@@ -141,7 +141,9 @@ def test_full_session_consent_practice_trials_completion(app, client, bundle):
     assert state["practice_block"] is None and state["next_trial"] == 0
     assert client.post(f"/api/sessions/{token}/complete").status_code == 409  # trials missing
     answer_all(client, bundle, token, session["n_trials"])
-    retry = client.post(f"/api/sessions/{token}/responses", json=answer_body(0, chosen=1))
+    retry = client.post(
+        f"/api/sessions/{token}/responses", json=answer_body(0, chosen=1, shown=show(client, token, 0)[0])
+    )
     assert retry.status_code == 200 and retry.get_json()["duplicate"] is True
     assert n_rows(app) == session["n_trials"] + state["practice_trials"]
     done = client.post(f"/api/sessions/{token}/complete").get_json()
@@ -157,9 +159,9 @@ def test_reload_resumes_at_the_first_unanswered_trial(client, bundle):
     session = start(client)
     token = session["token"]
     pass_practice(client, bundle, token)
-    show(client, token, 0, 1, 2)
-    assert client.post(f"/api/sessions/{token}/responses", json=answer_body(0)).status_code == 201
-    skipped = client.post(f"/api/sessions/{token}/responses", json=answer_body(2))
+    shown = show(client, token, 0, 1, 2)
+    assert client.post(f"/api/sessions/{token}/responses", json=answer_body(0, shown=shown[0])).status_code == 201
+    skipped = client.post(f"/api/sessions/{token}/responses", json=answer_body(2, shown=shown[2]))
     assert skipped.status_code == 409 and skipped.get_json()["rule"] == "in_order"
     state = client.get(f"/api/sessions/{token}").get_json()
     assert state["next_trial"] == 1 and state["practice_block"] is None
@@ -313,8 +315,8 @@ def test_events_feedback_and_beacon_batches(app, client, bundle):
     assert client.post(f"/api/sessions/{token}/events", json=events).status_code == 201
     assert n_rows(app, SessionEvent) == 2
     pass_practice(client, bundle, token)
-    show(client, token, 0, 1)
-    batch = json.dumps({"responses": [answer_body(0), answer_body(1), answer_body(0)]})
+    shown = show(client, token, 0, 1)
+    batch = json.dumps({"responses": [answer_body(i, shown=shown[i]) for i in (0, 1, 0)]})
     # sendBeacon posts its body as text/plain
     stored = client.post(f"/api/sessions/{token}/responses/batch", data=batch, content_type="text/plain")
     assert stored.status_code == 200 and stored.get_json()["new"] == 2
@@ -435,8 +437,8 @@ def test_feedback_setting_and_consent_text_override(tmp_path, tiny_bundle_dir, b
     for client, says in ((quiet, False), (loud, True)):
         token = start(client, **prolific)["token"]
         pass_practice(client, bundle, token)
-        show(client, token, 0)
-        reply = client.post(f"/api/sessions/{token}/responses", json=answer_body(0)).get_json()
+        shown = show(client, token, 0)
+        reply = client.post(f"/api/sessions/{token}/responses", json=answer_body(0, shown=shown[0])).get_json()
         assert ("correct" in reply) is says
 
 

@@ -450,6 +450,7 @@ function present(loaded, label, progress) {
         confidence,
         rt_ms: Math.max(0, performance.now() - state.shownAt),
         focus_lost: state.focusLost,
+        shown: trial.shown, // main trials: the server's signed record of when it served the trial
       });
     };
   });
