@@ -394,7 +394,9 @@ def test_a_careful_person_in_a_17_trial_study_is_paid_with_the_default_criteria(
     assert 120 <= row["session_s"] <= 140 and row["failed_rules"] == "", row
 
 
-def test_an_answer_sooner_than_the_per_trial_minimum_is_explained_kept_and_sent_again(tiny_bundle_dir, tmp_path, page):
+def test_an_answer_sooner_than_the_per_trial_minimum_is_explained_kept_and_sent_again(
+    tiny_bundle_dir, tmp_path, page, artifacts
+):
     """The server refuses an answer sooner than min_single_trial_s after its trial was served (425). The page's
     1.5 s button lock keeps people above the default 1 s; with an 8 s minimum a quick click meets it: the page
     says what to do, keeps the answer and sends it again once the wait is over."""
@@ -411,6 +413,7 @@ def test_an_answer_sooner_than_the_per_trial_minimum_is_explained_kept_and_sent_
         page.wait_for_selector("#status:has-text('Please take a little more time to look at each trial')")
         page.wait_for_selector("#trial:not([hidden])")  # the next trial shows; the line stays until it is sent
         assert "a little more time" in page.text_content("#status")
+        page.screenshot(path=artifacts / "too-early.png", full_page=True)
 
         def stored() -> int:
             with app.extensions["psychinterp_db"]() as db:
