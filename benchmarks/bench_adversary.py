@@ -237,7 +237,7 @@ def play_waiting(base_url: str, consent: str, pid: str, rule, report_phases: boo
                 queries = [get(u) for u in shown["queries"]]
             answer = rule(references, queries or shown["queries"], rng)
             time.sleep(max(0.0, shown_at + PAUSE_S - time.monotonic()))
-            body = {"trial_index": i, "chosen_query": answer, "confidence": 3, "rt_ms": 2000.0}
+            body = {"trial_index": i, "chosen_query": answer, "confidence": 3, "rt_ms": 2000.0, "shown": shown["shown"]}
             posted = http.post(f"/api/sessions/{token}/responses", json=body)
             if posted.status_code == 425:  # the server's clock ran behind ours: wait as it says, once more
                 time.sleep(posted.json()["retry_after_s"] + 0.05)
@@ -338,6 +338,7 @@ def main() -> int:
                 chosen, votes = decide(refs, [fetch(u) for u in shown["queries"]])
                 time.sleep(max(0.0, shown_at + PAUSE_S - time.monotonic()))
                 body = {"trial_index": i, "chosen_query": chosen, "confidence": 3, "rt_ms": 2000.0}
+                body["shown"] = shown["shown"]  # the server's signed record of when it served the trial
                 assert http.post(f"/api/sessions/{token}/responses", json=body).status_code == 201
                 trial = task.trials[i]
                 records.append((trial.kind, chosen, answers[trial.trial_id].max_query, votes))
