@@ -64,7 +64,7 @@ RESPONSE_COLUMNS: tuple[Column, ...] = (
         "trial_kind",
         "str",
         "`main` / `catch` / `practice`",
-        "catch trials show queries that also appear among the references",
+        "catch trials show copies of references as queries (served slightly transformed)",
     ),
     Column("practice_block", "int?", "int ≥ 1 or empty", "the practice block (1 = first try), practice rows only"),
     Column("batch", "int?", "int ≥ 0", "which batch of the unit's natural exemplars the trial used"),
