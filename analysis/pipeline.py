@@ -264,7 +264,7 @@ def analyse(
     if exclusions not in EXCLUSION_MODES:
         raise ResponseTableError(f"exclusions {exclusions!r}: choose from {list(EXCLUSION_MODES)}")
     loaded = load_table(responses_csv, format=format, model_id=model_id)
-    title = FORMATS[loaded.attrs["format"]].title
+    title = FORMATS[loaded.attrs["format"]].title_of(loaded)
     if loaded.attrs["kind"] == "ratings":
         return RatingResults(responses_csv, title, loaded, rating_summary(loaded))
     responses = as_responses(loaded)

@@ -384,6 +384,14 @@ def _exclusion_context(results: StudyResults, models: tuple | None = None) -> di
     }
 
 
+# How an interval stands to chance (analysis.estimate.against_chance), in words that read as a sentence.
+CHANCE_WORDS = {
+    "above": "above chance",
+    "below": "below chance",
+    "not distinguishable": "not distinguishable from chance",
+}
+
+
 def summary_points(results: StudyResults, order: list[str], names: dict[str, str]) -> list[str]:
     """What the study found, in the sentences the sections below state with their evidence."""
     points = []
@@ -395,7 +403,7 @@ def summary_points(results: StudyResults, order: list[str], names: dict[str, str
             row = rows.iloc[0]
             points.append(
                 f"{condition}: accuracy {row.accuracy:.1%} for {names.get(row.model_id, row.model_id)} "
-                f"(95% CI {row.ci_low:.1%} to {row.ci_high:.1%}; {row.vs_chance} chance)"
+                f"(95% CI {row.ci_low:.1%} to {row.ci_high:.1%}; {CHANCE_WORDS[row.vs_chance]})"
             )
             continue
         low, high = rows.loc[rows["accuracy"].idxmin()], rows.loc[rows["accuracy"].idxmax()]
@@ -518,7 +526,12 @@ def _study_page(results: StudyResults, figures: dict[str, str], with_units: bool
                 else []
             ),
             margins=(
-                [(p, scaling.config.margin(p)) for p in dict.fromkeys(scaling.trends["predictor"])] if sentences else []
+                [
+                    (_PREDICTOR_WORDS.get(p, (p,))[0], scaling.config.margin(p))
+                    for p in dict.fromkeys(scaling.trends["predictor"])
+                ]
+                if sentences
+                else []
             ),
             **exclusion,
         )

@@ -260,3 +260,43 @@ def test_docs_list_every_format_the_loader_reads():
         if name != "psychinterp":
             assert f"| `{name}` |" in docs, name
             assert all(f"`{column}`" in docs for column in fmt.required), name
+
+
+def test_each_borowski_report_names_its_experiment():
+    """Both reports said "Experiment I or II"."""
+    from analysis.pipeline import analyse
+
+    assert analyse(EXP1, n_resamples=50).format_title == "Borowski et al. (ICLR 2021), Experiment I"
+    assert analyse(EXP2, n_resamples=50).format_title == "Borowski et al. (ICLR 2021), Experiment II"
+
+
+def test_a_summary_sentence_about_chance_reads_as_a_sentence():
+    """A single model's line said "...; not distinguishable chance)"."""
+    import pandas as pd
+
+    from analysis.estimate import against_chance
+    from analysis.report import CHANCE_WORDS, summary_points
+
+    assert set(CHANCE_WORDS) == set(
+        against_chance(pd.DataFrame({"ci_low": [0.6, 0.1, 0.4], "ci_high": [0.7, 0.2, 0.6]}), 0.5)
+    )
+
+    class Results:  # only the accuracy table: every other section absent
+        def __getattr__(self, name):
+            return None
+
+    results = Results()
+    results.accuracy = pd.DataFrame(
+        [
+            {
+                "condition": "natural",
+                "model_id": "m",
+                "accuracy": 0.55,
+                "ci_low": 0.45,
+                "ci_high": 0.65,
+                "vs_chance": "not distinguishable",
+            }
+        ]
+    )
+    (point,) = summary_points(results, ["m"], {"m": "Model M"})
+    assert point.endswith("(95% CI 45.0% to 65.0%; not distinguishable from chance)")

@@ -27,3 +27,9 @@ class TableFormat:
     # None: the format records no exclusions of its own; empty: the file holds only kept participants.
     published_keep: Mapping[str, bool] | None = None
     published_note: str = ""
+    # What one loaded table is, where the format covers several (Borowski et al.: Experiment I or II).
+    describe: Callable[[pd.DataFrame], str] | None = None
+
+    def title_of(self, tidy: pd.DataFrame) -> str:
+        """The title of one loaded table: the format's, or what ``describe`` says this table is."""
+        return self.describe(tidy) if self.describe is not None else self.title

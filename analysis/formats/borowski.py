@@ -194,9 +194,15 @@ def _to_tidy(path: Path, frame: pd.DataFrame, options: LoadOptions) -> pd.DataFr
     return tidy
 
 
+def experiment_title(tidy: pd.DataFrame) -> str:
+    """Which experiment a loaded table is: only Experiment II's files have ``batch_block``."""
+    return f"Borowski et al. (ICLR 2021), Experiment {'II' if 'batch_block' in tidy else 'I'}"
+
+
 RESPONSES = TableFormat(
     name="borowski",
     title="Borowski et al. (ICLR 2021), Experiment I or II",
+    describe=experiment_title,
     kind="responses",
     required={
         "subject_id": "int",
