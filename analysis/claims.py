@@ -7,13 +7,22 @@ A slope estimate with standard error ``se`` on ``df`` degrees of freedom (a t st
   ``slope >= +margin`` (also Holm-corrected): the data rule out any effect as large as the margin;
 - otherwise "inconclusive": the data rule out neither -margin nor +margin.
 
-The minimum detectable slope is the true slope that this design's test detects with the given
-power, from the noncentral t with the design's own standard error.
+The minimum detectable slope is the true slope that the printed verdict's test (Holm over its
+family included) detects with the given power, from the noncentral t. The study's own standard
+error estimates the design's, with the sampling spread of a chi on df degrees of freedom; the MDE
+divides it by that distribution's median, so that the printed MDE is median-unbiased for the
+design's true one (the plug-in value is too small in more than half of replicate studies, and the
+test detects it with about 76 % power at 7 df instead of 80 %).
+
+Holm's corrected p-values have no exactly matching intervals; the simultaneous interval printed
+beside them is Bonferroni's (level 1 - alpha / family size), which never excludes zero when Holm
+does not reject, and may include zero when Holm's step-down does reject (the sentence says so).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from functools import cache
 
 import numpy as np
 from scipy import optimize, stats
@@ -43,8 +52,39 @@ def minimum_detectable_slope(se: float, df: float, alpha: float = 0.05, power: f
     """The smallest true slope (> 0) that the test detects with probability ``power``."""
     if not (np.isfinite(se) and se > 0 and df > 0):
         return float("nan")
-    upper = 3 * se * (stats.t.ppf(1 - alpha / 2, df) + max(stats.t.ppf(power, df), 0.0))
-    return float(optimize.brentq(lambda s: detection_power(s, se, df, alpha) - power, 0.0, upper, xtol=se * 1e-6))
+    return se * _detectable_shift(float(df), float(alpha), float(power))
+
+
+@cache
+def _detectable_shift(df: float, alpha: float, power: float) -> float:
+    """The noncentrality at which the two-sided t test on ``df`` has ``power`` (the MDE for SE 1)."""
+    upper = 3 * (stats.t.ppf(1 - alpha / 2, df) + max(stats.t.ppf(power, df), 0.0))
+    return float(optimize.brentq(lambda s: detection_power(s, 1.0, df, alpha) - power, 0.0, upper, xtol=1e-6))
+
+
+def se_median_ratio(df: float) -> float:
+    """The median of an estimated standard error over the true one: sqrt(chi2 median / df)."""
+    return float(np.sqrt(stats.chi2.ppf(0.5, df) / df))
+
+
+def verdict_mde(se: float, df: float, alpha: float = 0.05, power: float = 0.8, family_size: int = 1) -> float:
+    """The MDE of the Holm-corrected verdict, median-unbiased for the design's true MDE.
+
+    Holm over ``family_size`` slopes tests the first (smallest p) at alpha / family_size; when the
+    other slopes of the family are null that is the test a slope must pass, so the MDE is stated at
+    that level. The estimated ``se`` is divided by its median over its true value.
+    """
+    if not (np.isfinite(se) and se > 0 and df > 0):
+        return float("nan")
+    return minimum_detectable_slope(se / se_median_ratio(df), df, alpha / family_size, power)
+
+
+def simultaneous_interval(
+    slope: float, se: float, df: float, alpha: float = 0.05, family_size: int = 1
+) -> tuple[float, float]:
+    """Bonferroni's simultaneous (1 - alpha) interval over ``family_size`` slopes."""
+    half = stats.t.ppf(1 - alpha / (2 * family_size), df) * se
+    return slope - half, slope + half
 
 
 def holm(p_values: Sequence[float]) -> np.ndarray:

@@ -38,7 +38,17 @@ class AnalysisConfig(Strict):
         "worth claiming, for their TOST equivalence test",
     )
     collinearity_r: float = Field(
-        0.8, gt=0, le=1, description="warn when two predictors correlate beyond this across models"
+        0.8,
+        gt=0,
+        le=1,
+        description="two predictors that correlate beyond this across models are not separate questions: "
+        "the report warns, and a primary predictor collinear with an earlier one becomes secondary",
+    )
+    primary_predictors: list[str] = Field(
+        ["log10_parameters"],
+        min_length=1,
+        description="the predictors whose slopes answer the study's question: their tests form the primary "
+        "Holm family (over conditions and unit kinds); every other predictor's slopes form a secondary family",
     )
 
     @field_validator("equivalence_margins")
@@ -47,6 +57,13 @@ class AnalysisConfig(Strict):
         if bad := sorted(name for name, margin in margins.items() if not margin > 0):
             raise ValueError(f"equivalence_margins: {bad} must be positive")
         return {**DEFAULT_EQUIVALENCE_MARGINS, **margins}
+
+    @field_validator("primary_predictors")
+    @classmethod
+    def _known_predictors(cls, names: list[str]) -> list[str]:
+        if unknown := sorted(set(names) - set(DEFAULT_EQUIVALENCE_MARGINS)):
+            raise ValueError(f"primary_predictors: {unknown} unknown; known: {sorted(DEFAULT_EQUIVALENCE_MARGINS)}")
+        return list(dict.fromkeys(names))
 
     def margin(self, predictor: str) -> float | None:
         return self.equivalence_margins.get(predictor)

@@ -19,6 +19,7 @@ from markupsafe import Markup  # noqa: E402
 from scipy import stats  # noqa: E402
 
 from analysis.breakdown import BREAKDOWN_COLUMNS  # noqa: E402
+from analysis.config import AnalysisConfig  # noqa: E402
 from analysis.estimate import INTERVAL_COVERAGE  # noqa: E402
 from analysis.exclusions import PUBLISHED_RULE, RULES, describe  # noqa: E402
 from analysis.microscope import human_results  # noqa: E402
@@ -200,31 +201,46 @@ _PREDICTOR_WORDS = {
 }
 
 
-def scaling_sentence(row, power: float = 0.8, subject: str = "accuracy", by_kind: bool = False) -> str:
+def _level(confidence: float) -> str:
+    """A confidence level in words: 0.95 -> '95%', 0.9667 -> '96.7%'."""
+    return f"{confidence:.1%}".replace(".0%", "%")
+
+
+def scaling_sentence(row, config: AnalysisConfig, subject: str = "accuracy", by_kind: bool = False) -> str:
     """One plain sentence per slope, chosen by its verdict (:func:`analysis.claims.verdict`), e.g.
-    'natural: inconclusive about scale: slope +0.8 percentage points per decade of parameters [-1.9, +3.4];
-    the corrected tests rule out neither zero nor ±2.0; p = 0.52 (Holm 1), 9 models; this design detects
-    ±4.1 with 80% power'. Each claim names the interval or test it rests on."""
+    'natural: inconclusive about scale: slope +0.8 percentage points per decade of parameters [-2.9, +4.4]
+    (95% simultaneous over the 2 slopes of its Holm family); the corrected tests rule out neither zero
+    nor ±2.0; p = 0.52 (Holm 1), 9 models; with the Holm correction over 2 slopes, this design detects
+    ±5.1 with 80% power'. Each claim names the interval or test it rests on, and the interval printed
+    is the one that matches the corrected test."""
     what, unit = _PREDICTOR_WORDS.get(row.predictor, (row.predictor, "percentage points per unit"))
-    m = row.margin * 100
-    estimate = f"slope {row.slope * 100:+.1f} {unit} [{row.ci_low * 100:+.1f}, {row.ci_high * 100:+.1f}]"
+    m, size = row.margin * 100, int(row.family_size)
+    over = f" over the {size} slopes of its Holm family" if size > 1 else ""
+    interval = f"[{row.sim_ci_low * 100:+.1f}, {row.sim_ci_high * 100:+.1f}]"
+    kind = f"{_level(1 - config.alpha)} simultaneous{over}" if size > 1 else f"{_level(1 - config.alpha)} CI"
+    estimate = f"slope {row.slope * 100:+.1f} {unit} {interval} ({kind})"
     if row.verdict in ("rises", "falls"):
         claim = f"{subject} {row.verdict} with {what}: {estimate}"
+        if row.sim_ci_low <= 0 <= row.sim_ci_high:
+            claim += "; Holm's step-down rejects zero although this interval, which does not step down, includes it"
     elif row.verdict == "equivalent":
-        # TOST at alpha means the 90% interval lies inside the margin: show that interval.
-        half = stats.t.ppf(0.95, row.df) * row.se * 100
+        # TOST at alpha over the family: the (1 - 2 alpha / size) interval must lie inside the margin.
+        inside = -row.margin < row.tost_ci_low and row.tost_ci_high < row.margin
         claim = (
-            f"no effect of {what} beyond ±{m:.1f} (equivalent: the 90% interval "
-            f"[{row.slope * 100 - half:+.1f}, {row.slope * 100 + half:+.1f}] lies inside, "
-            f"TOST p = {row.tost_p_holm:.2g} Holm): {estimate}"
+            f"no effect of {what} beyond ±{m:.1f} (equivalent: the {_level(1 - 2 * config.alpha / size)} interval "
+            f"[{row.tost_ci_low * 100:+.1f}, {row.tost_ci_high * 100:+.1f}] "
+            + ("lies inside" if inside else "reaches beyond it, but Holm's step-down still rejects both margins")
+            + f", TOST p = {row.tost_p_holm:.2g}{' Holm' if size > 1 else ''}): {estimate}"
         )
     else:
         claim = f"inconclusive about {what}: {estimate}; the corrected tests rule out neither zero nor ±{m:.1f}"
     where = f"{row.condition}, {row.unit_kind} units" if by_kind else row.condition
-    return (
-        f"{where}: {claim}; p = {row.p:.2g} (Holm {row.p_holm:.2g}), {row.n_models} models; "
-        f"this design detects ±{row.mde * 100:.1f} with {power:.0%} power"
-    )
+    if getattr(row, "family", "primary") == "secondary":
+        where = f"{where} (secondary)"
+    p = f"p = {row.p:.2g} (Holm {row.p_holm:.2g})" if size > 1 else f"p = {row.p:.2g}"
+    detects = f"with the Holm correction over {size} slopes, this design" if size > 1 else "this design"
+    power = f"detects ±{row.mde * 100:.1f} with {config.power:.0%} power"
+    return f"{where}: {claim}; {p}, {row.n_models} models; {detects} {power}"
 
 
 def rating_figure(summary: pd.DataFrame, ratings: pd.DataFrame) -> plt.Figure:
@@ -417,9 +433,9 @@ def summary_points(results: StudyResults, order: list[str], names: dict[str, str
     if scaling is not None and not scaling.trends.empty:
         by_kind = results.unit_kinds is not None
         points += [
-            scaling_sentence(row, scaling.config.power, by_kind=by_kind)
+            scaling_sentence(row, scaling.config, by_kind=by_kind)
             for row in scaling.trends.itertuples()
-            if row.predictor == "log10_parameters"
+            if row.family == "primary"
         ]
     if results.unit_kinds is not None:
         points += [difference_sentence(r) for r in results.unit_kinds.differences.itertuples()]
@@ -491,7 +507,7 @@ def _study_page(results: StudyResults, figures: dict[str, str], with_units: bool
         if not table.empty
     ]
     sentences = (
-        [scaling_sentence(row, scaling.config.power, by_kind=kinds is not None) for row in scaling.trends.itertuples()]
+        [scaling_sentence(row, scaling.config, by_kind=kinds is not None) for row in scaling.trends.itertuples()]
         if scaling is not None and not scaling.trends.empty
         else []
     )
@@ -521,7 +537,7 @@ def _study_page(results: StudyResults, figures: dict[str, str], with_units: bool
             unit_kind_fpr=UNIT_KIND_FALSE_POSITIVE_RATES,
             scaling_warnings=scaling.warnings if scaling is not None else [],
             interaction_sentences=(
-                [scaling_sentence(r, scaling.config.power, "the difference") for r in scaling.interaction.itertuples()]
+                [scaling_sentence(r, scaling.config, "the difference") for r in scaling.interaction.itertuples()]
                 if scaling is not None and not scaling.interaction.empty
                 else []
             ),

@@ -33,7 +33,16 @@ import statsmodels.formula.api as smf
 from scipy import stats
 from scipy.special import logit
 
-from analysis.claims import collinear_pairs, high_leverage_models, holm, minimum_detectable_slope, tost_p, verdict
+from analysis.claims import (
+    collinear_pairs,
+    high_leverage_models,
+    holm,
+    minimum_detectable_slope,
+    simultaneous_interval,
+    tost_p,
+    verdict,
+    verdict_mde,
+)
 from analysis.cluster_robust import cr2_slope_test
 from analysis.config import DEFAULT_ANALYSIS, AnalysisConfig
 from analysis.estimate import main_trials, unit_accuracy
@@ -89,22 +98,67 @@ def unit_table(responses: pd.DataFrame, predictors: list[str]) -> pd.DataFrame:
 
 
 def with_claims(trends: pd.DataFrame, config: AnalysisConfig = DEFAULT_ANALYSIS) -> pd.DataFrame:
-    """The family's corrected tests beside each slope (:mod:`analysis.claims`).
+    """The corrected tests beside each slope (:mod:`analysis.claims`), per Holm family.
 
-    All predictors x conditions are one family: ``p_holm`` corrects the tests of zero, ``tost_p_holm``
-    the equivalence tests against each predictor's margin; ``mde`` is the slope this design detects
-    with the configured power; ``verdict`` is what the report may say.
+    Rows share a family by their ``family`` column (one family without it): ``p_holm`` corrects the
+    tests of zero within it, ``tost_p_holm`` the equivalence tests against each predictor's margin;
+    ``sim_ci_low``/``sim_ci_high`` is the simultaneous (Bonferroni) 95 % interval over the family,
+    ``tost_ci_low``/``tost_ci_high`` the (1 - 2 alpha) one that equivalence is read from;
+    ``mde`` is the slope the corrected test detects with the configured power (median-unbiased),
+    ``mde_upper`` the same at the upper 80 % bound of the standard error; ``verdict`` is what the
+    report may say.
     """
     if trends.empty:
         return trends
     out = trends.copy()
-    out["p_holm"] = holm(out["p"])
+    if "family" not in out:
+        out["family"] = "primary"
+    out["family_size"] = out.groupby("family")["p"].transform(lambda p: max(int(p.notna().sum()), 1)).astype(int)
+    out["p_holm"] = out.groupby("family")["p"].transform(lambda p: holm(p))
     out["margin"] = [config.margin(p) for p in out["predictor"]]
     out["tost_p"] = [tost_p(r.slope, r.se, r.df, r.margin) for r in out.itertuples()]
-    out["tost_p_holm"] = holm(out["tost_p"])
-    out["mde"] = [minimum_detectable_slope(r.se, r.df, config.alpha, config.power) for r in out.itertuples()]
+    out["tost_p_holm"] = out.groupby("family")["tost_p"].transform(lambda p: holm(p))
+    bounds = [simultaneous_interval(r.slope, r.se, r.df, config.alpha, r.family_size) for r in out.itertuples()]
+    out["sim_ci_low"], out["sim_ci_high"] = [b[0] for b in bounds], [b[1] for b in bounds]
+    # TOST at alpha over the family matches the (1 - 2 alpha / family size) interval inside the margin.
+    bounds = [simultaneous_interval(r.slope, r.se, r.df, 2 * config.alpha, r.family_size) for r in out.itertuples()]
+    out["tost_ci_low"], out["tost_ci_high"] = [b[0] for b in bounds], [b[1] for b in bounds]
+    out["mde"] = [verdict_mde(r.se, r.df, config.alpha, config.power, r.family_size) for r in out.itertuples()]
+    upper_se = out["se"] / np.sqrt(stats.chi2.ppf(0.2, out["df"]) / out["df"])
+    out["mde_upper"] = [
+        minimum_detectable_slope(se, r.df, config.alpha / r.family_size, config.power)
+        for se, r in zip(upper_se, out.itertuples(), strict=True)
+    ]
     out["verdict"] = [verdict(r.slope, r.p_holm, r.tost_p_holm, config.alpha) for r in out.itertuples()]
     return out
+
+
+def predictor_families(
+    facts: Mapping[str, Mapping[str, float]], config: AnalysisConfig = DEFAULT_ANALYSIS
+) -> tuple[dict[str, str], list[str]]:
+    """Each predictor's Holm family ("primary" or "secondary") and why any configured primary is not.
+
+    The configured primary predictors that the data hold are primary, unless one correlates beyond
+    ``collinearity_r`` with an earlier one across the models: then it asks the same question and is
+    secondary. Every other predictor is secondary.
+    """
+    primaries, notes = [], []
+    for name in config.primary_predictors:
+        if name not in facts:
+            continue
+        earlier = {name: facts[name], **{p: facts[p] for p in primaries}}
+        if clash := [(b, r) for a, b, r in collinear_pairs(earlier, config.collinearity_r) if a == name]:
+            other, r = clash[0]
+            notes.append(f"{name} correlates with {other} (r = {r:+.2f}): tested as secondary, not as a second primary")
+            continue
+        primaries.append(name)
+    return {p: ("primary" if p in primaries else "secondary") for p in facts}, notes
+
+
+def _predictor_values(responses: pd.DataFrame, predictors: list[str]) -> dict[str, dict[str, float]]:
+    """Each predictor's value per model (models without it left out)."""
+    facts = main_trials(responses).groupby("model_id")[predictors].first()
+    return {p: facts[p].dropna().to_dict() for p in predictors}
 
 
 def scaling_warnings(
@@ -113,10 +167,9 @@ def scaling_warnings(
     """What qualifies the slopes: collinear predictors, and slopes that rest on one or two models."""
     if trends.empty:
         return []
-    predictors = list(dict.fromkeys(trends["predictor"]))
-    facts = main_trials(responses).groupby("model_id")[predictors].first()
-    values = {p: facts[p].dropna().to_dict() for p in predictors}
-    notes = [
+    values = _predictor_values(responses, list(dict.fromkeys(trends["predictor"])))
+    predictors = list(values)
+    notes = predictor_families(values, config)[1] + [
         f"{a} and {b} correlate (r = {r:+.2f}) across the models: their slopes are not separate effects"
         for a, b, r in collinear_pairs(values, config.collinearity_r)
     ]
@@ -133,7 +186,8 @@ def scaling_trends(
     responses: pd.DataFrame, predictors: list[str] | None = None, config: AnalysisConfig = DEFAULT_ANALYSIS
 ) -> pd.DataFrame:
     """Slope of accuracy on each predictor, per condition and unit kind (two-stage: units, then models),
-    with its claims; all rows are one family."""
+    with its claims; the primary predictors' rows are one Holm family, the others' a secondary one
+    (:func:`predictor_families`)."""
     predictors = [p for p in (predictors or list(PREDICTORS)) if p in responses and responses[p].notna().any()]
     units = unit_table(responses, predictors)
     if "unit_kind" not in units:
@@ -157,7 +211,11 @@ def scaling_trends(
                     **_fit_two_stage(data, predictor),
                 }
             )
-    return with_claims(pd.DataFrame(rows), config)
+    trends = pd.DataFrame(rows)
+    if not trends.empty:
+        families = predictor_families(_predictor_values(responses, predictors), config)[0]
+        trends["family"] = trends["predictor"].map(families)
+    return with_claims(trends, config)
 
 
 def condition_interaction(
@@ -191,6 +249,7 @@ def condition_interaction(
                     "predictor": predictor,
                     "n_models": len(shared),
                     **_slope_of(fit, predictor),
+                    "family": "interaction",
                 }
             )
     return with_claims(pd.DataFrame(rows), config)

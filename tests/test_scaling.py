@@ -220,3 +220,78 @@ def test_depth_trend_takes_the_models_as_replicates_and_corrects_the_depth_famil
     assert trend.loc["synthetic", "ci_low"] < 0 < trend.loc["synthetic", "ci_high"]
     correlations = depth_correlation(units)
     assert len(correlations) == 12 and (correlations["p_holm"] >= correlations["p"]).all()
+
+
+def test_the_printed_mde_is_median_unbiased_for_the_holm_verdict():
+    from analysis.claims import detection_power, minimum_detectable_slope, verdict_mde
+
+    # Replicate studies of one design: their SEs scatter as sigma * sqrt(chi2_df / df).
+    sigma, df, rng = 0.01, 7, np.random.default_rng(0)
+    ses = sigma * np.sqrt(rng.chisquare(df, 20_000) / df)
+    true_mde = minimum_detectable_slope(sigma, df, 0.05 / 2)  # Holm over 2 slopes, the other null
+    printed = np.array([verdict_mde(se, df, 0.05, 0.8, family_size=2) for se in ses[:2000]])
+    assert np.median(printed) == pytest.approx(true_mde, rel=0.03)
+    assert detection_power(np.median(printed), sigma, df, 0.025) == pytest.approx(0.8, abs=0.02)
+    # The plug-in MDE at the raw level falls short of 80 % power for the Holm verdict.
+    plug_in = np.median([minimum_detectable_slope(se, df) for se in ses[:2000]])
+    assert detection_power(plug_in, sigma, df, 0.025) < 0.65
+    assert verdict_mde(0.01, df, family_size=4) > verdict_mde(0.01, df, family_size=2) > verdict_mde(0.01, df)
+
+
+def test_the_primary_predictor_is_its_own_family_and_collinear_primaries_become_secondary():
+    from analysis.config import AnalysisConfig
+    from analysis.scaling import predictor_families
+
+    both = pd.concat([simulate(0.0, seed=4), simulate(0.0, seed=8).assign(condition="synthetic")], ignore_index=True)
+    trends = scaling_trends(both).set_index(["predictor", "condition"])
+    assert trends.loc["log10_parameters", "family"].eq("primary").all()
+    assert trends.loc["log10_train_images", "family"].eq("secondary").all()
+    assert trends["family_size"].eq(2).all()  # two conditions per family, not four slopes in one
+    for _, row in trends.iterrows():  # Holm within each family only
+        family = trends[trends["family"] == row["family"]]
+        assert row["p_holm"] == pytest.approx(
+            min(1.0, row["p"] * 2) if row["p"] == family["p"].min() else row["p_holm"]
+        )
+    # Asking for both as primary: training images correlate with parameters (r = 1 here), so stay secondary.
+    config = AnalysisConfig(primary_predictors=["log10_parameters", "log10_train_images"])
+    facts = {"log10_parameters": {"a": 6.0, "b": 7.0, "c": 8.0}, "log10_train_images": {"a": 5.0, "b": 6.1, "c": 6.9}}
+    families, notes = predictor_families(facts, config)
+    assert families == {"log10_parameters": "primary", "log10_train_images": "secondary"}
+    assert "tested as secondary" in notes[0]
+    independent = {**facts, "log10_train_images": {"a": 6.0, "b": 4.0, "c": 6.5}}
+    assert set(predictor_families(independent, config)[0].values()) == {"primary"}
+    with pytest.raises(ValueError, match="primary_predictors"):
+        AnalysisConfig(primary_predictors=["log10_flops"])
+
+
+def test_a_sentence_never_prints_an_interval_that_contradicts_its_verdict():
+    from analysis.config import DEFAULT_ANALYSIS
+    from analysis.report import scaling_sentence
+    from analysis.scaling import with_claims
+
+    rng = np.random.default_rng(3)
+    rows = []
+    # Random families, and one where Holm's step-down rejects the second slope at p = 0.04.
+    shifts = [rng.normal(0, 3, 2) for _ in range(30)] + [stats.t.isf([0.0005, 0.02], 7)]
+    for family, pair in enumerate(shifts):
+        for condition, shift in zip(("natural", "synthetic"), pair, strict=True):
+            se = rng.uniform(0.002, 0.05)
+            p_slope = shift * se
+            p = 2 * stats.t.sf(abs(p_slope / se), 7)
+            half = stats.t.ppf(0.975, 7) * se
+            where = {"family": f"f{family}", "condition": condition, "unit_kind": "channel"}
+            fit = {"slope": p_slope, "se": se, "df": 7.0, "p": p, "ci_low": p_slope - half, "ci_high": p_slope + half}
+            rows.append({**where, "predictor": "log10_parameters", "n_models": 9, **fit})
+    trends = with_claims(pd.DataFrame(rows))
+    for row in trends.itertuples():
+        sentence = scaling_sentence(row, DEFAULT_ANALYSIS)
+        excludes_zero = not row.sim_ci_low <= 0 <= row.sim_ci_high
+        assert f"[{row.sim_ci_low * 100:+.1f}, {row.sim_ci_high * 100:+.1f}]" in sentence
+        if row.verdict == "inconclusive":
+            assert not excludes_zero  # an interval without zero implies Holm rejects
+        if row.verdict in ("rises", "falls") and not excludes_zero:
+            assert "step-down rejects zero although this interval" in sentence
+        assert "95% simultaneous over the 2 slopes of its Holm family" in sentence
+        assert "with the Holm correction over 2 slopes, this design detects" in sentence
+    assert {"rises", "falls", "inconclusive"} <= set(trends["verdict"])
+    assert "step-down" in scaling_sentence(trends.iloc[-1], DEFAULT_ANALYSIS)
