@@ -387,6 +387,15 @@ def power(
     studies: Annotated[int, typer.Option(help="simulated studies per grid point")] = 500,
     alpha: float = 0.05,
     seed: int = 0,
+    holm_family: Annotated[
+        int | None,
+        typer.Option(
+            help="slopes in the verdict's Holm family (conditions x unit kinds); default: the bundle's conditions"
+        ),
+    ] = None,
+    confidence: Annotated[
+        float, typer.Option(min=0.5, max=0.99, help="with --pilot: confidence of the cautious_power column")
+    ] = 0.9,
 ) -> None:
     """Power to detect a scaling slope, for a grid of participant and unit counts (simulated whole studies)."""
     from psychinterp.workflows import plan_power
@@ -407,12 +416,15 @@ def power(
         studies=studies,
         alpha=alpha,
         seed=seed,
+        family_size=holm_family,
+        level=confidence,
     )
     typer.echo(f"variance components: {run.components} ({run.paradigm})")
-    if run.upper_model_sd is not None:
+    typer.echo(f"power of the verdict's test: alpha {alpha:g}, Holm over {run.family_size} slope(s)")
+    if run.level is not None:
         typer.echo(
-            f"the pilot's model SD rests on its models' means alone; at its upper 80% bound "
-            f"({run.upper_model_sd:.3f}) power is the power_at_upper_model_sd column"
+            "the pilot's model SD rests on its models' means alone, so power is uncertain: expected_power "
+            f"averages over that uncertainty; cautious_power is reached with {run.level:.0%} confidence"
         )
     typer.echo(run.table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     typer.echo(f"wrote {run.files[0]} and {run.files[1]}")

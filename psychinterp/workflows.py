@@ -10,7 +10,7 @@ all of it as submitted jobs.
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 from contracts.criteria import ExclusionCriteria
@@ -206,9 +206,10 @@ def ending(completion: dict) -> str:
 class PowerRun:
     components: object  # analysis.power.VarianceComponents
     paradigm: str
-    table: object  # pandas.DataFrame: power per grid point (power_at_upper_model_sd with a pilot)
+    table: object  # pandas.DataFrame: power per grid point (expected_power, cautious_power with a pilot)
     files: tuple[Path, ...]
-    upper_model_sd: float | None = None  # with a pilot: the model SD's upper 80 % confidence bound
+    family_size: int = 1  # the Holm family the verdict's test is corrected over
+    level: float | None = None  # with a pilot: the confidence of cautious_power
 
 
 def plan_power(
@@ -226,22 +227,22 @@ def plan_power(
     studies: int = 500,
     alpha: float = 0.05,
     seed: int = 0,
+    family_size: int | None = None,
+    level: float = 0.9,
 ) -> PowerRun:
     """Power to detect ``slope`` (proportion per decade of parameters) over a grid; writes power.csv and the curve.
 
     The models come from a bundle (its parameter counts and paradigm) or from ``log10_params``;
     the variance components from pilot responses or from ``components`` (VarianceComponents fields).
+    Power is for the verdict the report prints: the test Holm-corrected over ``family_size`` slopes
+    (default: the bundle's conditions, else 1). With a pilot, each grid point also gets the
+    expected power over the model SD's uncertainty and the power reached with confidence ``level``
+    (:func:`analysis.power.pilot_power`).
     """
     import numpy as np
 
     from analysis.estimate import responses_paradigm
-    from analysis.power import (
-        VarianceComponents,
-        model_sd_upper_bound,
-        power_figure,
-        power_grid,
-        variance_components,
-    )
+    from analysis.power import VarianceComponents, pilot_power, power_figure, power_grid, variance_components
     from contracts.paradigms import PARADIGMS, paradigm_named
 
     if (bundle is None) == (log10_params is None):
@@ -254,6 +255,7 @@ def plan_power(
         manifest = load_bundle(bundle).manifest
         x = np.log10(np.asarray([m.parameter_count for m in manifest.models if m.parameter_count], float))
         paradigm = manifest.paradigm
+        family_size = family_size or len(manifest.conditions)
     else:
         x = np.asarray(log10_params, float)
     if len(x) < 3 or np.ptp(x) == 0:
@@ -263,17 +265,24 @@ def plan_power(
 
         responses = load_responses(pilot)
         chosen = variance_components(responses)
-        upper = model_sd_upper_bound(responses)
         paradigm = responses_paradigm(responses).name if bundle is None else paradigm
     else:
-        chosen, upper = VarianceComponents(**(components or {})), None
+        responses, chosen = None, VarianceComponents(**(components or {}))
+    family_size = family_size or 1
+    if family_size < 1:
+        raise ConfigError(f"power: the Holm family holds at least one slope, not {family_size}")
     chance = paradigm_named(paradigm).chance
     grid = {"trials": trials, "n_studies": studies, "alpha": alpha, "seed": seed, "chance": chance}
     try:
-        table = power_grid(x, slope, chosen, participants, units, **grid)
-        if upper is not None:  # the pilot's model SD is uncertain: power at its upper bound too
-            cautious = replace(chosen, model_sd=upper)
-            table["power_at_upper_model_sd"] = power_grid(x, slope, cautious, participants, units, **grid)["power"]
+        table = power_grid(x, slope, chosen, participants, units, **grid, family_size=family_size)
+        if responses is not None:  # the pilot's model SD is uncertain: power as a distribution over it
+            pilots = [
+                pilot_power(responses, x, slope, int(r.units_per_model), int(r.participants_per_model), trials, alpha,
+                            family_size, level, chance, seed=seed)
+                for r in table.itertuples()
+            ]  # fmt: skip
+            table["expected_power"] = [p.expected for p in pilots]
+            table["cautious_power"] = [p.cautious for p in pilots]
     except ValueError as exc:
         raise ConfigError(f"power ({paradigm}): {exc}") from None
     out.mkdir(parents=True, exist_ok=True)
@@ -283,4 +292,4 @@ def plan_power(
     for suffix in ("png", "pdf"):
         files.append(out / f"power.{suffix}")
         figure.savefig(files[-1], dpi=150)
-    return PowerRun(chosen, paradigm, table, tuple(files), upper)
+    return PowerRun(chosen, paradigm, table, tuple(files), family_size, level if responses is not None else None)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -106,15 +108,28 @@ def test_variance_component_estimates_are_unbiased_on_simulated_pilots():
         assert mean == pytest.approx(getattr(truth, field), rel=0.15), field
 
 
-def test_the_model_sd_bound_lies_above_the_estimate_and_power_at_it_below(tmp_path):
-    from analysis.power import model_sd_upper_bound, simulate_pilot
+def test_pilot_power_is_a_distribution_whose_cautious_end_never_rises_above_the_point(tmp_path):
+    from analysis.power import analytic_power, model_sd_draws, pilot_power, simulate_pilot
     from psychinterp.workflows import plan_power
 
     truth = VarianceComponents(base=0.78, model_sd=0.04, unit_sd=0.1, participant_sd=0.06)
-    pilot = simulate_pilot(Design(LOG10_PARAMS, 30, 10, 40), truth, np.random.default_rng(1))
-    estimate = variance_components(pilot)
-    assert model_sd_upper_bound(pilot) > estimate.model_sd
-    assert model_sd_upper_bound(pilot, level=0.95) > model_sd_upper_bound(pilot, level=0.8)
+    design = Design(LOG10_PARAMS, 30, 10, 40)
+    pilot = simulate_pilot(design, truth, np.random.default_rng(1))
+    assert np.median(model_sd_draws(pilot)) > variance_components(pilot).model_sd  # chi2's median < df
+    result = pilot_power(pilot, LOG10_PARAMS, 0.03, 30, 20, 40, family_size=2)
+    assert result.cautious <= result.point
+    assert result.quantiles[0.1] <= result.quantiles[0.5] <= result.quantiles[0.9]
+    assert result.cautious == pytest.approx(result.quantiles[0.1], abs=0.02)  # level 0.9
+    assert pilot_power(pilot, LOG10_PARAMS, 0.03, 30, 20, 40, family_size=4).expected < result.expected
+    # A pilot whose model means vary less than their noise: its estimate is clipped to 0, its draws are not,
+    # and the cautious power lies well below the point estimate's.
+    null_models = replace(truth, model_sd=0.0)
+    pilots = (simulate_pilot(design, null_models, np.random.default_rng(seed)) for seed in range(30))
+    clipped = next(p for p in pilots if variance_components(p).model_sd == 0)
+    assert (model_sd_draws(clipped) > 0).mean() > 0.2
+    at_zero = pilot_power(clipped, LOG10_PARAMS, 0.03, 30, 20, 40)
+    point = float(analytic_power(LOG10_PARAMS, 0.03, variance_components(clipped), 30, 20, 40))
+    assert at_zero.point == pytest.approx(point) and at_zero.cautious < at_zero.point - 0.05
     pilot.assign(confidence=2).to_csv(tmp_path / "pilot.csv", index=False)
     run = plan_power(
         0.03,
@@ -124,7 +139,21 @@ def test_the_model_sd_bound_lies_above_the_estimate_and_power_at_it_below(tmp_pa
         log10_params=list(LOG10_PARAMS),
         pilot=tmp_path / "pilot.csv",
         studies=200,
+        family_size=2,
     )
     row = run.table.iloc[0]
-    assert run.upper_model_sd == pytest.approx(model_sd_upper_bound(pilot))
-    assert row["power_at_upper_model_sd"] <= row["power"]
+    assert run.family_size == 2 and run.level == 0.9
+    assert row["cautious_power"] <= row["expected_power"] and row["cautious_power"] == pytest.approx(result.cautious)
+
+
+def test_the_closed_form_power_follows_the_simulation():
+    from analysis.power import analytic_power
+
+    for components, (units, participants, trials) in [
+        (VarianceComponents(0.78, 0.03, 0.1, 0.06), (40, 25, 40)),
+        (VarianceComponents(0.8, 0.0, 0.08, 0.05), (20, 10, 40)),
+        (VarianceComponents(0.7, 0.02, 0.15, 0.1), (80, 40, 20)),
+    ]:
+        closed = float(analytic_power(LOG10_PARAMS, 0.03, components, units, participants, trials, family_size=2))
+        grid = power_grid(LOG10_PARAMS, 0.03, components, [participants], [units], trials, 1500, family_size=2)
+        assert closed == pytest.approx(grid["power"].iloc[0], abs=0.045)  # Monte Carlo SE about 0.013
