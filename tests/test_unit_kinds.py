@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pytest
 from scipy.special import expit
 
 from analysis.unit_kinds import (
@@ -97,9 +98,10 @@ def test_equivalence_is_claimed_falsely_at_most_at_alpha_at_the_margin():
     design = {"sd_unit": 0.3, "units_per_kind": 60, "participants": 40}
     at_margin = 0.2786  # the logit shift that puts the sae units 5.0 pp above the channels in this design
     verdicts = [verdict_of_one(simulate(at_margin, seed, **design), n_resamples=300) for seed in range(150)]
-    assert verdicts.count("equivalent") / len(verdicts) <= 0.06
+    # Nominal 5 %: 150 studies' binomial 99 % bound is 9 % (bench_claims_power measured 4.0 % over 800).
+    assert verdicts.count("equivalent") / len(verdicts) <= 0.09
     null = [verdict_of_one(simulate(0.0, seed, **design), n_resamples=300) for seed in range(20)]
-    assert null.count("equivalent") >= 5
+    assert null.count("equivalent") >= 12  # reachable when true: about 85 % of null studies
 
 
 def test_holm_counts_every_model_and_condition():
@@ -225,3 +227,22 @@ def test_paradigm_agreement_is_found_when_real_and_rarely_when_absent(tmp_path):
     results = analyse(a, n_resamples=200, exclusions="none", other_paradigm=b)
     assert results.paradigm_agreement.paradigms == ("2afc", "odd_one_out_5")
     assert results.chance == 0.5 and not results.paradigm_agreement.correlation.empty
+
+
+def test_the_difference_variance_counts_the_residual_once():
+    from analysis.estimate import cell_counts
+    from analysis.unit_kinds import paired_difference_variance
+
+    # No participant or unit effects: all the variance is answer noise. Resampling participants and units
+    # together counts it about three times ((2 - 1/P)(2 - 1/U) - 1); the corrected variance once.
+    corrected, joint = [], []
+    for seed in range(4):
+        frame = simulate(0.0, seed=seed, participants=60, units_per_kind=60, sd_participant=0.0, sd_unit=0.0)
+        k, n = cell_counts(frame)
+        kind_of = frame.groupby("unit_id")["unit_kind"].first().sort_index().to_numpy()
+        columns = {name: np.flatnonzero(kind_of == name) for name in ("channel", "sae")}
+        variance = paired_difference_variance(k, n, columns, "sae", "channel", 2000, seed)
+        corrected.append(variance.corrected / variance.responses)
+        joint.append(variance.joint / variance.responses)
+    assert np.mean(corrected) == pytest.approx(1.0, abs=0.2)
+    assert np.mean(joint) == pytest.approx(3.0, abs=0.45)
