@@ -132,6 +132,8 @@ class StudyResults:
     replaced: pd.DataFrame | None = None  # with the bundle: per model, units shown and refused by the build
     study: str | None = None  # with the bundle: the study's title (or id)
     notes: tuple[str, ...] = ()  # what the page must say first (e.g. that the participants are simulated)
+    lead_by: tuple[str, ...] = ()  # the breakdowns the source paper reports (present in ``breakdowns``)
+    lead: pd.DataFrame | None = None  # participant means by model, condition and every lead_by column
 
     @property
     def main(self) -> pd.DataFrame:
@@ -279,6 +281,8 @@ def analyse(
     chance = chance_level(included)
     accuracy = accuracy_table(included, n_resamples=n_resamples)
     accuracy["vs_chance"] = against_chance(accuracy, chance)
+    split = breakdowns(included)
+    lead_by = tuple(c for c in FORMATS[loaded.attrs["format"]].lead_by if c in split)
     return StudyResults(
         source=responses_csv,
         format_title=title,
@@ -287,7 +291,9 @@ def analyse(
         accuracy=accuracy,
         exclusions=excluded,
         participant_means=participant_means(included, ["model_id", "condition"]),
-        breakdowns=breakdowns(included),
+        breakdowns=split,
+        lead_by=lead_by,
+        lead=participant_means(included, ["model_id", "condition", *lead_by]) if lead_by else None,
         repeats=_repeats(included),
         units=units,
         models_differ=models_differ(included),

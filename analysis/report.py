@@ -408,9 +408,46 @@ CHANCE_WORDS = {
 }
 
 
-def summary_points(results: StudyResults, order: list[str], names: dict[str, str]) -> list[str]:
-    """What the study found, in the sentences the sections below state with their evidence."""
+def _with_sem(row) -> str:
+    return f"{row.accuracy:.1%} ± {2 * row.sem:.1%}"
+
+
+def lead_points(results: StudyResults, names: dict[str, str]) -> list[str]:
+    """The numbers the source paper reports (its ``lead_by`` breakdowns), one line per group of the first
+    lead column, with the others inside it: mean over participants ± 2 SEM, as the paper prints them."""
+    first, rest = results.lead_by[0], results.lead_by[1:]
+    overall = results.breakdowns[first]
+    several_models = overall["model_id"].nunique() > 1
     points = []
+    for row in overall.itertuples():
+        model = f"{names.get(row.model_id, row.model_id)}, " if several_models else ""
+        inside = results.lead.loc[
+            (results.lead["model_id"] == row.model_id)
+            & (results.lead["condition"] == row.condition)
+            & (results.lead[first] == getattr(row, first))
+        ]
+        split = "; ".join(
+            ", ".join(str(getattr(r, c)) for c in rest) + f" {_with_sem(r)} ({r.n_participants} participants)"
+            for r in inside.itertuples()
+        )
+        points.append(
+            f"{model}{getattr(row, first)}, {row.condition}: {_with_sem(row)} (mean over {row.n_participants} "
+            f"participants ± 2 SEM)" + (f"; {split}" if rest and len(inside) > 1 else "")
+        )
+    return points
+
+
+def summary_points(results: StudyResults, order: list[str], names: dict[str, str]) -> list[str]:
+    """What the study found, in the sentences the sections below state with their evidence.
+
+    Where the source paper reports its results by some breakdown (Borowski et al.'s Experiment II: the
+    four instruction conditions, experts and lay), those lead, and the pooled numbers follow, labelled.
+    """
+    points = lead_points(results, names) if results.lead_by else []
+    pooled = ""
+    if results.lead_by:
+        words = " and ".join(BREAKDOWN_COLUMNS[c].split(" (")[0] for c in results.lead_by)
+        pooled = f"pooled over {words} (secondary: the paper reports them separately), "
     rank = {m: i for i, m in enumerate(order)}
     for condition, rows in results.accuracy.groupby("condition", sort=True):
         rows = rows.assign(_rank=rows["model_id"].map(rank)).sort_values("_rank")
@@ -418,14 +455,14 @@ def summary_points(results: StudyResults, order: list[str], names: dict[str, str
         if len(rows) == 1:
             row = rows.iloc[0]
             points.append(
-                f"{condition}: accuracy {row.accuracy:.1%} for {names.get(row.model_id, row.model_id)} "
+                f"{pooled}{condition}: accuracy {row.accuracy:.1%} for {names.get(row.model_id, row.model_id)} "
                 f"(95% CI {row.ci_low:.1%} to {row.ci_high:.1%}; {CHANCE_WORDS[row.vs_chance]})"
             )
             continue
         low, high = rows.loc[rows["accuracy"].idxmin()], rows.loc[rows["accuracy"].idxmax()]
         chance_words = "all above chance" if above == len(rows) else f"{above} of {len(rows)} above chance"
         points.append(
-            f"{condition}: accuracy from {low.accuracy:.1%} ({names.get(low.model_id, low.model_id)}) to "
+            f"{pooled}{condition}: accuracy from {low.accuracy:.1%} ({names.get(low.model_id, low.model_id)}) to "
             f"{high.accuracy:.1%} ({names.get(high.model_id, high.model_id)}) across {len(rows)} models, "
             f"{chance_words}"
         )
@@ -502,10 +539,18 @@ def _study_page(results: StudyResults, figures: dict[str, str], with_units: bool
             "title": name.replace("+", " × "),
             "words": "; ".join(BREAKDOWN_COLUMNS[c] for c in name.split("+")),
             "table": html(table),
+            "lead": name in results.lead_by,
         }
         for name, table in results.breakdowns.items()
         if not table.empty
     ]
+    if results.lead is not None and len(results.lead_by) > 1:  # the paper's crossed table, first of all
+        crossed = " × ".join(results.lead_by)
+        words = "; ".join(BREAKDOWN_COLUMNS[c] for c in results.lead_by)
+        breakdown_sections = [
+            {"title": crossed, "words": words, "table": html(results.lead), "lead": True},
+            *(b for b in breakdown_sections if b["title"] != crossed),
+        ]
     sentences = (
         [scaling_sentence(row, scaling.config, by_kind=kinds is not None) for row in scaling.trends.itertuples()]
         if scaling is not None and not scaling.trends.empty

@@ -300,3 +300,25 @@ def test_a_summary_sentence_about_chance_reads_as_a_sentence():
     )
     (point,) = summary_points(results, ["m"], {"m": "Model M"})
     assert point.endswith("(95% CI 45.0% to 65.0%; not distinguishable from chance)")
+
+
+def test_the_experiment_two_report_leads_with_the_instruction_conditions(tmp_path):
+    """Its summary led with numbers pooled over four reference designs that the paper never pools."""
+    from analysis.pipeline import analyse
+    from analysis.report import _models, summary_points, write_report
+
+    results = analyse(EXP2, n_resamples=50)
+    assert results.lead_by == ("condition_name", "expert_level")
+    points = summary_points(results, *_models(results))
+    conditions = sorted(results.breakdowns["condition_name"]["condition_name"].unique())
+    lead = points[: len(results.breakdowns["condition_name"])]
+    assert all("(mean over" in p and "participants ± 2 SEM)" in p for p in lead)
+    assert {p.split(",")[0] for p in lead} == set(conditions)
+    pooled = [p for p in points if "accuracy" in p and "pooled over" in p]
+    assert pooled and all("(secondary: the paper reports them separately)" in p for p in pooled)
+    assert points.index(pooled[0]) == len(lead)
+    page = write_report(EXP2, tmp_path / "report", n_resamples=50).read_text()
+    assert page.index("By condition_name × expert_level") < page.index("Accuracy per model and condition")
+    assert "a secondary view" in page
+    # Experiment I has no such breakdown: it leads with its conditions as before.
+    assert analyse(EXP1, n_resamples=50).lead_by == ()

@@ -29,6 +29,9 @@ class TableFormat:
     published_note: str = ""
     # What one loaded table is, where the format covers several (Borowski et al.: Experiment I or II).
     describe: Callable[[pd.DataFrame], str] | None = None
+    # The breakdown columns (analysis.breakdown.BREAKDOWN_COLUMNS) that the source paper reports as its
+    # results, when a table splits by them: the report leads with them and labels pooled numbers secondary.
+    lead_by: tuple[str, ...] = ()
 
     def title_of(self, tidy: pd.DataFrame) -> str:
         """The title of one loaded table: the format's, or what ``describe`` says this table is."""

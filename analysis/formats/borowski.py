@@ -203,6 +203,7 @@ RESPONSES = TableFormat(
     name="borowski",
     title="Borowski et al. (ICLR 2021), Experiment I or II",
     describe=experiment_title,
+    lead_by=("condition_name", "expert_level"),  # Experiment II: four instruction conditions, experts and lay
     kind="responses",
     required={
         "subject_id": "int",
