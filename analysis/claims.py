@@ -30,6 +30,10 @@ from statsmodels.stats.multitest import multipletests
 
 VERDICTS = ("rises", "falls", "equivalent", "inconclusive")
 
+# Measured by benchmarks/bench_claims_power.py: the power of the printed Holm verdict (2 slopes) at the
+# median printed MDE, lowest and highest over six designs of 400 studies (model SD 0 and 0.25, logit).
+MDE_POWER_MEASURED = (0.770, 0.815)
+
 
 def tost_p(slope: float, se: float, df: float, margin: float) -> float:
     """The TOST p-value for |slope| < margin: the larger of the two one-sided p-values."""

@@ -19,6 +19,7 @@ from markupsafe import Markup  # noqa: E402
 from scipy import stats  # noqa: E402
 
 from analysis.breakdown import BREAKDOWN_COLUMNS  # noqa: E402
+from analysis.claims import MDE_POWER_MEASURED  # noqa: E402
 from analysis.config import AnalysisConfig  # noqa: E402
 from analysis.estimate import INTERVAL_COVERAGE  # noqa: E402
 from analysis.exclusions import PUBLISHED_RULE, RULES, describe  # noqa: E402
@@ -566,6 +567,7 @@ def _study_page(results: StudyResults, figures: dict[str, str], with_units: bool
             interval_coverage=INTERVAL_COVERAGE,
             interval_labels=INTERVAL_LABELS,
             models_differ_fpr=MODEL_TEST_FALSE_POSITIVE_RATES["models_differ"],
+            mde_power="–".join(f"{v:.1%}" for v in MDE_POWER_MEASURED),
             kruskal_fpr=MODEL_TEST_FALSE_POSITIVE_RATES["kruskal_wallis"],
             below_chance=results.accuracy[results.accuracy["vs_chance"] == "below"],
             n_participants=results.included["participant_id"].nunique(),

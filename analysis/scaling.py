@@ -169,10 +169,13 @@ def scaling_warnings(
         return []
     values = _predictor_values(responses, list(dict.fromkeys(trends["predictor"])))
     predictors = list(values)
-    notes = predictor_families(values, config)[1] + [
-        f"{a} and {b} correlate (r = {r:+.2f}) across the models: their slopes are not separate effects"
-        for a, b, r in collinear_pairs(values, config.collinearity_r)
-    ]
+    families, notes = predictor_families(values, config)
+    for a, b, r in collinear_pairs(values, config.collinearity_r):
+        secondary = [p for p in (a, b) if families[p] == "secondary"]
+        why = f"; {' and '.join(secondary)}: secondary, corrected in its own Holm family" if secondary else ""
+        notes.append(
+            f"{a} and {b} correlate (r = {r:+.2f}) across the models: their slopes are not separate effects{why}"
+        )
     for predictor in predictors:
         if heavy := high_leverage_models(values[predictor]):
             notes.append(
