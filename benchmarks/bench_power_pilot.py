@@ -75,7 +75,7 @@ def main(quick: bool = False) -> int:
         truth = VarianceComponents(*values)
         true_power = brute_force_power(truth, TRUE_STUDIES, seed=1)
         rng = np.random.default_rng(7)
-        errors, baseline_errors, cautious_ok, clipped = [], [], [], 0
+        errors, baseline_errors, cautious_ok, clipped, spread = [], [], [], 0, []
         for k in range(pilots):
             pilot = simulate_pilot(Design(LOG10_PARAMS, UNITS, PILOT_PARTICIPANTS, TRIALS), truth, rng)
             ours = pilot_power(pilot, LOG10_PARAMS, SLOPE, UNITS, PARTICIPANTS, TRIALS, family_size=FAMILY, level=LEVEL)
@@ -85,6 +85,7 @@ def main(quick: bool = False) -> int:
                 LOG10_PARAMS, SLOPE, estimate, [PARTICIPANTS], [UNITS], TRIALS, STUDIES_PER_PILOT, seed=100 + k
             )
             errors.append(abs(ours.expected - true_power))
+            spread.append((ours.expected, ours.cautious, float(grid["power"].iloc[0])))
             baseline_errors.append(abs(float(grid["power"].iloc[0]) - true_power))
             cautious_ok.append(ours.cautious <= true_power)
         results[name] = (float(np.median(errors)), float(np.median(baseline_errors)), float(np.mean(cautious_ok)))
@@ -92,6 +93,11 @@ def main(quick: bool = False) -> int:
         print(
             f"{name:<16}{true_power:>7.3f}{error * 100:>13.1f}p{baseline * 100:>15.1f}p{share:>18.0%}"
             f"{clipped:>17} of {pilots}"
+        )
+        low, high = np.percentile(np.asarray(spread), [5, 95], axis=0)
+        print(
+            f"{'':<16}5-95 % over pilots: expected {low[0]:.2f}-{high[0]:.2f}, cautious {low[1]:.2f}-{high[1]:.2f}, "
+            f"baseline {low[2]:.2f}-{high[2]:.2f}"
         )
     print(f"{time.perf_counter() - start:.0f} s; Monte Carlo SE of the truth about 0.8 points")
     worst_error = max(r[0] for r in results.values())
