@@ -133,12 +133,25 @@ def variance_components(responses: pd.DataFrame) -> VarianceComponents:
 
 @dataclass(frozen=True)
 class Design:
-    """A planned (or pilot) study: its models' sizes, and units, participants and trials per model."""
+    """A planned (or pilot) study: its models' sizes, and units, participants and trials per model.
+
+    ``balanced``: every unit is rated equally often (as a task builder deals them out: shuffled
+    rounds through the units); otherwise each trial shows a unit drawn at random.
+    """
 
     log10_params: np.ndarray
     units: int
     participants: int
     trials: int
+    balanced: bool = False
+
+
+def _balanced_units(rng: np.random.Generator, shape: tuple[int, int], units: int, participants: int, trials: int):
+    """Shuffled rounds through the units, dealt to participants in turn: each unit rated equally often."""
+    needed = participants * trials
+    rounds = -(-needed // units)
+    deck = rng.permuted(np.broadcast_to(np.arange(units), (*shape, rounds, units)), axis=-1)
+    return deck.reshape(*shape, rounds * units)[..., :needed].reshape(*shape, participants, trials)
 
 
 def _draw_trials(
@@ -161,7 +174,10 @@ def _draw_trials(
     model = components.base + slope * x + rng.normal(0, components.model_sd, (n_studies, n_models))
     unit_p = model[..., None] + rng.normal(0, components.unit_sd, (n_studies, n_models, units))
     ability = rng.normal(0, components.participant_sd, (n_studies, n_models, participants))
-    chosen = rng.integers(0, units, (n_studies, n_models, participants, trials))
+    if design.balanced:
+        chosen = _balanced_units(rng, (n_studies, n_models), units, participants, trials)
+    else:
+        chosen = rng.integers(0, units, (n_studies, n_models, participants, trials))
     p = np.clip(np.take_along_axis(unit_p[..., None, :], chosen, axis=-1) + ability[..., None], chance, 1.0)
     return chosen, rng.random(p.shape) < p
 

@@ -431,6 +431,86 @@ def power(
 
 
 @app.command()
+def design(
+    budget: Annotated[float, typer.Option(help="what the whole study may cost (trials and new units' stimuli)")],
+    out: Annotated[
+        Path, typer.Option("--out", help="folder for design.csv and the precision curve", resolve_path=True)
+    ] = Path("design"),
+    bundle: Annotated[
+        Path | None, typer.Option(help="take the models and conditions from a bundle", resolve_path=True)
+    ] = None,
+    log10_params: Annotated[str | None, typer.Option(help="or give log10 parameter counts")] = None,
+    pilot: Annotated[
+        Path | None, typer.Option(help="pilot responses (CSV) for the variance components", resolve_path=True)
+    ] = None,
+    base: Annotated[float, typer.Option(help="mean accuracy, without --pilot")] = 0.8,
+    model_sd: Annotated[float, typer.Option(help="between-model sd (proportion), without --pilot")] = 0.02,
+    unit_sd: Annotated[float, typer.Option(help="between-unit sd (proportion), without --pilot")] = 0.08,
+    participant_sd: Annotated[float, typer.Option(help="between-participant sd, without --pilot")] = 0.05,
+    price_per_trial: Annotated[float | None, typer.Option(help="what one main trial costs")] = None,
+    price_per_minute: Annotated[float | None, typer.Option(help="or a participant's minute ...")] = None,
+    seconds_per_trial: Annotated[float | None, typer.Option(help="... and the seconds one trial takes")] = None,
+    unit_cost: Annotated[float | None, typer.Option(help="what one more unit's stimuli cost")] = None,
+    gpu_minutes_per_unit: Annotated[
+        float, typer.Option(help="without --unit-cost: GPU minutes to build one unit")
+    ] = 2.5,
+    gpu_price_per_hour: Annotated[float, typer.Option(help="without --unit-cost: price of a GPU hour")] = 2.5,
+    trials: Annotated[int, typer.Option(help="main trials per participant")] = 40,
+    conditions: Annotated[int | None, typer.Option(help="conditions per model (default: the bundle's, else 1)")] = None,
+    half_width_pp: Annotated[
+        float | None, typer.Option(help="target: 95% half-width of each model x condition accuracy, in pp")
+    ] = None,
+    slope_se_pp: Annotated[float | None, typer.Option(help="or target: the scaling slope's SE, pp per decade")] = None,
+    max_units_per_model: Annotated[int | None, typer.Option(help="units a model can offer at most")] = None,
+) -> None:
+    """How to spend a budget: units per model, ratings per unit and participants, against the 2023 allocation."""
+    from psychinterp.workflows import plan_design
+
+    if (bundle is None) == (log10_params is None):
+        raise typer.BadParameter("give the models with --bundle or --log10-params")
+    if price_per_trial is None:
+        if price_per_minute is None or seconds_per_trial is None:
+            raise typer.BadParameter(
+                "give --price-per-trial, or --price-per-minute with --seconds-per-trial", param_hint="--price-per-trial"
+            )
+        price_per_trial = price_per_minute * seconds_per_trial / 60
+    run = plan_design(
+        budget,
+        out,
+        price_per_trial=price_per_trial,
+        unit_cost=unit_cost if unit_cost is not None else gpu_minutes_per_unit * gpu_price_per_hour / 60,
+        bundle=bundle,
+        log10_params=_float_list(log10_params, "--log10-params") if log10_params is not None else None,
+        pilot=pilot,
+        components={"base": base, "model_sd": model_sd, "unit_sd": unit_sd, "participant_sd": participant_sd},
+        trials=trials,
+        conditions=conditions,
+        half_width=half_width_pp / 100 if half_width_pp is not None else None,
+        slope_se=slope_se_pp / 100 if slope_se_pp is not None else None,
+        max_units_per_model=max_units_per_model,
+    )
+    typer.echo(
+        f"variance components: {run.components}; "
+        f"a trial costs {run.costs.per_trial:.4g}, a unit {run.costs.per_unit:.4g}"
+    )
+    typer.echo(run.table.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+    plan, rows = run.table.iloc[0], run.table.set_index("allocation")
+    typer.echo(
+        f"planner: {plan.units_per_model} units per model rated {plan.ratings_per_unit:.3g} times each, "
+        f"{plan.participants_per_cell} participants per cell: ±{plan.half_width_pp:.2f} pp per cell for {plan.cost:.4g}"
+    )
+    if "2023, same precision" in rows.index:
+        same = rows.loc["2023, same precision"]
+        typer.echo(
+            f"the 2023 allocation ({int(same.units_per_model)} units per model) needs {same.cost:.4g} "
+            f"for the same precision ({same.cost / plan.cost:.2g}x)"
+        )
+    else:
+        typer.echo("the 2023 allocation cannot reach this precision: its units' spread alone is wider")
+    typer.echo(f"wrote {', '.join(str(f) for f in run.files)}")
+
+
+@app.command()
 def simulate(
     bundle: Annotated[Path, typer.Argument(help="study bundle directory", resolve_path=True)],
     participants: Annotated[int, typer.Option(help="simulated participants")] = 10,

@@ -293,3 +293,84 @@ def plan_power(
         files.append(out / f"power.{suffix}")
         figure.savefig(files[-1], dpi=150)
     return PowerRun(chosen, paradigm, table, tuple(files), family_size, level if responses is not None else None)
+
+
+@dataclass(frozen=True)
+class DesignRun:
+    components: object  # analysis.power.VarianceComponents
+    costs: object  # analysis.design.Costs
+    table: object  # pandas.DataFrame: the planner's allocation beside the 2023 one
+    files: tuple[Path, ...]
+
+
+def plan_design(
+    budget: float,
+    out: Path,
+    *,
+    price_per_trial: float,
+    unit_cost: float,
+    bundle: Path | None = None,
+    log10_params: list[float] | None = None,
+    pilot: Path | None = None,
+    components: dict | None = None,
+    trials: int = 40,
+    conditions: int | None = None,
+    half_width: float | None = None,
+    slope_se: float | None = None,
+    max_units_per_model: int | None = None,
+) -> DesignRun:
+    """How to spend ``budget`` (analysis.design): the planner's allocation beside the 2023 one; writes
+    design.csv, the precision-against-budget curve (design_curve.csv) and its figure."""
+    import numpy as np
+
+    from analysis.design import Costs, Problem, compare, design_figure, precision_curve
+    from analysis.power import VarianceComponents, variance_components
+
+    if (bundle is None) == (log10_params is None):
+        raise ConfigError("design: give the models as a bundle or as log10 parameter counts, not both")
+    if not price_per_trial > 0:
+        raise ConfigError(
+            f"design: the price of a main trial must be positive, not {price_per_trial:g} (--price-per-trial)"
+        )
+    if unit_cost < 0:
+        raise ConfigError(f"design: a unit's cost cannot be negative ({unit_cost:g}; --unit-cost or --gpu-*)")
+    if not budget > 0:
+        raise ConfigError(f"design: the budget must be positive, not {budget:g} (--budget)")
+    if bundle is not None:
+        from contracts.bundle import load_bundle
+
+        manifest = load_bundle(bundle).manifest
+        x = np.log10(np.asarray([m.parameter_count for m in manifest.models if m.parameter_count], float))
+        conditions = conditions or len(manifest.conditions)
+    else:
+        x = np.asarray(log10_params, float)
+    if pilot is not None:
+        from analysis.estimate import main_trials
+        from analysis.load import load_responses
+
+        responses = main_trials(load_responses(pilot))
+        for column, what in (("model_id", "models"), ("unit_id", "units")):
+            if responses[column].nunique() < 2:
+                raise ConfigError(
+                    f"design: the pilot {pilot} has {responses[column].nunique()} {what[:-1]} in its main trials; "
+                    f"its {what}' spread needs at least two (or state the components: --unit-sd, ...)"
+                )
+        chosen = variance_components(responses)
+    else:
+        chosen = VarianceComponents(**(components or {}))
+    try:
+        problem = Problem(x, chosen, Costs(price_per_trial, unit_cost), trials, conditions or 1, max_units_per_model)
+        table = compare(problem, budget, half_width, slope_se)
+        budgets = np.geomspace(budget / 20, budget * 5, 25)
+        curve = precision_curve(problem, budgets[budgets >= problem.allocation("minimum", trials, 1).cost])
+    except ValueError as exc:
+        raise ConfigError(f"design: {exc}") from None
+    out.mkdir(parents=True, exist_ok=True)
+    files = [out / "design.csv", out / "design_curve.csv"]
+    table.to_csv(files[0], index=False)
+    curve.to_csv(files[1], index=False)
+    figure = design_figure(curve, budget)
+    for suffix in ("png", "pdf"):
+        files.append(out / f"design.{suffix}")
+        figure.savefig(files[-1], dpi=150)
+    return DesignRun(chosen, problem.costs, table, tuple(files))
