@@ -26,6 +26,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 
 from contracts.bundle import Bundle, check_same_study, load_bundle
 from contracts.paradigms import paradigm_named
+from experiment_server.assignment import Allocation
 from experiment_server.config import ServerConfig, admin_cookie_name
 from experiment_server.db import ParticipantSession, Study, make_session_factory
 from experiment_server.images import TrialImages
@@ -218,6 +219,7 @@ def create_app(config: ServerConfig | dict[str, Any]) -> Flask:
     app.session_interface = _SessionInterface()
     app.extensions["psychinterp_bundle"] = bundle
     app.extensions["psychinterp_tasks"] = {t.task_id: t for t in bundle.manifest.tasks}
+    app.extensions["psychinterp_allocation"] = Allocation.of(config, app.extensions["psychinterp_tasks"])
     app.extensions["psychinterp_db"] = session_factory
     image_key = hmac.new(app.config["SECRET_KEY"].encode(), b"served images", hashlib.sha256).digest()
     app.extensions["psychinterp_images"] = TrialImages(

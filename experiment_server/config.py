@@ -5,12 +5,14 @@ from __future__ import annotations
 import functools
 import hashlib
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, ValidationInfo, model_validator
 
 from contracts.config import Strict
 from contracts.criteria import ExclusionCriteria, load_criteria
 from contracts.errors import load_yaml
+from experiment_server.allocation import ALLOCATIONS
 from experiment_server.db import DEFAULT_DATABASE_URL
 
 DEFAULT_CONSENT = """\
@@ -26,6 +28,9 @@ you and to prevent repeated participation. The anonymised responses may be publi
 class ProlificConfig(Strict):
     completion_code: str | None = Field(None, description="the study's completion code (Prolific study page)")
     failed_code: str | None = Field(None, description="the code for sessions that failed the attention checks")
+    full_code: str | None = Field(
+        None, description="the code shown to a participant who arrives after the study is full (else: please return it)"
+    )
     completion_url: str = Field(
         "https://app.prolific.com/submissions/complete?cc={code}", description="where participants are sent back"
     )
@@ -76,6 +81,32 @@ class CatchCopies(Strict):
     )
     flip: bool = Field(True, description="mirror left-right at random, where the paradigm allows (catch_flip)")
     jitter: float = Field(0.06, ge=0, lt=0.5, description="brightness, contrast and saturation each move by up to this")
+
+
+class StoppingRule(Strict):
+    half_width_pp: float | None = Field(
+        None,
+        gt=0,
+        lt=50,
+        description="a model x condition cell takes no new participants once its accuracy's 95% half-width "
+        "(units and participants crossed) is at most this many percentage points",
+    )
+    min_participants_per_cell: int = Field(5, ge=2, description="no cell stops on precision before this many")
+    max_participants_per_cell: int | None = Field(
+        None, ge=1, description="a cell takes no new participants beyond this many, whatever its precision"
+    )
+
+    @model_validator(mode="after")
+    def _bounds(self) -> StoppingRule:
+        if self.half_width_pp is None and self.max_participants_per_cell is None:
+            raise ValueError("stopping: give half_width_pp, max_participants_per_cell or both")
+        top = self.max_participants_per_cell
+        if self.half_width_pp is not None and top is not None and top < self.min_participants_per_cell:
+            raise ValueError(
+                f"stopping: max_participants_per_cell ({top}) is below min_participants_per_cell "
+                f"({self.min_participants_per_cell})"
+            )
+        return self
 
 
 class ServerConfig(Strict):
@@ -148,6 +179,14 @@ class ServerConfig(Strict):
         "(a direct-link script could learn the answers and pass them on). Set false in production",
     )
     rate_limit_storage_uri: str = Field("memory://", description="Flask-Limiter storage; use redis:// with workers")
+    allocation: Literal[tuple(ALLOCATIONS)] = Field(
+        "balanced",
+        description="which cell the next participant serves: balanced (the least filled) or precision (the one "
+        "whose interval is furthest above stopping.half_width_pp)",
+    )
+    stopping: StoppingRule | None = Field(
+        None, description="when a cell, and then the study, stops taking participants (none: never by itself)"
+    )
     allow_rebuilt_bundle: bool = Field(
         False,
         description="serve a bundle whose build differs from the one the database's sessions of this study took "
@@ -176,6 +215,15 @@ class ServerConfig(Strict):
         path = base / path if base is not None and not path.is_absolute() else path
         allow_list(path)
         return {**data, "allowed_participants_file": path}
+
+    @model_validator(mode="after")
+    def _allocation_target(self) -> ServerConfig:
+        if ALLOCATIONS[self.allocation].needs_target and (self.stopping is None or self.stopping.half_width_pp is None):
+            raise ValueError(
+                f"allocation {self.allocation!r} aims at a half-width: set stopping.half_width_pp "
+                "(or use allocation: balanced)"
+            )
+        return self
 
     @model_validator(mode="after")
     def _codes(self) -> ServerConfig:

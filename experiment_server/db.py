@@ -45,6 +45,9 @@ class Study(Base):
     exclusion_criteria: Mapped[str | None] = mapped_column(Text)
     # The build of the bundle its sessions were served (contracts.bundle.Bundle.fingerprint).
     bundle_fingerprint: Mapped[str | None] = mapped_column(String(64))
+    # When every cell met the stopping rule: no new participants from then on (sessions running go on).
+    stopped_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    stop_reason: Mapped[str | None] = mapped_column(Text)
 
 
 # Session status: active (reserved, running), completed (valid, counts toward filling), failed

@@ -35,7 +35,7 @@ from experiment_server.context import cfg as _cfg
 from experiment_server.context import db as _db
 from experiment_server.context import paradigm as _paradigm
 from experiment_server.context import reservation_lapsed
-from experiment_server.db import ParticipantSession, Response, SessionEvent, WorkerGroupMember, utcnow
+from experiment_server.db import ParticipantSession, Response, SessionEvent, Study, WorkerGroupMember, utcnow
 from experiment_server.images import LAST_MODIFIED
 from experiment_server.platforms import PLATFORMS, PlatformRefusal
 from experiment_server.schemas import (
@@ -335,7 +335,10 @@ def _already_here(db: Session, participant_id: str) -> None:
 def index():
     cfg, manifest = _cfg(), _bundle().manifest
     text = consent_text()
+    with _db() as db:
+        study = db.get(Study, manifest.study_id)
     settings = {
+        "full": full_message(cfg) if study is not None and study.stopped_at is not None else None,
         "title": manifest.title or manifest.study_id,
         "studyId": manifest.study_id,
         "consentVersion": consent_version(text),
@@ -361,6 +364,44 @@ def example_image(token: str, slot: str):
 # --- sessions -------------------------------------------------------------------------
 
 
+def _open_session(db, body: StartSession, participant_id: str, task_id: str, now) -> ParticipantSession:
+    """The new session's row (and its study-group membership), inside the assignment's transaction."""
+    cfg, manifest = _cfg(), _bundle().manifest
+    if cfg.study_group:
+        db.add(
+            WorkerGroupMember(study_group=cfg.study_group, participant_id=participant_id, study_id=manifest.study_id)
+        )
+        db.flush()
+    window = body.window
+    session = ParticipantSession(
+        **_platform_columns(body, participant_id),
+        task_id=task_id,
+        status="active",
+        created_at=now,
+        reserved_until=reservation_end(now, cfg.reservation_minutes),
+        consent_version=body.consent_version,
+        consented_at=now,
+        window_width=window.width if window else None,
+        window_height=window.height if window else None,
+        device_pixel_ratio=window.device_pixel_ratio if window else None,
+        user_agent=body.user_agent,
+    )
+    db.add(session)
+    db.flush()
+    return session
+
+
+def full_message(cfg) -> str:
+    """What a participant who arrives after the study stopped is told, in plain words."""
+    text = (
+        "This study is full: it has all the answers it needs, so it takes no new participants. "
+        "Thank you for your interest."
+    )
+    if cfg.prolific.full_code:
+        return f"{text} Please enter the code {cfg.prolific.full_code} on Prolific."
+    return f"{text} Please return it on your platform (Prolific: 'Return submission'; MTurk: 'Return HIT')."
+
+
 @blueprint.post("/api/sessions")
 def start_session():
     body: StartSession = parse_body(StartSession)
@@ -373,31 +414,13 @@ def start_session():
     with _db() as db:
         try:
             with db.begin():
-                task_id = choose_task(db, manifest.study_id, list(_tasks()), now)
-                _already_here(db, participant_id)
-                if cfg.study_group:
-                    db.add(
-                        WorkerGroupMember(
-                            study_group=cfg.study_group, participant_id=participant_id, study_id=manifest.study_id
-                        )
-                    )
-                    db.flush()
-                window = body.window
-                session = ParticipantSession(
-                    **_platform_columns(body, participant_id),
-                    task_id=task_id,
-                    status="active",
-                    created_at=now,
-                    reserved_until=reservation_end(now, cfg.reservation_minutes),
-                    consent_version=body.consent_version,
-                    consented_at=now,
-                    window_width=window.width if window else None,
-                    window_height=window.height if window else None,
-                    device_pixel_ratio=window.device_pixel_ratio if window else None,
-                    user_agent=body.user_agent,
-                )
-                db.add(session)
-                db.flush()
+                allocation = current_app.extensions["psychinterp_allocation"]
+                task_id = choose_task(db, manifest.study_id, list(_tasks()), now, allocation)
+                _already_here(db, participant_id)  # a returning worker is sent back to their session, full or not
+                if task_id is not None:
+                    session = _open_session(db, body, participant_id, task_id, now)
+            if task_id is None:  # the stop record is committed; nobody running is cut off
+                abort(409, full_message(cfg))
         except IntegrityError as exc:
             if "group" in str(exc.orig).lower():
                 abort(403, "you have already taken part in a related study, so you cannot take part in this one")

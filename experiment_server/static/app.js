@@ -679,6 +679,7 @@ async function resume(token) {
 }
 
 async function consentThenStart(params) {
+  if (SETTINGS.full) return stop(SETTINGS.full); // the study stopped taking participants
   show("consent");
   const choice = await Promise.race([
     clickOnce("consent-yes").then(() => "yes"),
