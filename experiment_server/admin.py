@@ -306,6 +306,9 @@ def panels(db: Session) -> dict[str, Any]:
         ),
         "feedback": dashboard_panels.feedback(db, manifest.study_id),
         "n_sessions": dashboard_panels.count_sessions(db, manifest.study_id),
+        "cells": dashboard_panels.cell_progress(
+            db, manifest.study_id, current_app.extensions["psychinterp_allocation"]
+        ),
     }
 
 
@@ -330,6 +333,7 @@ def dashboard():
         proxy_notices=list(current_app.extensions["psychinterp_proxy_notices"].values()),
         manifest=_bundle().manifest,
         progress=shown["tasks"],
+        cells=shown["cells"],
         totals=Counter(shown["totals"]),
         funnel=shown["funnel"],
         series=series,

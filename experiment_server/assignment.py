@@ -68,6 +68,7 @@ class Allocation:
     unit_of: Mapping[str, str]  # main trial id -> unit id
     catch_ids: frozenset[str]
     task_order: Mapping[str, int]
+    trials_per_task: Mapping[str, int]  # main trials
 
     @property
     def adaptive(self) -> bool:
@@ -95,6 +96,7 @@ class Allocation:
             unit_of,
             frozenset(catch),
             {t: i for i, t in enumerate(tasks)},
+            {t.task_id: sum(trial.kind == "main" for trial in t.trials) for t in tasks.values()},
         )
 
 

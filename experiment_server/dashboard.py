@@ -221,3 +221,51 @@ def chart_points(values: Iterable[float | None], height: float = 60.0, width: fl
         {"x": round(i * step, 2), "w": round(max(step - 1, 1), 2), "h": round(height * (v or 0) / top, 2), "v": v}
         for i, v in enumerate(values)
     ]
+
+
+def cell_progress(db: Session, study_id: str, allocation) -> dict[str, Any] | None:
+    """Per model x condition: participants, half-width against the target, what is still needed, and
+    whether the study stopped (None when assignment is not adaptive: no stopping rule, balanced)."""
+    import math
+
+    from experiment_server.allocation import cell_done
+    from experiment_server.assignment import cell_states, task_fill
+    from experiment_server.db import Study
+
+    if not allocation.adaptive:
+        return None
+    target, top = allocation.target, allocation.max_fill
+    trials = allocation.trials_per_task
+    rows = []
+    for cell in cell_states(db, study_id, allocation, task_fill(db, study_id)):
+        precision = cell.precision
+        done = cell_done(cell, target, allocation.min_fill, top)
+        needed = precision.responses_needed(target) if precision is not None and target is not None else None
+        per_participant = max(trials[t] for t in cell.tasks)
+        more = (
+            None
+            if needed is None or math.isinf(needed)
+            else max(math.ceil((needed - precision.responses) / per_participant), 0)
+        )
+        if needed is not None and math.isinf(needed):
+            state = f"unreachable: its units' spread alone gives ±{100 * precision.floor:.2f} pp; stops at the maximum"
+        elif top is not None and more is not None and not done and cell.fill + more > top:
+            state = f"unreachable within {top} participants (needs about {cell.fill + more}); stops at the maximum"
+        else:
+            state = f"closed: {done}" if done else "open"
+        rows.append(
+            {
+                "cell": cell.name,
+                "participants": cell.fill,
+                "responses": precision.responses if precision is not None else 0,
+                "half_width_pp": None if precision is None else 100 * precision.half_width,
+                "floor_pp": None if precision is None else 100 * precision.floor,
+                "target_pp": None if target is None else 100 * target,
+                "more_participants": more,
+                "more_responses": None if more is None else more * per_participant,
+                "state": state,
+            }
+        )
+    study = db.get(Study, study_id)
+    stopped = None if study is None or study.stopped_at is None else (study.stopped_at, study.stop_reason)
+    return {"strategy": allocation.strategy.name, "cells": rows, "stopped": stopped}

@@ -101,6 +101,17 @@ def test_precision_allocation_serves_the_widest_cell_and_closes_precise_ones(tmp
     wide = list(by_condition)[0]
     assert start(client, participant_id="next")["condition"] == wide  # the precise cell is closed
     assert start(client, participant_id="next2")["condition"] == wide
+    # The dashboard shows each cell against its target.
+    from experiment_server.admin import set_admin_password
+    from tests.test_admin import PASSWORD, login
+
+    set_admin_password(app.extensions["psychinterp_db"], "ada", PASSWORD)
+    page = login(app.test_client()).get("/admin/").get_data(as_text=True)
+    assert "Cells: allocation precision" in page and "closed: half-width 0.00 pp &lt;= 5.00 pp" in page
+    import re
+
+    wide_row = re.search(r'<tr data-cell="[^"]+ / ' + wide + r'">(.*?)</tr>', page, re.S).group(1)
+    assert "open" in wide_row
 
 
 @pytest.mark.parametrize("engine", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
