@@ -30,6 +30,12 @@ RESPONSE_COLUMNS: tuple[Column, ...] = (
         "which build of the study's bundle the session was served (a rebuilt bundle has another)",
     ),
     Column(
+        "study_stopped",
+        "str?",
+        "string or empty",
+        "when and why the study stopped taking participants (the server's stopping rule); empty while it takes them",
+    ),
+    Column(
         "paradigm",
         "str",
         "`2afc` / `odd_one_out_<n>`",

@@ -148,6 +148,8 @@ def response_rows(
         .group_by(Response.session_id)
     )
     with session_factory() as db:
+        study = db.get(Study, manifest.study_id)
+        stopped = f"{study.stopped_at.isoformat()}: {study.stop_reason}" if study and study.stopped_at else None
         spans = {row[0]: tuple(row[1:]) for row in db.execute(spans_query)}
         shown = _study_trial_times(db, manifest.study_id)
         facts: dict[int, dict[str, Any]] = {}
@@ -159,6 +161,7 @@ def response_rows(
             row = {
                 "study_id": session.study_id,
                 "bundle_fingerprint": build,
+                "study_stopped": stopped,
                 "paradigm": manifest.paradigm,
                 "participant_id": session.participant_id,
                 "platform": session.platform,

@@ -71,6 +71,14 @@ def test_a_full_study_tells_new_participants_and_keeps_running_ones(tmp_path, ti
     pass_practice(client, bundle, token)
     answer_all(client, bundle, token, sessions[0]["n_trials"])
     assert client.post(f"/api/sessions/{token}/complete").get_json()["status"] == "completed"
+    # The export records why the study stopped.
+    import pandas as pd
+
+    from experiment_server.export import export_csv
+
+    export_csv(bundle, app.extensions["psychinterp_db"], tmp_path / "out.csv")
+    stopped = pd.read_csv(tmp_path / "out.csv")["study_stopped"]
+    assert stopped.notna().all() and stopped.str.contains("every cell met the stopping rule").all()
 
 
 def _start_body(client) -> dict:
