@@ -8,7 +8,8 @@ computed inside the assignment's lock from SQL aggregates of the stored main res
 - ``precision``: the cell whose interval half-width lies furthest above the stopping rule's target
   (a cell with too few answers to estimate it first), ties broken by fill.
 
-A cell's half-width is 1.96 sqrt(V), V the variance of its accuracy (the mean of its units' accuracies)
+A cell's half-width is t sqrt(V) (t on min(units, participants) - 1 df), V the variance of its
+accuracy (the mean of its units' accuracies)
 with units and participants crossed, each source counted once: var(units) / U + var(participants) / P
 - p (1 - p) / N (the answer noise, which each of the first two holds once; Owen's pigeonhole
 correction), never below either of the first two. Its floor, what no number of further participants
@@ -20,6 +21,8 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+
+from scipy import stats
 
 Z95 = 1.959963984540054
 
@@ -68,7 +71,10 @@ def cell_precision(units: Counts, participants: Counts) -> Precision | None:
     # The units' own spread: their accuracies' variance less the answer noise each one carries.
     noise = sum(p * (1 - p) / n for n, _ in units if n > 0) / n_units
     floor = max(unit_var - noise, 0.0) / n_units
-    return Precision(Z95 * math.sqrt(variance), Z95 * math.sqrt(floor), total)
+    # A t quantile on the scarcer factor's df: with few participants the variance is itself uncertain,
+    # and a stopping rule that trusted a lucky small estimate would stop early and under-cover.
+    quantile = float(stats.t.ppf(0.975, min(n_units, n_participants) - 1))
+    return Precision(quantile * math.sqrt(variance), Z95 * math.sqrt(floor), total)
 
 
 @dataclass(frozen=True)
