@@ -254,6 +254,80 @@ def _export_and_report(app, workdir: Path, scores: Path, log: Callable[[str], No
     log(f"report: {page}")
 
 
+def cell_half_widths(responses: Path) -> dict[str, float]:
+    """Each model x condition cell's half-width (the server's estimate) from an exported response table."""
+    from analysis.estimate import main_trials
+    from analysis.load import load_responses
+    from experiment_server.allocation import cell_precision
+
+    frame = main_trials(load_responses(responses))
+    widths = {}
+    for (model, condition), cell in frame.groupby(["model_id", "condition"]):
+        units = cell.groupby("unit_id")["correct"].agg(["count", "sum"]).itertuples(index=False)
+        people = cell.groupby("participant_id")["correct"].agg(["count", "sum"]).itertuples(index=False)
+        precision = cell_precision([(int(n), int(k)) for n, k in units], [(int(n), int(k)) for n, k in people])
+        widths[f"{model} / {condition}"] = precision.half_width if precision is not None else float("inf")
+    return widths
+
+
+def run_precision_study(workdir: Path, bundle_dir: Path, fixed: Path, log: Callable[[str], None]) -> None:
+    """The same study again with precision allocation and stopping: observers arrive until the server says it
+    is full; the demo prints what that paid against the fixed design, and the planner's advice from the pilot."""
+    from analysis.estimate import main_trials
+    from analysis.load import load_responses
+    from experiment_server import create_app
+    from psychinterp.scripted import FlowError
+    from psychinterp.workflows import plan_design
+
+    widths = cell_half_widths(fixed)
+    fixed_frame = main_trials(load_responses(fixed))
+    per_cell = int(fixed_frame.groupby(["model_id", "condition"])["participant_id"].nunique().max())
+    finite = sorted(w for w in widths.values() if w != float("inf"))
+    # A target that the fixed design met in half its cells: the others run until they meet it, or to the cap.
+    target = finite[len(finite) // 2] if finite else 0.25
+    database = workdir / "demo-precision.db"
+    database.unlink(missing_ok=True)
+    stopping = {"half_width_pp": round(100 * target, 2), "min_participants_per_cell": 2}
+    stopping["max_participants_per_cell"] = per_cell
+    config = {"bundle_dir": bundle_dir, "database_url": f"sqlite:///{database}", **SCRIPTED_SERVER}
+    app = create_app({**config, "allocation": "precision", "stopping": stopping})
+    log(f"precision allocation and stopping at ±{100 * target:.1f} pp per cell (at most {per_cell} participants each)")
+    arrivals = 0
+    try:
+        for _ in range(per_cell * len(widths) + 1):
+            _observe_in_process(app, 1, seed=1000 + arrivals, label="precision")
+            arrivals += 1
+    except FlowError as exc:
+        if "This study is full" not in str(exc):
+            raise
+    adaptive = workdir / "responses-precision.csv"
+    from experiment_server.export import export_csv
+
+    export_csv(app.extensions["psychinterp_bundle"], app.extensions["psychinterp_db"], adaptive)
+    paid = len(main_trials(load_responses(adaptive)))
+    reached = sum(w <= target for w in cell_half_widths(adaptive).values())
+    log(
+        f"precision stopping: {arrivals} participants, {paid} main responses until the study was full "
+        f"({reached} of {len(widths)} cells within ±{100 * target:.1f} pp, the rest at the cap); the fixed design: "
+        f"{len(fixed_frame)} responses ({sum(w <= target for w in widths.values())} cells within it)"
+    )
+    plan = plan_design(
+        1e6,
+        workdir / "design",
+        price_per_trial=0.02,
+        unit_cost=0.1,
+        bundle=bundle_dir,
+        pilot=fixed,
+        trials=int(fixed_frame.groupby("participant_id").size().median()),
+        half_width=target,
+    ).table.iloc[0]
+    log(
+        f"planner (psychinterp design, the fixed run as pilot): {plan.units_per_model} units per model rated "
+        f"{plan.ratings_per_unit:.3g} times each reach ±{plan.half_width_pp:.1f} pp with {plan.paid_responses} "
+        f"responses (design/design.csv)"
+    )
+
+
 @dataclass(frozen=True)
 class ServedStudy:
     """One of the demo's studies as it is served: what it is, where, and its login."""
@@ -353,6 +427,7 @@ def run_demo(
             observer = make_observer(MACHINE_OBSERVER, lapse=0.0, models_file=models_file)
             machine_scores(load_bundle(bundle_dir), bundle_dir, observer).to_csv(scores, index=False)
         _export_and_report(app, workdir, scores, log)
+        run_precision_study(workdir, bundle_dir, workdir / "responses.csv", log)
         if unit_kinds:
             run_unit_kind_study(workdir, _fingerprint(models_file, *sorted((workdir / "weights").glob("*.pt"))), log)
             for study, serving in _serve_unit_kind_studies(workdir, host, port, password):

@@ -72,6 +72,15 @@ def test_demo_trains_a_tiny_family_and_runs_end_to_end_offline_then_reruns_from_
     # One row per unit and condition the kept observers saw.
     assert len({(s["unit_id"], s["condition"]) for s in scores}) == len(scores) <= 2 * len(scored)
     assert "simulated" in page  # the report says that no person answered
+    # The precision study: observers arrive until the server is full; never more than the fixed design's.
+    adaptive = list(csv.DictReader((tmp_path / "responses-precision.csv").open()))
+    assert (
+        0
+        < len([r for r in adaptive if r["trial_kind"] == "main"])
+        <= len([r for r in rows if r["trial_kind"] == "main"])
+    )
+    assert all(r["study_stopped"] for r in adaptive)  # it stopped by its rule, and the export says why
+    assert (tmp_path / "design" / "design.csv").is_file()
 
     # The unit microscope: a page per unit, linked from the report.
     assert "units/index.html" in page and len(list((report / "units").glob("*.html"))) == len(shown) + 1
