@@ -101,8 +101,16 @@ class Allocation:
 
 
 def cell_states(db: Session, study_id: str, allocation: Allocation, fill: Mapping[str, int]) -> list[Cell]:
-    """Each cell's fill and precision, from SQL aggregates of the main answers of live and valid sessions."""
-    live = (ParticipantSession.study_id == study_id, ParticipantSession.status.in_(FILLING), Response.phase == "main")
+    """Each cell's fill (running and completed sessions) and precision (SQL aggregates of completed, valid
+    sessions' main answers)."""
+    # Completed, valid sessions only: a running session's answers could be a script's, placed to make a
+    # cell look precise (and stop the study) or noisy (and draw paid participants to it) before it fails.
+    live = (
+        ParticipantSession.study_id == study_id,
+        ParticipantSession.status == "completed",
+        ParticipantSession.excluded_by_experimenter.is_(False),
+        Response.phase == "main",
+    )
     by_trial = db.execute(
         select(ParticipantSession.task_id, Response.trial_id, func.count(), func.sum(cast(Response.correct, Integer)))
         .join(Response)

@@ -92,7 +92,8 @@ def _start_body(client) -> dict:
 def test_precision_allocation_serves_the_widest_cell_and_closes_precise_ones(tmp_path, tiny_bundle_dir):
     bundle = load_bundle(tiny_bundle_dir)
     stopping = {"half_width_pp": 5, "min_participants_per_cell": 2}
-    app = make_app(tiny_bundle_dir, tmp_path / "p.db", allocation="precision", stopping=stopping)
+    criteria = {"min_catch_accuracy": 0}  # the all-wrong participants complete (only completed answers count)
+    app = make_app(tiny_bundle_dir, tmp_path / "p.db", allocation="precision", stopping=stopping, criteria=criteria)
     client = app.test_client()
     by_condition = {}
     # Two participants per cell: cell A gets one right and one wrong throughout, cell B all right.
@@ -103,8 +104,7 @@ def test_precision_allocation_serves_the_widest_cell_and_closes_precise_ones(tmp
         pass_practice(client, bundle, session["token"])
         wrong = session["condition"] == first and len(by_condition[first]) == 2
         answer_all(client, bundle, session["token"], session["n_trials"], correct=not wrong)
-        if not wrong:  # all wrong fails the catch trials at completion; a running session counts as it is
-            client.post(f"/api/sessions/{session['token']}/complete")
+        assert client.post(f"/api/sessions/{session['token']}/complete").get_json()["status"] == "completed"
     assert sorted(len(v) for v in by_condition.values()) == [2, 2]  # unestimated cells first, by fill
     wide = list(by_condition)[0]
     assert start(client, participant_id="next")["condition"] == wide  # the precise cell is closed
