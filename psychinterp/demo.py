@@ -281,10 +281,11 @@ def run_precision_study(workdir: Path, bundle_dir: Path, fixed: Path, log: Calla
 
     widths = cell_half_widths(fixed)
     fixed_frame = main_trials(load_responses(fixed))
-    per_cell = int(fixed_frame.groupby(["model_id", "condition"])["participant_id"].nunique().max())
+    completed = fixed_frame[fixed_frame["session_completed"] == 1]
+    per_cell = int(completed.groupby(["model_id", "condition"])["participant_id"].nunique().max())
     finite = sorted(w for w in widths.values() if w != float("inf"))
-    # A target that the fixed design met in half its cells: the others run until they meet it, or to the cap.
-    target = finite[len(finite) // 2] if finite else 0.25
+    # A target that the fixed design met in three cells of four: cells stop when they meet it, or at the cap.
+    target = finite[(3 * len(finite)) // 4] if finite else 0.25
     database = workdir / "demo-precision.db"
     database.unlink(missing_ok=True)
     stopping = {"half_width_pp": round(100 * target, 2), "min_participants_per_cell": 2}
@@ -304,12 +305,14 @@ def run_precision_study(workdir: Path, bundle_dir: Path, fixed: Path, log: Calla
     from experiment_server.export import export_csv
 
     export_csv(app.extensions["psychinterp_bundle"], app.extensions["psychinterp_db"], adaptive)
-    paid = len(main_trials(load_responses(adaptive)))
+    adaptive_frame = main_trials(load_responses(adaptive))
+    paid, fixed_paid = (int(f["session_completed"].sum()) for f in (adaptive_frame, fixed_frame))
     reached = sum(w <= target for w in cell_half_widths(adaptive).values())
     log(
-        f"precision stopping: {arrivals} participants, {paid} main responses until the study was full "
-        f"({reached} of {len(widths)} cells within ±{100 * target:.1f} pp, the rest at the cap); the fixed design: "
-        f"{len(fixed_frame)} responses ({sum(w <= target for w in widths.values())} cells within it)"
+        f"precision stopping: {arrivals} participants; {paid} paid main responses (completed sessions) until the "
+        f"study was full, {reached} of {len(widths)} cells within ±{100 * target:.1f} pp (the rest at the cap of "
+        f"{per_cell}); the fixed design: {fixed_paid} paid responses, {sum(w <= target for w in widths.values())} "
+        "cells within it"
     )
     plan = plan_design(
         1e6,
