@@ -293,14 +293,16 @@ def run_precision_study(workdir: Path, bundle_dir: Path, fixed: Path, log: Calla
     config = {"bundle_dir": bundle_dir, "database_url": f"sqlite:///{database}", **SCRIPTED_SERVER}
     app = create_app({**config, "allocation": "precision", "stopping": stopping})
     log(f"precision allocation and stopping at ±{100 * target:.1f} pp per cell (at most {per_cell} participants each)")
-    arrivals = 0
+    arrivals, full = 0, False
     try:
-        for _ in range(per_cell * len(widths) + 1):
+        # Failed sessions free their places, so a cell may need more arrivals than its cap; bounded all the same.
+        for _ in range(3 * per_cell * len(widths)):
             _observe_in_process(app, 1, seed=1000 + arrivals, label="precision")
             arrivals += 1
     except FlowError as exc:
         if "This study is full" not in str(exc):
             raise
+        full = True
     adaptive = workdir / "responses-precision.csv"
     from experiment_server.export import export_csv
 
@@ -308,11 +310,11 @@ def run_precision_study(workdir: Path, bundle_dir: Path, fixed: Path, log: Calla
     adaptive_frame = main_trials(load_responses(adaptive))
     paid, fixed_paid = (int(f["session_completed"].sum()) for f in (adaptive_frame, fixed_frame))
     reached = sum(w <= target for w in cell_half_widths(adaptive).values())
+    ending = "until the study was full" if full else "before the demo's arrivals ran out (not full)"
     log(
-        f"precision stopping: {arrivals} participants; {paid} paid main responses (completed sessions) until the "
-        f"study was full, {reached} of {len(widths)} cells within ±{100 * target:.1f} pp (the rest at the cap of "
-        f"{per_cell}); the fixed design: {fixed_paid} paid responses, {sum(w <= target for w in widths.values())} "
-        "cells within it"
+        f"precision stopping: {arrivals} participants, {paid} paid main responses (completed sessions) {ending}; "
+        f"{reached} of {len(widths)} cells within ±{100 * target:.1f} pp (cap {per_cell} participants per cell). "
+        f"The fixed design: {fixed_paid} paid responses, {sum(w <= target for w in widths.values())} cells within it"
     )
     plan = plan_design(
         1e6,
