@@ -432,7 +432,20 @@ def run_demo(
             observer = make_observer(MACHINE_OBSERVER, lapse=0.0, models_file=models_file)
             machine_scores(load_bundle(bundle_dir), bundle_dir, observer).to_csv(scores, index=False)
         _export_and_report(app, workdir, scores, log)
-        run_precision_study(workdir, bundle_dir, workdir / "responses.csv", log)
+        summary = workdir / ".precision-summary"
+        if _stale(workdir / ".precision-done", fingerprint) or not summary.exists():
+            lines: list[str] = []
+
+            def keep(message: str) -> None:  # logged now, and again on a cached rerun
+                lines.append(message)
+                log(message)
+
+            run_precision_study(workdir, bundle_dir, workdir / "responses.csv", keep)
+            summary.write_text("\n".join(lines))
+            (workdir / ".precision-done").write_text(fingerprint)
+        else:
+            for line in summary.read_text().splitlines():
+                log(f"{line} (cached)")
         if unit_kinds:
             run_unit_kind_study(workdir, _fingerprint(models_file, *sorted((workdir / "weights").glob("*.pt"))), log)
             for study, serving in _serve_unit_kind_studies(workdir, host, port, password):
