@@ -159,3 +159,21 @@ def test_fifty_concurrent_starts_never_exceed_a_cells_quota(tmp_path, tiny_bundl
         if engine == "postgres":
             wipe_postgres(pg)
             pg.dispose()
+
+
+def test_a_running_script_cannot_stop_the_study_or_move_participants(tmp_path, tiny_bundle_dir):
+    """Only completed, valid sessions' answers count toward a cell's precision (running ones count toward fill)."""
+    bundle = load_bundle(tiny_bundle_dir)
+    stopping = {"half_width_pp": 40, "min_participants_per_cell": 2, "max_participants_per_cell": 50}
+    app = make_app(tiny_bundle_dir, tmp_path / "r.db", allocation="precision", stopping=stopping)
+    client = app.test_client()
+    scripts = [start(client, participant_id=f"s{i}") for i in range(4)]
+    for session in scripts:  # all answered, never completed: a script waiting to see what its answers do
+        pass_practice(client, bundle, session["token"])
+        answer_all(client, bundle, session["token"], session["n_trials"])
+    with app.extensions["psychinterp_db"]() as db:
+        from experiment_server.assignment import cell_states, task_fill
+
+        cells = cell_states(db, bundle.manifest.study_id, app.extensions["psychinterp_allocation"], task_fill(db, "x"))
+    assert all(c.precision is None for c in cells)  # nothing counted yet
+    assert start(client, participant_id="next")["token"]  # the study is still open
