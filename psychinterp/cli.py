@@ -359,6 +359,17 @@ def _float_list(text: str, name: str) -> list[float]:
         raise typer.BadParameter(f"{text!r}: expected comma-separated numbers", param_hint=name) from None
 
 
+# Options that `power` and `design` share: the models and the variance components, stated or from a pilot.
+Log10Params = Annotated[str | None, typer.Option(help="or give log10 parameter counts, e.g. 6.8,7.4,8.0,8.3")]
+PilotFile = Annotated[
+    Path | None, typer.Option(help="pilot responses (CSV) for the variance components", resolve_path=True)
+]
+BaseAccuracy = Annotated[float, typer.Option(help="mean accuracy, without --pilot")]
+ModelSd = Annotated[float, typer.Option(help="between-model sd (proportion), without --pilot")]
+UnitSd = Annotated[float, typer.Option(help="between-unit sd (proportion), without --pilot")]
+ParticipantSd = Annotated[float, typer.Option(help="between-participant sd, without --pilot")]
+
+
 @app.command()
 def power(
     slope: Annotated[float, typer.Option(help="the slope to detect, percentage points per decade of parameters")],
@@ -368,16 +379,12 @@ def power(
     bundle: Annotated[
         Path | None, typer.Option(help="take the models (parameter counts) from a bundle", resolve_path=True)
     ] = None,
-    log10_params: Annotated[
-        str | None, typer.Option(help="or give log10 parameter counts, e.g. 6.8,7.4,8.0,8.3")
-    ] = None,
-    pilot: Annotated[
-        Path | None, typer.Option(help="pilot responses (CSV) for the variance components", resolve_path=True)
-    ] = None,
-    base: Annotated[float, typer.Option(help="mean accuracy, without --pilot")] = 0.8,
-    model_sd: Annotated[float, typer.Option(help="between-model sd (proportion), without --pilot")] = 0.02,
-    unit_sd: Annotated[float, typer.Option(help="between-unit sd (proportion), without --pilot")] = 0.08,
-    participant_sd: Annotated[float, typer.Option(help="between-participant sd, without --pilot")] = 0.05,
+    log10_params: Log10Params = None,
+    pilot: PilotFile = None,
+    base: BaseAccuracy = 0.8,
+    model_sd: ModelSd = 0.02,
+    unit_sd: UnitSd = 0.08,
+    participant_sd: ParticipantSd = 0.05,
     paradigm: Annotated[
         str, typer.Option(help="the paradigm, for its chance level, without --bundle or --pilot")
     ] = "2afc",
@@ -439,14 +446,12 @@ def design(
     bundle: Annotated[
         Path | None, typer.Option(help="take the models and conditions from a bundle", resolve_path=True)
     ] = None,
-    log10_params: Annotated[str | None, typer.Option(help="or give log10 parameter counts")] = None,
-    pilot: Annotated[
-        Path | None, typer.Option(help="pilot responses (CSV) for the variance components", resolve_path=True)
-    ] = None,
-    base: Annotated[float, typer.Option(help="mean accuracy, without --pilot")] = 0.8,
-    model_sd: Annotated[float, typer.Option(help="between-model sd (proportion), without --pilot")] = 0.02,
-    unit_sd: Annotated[float, typer.Option(help="between-unit sd (proportion), without --pilot")] = 0.08,
-    participant_sd: Annotated[float, typer.Option(help="between-participant sd, without --pilot")] = 0.05,
+    log10_params: Log10Params = None,
+    pilot: PilotFile = None,
+    base: BaseAccuracy = 0.8,
+    model_sd: ModelSd = 0.02,
+    unit_sd: UnitSd = 0.08,
+    participant_sd: ParticipantSd = 0.05,
     price_per_trial: Annotated[float | None, typer.Option(help="what one main trial costs")] = None,
     price_per_minute: Annotated[float | None, typer.Option(help="or a participant's minute ...")] = None,
     seconds_per_trial: Annotated[float | None, typer.Option(help="... and the seconds one trial takes")] = None,
