@@ -21,7 +21,7 @@ import pandas as pd
 
 from analysis.formats import FORMATS, LoadOptions, TableFormat
 from analysis.tables import ResponseTableError, convert_columns, read_csv_text
-from contracts.bundle import Bundle, StudyMismatchError, check_same_study
+from contracts.bundle import Bundle, Manifest, StudyMismatchError, check_same_study
 from contracts.units import CHANNEL_KIND
 
 __all__ = [
@@ -30,6 +30,7 @@ __all__ = [
     "as_responses",
     "detect_format",
     "load_machine_scores",
+    "check_machine_scores",
     "load_ratings",
     "load_responses",
     "load_table",
@@ -106,7 +107,15 @@ def load_ratings(path: str | Path, format: str | None = None) -> pd.DataFrame:
 
 
 MACHINE_SCORES_REQUIRED = {"unit_id": "str", "condition": "str", "machine_score": "probability"}
-MACHINE_SCORES_OPTIONAL = {"model_id": "str", "n_trials": "int", "observer": "str"}
+MACHINE_SCORES_OPTIONAL = {
+    "model_id": "str",
+    "n_trials": "int",
+    "observer": "str",
+    "study_id": "str",
+    "temperature": "float",
+    "lapse": "float",
+    "shown_to_people": "str",
+}
 
 
 def load_machine_scores(path: str | Path) -> pd.DataFrame:
@@ -122,6 +131,59 @@ def load_machine_scores(path: str | Path) -> pd.DataFrame:
         row = int(duplicated.to_numpy().argmax())
         raise ResponseTableError(f"{path}: row {row + 2}: unit {frame['unit_id'].iloc[row]!r} is scored twice")
     return frame
+
+
+def check_machine_scores(
+    path: str | Path, scores: pd.DataFrame, responses: pd.DataFrame, manifest: Manifest | None = None
+) -> pd.DataFrame:
+    """Machine scores that fit these responses (and, given, this bundle), with each unit's model filled in.
+
+    Refused, naming the file, the unit and the rule: scores of another study; units that are not in the
+    bundle; units that people rated in a scored condition but the file does not score (their residuals
+    are what corrects the machine); units nobody rated without a model (no model_id column, no bundle).
+    """
+    scores = scores.copy()
+    if manifest is not None:
+        studies = sorted(set(scores.get("study_id", pd.Series(dtype=str)).dropna()) - {""})
+        if studies and studies != [manifest.study_id]:
+            raise StudyMismatchError(
+                f"{path}: machine scores of study {', '.join(map(repr, studies))}, but the bundle is of study "
+                f"{manifest.study_id!r}: score this bundle's units (psychinterp simulate BUNDLE --scores FILE)"
+            )
+        models = {u.unit_id: u.model_id for u in manifest.all_units()}
+        unknown = ~scores["unit_id"].isin(models)
+        if unknown.any():
+            row = int(unknown.to_numpy().argmax())
+            raise ResponseTableError(
+                f"{path}: row {row + 2}: unit {scores['unit_id'].iloc[row]!r} is not in the bundle of study "
+                f"{manifest.study_id!r} ({int(unknown.sum())} such row(s)): the scores belong to another build; "
+                "score this bundle's units"
+            )
+        scores["model_id"] = scores["unit_id"].map(models)
+    main = responses[responses["trial_kind"] == "main"] if "trial_kind" in responses else responses
+    rated = main[main["condition"].isin(set(scores["condition"]))][["unit_id", "condition"]].drop_duplicates()
+    missing = rated.merge(scores[["unit_id", "condition"]], how="left", indicator=True)
+    missing = missing[missing["_merge"] == "left_only"]
+    if not missing.empty:
+        named = ", ".join(f"{r.unit_id} ({r.condition})" for r in missing.head(3).itertuples())
+        raise ResponseTableError(
+            f"{path}: {len(missing)} unit(s) that people rated have no machine score, e.g. {named}: every rated "
+            "unit of a scored condition needs one (the machine is corrected by its error on them); score every "
+            "unit of the bundle (psychinterp simulate BUNDLE --scores FILE)"
+        )
+    known = dict(zip(main["unit_id"], main["model_id"], strict=False))
+    if "model_id" not in scores:
+        scores["model_id"] = scores["unit_id"].map(known)
+    else:
+        scores["model_id"] = scores["model_id"].replace("", pd.NA).fillna(scores["unit_id"].map(known))
+    orphan = scores["model_id"].isna()
+    if orphan.any():
+        row = int(orphan.to_numpy().argmax())
+        raise ResponseTableError(
+            f"{path}: row {row + 2}: unit {scores['unit_id'].iloc[row]!r} was rated by nobody and the file names "
+            "no model for it: add a model_id column, or give the study's bundle (--bundle)"
+        )
+    return scores
 
 
 def check_responses_study(path: str | Path, bundle: Bundle, allow_rebuilt_bundle: bool = False) -> None:

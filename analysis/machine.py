@@ -44,3 +44,104 @@ def human_machine_correlation(units: pd.DataFrame) -> pd.DataFrame:
         models = human_and_machine_models(group)
         _correlate(rows, {"condition": condition, "level": "models"}, models["machine_score"], models["human_accuracy"])
     return pd.DataFrame(rows)
+
+
+def _rater_cells(main: pd.DataFrame) -> pd.DataFrame:
+    """Correct answers and answers per unit and rater (a rater's repeats of a unit stay together)."""
+    cells = main.groupby(["unit_id", "participant_id"], sort=True)["correct"].agg(k="sum", n="size").reset_index()
+    raters = cells.groupby("unit_id")["participant_id"].transform("size")
+    return cells[raters >= 2].reset_index(drop=True)
+
+
+def split_halves(main: pd.DataFrame, n_splits: int = 100, seed: int = 0) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """Units (with two raters or more), and their accuracy in two random halves of their raters, per split
+    (arrays of splits x units)."""
+    cells = _rater_cells(main)
+    unit_ids, codes = np.unique(cells["unit_id"].to_numpy(), return_inverse=True)
+    k, n = cells["k"].to_numpy(float), cells["n"].to_numpy(float)
+    raters = np.bincount(codes)
+    start = np.concatenate([[0], np.cumsum(raters)[:-1]])
+    rng = np.random.default_rng(seed)
+    halves = np.zeros((2, n_splits, len(unit_ids)))
+    for s in range(n_splits):
+        order = np.lexsort((rng.random(len(cells)), codes))  # raters shuffled within each unit
+        position = np.empty(len(cells), int)
+        position[order] = np.arange(len(cells)) - start[codes[order]]
+        first = position < raters[codes] // 2
+        for h, mask in enumerate((first, ~first)):
+            halves[h, s] = np.bincount(codes[mask], k[mask], len(unit_ids)) / np.bincount(
+                codes[mask], n[mask], len(unit_ids)
+            )
+    return list(unit_ids), halves[0], halves[1]
+
+
+def _rows_correlation(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Pearson correlation of each row pair (last axis)."""
+    a = a - a.mean(axis=-1, keepdims=True)
+    b = b - b.mean(axis=-1, keepdims=True)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return (a * b).sum(axis=-1) / np.sqrt((a * a).sum(axis=-1) * (b * b).sum(axis=-1))
+
+
+def spearman_brown(r: np.ndarray | float) -> np.ndarray | float:
+    """The reliability of the whole from the correlation of its two halves."""
+    return 2 * r / (1 + r)
+
+
+NOISE_CEILING_SPLITS = 100
+
+
+def noise_ceiling(
+    main: pd.DataFrame, scores: pd.DataFrame, n_splits: int = NOISE_CEILING_SPLITS, n_resamples: int = 1_000, seed: int = 0
+) -> pd.DataFrame:
+    """Per condition, across units: the machine-human Pearson correlation beside the noise ceiling.
+
+    Reliability: the split-half correlation of unit accuracies (random halves of each unit's raters,
+    averaged over ``n_splits`` splits), Spearman-Brown corrected to the full set of raters. The noise
+    ceiling is its square root: the correlation a machine that knew each unit's true accuracy would
+    reach with these noisy human accuracies. 95 % percentile intervals resample units (the same
+    resamples for the correlation, the ceiling and their ratio).
+    """
+    rows = []
+    for condition, group in main.groupby("condition", sort=True):
+        score = scores[scores["condition"] == condition].set_index("unit_id")["machine_score"]
+        group = group[group["unit_id"].isin(score.index)]
+        unit_ids, first, second = split_halves(group, n_splits, seed)
+        if len(unit_ids) < 5:
+            continue
+        human = group.groupby("unit_id")["correct"].mean().loc[unit_ids].to_numpy()
+        statistic = _ceiling_statistic(score.loc[unit_ids].to_numpy(float), human, first, second)
+        every = np.arange(len(unit_ids))
+        point = statistic(every[None])[:, 0]
+        with np.errstate(invalid="ignore"):
+            interval = stats.bootstrap(
+                (every,),
+                statistic,
+                vectorized=True,
+                n_resamples=n_resamples,
+                batch=100,
+                method="percentile",
+                rng=np.random.default_rng(seed),
+            ).confidence_interval
+        row = {"condition": condition, "n_units": len(unit_ids)}
+        for i, name in enumerate(NOISE_CEILING_STATISTICS):
+            row |= {name: float(point[i]), f"{name}_ci_low": interval.low[i], f"{name}_ci_high": interval.high[i]}
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _ceiling_statistic(machine: np.ndarray, human: np.ndarray, first: np.ndarray, second: np.ndarray):
+    """The correlation, reliability, ceiling and their ratio on resampled units (resamples x units)."""
+
+    def statistic(units: np.ndarray, axis: int = -1) -> np.ndarray:
+        split_r = np.mean([_rows_correlation(a[units], b[units]) for a, b in zip(first, second, strict=True)], 0)
+        reliability = spearman_brown(np.clip(split_r, -0.99, 1))
+        ceiling = np.sqrt(np.clip(reliability, 0, None))
+        r = _rows_correlation(machine[units], human[units])
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.stack([r, reliability, ceiling, r / ceiling])
+
+    return statistic
+
+
+NOISE_CEILING_STATISTICS = ("machine_r", "reliability", "noise_ceiling", "share_of_ceiling")

@@ -34,10 +34,17 @@ from analysis.exclusions import (
     published_exclusions,
 )
 from analysis.formats import FORMATS
-from analysis.load import ResponseTableError, as_responses, load_machine_scores, load_table
-from analysis.machine import human_and_machine_models, human_and_machine_units, human_machine_correlation
+from analysis.load import ResponseTableError, as_responses, check_machine_scores, load_machine_scores, load_table
+from analysis.machine import (
+    human_and_machine_models,
+    human_and_machine_units,
+    human_machine_correlation,
+    noise_ceiling,
+)
 from analysis.paradigms import paired_unit_accuracy, paradigm_correlation
+from analysis.ppi import PPIResults, ppi_estimates
 from analysis.scaling import (
+    PREDICTORS,
     condition_interaction,
     robustness_checks,
     scaling_trends,
@@ -84,6 +91,9 @@ class MachineComparison:
     units: pd.DataFrame  # human accuracy and machine score per unit
     models: pd.DataFrame
     correlation: pd.DataFrame
+    ceiling: pd.DataFrame  # per condition: machine-human r beside the split-half noise ceiling
+    ppi: PPIResults  # human-only and prediction-powered intervals per model, and slopes
+    calibration: str | None = None  # the observer's temperature and lapse, when the file records them
 
 
 @dataclass(frozen=True)
@@ -191,16 +201,33 @@ def _scaling(included: pd.DataFrame, models: dict | None, config: AnalysisConfig
     return Scaling(facts, trends, robustness, interaction, scaling_warnings(facts, trends, config), config)
 
 
-def _machine(included: pd.DataFrame, scores_csv: Path | None) -> MachineComparison | None:
+def _machine(
+    included: pd.DataFrame, scores_csv: Path | None, manifest: Manifest | None, models: dict | None
+) -> MachineComparison | None:
     if scores_csv is None:
         return None
-    scores = load_machine_scores(scores_csv)
+    main = main_trials(included)
+    scores = check_machine_scores(scores_csv, load_machine_scores(scores_csv), main, manifest)
     units = human_and_machine_units(unit_accuracy_table(included), scores)
     if units.empty:
         raise ResponseTableError(f"{scores_csv}: no unit of the responses has a machine score")
     observer = str(scores["observer"].iloc[0]) if "observer" in scores else "an observer"
+    calibration = None
+    if {"temperature", "lapse"} <= set(scores):
+        calibration = f"temperature {scores['temperature'].iloc[0]:.3g}, lapse {scores['lapse'].iloc[0]:.3g}"
+    facts = None
+    if models:
+        facts = with_model_facts(pd.DataFrame({"model_id": list(models)}), models).set_index("model_id")
+        facts = facts[[p for p in PREDICTORS if facts[p].notna().any()]]
     return MachineComparison(
-        observer, scores_csv, units, human_and_machine_models(units), human_machine_correlation(units)
+        observer,
+        scores_csv,
+        units,
+        human_and_machine_models(units),
+        human_machine_correlation(units),
+        noise_ceiling(main, scores),
+        ppi_estimates(main, scores, facts),
+        calibration,
     )
 
 
@@ -301,7 +328,7 @@ def analyse(
         depth_correlation=depth_correlation(units),
         depth_trend=depth_trend(units),
         scaling=_scaling(included, models, config),
-        machine=_machine(included, machine_scores),
+        machine=_machine(included, machine_scores, manifest, models),
         unit_kinds=_unit_kinds(included, config, n_resamples),
         model_facts=dict(models or {}),
         paradigm_agreement=_paradigm_agreement(

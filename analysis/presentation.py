@@ -99,3 +99,75 @@ def for_page(table: pd.DataFrame, order: list[str], names: Mapping[str, str]) ->
         shown = shown.sort_values("_order", kind="stable").drop(columns="_order")
         shown["model_id"] = shown["model_id"].map(lambda m: names.get(m, m))
     return shown.rename(columns=label)
+
+
+def _interval(estimate: float, low: float, high: float, digits: str = ".3f") -> str:
+    return f"{estimate:{digits}} [{low:{digits}}, {high:{digits}}]"
+
+
+def _columns(table: pd.DataFrame, prefix: str, digits: str = ".3f") -> list[str]:
+    """``prefix`` with its interval, per row, as one string."""
+    first = f"{prefix}_estimate" if f"{prefix}_estimate" in table else prefix
+    return [
+        _interval(e, lo, hi, digits)
+        for e, lo, hi in zip(table[first], table[f"{prefix}_ci_low"], table[f"{prefix}_ci_high"], strict=True)
+    ]
+
+
+def ppi_view(cells: pd.DataFrame) -> pd.DataFrame:
+    """analysis.ppi's per-model table as a reader compares it: the two intervals side by side."""
+    if cells.empty:
+        return cells
+    return pd.DataFrame(
+        {
+            "model_id": cells["model_id"],
+            "condition": cells["condition"],
+            "people only [95% CI]": _columns(cells, "human"),
+            "with the machine (PPI) [95% CI]": _columns(cells, "ppi"),
+            "width ratio": cells["width_ratio"].map("{:.2f}".format),
+            "tuned weight λ": cells["weight"].map("{:.2f}".format),
+            "units rated / scored": [
+                f"{r} / {s}" for r, s in zip(cells["n_rated_units"], cells["n_scored_units"], strict=True)
+            ],
+            "responses": cells["n_responses"],
+            "the machine was worth": [
+                f"{max(e - n, 0):,.0f} responses"
+                for e, n in zip(cells["effective_responses"], cells["n_responses"], strict=True)
+            ],
+        }
+    )
+
+
+def _slopes(slopes: pd.DataFrame, prefix: str) -> list[str]:
+    columns = (slopes[f"{prefix}_{c}"] for c in ("slope", "ci_low", "ci_high"))
+    return [_interval(e, lo, hi, "+.4f") for e, lo, hi in zip(*columns, strict=True)]
+
+
+def ppi_slopes_view(slopes: pd.DataFrame) -> pd.DataFrame:
+    if slopes.empty:
+        return slopes
+    return pd.DataFrame(
+        {
+            "condition": slopes["condition"],
+            "predictor": slopes["predictor"],
+            "models": slopes["n_models"],
+            "slope, people only [95% CI]": _slopes(slopes, "human"),
+            "slope with the machine (PPI) [95% CI]": _slopes(slopes, "ppi"),
+            "width ratio": slopes["width_ratio"].map("{:.2f}".format),
+        }
+    )
+
+
+def noise_ceiling_view(ceiling: pd.DataFrame) -> pd.DataFrame:
+    if ceiling.empty:
+        return ceiling
+    return pd.DataFrame(
+        {
+            "condition": ceiling["condition"],
+            "units": ceiling["n_units"],
+            "machine–human r [95% CI]": _columns(ceiling, "machine_r", ".2f"),
+            "split-half reliability [95% CI]": _columns(ceiling, "reliability", ".2f"),
+            "noise ceiling [95% CI]": _columns(ceiling, "noise_ceiling", ".2f"),
+            "r / ceiling [95% CI]": _columns(ceiling, "share_of_ceiling", ".2f"),
+        }
+    )

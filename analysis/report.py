@@ -23,9 +23,19 @@ from analysis.claims import MDE_POWER_MEASURED  # noqa: E402
 from analysis.config import AnalysisConfig  # noqa: E402
 from analysis.estimate import INTERVAL_COVERAGE  # noqa: E402
 from analysis.exclusions import PUBLISHED_RULE, RULES, describe  # noqa: E402
+from analysis.machine import NOISE_CEILING_SPLITS  # noqa: E402
 from analysis.microscope import human_results  # noqa: E402
 from analysis.pipeline import EXCLUSION_MODES, RatingResults, StudyResults, analyse  # noqa: E402
-from analysis.presentation import INTERVAL_LABELS, display_names, for_page, model_order  # noqa: E402
+from analysis.ppi import PPI_COVERAGE_MEASURED  # noqa: E402
+from analysis.presentation import (  # noqa: E402
+    INTERVAL_LABELS,
+    display_names,
+    for_page,
+    model_order,
+    noise_ceiling_view,
+    ppi_slopes_view,
+    ppi_view,
+)
 from analysis.scaling import MODEL_TEST_FALSE_POSITIVE_RATES, unit_table  # noqa: E402
 from analysis.unit_kinds import UNIT_KIND_FALSE_POSITIVE_RATES, difference_sentence  # noqa: E402
 from contracts import microscope  # noqa: E402
@@ -157,6 +167,28 @@ def machine_figure(units: pd.DataFrame, chance: float, **models) -> plt.Figure:
         ax.set_ylim(-0.02, 1.02)
 
     return _panels_per_condition(units, draw, "machine score", "human unit accuracy", chance, width=4.2, **models)
+
+
+def ppi_figure(cells: pd.DataFrame, chance: float, order: list[str], names: dict) -> plt.Figure:
+    """Per model, the human-only interval beside the machine-assisted (PPI) one, a panel per condition."""
+    conditions = sorted(cells["condition"].unique())
+    fig, axes = plt.subplots(1, len(conditions), figsize=(4.5 * len(conditions), 3.4), squeeze=False, sharey=True)
+    for ax, condition in zip(axes[0], conditions, strict=True):
+        shown = cells[cells["condition"] == condition].set_index("model_id")
+        models = [m for m in order if m in shown.index]
+        x = np.arange(len(models))
+        for offset, prefix, label in ((-0.15, "human", "people only"), (0.15, "ppi", "with the machine (PPI)")):
+            rows = shown.loc[models]
+            estimate = rows[f"{prefix}_estimate"].to_numpy()
+            error = [estimate - rows[f"{prefix}_ci_low"].to_numpy(), rows[f"{prefix}_ci_high"].to_numpy() - estimate]
+            ax.errorbar(x + offset, estimate, yerr=error, fmt="o", capsize=3, label=label)
+        ax.axhline(chance, color="grey", linestyle="--", linewidth=1)
+        ax.set_xticks(x, [names.get(m, m) for m in models], rotation=30, ha="right", fontsize="small")
+        ax.set_title(condition)
+    axes[0][0].set_ylabel("mean unit accuracy (95% CI)")
+    axes[0][-1].legend(frameon=False, fontsize="x-small", loc="upper left", bbox_to_anchor=(1.01, 1))
+    fig.tight_layout()
+    return fig
 
 
 def confidence_figure(responses: pd.DataFrame, chance: float) -> plt.Figure:
@@ -335,6 +367,11 @@ def _write_csvs(results: StudyResults, out: Path) -> None:
         machine = results.machine
         tables |= {"machine_units": machine.units, "machine_models": machine.models}
         tables["machine_correlation"] = machine.correlation
+        tables["machine_noise_ceiling"] = machine.ceiling
+        tables["ppi_models"] = machine.ppi.cells
+        tables["ppi_weights"] = machine.ppi.weights
+        if not machine.ppi.slopes.empty:
+            tables["ppi_slopes"] = machine.ppi.slopes
     if results.paradigm_agreement is not None:
         tables["paradigm_units"] = results.paradigm_agreement.units
         tables["paradigm_agreement"] = results.paradigm_agreement.correlation
@@ -345,7 +382,7 @@ def _write_csvs(results: StudyResults, out: Path) -> None:
         table.to_csv(out / f"{name}.csv", index=name.startswith("conover_holm_"))
 
 
-FIGURES = ("accuracy", "confidence", "depth", "exclusion_thresholds", "scaling", "machine")
+FIGURES = ("accuracy", "confidence", "depth", "exclusion_thresholds", "scaling", "machine", "ppi")
 
 
 def _draw_figures(results: StudyResults, out: Path) -> dict[str, str]:
@@ -368,6 +405,8 @@ def _draw_figures(results: StudyResults, out: Path) -> dict[str, str]:
         figures["machine"] = _save(
             machine_figure(results.machine.units, chance, order=order, names=names), out, "machine"
         )
+        if not results.machine.ppi.cells.empty:
+            figures["ppi"] = _save(ppi_figure(results.machine.ppi.cells, chance, order, names), out, "ppi")
     return figures
 
 
@@ -525,6 +564,9 @@ def _study_page(results: StudyResults, figures: dict[str, str], with_units: bool
         "robustness": html(scaling.robustness) if scaling is not None else None,
         "machine_models": html(machine.models, ".3f") if machine is not None else None,
         "machine_correlation": html(machine.correlation) if machine is not None else None,
+        "noise_ceiling": html(noise_ceiling_view(machine.ceiling)) if machine is not None else None,
+        "ppi_models": html(ppi_view(machine.ppi.cells)) if machine is not None else None,
+        "ppi_slopes": html(ppi_slopes_view(machine.ppi.slopes)) if machine is not None else None,
         "excluded": exclusion.pop("excluded_table"),
         "unit_kind_accuracy": html(kinds.accuracy, ".3f") if kinds is not None else None,
         "paradigm_agreement": (
@@ -568,6 +610,9 @@ def _study_page(results: StudyResults, figures: dict[str, str], with_units: bool
             interval_labels=INTERVAL_LABELS,
             models_differ_fpr=MODEL_TEST_FALSE_POSITIVE_RATES["models_differ"],
             mde_power="–".join(f"{v:.1%}" for v in MDE_POWER_MEASURED),
+            ppi_coverage="–".join(f"{v:.1%}" for v in PPI_COVERAGE_MEASURED),
+            ppi_withheld=machine.ppi.withheld if machine is not None else [],
+            ceiling_splits=NOISE_CEILING_SPLITS,
             kruskal_fpr=MODEL_TEST_FALSE_POSITIVE_RATES["kruskal_wallis"],
             below_chance=results.accuracy[results.accuracy["vs_chance"] == "below"],
             n_participants=results.included["participant_id"].nunique(),

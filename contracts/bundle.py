@@ -207,6 +207,14 @@ class Manifest(Strict):
     replaced_units: list[ReplacedUnit] = Field(
         [], description="units the build refused and replaced (stimuli/acceptance.py); none of them is shown"
     )
+    machine_only_units: list[Unit] = Field(
+        [],
+        description="units a machine observer scores and no person sees (the study config's machine_scoring): "
+        "they widen the population a prediction-powered estimate averages over",
+    )
+    machine_trials: list[Trial] = Field(
+        [], description="the machine-only units' trials, scored offline; never dealt into a task"
+    )
 
     def dictionary(self, model_id: str, layer: str, name: str) -> Dictionary | None:
         return next(
@@ -251,6 +259,20 @@ class Manifest(Strict):
         for image in self.reference_images:
             if image.unit_id not in unit_ids:
                 raise ValueError(f"reference image {image.sha256}: unknown unit_id {image.unit_id!r}")
+        for unit in self.machine_only_units:
+            if unit.unit_id in unit_ids:
+                raise ValueError(f"machine-only unit {unit.unit_id}: it is also among the units shown")
+            if unit.model_id not in model_ids:
+                raise ValueError(f"machine-only unit {unit.unit_id}: unknown model_id {unit.model_id!r}")
+        machine_ids = {u.unit_id for u in self.machine_only_units}
+        for trial in self.machine_trials:
+            if trial.unit_id not in machine_ids:
+                raise ValueError(f"machine trial {trial.trial_id}: unit {trial.unit_id!r} is not machine-only")
+            if trial.trial_id in seen:
+                raise ValueError(f"trial_id {trial.trial_id!r} appears twice")
+            seen.add(trial.trial_id)
+            if problem := trial.problem_for(paradigm):
+                raise ValueError(problem)
         refused = {r.unit_id for r in self.replaced_units}
         for replaced in self.replaced_units:
             if replaced.unit_id in unit_ids:
@@ -260,7 +282,12 @@ class Manifest(Strict):
         return self
 
     def all_trials(self) -> list[Trial]:
+        """Every trial people may see: the tasks' and the practice trials (not the machine trials)."""
         return [t for task in self.tasks for t in task.trials] + list(self.practice_trials)
+
+    def all_units(self) -> list[Unit]:
+        """The units shown to people, then those only a machine scores."""
+        return [*self.units, *self.machine_only_units]
 
     def trials(self) -> dict[str, Trial]:
         return {t.trial_id: t for t in self.all_trials()}

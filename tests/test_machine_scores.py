@@ -97,7 +97,10 @@ def test_report_sets_machine_scores_beside_human_accuracy(tmp_path):
     assert len(pd.read_csv(tmp_path / "report" / "machine_units.csv")) == 60
     assert (tmp_path / "report" / "machine.png").is_file()
 
+    assert "How close the machine comes to the noise ceiling" in text and "Prediction-powered estimates" in text
+    assert len(pd.read_csv(tmp_path / "report" / "ppi_models.csv")) == 6  # 3 models x 2 conditions
+
     other = tmp_path / "other.csv"
     other.write_text("unit_id,condition,machine_score\nzz,natural,0.5\n")
-    with pytest.raises(ResponseTableError, match="no unit of the responses has a machine score"):
+    with pytest.raises(ResponseTableError, match=r"other.csv: 30 unit\(s\) that people rated have no machine score"):
         write_report(responses, tmp_path / "report2", n_resamples=100, exclusions="none", machine_scores=other)

@@ -1,0 +1,219 @@
+"""Prediction-powered estimates: a machine scores every unit, people rate some (PPI++).
+
+Per model and condition the estimand is the mean accuracy of the model's units (the population the
+scored units were sampled from). With ``n`` units rated by people (unit accuracy ``y``) among ``N``
+units scored by a machine (score ``f``), the estimate is
+
+    theta = lambda * mean_N(f) + mean_n(y - lambda * f)
+
+(Angelopoulos et al. 2023; PPI++, Angelopoulos, Duchi & Zrnic 2023). It is unbiased for any
+``lambda``: the residual term removes what the machine gets wrong on average. Written over the
+disjoint sets, ``theta = mean_n(y) - c * mean_n(f) + c * mean_U(f)`` with ``U`` the ``N - n`` units
+only the machine scored and ``c = lambda * (1 - n / N)``, which is PPI++'s power-tuned weight when
+``lambda`` is the regression slope of ``y`` on ``f``. The slope is pooled within models per condition
+(:func:`tuned_weight`): a useless machine gets a weight near zero and the estimate falls back to the
+human mean; with every scored unit rated, ``c = 0`` and it *is* the human mean (the machine narrows
+an interval only through units that people did not rate).
+
+Variance: the rated part is a weighted mean of single answers, ``x = correct - c * f`` with weight
+``1 / (n * answers on the unit)``, whose variance is the two-way cluster-robust one (units and
+participants; Cameron, Gelbach & Miller 2011, statsmodels' ``cov_type="cluster"`` with two group
+columns); the machine-only part adds ``c^2 var(f) / (N - n)``. The weight is plugged in: its estimation
+error enters at second order (PPI++, Theorem 1), so no cross-fitting; the bootstrap is not used because
+the two-way (pigeonhole) bootstrap counts answer noise two to three times, which no machine can explain,
+and would hide the gain. The human-only interval is the same computation with ``c = 0``, so the two are
+compared like for like. ``benchmarks/bench_ppi.py`` measures coverage and widths.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import statsmodels.api as sm
+import statsmodels.formula.api as smf
+from scipy import stats
+
+from analysis.estimate import main_trials
+
+# Below these, an interval's variance rests on too few clusters: the estimate is withheld, with the reason.
+MIN_RATED_UNITS = 5
+MIN_PARTICIPANTS = 3
+
+# Measured by benchmarks/bench_ppi.py: the lowest and highest coverage of the per-model PPI intervals over
+# its cells (machine correlation 0, 0.5, 0.8 and a miscalibrated one); the report prints it beside them.
+PPI_COVERAGE_MEASURED = (0.93, 0.95)
+
+
+@dataclass(frozen=True)
+class PPIResults:
+    """Per model x condition: the human-only and the machine-assisted mean unit accuracy; per condition:
+    the tuned weight; per condition x predictor: both slopes; and what was withheld, with why."""
+
+    cells: pd.DataFrame
+    weights: pd.DataFrame  # condition, weight (lambda), rated units it was tuned on
+    slopes: pd.DataFrame
+    withheld: list[str]
+    level: float = 0.95
+
+
+def scored_units(main: pd.DataFrame, scores: pd.DataFrame) -> pd.DataFrame:
+    """One row per scored unit and condition: model, machine score, and (rated units) the human accuracy,
+    answers and raters."""
+    human = main.groupby(["unit_id", "condition"], sort=True).agg(
+        human_accuracy=("correct", "mean"),
+        n_responses=("correct", "size"),
+        n_raters=("participant_id", "nunique"),
+        rated_model=("model_id", "first"),
+    )
+    table = scores.merge(human.reset_index(), on=["unit_id", "condition"], how="left")
+    if "model_id" not in table:
+        table["model_id"] = table["rated_model"]
+    table["model_id"] = table["model_id"].fillna(table["rated_model"])
+    table["rated"] = table["n_responses"].notna()
+    return table.drop(columns="rated_model")
+
+
+def tuned_weight(units: pd.DataFrame) -> float:
+    """The power-tuned lambda: the slope of human accuracy on machine score across the rated units,
+    within models (each model's own means removed), pooled over them; 0 if the scores do not vary."""
+    rated = units[units["rated"]]
+    y = rated["human_accuracy"] - rated.groupby("model_id")["human_accuracy"].transform("mean")
+    f = rated["machine_score"] - rated.groupby("model_id")["machine_score"].transform("mean")
+    spread = float((f**2).sum())
+    return float((y * f).sum() / spread) if spread > 1e-12 else 0.0
+
+
+def two_way_variance(x: np.ndarray, weights: np.ndarray, units: np.ndarray, participants: np.ndarray) -> float:
+    """Variance of the weighted mean of ``x`` with answers clustered by unit and by participant (CGM)."""
+    fit = sm.WLS(x, np.ones((len(x), 1)), weights=weights).fit(
+        cov_type="cluster", cov_kwds={"groups": np.column_stack([units, participants])}
+    )
+    variance = float(fit.cov_params()[0, 0])
+    if variance <= 0:  # the two-way sum can go negative in tiny samples: fall back to the larger one-way
+        variance = max(
+            float(
+                sm.WLS(x, np.ones((len(x), 1)), weights=weights)
+                .fit(cov_type="cluster", cov_kwds={"groups": g})
+                .cov_params()[0, 0]
+            )
+            for g in (units, participants)
+        )
+    return variance
+
+
+def ppi_cell(answers: pd.DataFrame, units: pd.DataFrame, weight: float, level: float = 0.95) -> dict:
+    """One model x condition: the human-only and the PPI estimate with their intervals.
+
+    ``answers``: its main-trial responses; ``units``: its scored units (:func:`scored_units`);
+    ``weight``: lambda (:func:`tuned_weight`).
+    """
+    rated = units[units["rated"]]
+    n, big_n = len(rated), len(units)
+    c = weight * (1 - n / big_n)
+    score = dict(zip(rated["unit_id"], rated["machine_score"], strict=True))
+    codes_u, _ = pd.factorize(answers["unit_id"])
+    codes_p, _ = pd.factorize(answers["participant_id"])
+    per_unit = answers.groupby("unit_id")["correct"].transform("size").to_numpy(float)
+    omega = 1.0 / (n * per_unit)
+    correct = answers["correct"].to_numpy(float)
+    f_answer = answers["unit_id"].map(score).to_numpy(float)
+    human = float(rated["human_accuracy"].mean())
+    human_var = two_way_variance(correct, omega, codes_u, codes_p)
+    unscored = units.loc[~units["rated"], "machine_score"]
+    estimate = human - c * float(rated["machine_score"].mean()) + (c * float(unscored.mean()) if len(unscored) else 0)
+    ppi_var = two_way_variance(correct - c * f_answer, omega, codes_u, codes_p)
+    if len(unscored):
+        ppi_var += c**2 * float(units["machine_score"].var(ddof=1)) / len(unscored)
+    df = min(n, answers["participant_id"].nunique()) - 1
+    t = stats.t.ppf(0.5 + level / 2, df)
+    human_se, ppi_se = np.sqrt(human_var), np.sqrt(ppi_var)
+    responses = len(answers)
+    return {
+        "human_estimate": human,
+        "human_ci_low": human - t * human_se,
+        "human_ci_high": human + t * human_se,
+        "human_se": human_se,
+        "ppi_estimate": estimate,
+        "ppi_ci_low": estimate - t * ppi_se,
+        "ppi_ci_high": estimate + t * ppi_se,
+        "ppi_se": ppi_se,
+        "width_ratio": ppi_se / human_se if human_se > 0 else np.nan,
+        "weight": weight,
+        "ppi_weight": c,
+        "df": df,
+        "n_rated_units": n,
+        "n_scored_units": big_n,
+        "n_responses": responses,
+        "n_participants": int(answers["participant_id"].nunique()),
+        # Human answers that would give the human-only estimate the PPI variance, to first order.
+        "effective_responses": responses * human_var / ppi_var if ppi_var > 0 else np.nan,
+    }
+
+
+def _withheld_reason(units: pd.DataFrame, answers: pd.DataFrame) -> str | None:
+    n = int(units["rated"].sum())
+    if n < MIN_RATED_UNITS:
+        return f"{n} rated unit(s), fewer than {MIN_RATED_UNITS}: the residuals' variance is not estimable"
+    if answers["participant_id"].nunique() < MIN_PARTICIPANTS:
+        return f"{answers['participant_id'].nunique()} participant(s), fewer than {MIN_PARTICIPANTS}"
+    return None
+
+
+def ppi_estimates(
+    responses: pd.DataFrame, scores: pd.DataFrame, facts: pd.DataFrame | None = None, level: float = 0.95
+) -> PPIResults:
+    """Human-only and PPI mean unit accuracy per model x condition, and (with ``facts``: one row per model,
+    a column per predictor) both scaling slopes per condition.
+
+    ``scores``: unit_id, condition, machine_score and, for units nobody rated, model_id. Every rated unit
+    must be scored (:func:`check_scores_cover` says which are not).
+    """
+    main = main_trials(responses)
+    main = main[main["condition"].isin(set(scores["condition"]))]
+    units = scored_units(main, scores)
+    rows, weights, withheld = [], [], []
+    for condition, cond_units in units.groupby("condition", sort=True):
+        weight = tuned_weight(cond_units)
+        weights.append({"condition": condition, "weight": weight, "n_rated_units": int(cond_units["rated"].sum())})
+        for model_id, model_units in cond_units.groupby("model_id", sort=True):
+            answers = main[(main["model_id"] == model_id) & (main["condition"] == condition)]
+            if reason := _withheld_reason(model_units, answers):
+                withheld.append(f"{model_id}, {condition}: PPI and human-only intervals withheld ({reason})")
+                continue
+            rows.append({"model_id": model_id, "condition": condition, **ppi_cell(answers, model_units, weight, level)})
+    cells = pd.DataFrame(rows)
+    slopes = ppi_slopes(cells, facts, level) if facts is not None and not cells.empty else pd.DataFrame()
+    return PPIResults(cells, pd.DataFrame(weights), slopes, withheld, level)
+
+
+def _ols_slope(frame: pd.DataFrame, y: str, predictor: str, level: float) -> dict[str, float]:
+    fit = smf.ols(f"{y} ~ {predictor}", data=frame).fit()
+    low, high = fit.conf_int(alpha=1 - level).loc[predictor]
+    return {"slope": float(fit.params[predictor]), "ci_low": float(low), "ci_high": float(high)}
+
+
+def ppi_slopes(cells: pd.DataFrame, facts: pd.DataFrame, level: float = 0.95) -> pd.DataFrame:
+    """Per condition and predictor: the two-stage slope on the human-only model means and on the PPI ones
+    (OLS across models, t interval on models - 2 df: the model means carry every source of variance)."""
+    rows = []
+    for condition, group in cells.groupby("condition", sort=True):
+        joined = group.merge(facts, left_on="model_id", right_index=True)
+        for predictor in facts.columns:
+            data = joined.dropna(subset=[predictor])
+            if len(data) < 3 or data[predictor].nunique() < 2:
+                continue
+            human = _ols_slope(data, "human_estimate", predictor, level)
+            ppi = _ols_slope(data, "ppi_estimate", predictor, level)
+            rows.append(
+                {
+                    "condition": condition,
+                    "predictor": predictor,
+                    "n_models": len(data),
+                    **{f"human_{k}": v for k, v in human.items()},
+                    **{f"ppi_{k}": v for k, v in ppi.items()},
+                    "width_ratio": (ppi["ci_high"] - ppi["ci_low"]) / (human["ci_high"] - human["ci_low"]),
+                }
+            )
+    return pd.DataFrame(rows)
