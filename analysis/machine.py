@@ -92,7 +92,11 @@ NOISE_CEILING_SPLITS = 100
 
 
 def noise_ceiling(
-    main: pd.DataFrame, scores: pd.DataFrame, n_splits: int = NOISE_CEILING_SPLITS, n_resamples: int = 1_000, seed: int = 0
+    main: pd.DataFrame,
+    scores: pd.DataFrame,
+    n_splits: int = NOISE_CEILING_SPLITS,
+    n_resamples: int = 1_000,
+    seed: int = 0,
 ) -> pd.DataFrame:
     """Per condition, across units: the machine-human Pearson correlation beside the noise ceiling.
 

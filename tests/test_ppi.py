@@ -32,7 +32,9 @@ def simulated_study(
         for i in range(rated):
             people = rng.choice(len(skill), raters, replace=False)
             correct = rng.random(raters) < 0.5 + (accuracy[i] - 0.5) * skill[people]
-            rows += [(f"p{p}", f"m{m}", f"m{m}u{i}", "natural", int(c), "main") for p, c in zip(people, correct)]
+            rows += [
+                (f"p{p}", f"m{m}", f"m{m}u{i}", "natural", int(c), "main") for p, c in zip(people, correct, strict=True)
+            ]
     responses = pd.DataFrame(
         rows, columns=["participant_id", "model_id", "unit_id", "condition", "correct", "trial_kind"]
     )
