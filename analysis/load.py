@@ -112,8 +112,8 @@ MACHINE_SCORES_OPTIONAL = {
     "n_trials": "int",
     "observer": "str",
     "study_id": "str",
-    "temperature": "float",
-    "lapse": "float",
+    "temperature": "number",
+    "lapse": "probability",
     "shown_to_people": "str",
 }
 

@@ -26,7 +26,7 @@ from analysis.exclusions import PUBLISHED_RULE, RULES, describe  # noqa: E402
 from analysis.machine import NOISE_CEILING_SPLITS  # noqa: E402
 from analysis.microscope import human_results  # noqa: E402
 from analysis.pipeline import EXCLUSION_MODES, RatingResults, StudyResults, analyse  # noqa: E402
-from analysis.ppi import PPI_COVERAGE_MEASURED  # noqa: E402
+from analysis.ppi import PPI_COVERAGE_MEASURED, PPI_SLOPE_COVERAGE_MEASURED  # noqa: E402
 from analysis.presentation import (  # noqa: E402
     INTERVAL_LABELS,
     display_names,
@@ -611,6 +611,7 @@ def _study_page(results: StudyResults, figures: dict[str, str], with_units: bool
             models_differ_fpr=MODEL_TEST_FALSE_POSITIVE_RATES["models_differ"],
             mde_power="–".join(f"{v:.1%}" for v in MDE_POWER_MEASURED),
             ppi_coverage="–".join(f"{v:.1%}" for v in PPI_COVERAGE_MEASURED),
+            ppi_slope_coverage="–".join(f"{v:.1%}" for v in PPI_SLOPE_COVERAGE_MEASURED),
             ppi_withheld=machine.ppi.withheld if machine is not None else [],
             ceiling_splits=NOISE_CEILING_SPLITS,
             kruskal_fpr=MODEL_TEST_FALSE_POSITIVE_RATES["kruskal_wallis"],

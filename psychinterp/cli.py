@@ -23,6 +23,8 @@ admin_app = typer.Typer(help="Experimenter logins for the dashboard.", no_args_i
 app.add_typer(admin_app, name="admin")
 db_app = typer.Typer(help="The response database.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
+observers_app = typer.Typer(help="Machine observers: calibrating them against people.", no_args_is_help=True)
+app.add_typer(observers_app, name="observers")
 
 DbOption = Annotated[
     str | None, typer.Option("--db", help="SQLAlchemy database URL (default: psychinterp.db in this folder)")
@@ -54,6 +56,23 @@ def models_list(
             f"{spec.id:<20} {spec.display_name:<32} {spec.source:<11} {parameter_count(spec):>13,} "
             f"{spec.metadata.train_images:>14,} {top1:>6}"
         )
+
+
+ObserverOption = Annotated[
+    str,
+    typer.Option(
+        help="pixel, model:ID[:LAYER] (a registry model's embedding), lpips:ID[:LAYER,...] (a perceptual distance "
+        "on a registry backbone) or python:MODULE:FUNCTION"
+    ),
+]
+LayerWeightsOption = Annotated[
+    Path | None,
+    typer.Option(
+        help="lpips observers: per-channel layer weights (JSON/YAML {layer: [...]}, or an lpips package .pth); "
+        "default uniform",
+        resolve_path=True,
+    ),
+]
 
 
 def _parse_weights(values: list[str]) -> dict[str, Path]:
@@ -519,9 +538,7 @@ def design(
 def simulate(
     bundle: Annotated[Path, typer.Argument(help="study bundle directory", resolve_path=True)],
     participants: Annotated[int, typer.Option(help="simulated participants")] = 10,
-    observer: Annotated[
-        str, typer.Option(help="pixel, model:ID[:LAYER] (a registry model's embedding) or python:MODULE:FUNCTION")
-    ] = "pixel",
+    observer: ObserverOption = "pixel",
     server: Annotated[str | None, typer.Option(help="a running server's URL; default: the bundle in-process")] = None,
     db: Annotated[str | None, typer.Option("--db", help="database for the in-process server")] = None,
     out: Annotated[
@@ -536,6 +553,14 @@ def simulate(
     ] = None,
     temperature: float = 10.0,
     lapse: float = 0.05,
+    calibration: Annotated[
+        Path | None,
+        typer.Option(
+            help="temperature and lapse fitted to people (psychinterp observers calibrate): replaces the two above",
+            resolve_path=True,
+        ),
+    ] = None,
+    lpips_weights: LayerWeightsOption = None,
     seed: int = 0,
 ) -> None:
     """Machine observers take the study as participants (through the HTTP API), and/or score each unit offline."""
@@ -558,6 +583,8 @@ def simulate(
         models=models,
         temperature=temperature,
         lapse=lapse,
+        calibration=calibration,
+        layer_weights=lpips_weights,
         seed=seed,
     )
     if run.scored_rows is not None:
@@ -572,6 +599,29 @@ def simulate(
             )
     if run.responses_written is not None:
         typer.echo(f"wrote {run.responses_written} responses to {out}")
+
+
+@observers_app.command("calibrate")
+def observers_calibrate(
+    responses: Annotated[Path, typer.Argument(help="the study's response table (our export)", resolve_path=True)],
+    bundle: Annotated[Path, typer.Option(help="the study's bundle", resolve_path=True)],
+    out: Annotated[Path, typer.Option("--out", help="write the calibration (JSON) here", resolve_path=True)],
+    observer: ObserverOption = "pixel",
+    models: Annotated[
+        Path | None,
+        typer.Option("--models", help="models file for model:ID and lpips:ID observers", resolve_path=True),
+    ] = None,
+    lpips_weights: LayerWeightsOption = None,
+) -> None:
+    """Fit an observer's temperature and lapse to people's answers in one study; apply it to another with
+    ``psychinterp simulate --calibration``."""
+    from psychinterp.workflows import calibrate_observer
+
+    fitted = calibrate_observer(responses, bundle, observer, out, models=models, layer_weights=lpips_weights)
+    typer.echo(
+        f"{fitted.observer}: temperature {fitted.temperature:.4g}, lapse {fitted.lapse:.3f} "
+        f"(fitted to {fitted.responses} responses of study {fitted.study_id}); wrote {out}"
+    )
 
 
 @app.command("train-family")

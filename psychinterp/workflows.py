@@ -147,6 +147,8 @@ def simulate_study(
     models: Path | None = None,
     temperature: float = 10.0,
     lapse: float = 0.05,
+    calibration: Path | None = None,
+    layer_weights: Path | None = None,
     seed: int = 0,
 ) -> SimulationRun:
     """Observers take the study (a running server, or the bundle in-process) and/or score each unit offline.
@@ -156,10 +158,18 @@ def simulate_study(
     import numpy as np
 
     from contracts.bundle import load_bundle
-    from psychinterp.observers import http_images, machine_scores, make_observer
+    from psychinterp.observers import Calibration, http_images, machine_scores, make_observer
     from psychinterp.scripted import run_session
 
-    model = make_observer(observer, seed=seed, temperature=temperature, lapse=lapse, models_file=models)
+    model = make_observer(
+        observer,
+        seed=seed,
+        temperature=temperature,
+        lapse=lapse,
+        models_file=models,
+        layer_weights=layer_weights,
+        calibration=Calibration.load(calibration) if calibration is not None else None,
+    )
     loaded = load_bundle(bundle)
     scored = None
     if scores is not None:
@@ -194,6 +204,33 @@ def simulate_study(
 
         written = export_csv(loaded, app.extensions["psychinterp_db"], out)
     return SimulationRun(model.features.name, Counter(map(ending, outcomes)), scored, written)
+
+
+def calibrate_observer(
+    responses: Path,
+    bundle: Path,
+    observer: str,
+    out: Path,
+    *,
+    models: Path | None = None,
+    layer_weights: Path | None = None,
+):
+    """Fit ``observer``'s temperature and lapse to the study's responses (this bundle's); write and return it."""
+    from analysis.load import check_responses_study, load_responses
+    from contracts.bundle import load_bundle
+    from psychinterp.observers import calibrate, make_observer
+
+    loaded = load_bundle(bundle)
+    check_responses_study(responses, loaded)
+    fitted = calibrate(
+        loaded,
+        bundle,
+        load_responses(responses),
+        make_observer(observer, models_file=models, layer_weights=layer_weights),
+    )
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fitted.save(out)
+    return fitted
 
 
 def ending(completion: dict) -> str:

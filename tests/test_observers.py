@@ -76,7 +76,7 @@ def test_model_embedding_observer_and_bad_specs(tmp_path):
     features = ModelEmbedding("tiny_resnet18", models_file=tmp_path / "models.yaml")
     assert features.name == "tiny_resnet18:layer2.1"
     assert features.embed([solid((10, 200, 30)), solid((200, 10, 30))]).shape == (2, 128)
-    with pytest.raises(PsychinterpError, match="use 'pixel', 'model:ID"):
+    with pytest.raises(PsychinterpError, match="use pixel, model:ID"):
         make_observer("telepathy")
 
 
@@ -157,3 +157,108 @@ def test_a_refused_scripted_participant_is_a_one_line_error(app):
     assert isinstance(
         raised.value, PsychinterpError
     )  # so `psychinterp simulate --server` prints it without a traceback
+
+
+def _tiny_models_file(tmp_path):
+    import torch
+    import yaml
+
+    from stimuli.registry import build_architecture
+    from stimuli.specs import ModelSpec
+    from tests.conftest import TINY_MODEL
+
+    torch.manual_seed(0)
+    torch.save(build_architecture(ModelSpec.model_validate(TINY_MODEL)).state_dict(), tmp_path / "w.pt")
+    (tmp_path / "models.yaml").write_text(yaml.safe_dump({"models": [{**TINY_MODEL, "weights_file": "w.pt"}]}))
+    return tmp_path / "models.yaml"
+
+
+def test_perceptual_observer_is_a_distance_over_normalised_layers_with_weights_from_a_file(tmp_path):
+    import torch
+    import yaml
+
+    from contracts.errors import PsychinterpError
+    from psychinterp.observers import PerceptualFeatures
+
+    models = _tiny_models_file(tmp_path)
+    uniform = PerceptualFeatures("tiny_resnet18", models_file=models)
+    assert uniform.name.startswith("lpips:tiny_resnet18:") and 2 <= len(uniform.layers) <= 5
+    red, red2, blue = solid((200, 20, 20)), solid((205, 25, 20)), solid((20, 20, 200))
+    features = uniform.embed([red, red2, blue])
+    distance = -uniform.similarity(features, features)
+    assert distance[0, 0] == pytest.approx(0, abs=1e-6) and distance[0, 1] < distance[0, 2]
+    # LPIPS: per layer, the mean over positions of the weighted squared difference of unit-length channel vectors.
+    layer = uniform.layers[0]
+    one = PerceptualFeatures("tiny_resnet18", [layer], models_file=models).embed([red, blue])
+    assert -uniform.similarity(one[:1], one[1:])[0, 0] <= 4.0 + 1e-6  # unit vectors: at most 2^2 per position
+
+    # An lpips package weights file (lin0.model.1.weight, ...) for the chosen layers, in order.
+    channels = [uniform._weights[name].size for name in uniform.layers]
+    state = {f"lin{i}.model.1.weight": torch.rand(1, c, 1, 1) for i, c in enumerate(channels)}
+    torch.save(state, tmp_path / "lin.pth")
+    weighted = make_observer(
+        f"lpips:tiny_resnet18:{','.join(uniform.layers)}", models_file=models, layer_weights=tmp_path / "lin.pth"
+    )
+    np.testing.assert_allclose(weighted.features._weights[uniform.layers[0]], state["lin0.model.1.weight"].reshape(-1))
+    p, _ = weighted.choice_probabilities([red2, blue], [red, red], [blue, blue])
+    assert p[0] > p[1]
+
+    (tmp_path / "bad.yaml").write_text(yaml.safe_dump({layer: [1.0, 2.0]}))
+    with pytest.raises(PsychinterpError, match=rf"bad.yaml: layer '{layer}' needs \d+ finite weights >= 0, got 2"):
+        PerceptualFeatures("tiny_resnet18", [layer], tmp_path / "bad.yaml", models_file=models)
+    with pytest.raises(PsychinterpError, match="no eligible layer"):
+        make_observer("lpips:tiny_resnet18:nowhere", models_file=models)
+    with pytest.raises(PsychinterpError, match="layer weights are for lpips:ID observers only"):
+        make_observer("pixel", layer_weights=tmp_path / "lin.pth")
+
+
+def test_calibration_recovers_the_temperature_and_lapse_that_made_the_answers():
+    from psychinterp.observers import choice_probabilities, fit_calibration
+
+    rng = np.random.default_rng(0)
+    for options, temperature, lapse in ((2, 8.0, 0.1), (5, 3.0, 0.2)):
+        evidence = rng.normal(0, 0.3, (6000, options))
+        correct = rng.integers(0, options, 6000)
+        p = choice_probabilities(evidence, temperature, lapse)[np.arange(6000), correct]
+        fitted_t, fitted_lapse, _ = fit_calibration(evidence, correct, rng.random(6000) < p)
+        assert fitted_t == pytest.approx(temperature, rel=0.2) and fitted_lapse == pytest.approx(lapse, abs=0.05)
+
+
+def test_calibrate_fits_one_study_and_the_scores_of_another_carry_it(tiny_bundle_dir, tmp_path):
+    import json
+
+    import pandas as pd
+    from typer.testing import CliRunner
+
+    from contracts.errors import PsychinterpError
+    from psychinterp.cli import app
+    from psychinterp.observers import Calibration
+
+    responses = tmp_path / "responses.csv"
+    args = ["simulate", str(tiny_bundle_dir), "--participants", "6", "--db", f"sqlite:///{tmp_path / 's.db'}"]
+    result = CliRunner().invoke(app, [*args, "--out", str(responses), "--temperature", "20", "--lapse", "0.1"])
+    assert result.exit_code == 0, result.output
+    calibration = tmp_path / "calibration.json"
+    args = ["observers", "calibrate", str(responses), "--bundle", str(tiny_bundle_dir), "--out", str(calibration)]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    saved = json.loads(calibration.read_text())
+    assert saved["observer"] == "pixel" and saved["study_id"] == load_bundle(tiny_bundle_dir).manifest.study_id
+    assert saved["temperature"] > 0 and 0 <= saved["lapse"] < 1 and "pixel: temperature" in result.output
+
+    scores = tmp_path / "scores.csv"
+    args = ["simulate", str(tiny_bundle_dir), "--participants", "0", "--scores", str(scores)]
+    result = CliRunner().invoke(app, [*args, "--calibration", str(calibration)])
+    assert result.exit_code == 0, result.output
+    table = pd.read_csv(scores)
+    assert table["temperature"].iloc[0] == pytest.approx(saved["temperature"])
+    assert table["lapse"].iloc[0] == pytest.approx(saved["lapse"])
+    assert (table["study_id"] == saved["study_id"]).all() and (table["shown_to_people"] == "yes").all()
+
+    with pytest.raises(PsychinterpError, match="fitted for observer 'pixel', not 'tiny_resnet18"):
+        make_observer(
+            "model:tiny_resnet18", models_file=_tiny_models_file(tmp_path), calibration=Calibration.load(calibration)
+        )
+    calibration.write_text('{"observer": "pixel"}')
+    result = CliRunner().invoke(app, [*args, "--calibration", str(calibration)])
+    assert isinstance(result.exception, PsychinterpError) and "not a calibration file" in str(result.exception)
