@@ -18,10 +18,19 @@ Units are the cheap way to precision when the unit spread dominates: the 2023 st
 units per model about 80 times each, where its own components ask for many more units rated a few
 times each. The scaling slope across M models adds the models' own spread:
 SE^2 = (s_m^2 + V) / Sxx, which no number of participants brings below s_m^2 / Sxx.
+
+With a machine that scores S units per model (``MachineAssist``; correlation rho with the units' true
+accuracy) and people rating U of them, the prediction-powered estimate (:mod:`analysis.ppi`) has
+
+    V = s_u^2 (1 - rho^2) / U + s_u^2 rho^2 / S + (T s_p^2 + b) / N:
+
+the machine explains rho^2 of the rated units' spread, and the rest of the spread is averaged over all
+S. The S units' stimuli are built once (per_unit each); rating one more of them costs only its ratings.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
@@ -98,6 +107,21 @@ class Allocation:
 
 
 @dataclass(frozen=True)
+class MachineAssist:
+    """A machine observer scoring ``scored_units`` units per model, ``correlation`` with their true accuracy
+    (from a study with people: its machine-human r over the noise ceiling, analysis.machine.noise_ceiling)."""
+
+    correlation: float
+    scored_units: int
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.correlation < 1:
+            raise ValueError(f"the machine's correlation must lie in [0, 1), not {self.correlation}")
+        if self.scored_units < 1:
+            raise ValueError(f"the machine must score at least one unit per model, not {self.scored_units}")
+
+
+@dataclass(frozen=True)
 class Problem:
     """What the planner is given: the models, the components, the prices and the trials per participant."""
 
@@ -107,10 +131,17 @@ class Problem:
     trials: int
     conditions: int = 1
     max_units_per_model: int | None = None
+    machine: MachineAssist | None = None
+    min_ratings_per_unit: int = 1  # e.g. several, for per-unit accuracies (the microscope, the noise ceiling)
 
     def __post_init__(self) -> None:
+        if self.machine is not None:  # people rate some of the scored units
+            cap = min(self.max_units_per_model or self.machine.scored_units, self.machine.scored_units)
+            object.__setattr__(self, "max_units_per_model", cap)
         if len(self.log10_params) < 1:
             raise ValueError("no models to plan for")
+        if self.min_ratings_per_unit < 1:
+            raise ValueError(f"ratings per unit must be at least 1, not {self.min_ratings_per_unit}")
         if self.trials < 1 or self.conditions < 1:
             raise ValueError(f"trials per participant ({self.trials}) and conditions ({self.conditions}) must be >= 1")
         if self.max_units_per_model is not None and self.max_units_per_model < self.trials:
@@ -125,7 +156,29 @@ class Problem:
 
     @property
     def unit_term(self) -> float:
-        return self.components.unit_sd**2
+        """The units' spread that rated units must average out (what the machine does not explain)."""
+        rho = self.machine.correlation if self.machine else 0.0
+        return self.components.unit_sd**2 * (1 - rho**2)
+
+    @property
+    def variance_floor(self) -> float:
+        """The part of a cell's variance that no rating removes: the spread the machine explains, over all
+        the units it scores."""
+        if self.machine is None:
+            return 0.0
+        return self.components.unit_sd**2 * self.machine.correlation**2 / self.machine.scored_units
+
+    @property
+    def rated_unit_cost(self) -> float:
+        """What rating one more unit adds beyond its ratings: its stimuli, unless the machine's are built anyway."""
+        return 0.0 if self.machine else self.costs.per_unit
+
+    @property
+    def fixed_cost_per_model(self) -> float:
+        return self.costs.per_unit * self.machine.scored_units if self.machine else 0.0
+
+    def without_machine(self) -> Problem:
+        return dataclasses.replace(self, machine=None, max_units_per_model=None) if self.machine else self
 
     @property
     def response_term(self) -> float:
@@ -139,10 +192,14 @@ class Problem:
         return float(((x - x.mean()) ** 2).sum())
 
     def cell_variance(self, units: float, responses: float) -> float:
-        return self.unit_term / units + self.response_term / responses
+        return self.unit_term / units + self.variance_floor + self.response_term / responses
 
     def model_cost(self, units: float, responses: float) -> float:
-        return self.costs.per_unit * units + self.conditions * self.costs.per_trial * responses
+        return (
+            self.fixed_cost_per_model
+            + self.rated_unit_cost * units
+            + self.conditions * self.costs.per_trial * responses
+        )
 
     def allocation(self, name: str, units: int, participants: int) -> Allocation:
         responses = participants * self.trials
@@ -166,27 +223,27 @@ def _integer(problem: Problem, name: str, units: float, responses: float) -> All
     units = max(int(round(units)), problem.trials)
     if problem.max_units_per_model is not None:
         units = min(units, problem.max_units_per_model)
-    participants = max(math.ceil(max(responses, units) / problem.trials), 1)
+    participants = max(math.ceil(max(responses, problem.min_ratings_per_unit * units) / problem.trials), 1)
     return problem.allocation(name, units, participants)
 
 
 def _best_for_budget(problem: Problem, budget: float) -> tuple[float, float]:
     """The continuous optimum (units, responses per cell) for a total budget."""
-    per_model = budget / problem.models
-    unit_weight = math.sqrt(problem.unit_term * problem.costs.per_unit)
+    per_model = budget / problem.models - problem.fixed_cost_per_model
+    unit_cost = problem.rated_unit_cost
+    unit_weight = math.sqrt(problem.unit_term * unit_cost)
     response_weight = math.sqrt(problem.response_term * problem.conditions * problem.costs.per_trial)
     scale = per_model / (unit_weight + response_weight)
-    units = math.sqrt(problem.unit_term / problem.costs.per_unit) * scale if problem.costs.per_unit > 0 else math.inf
+    units = math.sqrt(problem.unit_term / unit_cost) * scale if unit_cost > 0 else math.inf
     cap = problem.max_units_per_model
     if (cap is not None and units > cap) or not math.isfinite(units):
         # Free or capped units: as many as allowed (or as the budget buys at one rating each).
-        units = min(
-            cap or math.inf, per_model / (problem.costs.per_unit + problem.conditions * problem.costs.per_trial)
-        )
-    responses = (per_model - problem.costs.per_unit * units) / (problem.conditions * problem.costs.per_trial)
-    if responses < units:  # fewer than one rating per unit: spend on one rating each
-        units = per_model / (problem.costs.per_unit + problem.conditions * problem.costs.per_trial)
-        responses = units
+        units = min(cap or math.inf, per_model / (unit_cost + problem.conditions * problem.costs.per_trial))
+    responses = (per_model - unit_cost * units) / (problem.conditions * problem.costs.per_trial)
+    ratings = problem.min_ratings_per_unit
+    if responses < ratings * units:  # fewer ratings per unit than asked: spend on exactly that many each
+        units = per_model / (unit_cost + ratings * problem.conditions * problem.costs.per_trial)
+        responses = ratings * units
     return units, responses
 
 
@@ -201,16 +258,24 @@ def planned(problem: Problem, budget: float) -> Allocation:
     units, responses = _best_for_budget(problem, budget)
     best = _integer(problem, "planner", units, responses)
     while best.cost > budget and best.participants_per_cell > 1:  # rounding up went over budget
-        best = problem.allocation("planner", best.units_per_model, best.participants_per_cell - 1)
+        participants = best.participants_per_cell - 1
+        units = min(best.units_per_model, participants * problem.trials // problem.min_ratings_per_unit)
+        best = problem.allocation("planner", max(units, problem.trials), participants)
     return best
 
 
 def cheapest_for(problem: Problem, half_width: float | None = None, slope_se: float | None = None) -> Allocation:
     """The cheapest allocation whose expected precision reaches the target (half-width or slope SE)."""
     variance = _target_variance(problem, half_width, slope_se)
-    unit_weight = math.sqrt(problem.unit_term * problem.costs.per_unit)
+    room = variance - problem.variance_floor
+    if room <= 0:
+        raise ValueError(
+            f"with the machine scoring {problem.machine.scored_units} units per model, the spread it explains "
+            f"alone gives a half-width of {100 * Z95 * math.sqrt(problem.variance_floor):.2f} pp: score more units"
+        )
+    unit_weight = math.sqrt(problem.unit_term * problem.rated_unit_cost)
     response_weight = math.sqrt(problem.response_term * problem.conditions * problem.costs.per_trial)
-    budget = problem.models * (unit_weight + response_weight) ** 2 / variance
+    budget = problem.models * ((unit_weight + response_weight) ** 2 / room + problem.fixed_cost_per_model)
     # The continuous optimum, then the smallest budget whose whole-number allocation reaches it.
     for _ in range(200):
         allocation = planned(problem, max(budget, problem.allocation("minimum", problem.trials, 1).cost))
@@ -223,11 +288,11 @@ def cheapest_for(problem: Problem, half_width: float | None = None, slope_se: fl
 def fixed_units(problem: Problem, units: int, name: str, budget: float | None = None, **target) -> Allocation:
     """The 2023 allocation: ``units`` per model, and as many ratings as the budget (or the target) needs."""
     if budget is not None:
-        per_model = budget / problem.models
-        responses = (per_model - problem.costs.per_unit * units) / (problem.conditions * problem.costs.per_trial)
+        per_model = budget / problem.models - problem.fixed_cost_per_model
+        responses = (per_model - problem.rated_unit_cost * units) / (problem.conditions * problem.costs.per_trial)
         return problem.allocation(name, units, max(math.floor(responses / problem.trials), 1))
     variance = _target_variance(problem, **target)
-    room = variance - problem.unit_term / units
+    room = variance - problem.unit_term / units - problem.variance_floor
     if room <= 0:
         raise ValueError(
             f"{name}: with {units} units per model the unit spread alone gives a half-width of "
@@ -280,11 +345,14 @@ def compare(problem: Problem, budget: float, half_width: float | None = None, sl
                 "the target"
             )
         target = {"half_width": half_width} if half_width is not None else {"slope_se": slope_se}
-    rows = [plan, fixed_units(problem, UNITS_PER_MODEL_2023, "2023, same budget", budget=budget)]
+    people_only = problem.without_machine()
+    rows = [plan, fixed_units(people_only, UNITS_PER_MODEL_2023, "2023, same budget", budget=budget)]
     try:
-        rows.append(fixed_units(problem, UNITS_PER_MODEL_2023, "2023, same precision", **target))
+        rows.append(fixed_units(people_only, UNITS_PER_MODEL_2023, "2023, same precision", **target))
     except ValueError:
-        pass  # the 2023 allocation cannot reach it: the table shows only the first two
+        pass  # the 2023 allocation cannot reach it
+    if problem.machine is not None:  # what the planner would do without the machine, at the same budget
+        rows.append(dataclasses.replace(planned(people_only, budget), name="planner, people only"))
     return pd.DataFrame([r.row() for r in rows])
 
 
@@ -295,7 +363,7 @@ def precision_curve(problem: Problem, budgets: np.ndarray) -> pd.DataFrame:
         rows.append(
             {"budget": budget, "allocation": "planner", "half_width_pp": 100 * planned(problem, budget).half_width}
         )
-        fixed = fixed_units(problem, UNITS_PER_MODEL_2023, "2023", budget=budget)
+        fixed = fixed_units(problem.without_machine(), UNITS_PER_MODEL_2023, "2023", budget=budget)
         if fixed.cost <= budget * 1.001:
             rows.append({"budget": budget, "allocation": "2023", "half_width_pp": 100 * fixed.half_width})
     return pd.DataFrame(rows)

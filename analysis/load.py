@@ -115,6 +115,7 @@ MACHINE_SCORES_OPTIONAL = {
     "temperature": "number",
     "lapse": "probability",
     "shown_to_people": "str",
+    "bundle_fingerprint": "str",
 }
 
 

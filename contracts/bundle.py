@@ -256,17 +256,17 @@ class Manifest(Strict):
                 raise ValueError(f"trial {trial.trial_id}: unknown unit_id {trial.unit_id!r}")
             if trial.condition not in self.conditions:
                 raise ValueError(f"trial {trial.trial_id}: condition {trial.condition!r} not in conditions")
+        scored_only = {u.unit_id for u in self.machine_only_units}
         for image in self.reference_images:
-            if image.unit_id not in unit_ids:
+            if image.unit_id not in unit_ids | scored_only:
                 raise ValueError(f"reference image {image.sha256}: unknown unit_id {image.unit_id!r}")
         for unit in self.machine_only_units:
             if unit.unit_id in unit_ids:
                 raise ValueError(f"machine-only unit {unit.unit_id}: it is also among the units shown")
             if unit.model_id not in model_ids:
                 raise ValueError(f"machine-only unit {unit.unit_id}: unknown model_id {unit.model_id!r}")
-        machine_ids = {u.unit_id for u in self.machine_only_units}
         for trial in self.machine_trials:
-            if trial.unit_id not in machine_ids:
+            if trial.unit_id not in scored_only:
                 raise ValueError(f"machine trial {trial.trial_id}: unit {trial.unit_id!r} is not machine-only")
             if trial.trial_id in seen:
                 raise ValueError(f"trial_id {trial.trial_id!r} appears twice")
@@ -277,7 +277,7 @@ class Manifest(Strict):
         for replaced in self.replaced_units:
             if replaced.unit_id in unit_ids:
                 raise ValueError(f"replaced unit {replaced.unit_id}: it is also among the units shown")
-            if replaced.replaced_by is not None and replaced.replaced_by not in unit_ids | refused:
+            if replaced.replaced_by is not None and replaced.replaced_by not in unit_ids | refused | scored_only:
                 raise ValueError(f"replaced unit {replaced.unit_id}: replaced_by {replaced.replaced_by!r} is unknown")
         return self
 
@@ -294,7 +294,7 @@ class Manifest(Strict):
 
     def image_hashes(self) -> set[str]:
         hashes = {image.sha256 for image in self.reference_images}
-        for trial in self.all_trials():
+        for trial in [*self.all_trials(), *self.machine_trials]:
             hashes.update(trial.references.min, trial.references.max, trial.queries)
         return hashes
 

@@ -486,6 +486,19 @@ def design(
     ] = None,
     slope_se_pp: Annotated[float | None, typer.Option(help="or target: the scaling slope's SE, pp per decade")] = None,
     max_units_per_model: Annotated[int | None, typer.Option(help="units a model can offer at most")] = None,
+    machine_r: Annotated[
+        float | None,
+        typer.Option(
+            help="a machine observer's correlation with the units' true accuracy (a report's machine-human r over "
+            "its noise ceiling): plan a prediction-powered study"
+        ),
+    ] = None,
+    scored_units: Annotated[
+        int | None, typer.Option(help="with --machine-r: units the machine scores per model (people rate some)")
+    ] = None,
+    min_ratings_per_unit: Annotated[
+        int, typer.Option(help="ratings each rated unit needs at least (per-unit accuracies, the noise ceiling)")
+    ] = 1,
 ) -> None:
     """How to spend a budget: units per model, ratings per unit and participants, against the 2023 allocation."""
     from psychinterp.workflows import plan_design
@@ -512,6 +525,9 @@ def design(
         half_width=half_width_pp / 100 if half_width_pp is not None else None,
         slope_se=slope_se_pp / 100 if slope_se_pp is not None else None,
         max_units_per_model=max_units_per_model,
+        machine_r=machine_r,
+        scored_units=scored_units,
+        min_ratings_per_unit=min_ratings_per_unit,
     )
     typer.echo(
         f"variance components: {run.components}; "
@@ -523,6 +539,12 @@ def design(
         f"planner: {plan.units_per_model} units per model rated {plan.ratings_per_unit:.3g} times each, "
         f"{plan.participants_per_cell} participants per cell: ±{plan.half_width_pp:.2f} pp per cell for {plan.cost:.4g}"
     )
+    if "planner, people only" in rows.index:
+        alone = rows.loc["planner, people only"]
+        typer.echo(
+            f"with the machine scoring {scored_units} units per model (prediction-powered); people alone, at the "
+            f"same budget: {int(alone.units_per_model)} units, ±{alone.half_width_pp:.2f} pp"
+        )
     if "2023, same precision" in rows.index:
         same = rows.loc["2023, same precision"]
         typer.echo(

@@ -46,9 +46,51 @@ def build_bundle(
     if jobs is not None:
         from stimuli.cluster import build_with_jobs
 
-        return build_with_jobs(config, out, jobs.count, jobs.executor, jobs.resources, device, weights or {}, precision)
-    parsed = Shard.parse(shard) if shard else None
-    return build_study(config, out, device=device, weights=weights or {}, shard=parsed, precision=precision)
+        built = build_with_jobs(
+            config, out, jobs.count, jobs.executor, jobs.resources, device, weights or {}, precision
+        )
+    else:
+        parsed = Shard.parse(shard) if shard else None
+        built = build_study(config, out, device=device, weights=weights or {}, shard=parsed, precision=precision)
+    if built is not None and config.machine_scoring is not None:
+        score_bundle(built, config.machine_scoring, config.models_file)
+    return built
+
+
+MACHINE_SCORES_FILE = "machine_scores.csv"
+
+
+def score_bundle(bundle, scoring, models_file: Path | None = None) -> Path:
+    """Score every unit of a built bundle (the machine-only ones too) with the study's observer, into
+    ``machine_scores.csv`` beside the manifest; a rerun with the same bundle and settings keeps the file."""
+    import pandas as pd
+
+    from contracts.files import atomic_text_file
+    from psychinterp.observers import Calibration, machine_scores, make_observer
+
+    path = bundle.root / MACHINE_SCORES_FILE
+    observer = make_observer(
+        scoring.observer,
+        temperature=scoring.temperature,
+        lapse=scoring.lapse,
+        models_file=models_file,
+        layer_weights=scoring.layer_weights,
+        calibration=Calibration.load(scoring.calibration) if scoring.calibration else None,
+    )
+    wanted = {
+        "bundle_fingerprint": bundle.fingerprint,
+        "observer": observer.features.name,
+        "temperature": observer.temperature,
+        "lapse": observer.lapse,
+    }
+    if path.is_file():
+        kept = pd.read_csv(path, nrows=1, dtype={"bundle_fingerprint": str, "observer": str}).to_dict("records")
+        if kept and all(kept[0].get(k) == v for k, v in wanted.items()):
+            return path
+    table = machine_scores(bundle, bundle.root, observer).assign(bundle_fingerprint=bundle.fingerprint)
+    with atomic_text_file(path) as handle:
+        table.to_csv(handle, index=False)
+    return path
 
 
 def model_facts(bundle: Path | None = None, models: Path | None = None) -> dict[str, dict] | None:
@@ -355,12 +397,15 @@ def plan_design(
     half_width: float | None = None,
     slope_se: float | None = None,
     max_units_per_model: int | None = None,
+    machine_r: float | None = None,
+    scored_units: int | None = None,
+    min_ratings_per_unit: int = 1,
 ) -> DesignRun:
     """How to spend ``budget`` (analysis.design): the planner's allocation beside the 2023 one; writes
     design.csv, the precision-against-budget curve (design_curve.csv) and its figure."""
     import numpy as np
 
-    from analysis.design import Costs, Problem, compare, design_figure, precision_curve
+    from analysis.design import Costs, MachineAssist, Problem, compare, design_figure, precision_curve
     from analysis.power import VarianceComponents, variance_components
 
     if (bundle is None) == (log10_params is None):
@@ -395,8 +440,12 @@ def plan_design(
         chosen = variance_components(responses)
     else:
         chosen = VarianceComponents(**(components or {}))
+    if (machine_r is None) != (scored_units is None):
+        raise ConfigError("design: a machine needs both --machine-r and --scored-units (units it scores per model)")
     try:
-        problem = Problem(x, chosen, Costs(price_per_trial, unit_cost), trials, conditions or 1, max_units_per_model)
+        machine = MachineAssist(machine_r, scored_units) if machine_r is not None else None
+        costs = Costs(price_per_trial, unit_cost)
+        problem = Problem(x, chosen, costs, trials, conditions or 1, max_units_per_model, machine, min_ratings_per_unit)
         table = compare(problem, budget, half_width, slope_se)
         budgets = np.geomspace(budget / 20, budget * 5, 25)
         curve = precision_curve(problem, budgets[budgets >= problem.allocation("minimum", trials, 1).cost])

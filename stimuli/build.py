@@ -14,6 +14,7 @@ the work was split or how often it was interrupted.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import logging
@@ -57,7 +58,15 @@ from stimuli.registry import Layer, LoadedModel, build_architecture, eligible_la
 from stimuli.selectors import readout_problem
 from stimuli.specs import ModelSpec, load_model_specs
 from stimuli.study import StudyConfig
-from stimuli.tasks import BatchImages, QueryImage, UnitStimuli, assemble_tasks, plan_study, practice_unit_ranking
+from stimuli.tasks import (
+    BatchImages,
+    QueryImage,
+    StudyPlan,
+    UnitStimuli,
+    assemble_tasks,
+    plan_study,
+    practice_unit_ranking,
+)
 from stimuli.units import SampledUnit, reserve_units, sample_dictionary_units, sample_units
 from stimuli.workdir import ExemplarRecord, Verdict, WorkDir, fingerprint
 
@@ -115,6 +124,7 @@ class UnitPlan:
     models: dict[str, BundleModel]
     units: dict[str, list[SampledUnit]]
     dictionaries: list[Dictionary] = field(default_factory=list)
+    machine_only: frozenset[str] = frozenset()  # planned unit ids that only a machine scores
 
     def dictionary_table(self, out: Path, model_id: str) -> DictionaryTable:
         """The model's dictionaries with their vectors, keyed by (layer, name), for :func:`bind`."""
@@ -139,7 +149,8 @@ def _shared_units(
     config: StudyConfig, model_id: str, layers: list[Layer], sampled: Mapping[str, list[SampledUnit]]
 ) -> list[SampledUnit]:
     """Sample channel units, or reuse those of an earlier model of the same ``shared_units`` group."""
-    if config.units_per_model == 0:
+    n_units = config.units_per_model + machine_only_units(config)
+    if n_units == 0:
         return []
     group = next((g for g in config.unit_sampling.shared_units if model_id in g), [model_id])
     donor = next((m for m in group if m in sampled), None)
@@ -147,7 +158,7 @@ def _shared_units(
         return sample_units(
             group[0],
             [(layer.name, layer.channels) for layer in layers],
-            config.units_per_model,
+            n_units,
             config.seed,
             weight_by_layer_size=config.unit_sampling.weight_by_layer_size,
         )
@@ -161,6 +172,11 @@ def _shared_units(
                 f"their eligible layers differ (e.g. {sorted(donor_layers)[:2]})"
             )
     return [u.for_model(model_id) for u in sampled[donor]]
+
+
+def machine_only_units(config: StudyConfig) -> int:
+    """Channel units per model that only a machine scores (sampled after the people's)."""
+    return config.machine_scoring.machine_only_units_per_model if config.machine_scoring else 0
 
 
 def _dataset_image_store(out: Path, dataset: ImageTreeDataset) -> Callable[[int], str]:
@@ -244,6 +260,10 @@ def _plan_fingerprint(config: StudyConfig, specs: Mapping[str, ModelSpec], datas
     settings["dataset"].pop("described_as")  # the instructions' words for them
     for field_name in ASSEMBLY_ONLY:
         settings.pop(field_name)
+    # Only the machine-only units change what is sampled; the observer scores after assembly.
+    scoring = settings.pop("machine_scoring")
+    if scoring is not None and scoring["machine_only_units_per_model"]:
+        settings["machine_only_units_per_model"] = scoring["machine_only_units_per_model"]
     # Except random odd images, which the scan draws and the exemplar records keep.
     settings["random_odd_images"] = config.paradigm == "odd_one_out" and config.odd_one_out.odd_image == "random"
     return fingerprint(
@@ -340,12 +360,17 @@ def plan_units(
             "models": {m: b.model_dump(mode="json") for m, b in models.items()},
             "units": {m: [u.model_dump(mode="json") for u in units] for m, units in sampled.items()},
             "dictionaries": [d.model_dump(mode="json") for d in dictionaries],
+            # The channel units past units_per_model, per model, are the machine's only.
+            "machine_only": sorted(
+                u.unit_id for units in channel_units.values() for u in units[config.units_per_model :]
+            ),
         }
         work.write_plan(stored)
     return UnitPlan(
         models={m: BundleModel.model_validate(b) for m, b in stored["models"].items()},
         units={m: [SampledUnit.model_validate(u) for u in units] for m, units in stored["units"].items()},
         dictionaries=[Dictionary.model_validate(d) for d in stored.get("dictionaries", [])],
+        machine_only=frozenset(stored.get("machine_only", [])),
     )
 
 
@@ -803,12 +828,14 @@ def assemble_bundle(config: StudyConfig, out: Path, plan: UnitPlan, dataset: Ima
             "folders) first"
         )
     shown: dict[str, list[SampledUnit]] = {}
+    machine: dict[str, list[SampledUnit]] = {}
     replaced: list[ReplacedUnit] = []
     for model_id, units in plan.units.items():
-        shown[model_id] = []
+        shown[model_id], machine[model_id] = [], []
         for planned_unit in units:
             unit, _, refused = current_unit(work, planned_unit)
-            shown[model_id] += [unit] if unit is not None else []
+            place = machine if planned_unit.unit_id in plan.machine_only else shown
+            place[model_id] += [unit] if unit is not None else []
             replaced += [
                 ReplacedUnit(
                     unit_id=v.unit.unit_id,
@@ -830,11 +857,17 @@ def assemble_bundle(config: StudyConfig, out: Path, plan: UnitPlan, dataset: Ima
                 f"{config.tasks.trials_per_task} trials; raise units_per_model or acceptance.replacements, lower "
                 "tasks.trials_per_task, or loosen the acceptance rules (docs/building.md, 'Acceptance')"
             )
-    results = {u.unit_id: work.read_exemplars(u.unit_id) for units in shown.values() for u in units}
+    results = {
+        u.unit_id: work.read_exemplars(u.unit_id)
+        for group in (shown, machine)
+        for units in group.values()
+        for u in units
+    }
     units_by_model = {m: [u.unit_id for u in units] for m, units in shown.items()}
 
     task_cfg = config.tasks
-    ranking = practice_unit_ranking({u: r.separation for u, r in results.items()})
+    people = {u for ids in units_by_model.values() for u in ids}
+    ranking = practice_unit_ranking({u: r.separation for u, r in results.items() if u in people})
     dealt = plan_study(
         units_by_model,
         config.conditions,
@@ -845,10 +878,12 @@ def assemble_bundle(config: StudyConfig, out: Path, plan: UnitPlan, dataset: Ima
         practice_units=ranking[: task_cfg.practice_trials],
         seed=config.seed,
     )
+    machine_plan = _machine_plan(config, machine)
     reference_images: list[ReferenceImage] = []
     batches: dict[str, dict[int, BatchImages]] = {u: {} for u in results}
     store = _dataset_image_store(out, dataset)
-    for unit_id, batch in tqdm(sorted(dealt.needed_batches()), desc="store images", unit="batch", leave=False):
+    needed = dealt.needed_batches() | machine_plan.needed_batches()
+    for unit_id, batch in tqdm(sorted(needed), desc="store images", unit="batch", leave=False):
         images, refs = _natural_batch(store, dataset, results[unit_id], batch)
         batches[unit_id][batch] = images
         reference_images += refs
@@ -878,6 +913,15 @@ def assemble_bundle(config: StudyConfig, out: Path, plan: UnitPlan, dataset: Ima
         paradigm=paradigm,
         odd_image=config.odd_one_out.odd_image,
     )
+    machine_tasks, _, machine_answers = assemble_tasks(
+        machine_plan,
+        stimuli,
+        max_side=task_cfg.max_side,
+        seed=config.seed,
+        paradigm=paradigm,
+        odd_image=config.odd_one_out.odd_image,
+    )
+    answers |= machine_answers
     manifest = Manifest(
         schema_version=bundle_schema.SCHEMA_VERSION,
         study_id=config.study_id,
@@ -886,17 +930,9 @@ def assemble_bundle(config: StudyConfig, out: Path, plan: UnitPlan, dataset: Ima
         consent_text=config.consent_text,
         natural_images=config.dataset.described_as,
         models=list(plan.models.values()),
-        units=[
-            Unit(
-                unit_id=r.unit.unit_id,
-                model_id=r.unit.model_id,
-                layer=r.unit.layer,
-                selector=r.unit.selector,
-                layer_index=r.unit.layer_index,
-                n_layers=r.unit.n_layers,
-            )
-            for r in results.values()
-        ],
+        units=[_bundle_unit(u) for units in shown.values() for u in units],
+        machine_only_units=[_bundle_unit(u) for units in machine.values() for u in units],
+        machine_trials=[t for task in machine_tasks for t in task.trials],
         conditions=list(config.conditions),
         reference_images=reference_images,
         tasks=tasks,
@@ -907,6 +943,36 @@ def assemble_bundle(config: StudyConfig, out: Path, plan: UnitPlan, dataset: Ima
     )
     key = AnswerKey(schema_version=bundle_schema.SCHEMA_VERSION, study_id=config.study_id, answers=answers)
     return bundle_schema.write_bundle(out, manifest, key)
+
+
+def _bundle_unit(unit: SampledUnit) -> Unit:
+    return Unit(
+        unit_id=unit.unit_id,
+        model_id=unit.model_id,
+        layer=unit.layer,
+        selector=unit.selector,
+        layer_index=unit.layer_index,
+        n_layers=unit.n_layers,
+    )
+
+
+def _machine_plan(config: StudyConfig, machine: Mapping[str, list[SampledUnit]]) -> StudyPlan:
+    """One trial per machine-only unit and condition with images (first batch), in one task per model and
+    condition; the task ids start with ``machine__`` so that no trial id meets a participant's."""
+    units = {m: [u.unit_id for u in group] for m, group in machine.items() if group}
+    if not units:
+        return StudyPlan(tasks=())
+    conditions = [c for c in config.conditions if c != "none"]
+    dealt = plan_study(
+        units,
+        conditions,
+        repetitions=1,
+        trials_per_task=max(len(group) for group in units.values()),
+        catch_trials_per_task=0,
+        batches=config.exemplars.batches,
+        seed=config.seed,
+    )
+    return StudyPlan(tasks=tuple(dataclasses.replace(t, task_id=f"machine__{t.task_id}") for t in dealt.tasks))
 
 
 def build_study(

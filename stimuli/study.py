@@ -142,6 +142,23 @@ class OddOneOutConfig(Strict):
     )
 
 
+class MachineScoringConfig(Strict):
+    """A machine observer scores every unit at build time, and more units than people will see: a
+    prediction-powered analysis (analysis.ppi) averages over them all and corrects with the rated ones."""
+
+    observer: str = Field(
+        "pixel",
+        description="pixel, model:ID[:LAYER], lpips:ID[:LAYER,...] or python:MODULE:FUNCTION (psychinterp simulate)",
+    )
+    machine_only_units_per_model: int = Field(
+        0, ge=0, description="channel units per model that only the machine scores (sampled, scanned, never shown)"
+    )
+    temperature: float = Field(10.0, gt=0, description="the observer's, unless a calibration gives it")
+    lapse: float = Field(0.05, ge=0, lt=1)
+    calibration: Path | None = Field(None, description="a calibration file (psychinterp observers calibrate)")
+    layer_weights: Path | None = Field(None, description="lpips observers: per-channel layer weights")
+
+
 class StudyConfig(Strict):
     study_id: str = Field(pattern=r"^[A-Za-z0-9_.\-]+$")
     title: str = ""
@@ -166,6 +183,9 @@ class StudyConfig(Strict):
     odd_one_out: OddOneOutConfig = OddOneOutConfig()
     conditions: list[Condition] = Field(["natural", "synthetic"], min_length=1)
     tasks: TaskConfig = TaskConfig()
+    machine_scoring: MachineScoringConfig | None = Field(
+        None, description="score every unit with a machine observer at build time (bundle/machine_scores.csv)"
+    )
     seed: int = 0
 
     @property
@@ -264,4 +284,20 @@ def load_study_config(path: str | Path) -> StudyConfig:
         )
         for d in config.dictionaries
     ]
-    return config.model_copy(update={"dataset": dataset, "models_file": models_file, "dictionaries": dictionaries})
+    scoring = config.machine_scoring
+    if scoring is not None:
+        scoring = scoring.model_copy(
+            update={
+                name: base / getattr(scoring, name)
+                for name in ("calibration", "layer_weights")
+                if getattr(scoring, name) is not None
+            }
+        )
+    return config.model_copy(
+        update={
+            "dataset": dataset,
+            "models_file": models_file,
+            "dictionaries": dictionaries,
+            "machine_scoring": scoring,
+        }
+    )

@@ -92,3 +92,41 @@ def test_design_command_writes_the_comparison_and_refuses_bad_pilots(tmp_path):
         + ["--pilot", str(tmp_path / "pilot.csv"), "--out", str(tmp_path / "f")],
     )
     assert refused.exit_code != 0 and "has 1 model" in str(refused.exception)
+
+
+def test_a_machine_pays_only_where_people_cannot_rate_every_unit_it_scores():
+    from analysis.design import MachineAssist
+
+    assisted = problem(machine=MachineAssist(correlation=0.8, scored_units=400))
+    # V = s_u^2 / U (1 - (1 - U / S) rho^2) + responses' term / N: the PPI variance of analysis.ppi.
+    s_u2 = UNITS_DOMINATE.unit_sd**2
+    expected = s_u2 / 50 * (1 - (1 - 50 / 400) * 0.64) + assisted.response_term / 1000
+    assert assisted.cell_variance(50, 1000) == pytest.approx(expected)
+    # Rating a unit costs only its ratings: with responses for every scored unit, people rate them all, and
+    # the machine adds nothing over the people-only planner (which builds and rates as many units itself).
+    rich = compare(assisted, 3000).set_index("allocation")
+    assert rich.loc["planner", "units_per_model"] == 400
+    assert rich.loc["planner", "half_width_pp"] >= rich.loc["planner, people only", "half_width_pp"] - 1e-9
+    # Each rated unit rated 20 times (per-unit accuracies): people rate few units, the machine averages over many.
+    strict = problem(machine=MachineAssist(correlation=0.8, scored_units=400), min_ratings_per_unit=20)
+    table = compare(strict, 600).set_index("allocation")
+    assert table.loc["planner", "units_per_model"] < 400 and table.loc["planner", "cost"] <= 600
+    assert (
+        table.loc["planner", "ratings_per_unit"] >= 20 and table.loc["planner, people only", "ratings_per_unit"] >= 20
+    )
+    assert table.loc["planner", "half_width_pp"] < table.loc["planner, people only", "half_width_pp"]
+    with pytest.raises(ValueError, match="the spread it explains alone gives a half-width"):
+        cheapest_for(problem(machine=MachineAssist(0.9, 20)), half_width=0.005)
+    with pytest.raises(ValueError, match=r"correlation must lie in \[0, 1\)"):
+        MachineAssist(1.2, 10)
+
+
+def test_design_cli_plans_with_a_machine(tmp_path):
+    args = ["design", "--budget", "600", "--log10-params", "6.5,7,7.5,8,8.5,9", "--price-per-trial", "0.02"]
+    machine = ["--machine-r", "0.9", "--scored-units", "300", "--min-ratings-per-unit", "20", "--unit-sd", "0.15"]
+    result = CliRunner().invoke(app, [*args, "--out", str(tmp_path), *machine])
+    assert result.exit_code == 0, result.output
+    table = pd.read_csv(tmp_path / "design.csv").set_index("allocation")
+    assert table.loc["planner", "half_width_pp"] < table.loc["planner, people only", "half_width_pp"]
+    result = CliRunner().invoke(app, [*args, "--out", str(tmp_path), "--machine-r", "0.8"])
+    assert "a machine needs both --machine-r and --scored-units" in str(result.exception)
