@@ -161,6 +161,7 @@ def check_machine_scores(
                 "score this bundle's units"
             )
         scores["model_id"] = scores["unit_id"].map(models)
+        scores["unit_kind"] = scores["unit_id"].map({u.unit_id: u.unit_kind for u in manifest.all_units()})
     main = responses[responses["trial_kind"] == "main"] if "trial_kind" in responses else responses
     rated = main[main["condition"].isin(set(scores["condition"]))][["unit_id", "condition"]].drop_duplicates()
     missing = rated.merge(scores[["unit_id", "condition"]], how="left", indicator=True)

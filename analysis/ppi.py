@@ -36,6 +36,7 @@ import statsmodels.formula.api as smf
 from scipy import stats
 
 from analysis.estimate import main_trials
+from contracts.units import CHANNEL_KIND
 
 # Below these, an interval's variance rests on too few clusters: the estimate is withheld, with the reason.
 MIN_RATED_UNITS = 5
@@ -61,28 +62,33 @@ class PPIResults:
 
 
 def scored_units(main: pd.DataFrame, scores: pd.DataFrame) -> pd.DataFrame:
-    """One row per scored unit and condition: model, machine score, and (rated units) the human accuracy,
-    answers and raters."""
+    """One row per scored unit and condition: model, unit kind, machine score, and (rated units) the human
+    accuracy, answers and raters. A unit's kind comes from the scores (the bundle's) or its responses;
+    channel when neither says."""
+    if "unit_kind" not in main:
+        main = main.assign(unit_kind=CHANNEL_KIND)
     human = main.groupby(["unit_id", "condition"], sort=True).agg(
         human_accuracy=("correct", "mean"),
         n_responses=("correct", "size"),
         n_raters=("participant_id", "nunique"),
         rated_model=("model_id", "first"),
+        rated_kind=("unit_kind", "first"),
     )
     table = scores.merge(human.reset_index(), on=["unit_id", "condition"], how="left")
-    if "model_id" not in table:
-        table["model_id"] = table["rated_model"]
-    table["model_id"] = table["model_id"].fillna(table["rated_model"])
+    for column, rated in (("model_id", "rated_model"), ("unit_kind", "rated_kind")):
+        table[column] = table[column].fillna(table[rated]) if column in table else table[rated]
+    table["unit_kind"] = table["unit_kind"].fillna(CHANNEL_KIND)
     table["rated"] = table["n_responses"].notna()
-    return table.drop(columns="rated_model")
+    return table.drop(columns=["rated_model", "rated_kind"])
 
 
 def tuned_weight(units: pd.DataFrame) -> float:
     """The power-tuned lambda: the slope of human accuracy on machine score across the rated units,
     within models (each model's own means removed), pooled over them; 0 if the scores do not vary."""
     rated = units[units["rated"]]
-    y = rated["human_accuracy"] - rated.groupby("model_id")["human_accuracy"].transform("mean")
-    f = rated["machine_score"] - rated.groupby("model_id")["machine_score"].transform("mean")
+    cells = rated.groupby(["model_id", "unit_kind"])
+    y = rated["human_accuracy"] - cells["human_accuracy"].transform("mean")
+    f = rated["machine_score"] - cells["machine_score"].transform("mean")
     spread = float((f**2).sum())
     return float((y * f).sum() / spread) if spread > 1e-12 else 0.0
 
@@ -176,15 +182,22 @@ def ppi_estimates(
     main = main[main["condition"].isin(set(scores["condition"]))]
     units = scored_units(main, scores)
     rows, weights, withheld = [], [], []
+    if "unit_kind" not in main:
+        main = main.assign(unit_kind=CHANNEL_KIND)
     for condition, cond_units in units.groupby("condition", sort=True):
         weight = tuned_weight(cond_units)
         weights.append({"condition": condition, "weight": weight, "n_rated_units": int(cond_units["rated"].sum())})
-        for model_id, model_units in cond_units.groupby("model_id", sort=True):
-            answers = main[(main["model_id"] == model_id) & (main["condition"] == condition)]
-            if reason := _withheld_reason(model_units, answers):
-                withheld.append(f"{model_id}, {condition}: PPI and human-only intervals withheld ({reason})")
+        # Per unit kind too: the scored units must be the population the rated ones were sampled from.
+        for (model_id, kind), cell_units in cond_units.groupby(["model_id", "unit_kind"], sort=True):
+            answers = main[
+                (main["model_id"] == model_id) & (main["condition"] == condition) & (main["unit_kind"] == kind)
+            ]
+            label = {"model_id": model_id, "condition": condition, "unit_kind": kind}
+            if reason := _withheld_reason(cell_units, answers):
+                named = f"{model_id}, {condition}" + (f", {kind}" if kind != CHANNEL_KIND else "")
+                withheld.append(f"{named}: PPI and human-only intervals withheld ({reason})")
                 continue
-            rows.append({"model_id": model_id, "condition": condition, **ppi_cell(answers, model_units, weight, level)})
+            rows.append({**label, **ppi_cell(answers, cell_units, weight, level)})
     cells = pd.DataFrame(rows)
     slopes = ppi_slopes(cells, facts, level) if facts is not None and not cells.empty else pd.DataFrame()
     return PPIResults(cells, pd.DataFrame(weights), slopes, withheld, level)
@@ -200,7 +213,7 @@ def ppi_slopes(cells: pd.DataFrame, facts: pd.DataFrame, level: float = 0.95) ->
     """Per condition and predictor: the two-stage slope on the human-only model means and on the PPI ones
     (OLS across models, t interval on models - 2 df: the model means carry every source of variance)."""
     rows = []
-    for condition, group in cells.groupby("condition", sort=True):
+    for (condition, kind), group in cells.groupby(["condition", "unit_kind"], sort=True):
         joined = group.merge(facts, left_on="model_id", right_index=True)
         for predictor in facts.columns:
             data = joined.dropna(subset=[predictor])
@@ -211,6 +224,7 @@ def ppi_slopes(cells: pd.DataFrame, facts: pd.DataFrame, level: float = 0.95) ->
             rows.append(
                 {
                     "condition": condition,
+                    "unit_kind": kind,
                     "predictor": predictor,
                     "n_models": len(data),
                     **{f"human_{k}": v for k, v in human.items()},

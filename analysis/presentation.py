@@ -118,10 +118,12 @@ def ppi_view(cells: pd.DataFrame) -> pd.DataFrame:
     """analysis.ppi's per-model table as a reader compares it: the two intervals side by side."""
     if cells.empty:
         return cells
+    kinds = {"unit kind": cells["unit_kind"]} if cells["unit_kind"].nunique() > 1 else {}
     return pd.DataFrame(
         {
             "model_id": cells["model_id"],
             "condition": cells["condition"],
+            **kinds,
             "people only [95% CI]": _columns(cells, "human"),
             "with the machine (PPI) [95% CI]": _columns(cells, "ppi"),
             "width ratio": cells["width_ratio"].map("{:.2f}".format),
@@ -146,9 +148,11 @@ def _slopes(slopes: pd.DataFrame, prefix: str) -> list[str]:
 def ppi_slopes_view(slopes: pd.DataFrame) -> pd.DataFrame:
     if slopes.empty:
         return slopes
+    kinds = {"unit kind": slopes["unit_kind"]} if slopes["unit_kind"].nunique() > 1 else {}
     return pd.DataFrame(
         {
             "condition": slopes["condition"],
+            **kinds,
             "predictor": slopes["predictor"],
             "models": slopes["n_models"],
             "slope, people only [95% CI]": _slopes(slopes, "human"),
@@ -171,3 +175,14 @@ def noise_ceiling_view(ceiling: pd.DataFrame) -> pd.DataFrame:
             "r / ceiling [95% CI]": _columns(ceiling, "share_of_ceiling", ".2f"),
         }
     )
+
+
+def noise_ceiling_sentences(ceiling: pd.DataFrame, observer: str) -> list[str]:
+    """Per condition, in words: the machine-human correlation across the study's units beside the ceiling."""
+    return [
+        f"{r.condition}: across the study's {r.n_units} units, the machine score ({observer}) correlates "
+        f"r = {r.machine_r:.2f} [{r.machine_r_ci_low:.2f}, {r.machine_r_ci_high:.2f}] with people's unit "
+        f"accuracy; the noise ceiling (split-half) is {r.noise_ceiling:.2f} "
+        f"[{r.noise_ceiling_ci_low:.2f}, {r.noise_ceiling_ci_high:.2f}]."
+        for r in ceiling.itertuples()
+    ]

@@ -32,6 +32,7 @@ from analysis.presentation import (  # noqa: E402
     display_names,
     for_page,
     model_order,
+    noise_ceiling_sentences,
     noise_ceiling_view,
     ppi_slopes_view,
     ppi_view,
@@ -681,8 +682,13 @@ def render_units(results: StudyResults, bundle: Bundle, out: Path) -> Path:
     }
     (folder / microscope.INDEX_SCRIPT).write_text(microscope.template(microscope.INDEX_SCRIPT))
     unit_page = environment.get_template("unit.html")
+    ceiling = (
+        noise_ceiling_sentences(results.machine.ceiling, results.machine.observer)
+        if results.machine is not None
+        else []
+    )
     for view in views:
-        page = unit_page.render(v=view, images=images, index_url="index.html", **links)
+        page = unit_page.render(v=view, images=images, index_url="index.html", machine_ceiling=ceiling, **links)
         (folder / f"{view.unit.unit_id}.html").write_text(page)
     rows = microscope.index_rows(views, {m: i for i, m in enumerate(order)})
     replaced = microscope.replaced_rows(bundle, names)

@@ -136,3 +136,16 @@ def test_scores_that_do_not_fit_are_refused_naming_the_file_the_unit_and_the_rul
         check_machine_scores(path, scores.assign(study_id="another"), responses, manifest)
     with pytest.raises(ResponseTableError, match=r"row 2: unit 'm0u0' is not in the bundle of study"):
         check_machine_scores(path, scores, responses, manifest)
+
+
+def test_each_unit_kind_is_its_own_population():
+    """Machine-only units are channels: a dictionary's rated units get no help from them (and no bias)."""
+    responses, scores, facts, _ = simulated_study(rated=20)
+    latents = responses["unit_id"].str[3:].astype(int) < 10
+    responses = responses.assign(unit_kind=np.where(latents, "kmeans", "channel"))
+    kinds = dict(zip(responses["unit_id"], responses["unit_kind"], strict=False))
+    scores = scores.assign(unit_kind=scores["unit_id"].map(kinds).fillna("channel"))
+    cells = ppi_estimates(responses, scores, facts).cells.set_index(["model_id", "unit_kind"])
+    assert cells.loc[("m0", "kmeans"), "n_scored_units"] == 10 and cells.loc[("m0", "channel"), "n_scored_units"] == 110
+    assert cells.loc[("m0", "kmeans"), "ppi_estimate"] == pytest.approx(cells.loc[("m0", "kmeans"), "human_estimate"])
+    assert cells.xs("channel", level="unit_kind")["width_ratio"].mean() < 0.95
