@@ -102,6 +102,8 @@ def prepare_unit_kind_inputs(workdir: Path) -> dict[str, Path]:
         "exemplars": {"batches": 3, "references": 9},
         "conditions": ["natural"],
         "tasks": {"trials_per_task": 16, "catch_trials_per_task": 1, "repetitions": 2, "practice_trials": 2},
+        # Channels that only the machine scores: the report's prediction-powered intervals average over them.
+        "machine_scoring": {"observer": MACHINE_OBSERVER, "machine_only_units_per_model": 24, "lapse": 0.0},
         "seed": 0,
     }
     paths = {}
@@ -131,6 +133,7 @@ def run_unit_kind_study(workdir: Path, weights_fingerprint: str, log: Callable[[
     from contracts.bundle import load_bundle
     from experiment_server import create_app
     from experiment_server.export import export_csv
+    from psychinterp.workflows import score_bundle
     from stimuli.build import build_study
     from stimuli.study import load_study_config
     from stimuli.workdir import WorkDir
@@ -148,7 +151,11 @@ def run_unit_kind_study(workdir: Path, weights_fingerprint: str, log: Callable[[
             if name != "2afc":  # the same units: the first bundle's plan, exemplars and images serve
                 WorkDir(bundle_dir).adopt_plan(WorkDir(workdir / "units-2afc-bundle"))
                 WorkDir(bundle_dir).absorb(WorkDir(workdir / "units-2afc-bundle"))
-            build_study(load_study_config(path), bundle_dir)
+            config = load_study_config(path)
+            built = build_study(config, bundle_dir)
+            if name == "2afc":
+                log("machine score of every unit, the machine-only ones too (unit-kind study)")
+                score_bundle(built, config.machine_scoring, config.models_file)
             (bundle_dir / ".built-from").write_text(fingerprint)
         app = create_app({"bundle_dir": bundle_dir, "database_url": f"sqlite:///{database}", **SCRIPTED_SERVER})
         bundle = load_bundle(bundle_dir)
@@ -166,6 +173,7 @@ def run_unit_kind_study(workdir: Path, weights_fingerprint: str, log: Callable[[
 def _unit_kind_report(workdir: Path, responses: dict[str, Path], bundle, log: Callable[[str], None]) -> Path:
     from analysis.exclusions import ExclusionCriteria
     from analysis.report import write_report
+    from psychinterp.workflows import MACHINE_SCORES_FILE
 
     scripted = ExclusionCriteria(**SCRIPTED_CRITERIA, min_choices_per_query_row=0)
     facts = {m.id: m.model_dump() for m in bundle.manifest.models}
@@ -176,6 +184,7 @@ def _unit_kind_report(workdir: Path, responses: dict[str, Path], bundle, log: Ca
         criteria=scripted,
         models=facts,
         other_paradigm=responses["odd"],
+        machine_scores=bundle.root / MACHINE_SCORES_FILE,
         n_resamples=2_000,
         notes=(SIMULATED_NOTE,),
     )

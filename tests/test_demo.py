@@ -95,6 +95,13 @@ def test_demo_trains_a_tiny_family_and_runs_end_to_end_offline_then_reruns_from_
     assert "Paradigms compared: 2afc and odd_one_out_5" in units_page
     kinds = {r["unit_kind"] for r in csv.DictReader((tmp_path / "units-2afc-responses.csv").open())}
     assert kinds == {"channel", "kmeans"}
+    # Machine-only channels, scored at build time: the prediction-powered channel intervals average over them.
+    assert "How close the machine comes to the noise ceiling" in units_page
+    assert "Prediction-powered estimates" in units_page
+    ppi = list(csv.DictReader((tmp_path / "units-report" / "ppi_models.csv").open()))
+    channels = [r for r in ppi if r["unit_kind"] == "channel"]
+    assert channels and all(int(r["n_scored_units"]) > int(r["n_rated_units"]) for r in channels)
+    assert "How close the machine comes to the noise ceiling" in page
     odd_rows = list(csv.DictReader((tmp_path / "units-odd-responses.csv").open()))
     assert {r["paradigm"] for r in odd_rows} == {"odd_one_out_5"}
 
