@@ -144,8 +144,8 @@ def check_machine_scores(
     are what corrects the machine); units nobody rated without a model (no model_id column, no bundle).
     """
     scores = scores.copy()
+    studies = sorted(set(scores.get("study_id", pd.Series(dtype=str)).dropna()) - {""})
     if manifest is not None:
-        studies = sorted(set(scores.get("study_id", pd.Series(dtype=str)).dropna()) - {""})
         if studies and studies != [manifest.study_id]:
             raise StudyMismatchError(
                 f"{path}: machine scores of study {', '.join(map(repr, studies))}, but the bundle is of study "
@@ -163,6 +163,12 @@ def check_machine_scores(
         scores["model_id"] = scores["unit_id"].map(models)
         scores["unit_kind"] = scores["unit_id"].map({u.unit_id: u.unit_kind for u in manifest.all_units()})
     main = responses[responses["trial_kind"] == "main"] if "trial_kind" in responses else responses
+    answered = sorted(set(main.get("study_id", pd.Series(dtype=str)).dropna().astype(str)) - {""})
+    if studies and answered and studies != answered:
+        raise StudyMismatchError(
+            f"{path}: machine scores of study {', '.join(map(repr, studies))}, but the responses are of study "
+            f"{', '.join(map(repr, answered))}: score the bundle these responses were collected with"
+        )
     rated = main[main["condition"].isin(set(scores["condition"]))][["unit_id", "condition"]].drop_duplicates()
     missing = rated.merge(scores[["unit_id", "condition"]], how="left", indicator=True)
     missing = missing[missing["_merge"] == "left_only"]

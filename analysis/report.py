@@ -174,17 +174,22 @@ def ppi_figure(cells: pd.DataFrame, chance: float, order: list[str], names: dict
     """Per model, the human-only interval beside the machine-assisted (PPI) one, a panel per condition."""
     conditions = sorted(cells["condition"].unique())
     fig, axes = plt.subplots(1, len(conditions), figsize=(4.5 * len(conditions), 3.4), squeeze=False, sharey=True)
+    rank = {m: i for i, m in enumerate(order)}
+    several_kinds = cells["unit_kind"].nunique() > 1
     for ax, condition in zip(axes[0], conditions, strict=True):
-        shown = cells[cells["condition"] == condition].set_index("model_id")
-        models = [m for m in order if m in shown.index]
-        x = np.arange(len(models))
+        rows = cells[cells["condition"] == condition]
+        rows = rows.assign(_rank=rows["model_id"].map(rank).fillna(len(rank))).sort_values(["_rank", "unit_kind"])
+        x = np.arange(len(rows))
         for offset, prefix, label in ((-0.15, "human", "people only"), (0.15, "ppi", "with the machine (PPI)")):
-            rows = shown.loc[models]
             estimate = rows[f"{prefix}_estimate"].to_numpy()
             error = [estimate - rows[f"{prefix}_ci_low"].to_numpy(), rows[f"{prefix}_ci_high"].to_numpy() - estimate]
             ax.errorbar(x + offset, estimate, yerr=error, fmt="o", capsize=3, label=label)
         ax.axhline(chance, color="grey", linestyle="--", linewidth=1)
-        ax.set_xticks(x, [names.get(m, m) for m in models], rotation=30, ha="right", fontsize="small")
+        labels = [
+            names.get(m, m) + (f" · {k}" if several_kinds else "")
+            for m, k in zip(rows["model_id"], rows["unit_kind"], strict=True)
+        ]
+        ax.set_xticks(x, labels, rotation=30, ha="right", fontsize="small")
         ax.set_title(condition)
     axes[0][0].set_ylabel("mean unit accuracy (95% CI)")
     axes[0][-1].legend(frameon=False, fontsize="x-small", loc="upper left", bbox_to_anchor=(1.01, 1))

@@ -131,6 +131,8 @@ def test_scores_that_do_not_fit_are_refused_naming_the_file_the_unit_and_the_rul
     with pytest.raises(ResponseTableError, match="row 482: unit 'x' was rated by nobody and the file names no model"):
         check_machine_scores(path, orphan, responses)
 
+    with pytest.raises(StudyMismatchError, match="machine scores of study 'b', but the responses are of study 'a'"):
+        check_machine_scores(path, scores.assign(study_id="b"), responses.assign(study_id="a"))
     manifest = load_bundle(tiny_bundle_dir).manifest
     with pytest.raises(StudyMismatchError, match="machine scores of study 'another', but the bundle is of study"):
         check_machine_scores(path, scores.assign(study_id="another"), responses, manifest)
@@ -149,3 +151,16 @@ def test_each_unit_kind_is_its_own_population():
     assert cells.loc[("m0", "kmeans"), "n_scored_units"] == 10 and cells.loc[("m0", "channel"), "n_scored_units"] == 110
     assert cells.loc[("m0", "kmeans"), "ppi_estimate"] == pytest.approx(cells.loc[("m0", "kmeans"), "human_estimate"])
     assert cells.xs("channel", level="unit_kind")["width_ratio"].mean() < 0.95
+
+
+def test_the_figure_sets_both_intervals_side_by_side_for_every_model_and_kind():
+    from analysis.report import ppi_figure
+
+    responses, scores, facts, _ = simulated_study(rated=20)
+    latents = responses["unit_id"].str[3:].astype(int) < 10
+    responses = responses.assign(unit_kind=np.where(latents, "kmeans", "channel"))
+    cells = ppi_estimates(responses, scores, facts).cells
+    figure = ppi_figure(cells, 0.5, ["m3", "m2", "m1", "m0"], {"m0": "Zero"})
+    labels = [t.get_text() for t in figure.axes[0].get_xticklabels()]
+    assert labels[:2] == ["m3 · channel", "m3 · kmeans"] and labels[-1] == "Zero · kmeans"
+    assert len(figure.axes[0].containers) == 2  # people only, with the machine
