@@ -74,6 +74,28 @@ class PixelStatistics:
         return np.stack([self._one(image) for image in images])
 
 
+def _registry_model(model_id: str, weights_file: Path | None, models_file: Path | None):
+    """A registry model for an observer's features, and its eligible layers' channel counts (in depth order)."""
+    from stimuli.registry import eligible_layers, load_model
+    from stimuli.specs import load_model_specs
+
+    specs = load_model_specs(models_file)
+    if model_id not in specs:
+        raise PsychinterpError(f"observer features: unknown model {model_id!r}; known: {sorted(specs)}")
+    model = load_model(specs[model_id], weights_file)
+    return model, {layer.name: layer.channels for layer in eligible_layers(model)}
+
+
+def _model_batch(model, images: Sequence[np.ndarray]):
+    """uint8 HWC images as the model's [0, 1] input batch at its input size."""
+    import torch
+
+    size = model.input_size
+    # np.array copies: arrays from PIL are read-only, which torch warns about.
+    batch = torch.stack([torch.from_numpy(np.array(i[..., :3])).permute(2, 0, 1) for i in images])
+    return torch.nn.functional.interpolate(batch.float() / 255, size=(size, size), mode="bilinear", antialias=True)
+
+
 @dataclass
 class ModelEmbedding:
     """Spatially pooled activations of one layer of a registry model (needs torch)."""
@@ -85,31 +107,18 @@ class ModelEmbedding:
     name: str = field(init=False)
 
     def __post_init__(self) -> None:
-        from stimuli.registry import eligible_layers, load_model
-        from stimuli.specs import load_model_specs
-
-        specs = load_model_specs(self.models_file)
-        if self.model_id not in specs:
-            raise PsychinterpError(f"observer features: unknown model {self.model_id!r}; known: {sorted(specs)}")
-        self._model = load_model(specs[self.model_id], self.weights_file)
-        layers = eligible_layers(self._model)
-        self.layer = self.layer or layers[-1].name
-        self._channels = {layer.name: layer.channels for layer in layers}
+        self._model, self._channels = _registry_model(self.model_id, self.weights_file, self.models_file)
+        self.layer = self.layer or list(self._channels)[-1]
         if self.layer not in self._channels:
             raise PsychinterpError(f"observer features: {self.model_id!r} has no eligible layer {self.layer!r}")
         self.name = f"{self.model_id}:{self.layer}"
 
     def embed(self, images: Sequence[np.ndarray]) -> np.ndarray:
-        import torch
-
         from contracts.units import channel
         from stimuli.registry import unit_activations
 
-        size = self._model.input_size
-        # np.array copies: arrays from PIL are read-only, which torch warns about.
-        batch = torch.stack([torch.from_numpy(np.array(i[..., :3])).permute(2, 0, 1) for i in images])
-        batch = torch.nn.functional.interpolate(batch.float() / 255, size=(size, size), mode="bilinear", antialias=True)
         every_channel = [channel(c) for c in range(self._channels[self.layer])]
+        batch = _model_batch(self._model, images)
         return unit_activations(self._model, batch, {self.layer: every_channel})[self.layer].cpu().numpy()
 
 
@@ -129,14 +138,7 @@ class PerceptualFeatures:
     name: str = field(init=False)
 
     def __post_init__(self) -> None:
-        from stimuli.registry import eligible_layers, load_model
-        from stimuli.specs import load_model_specs
-
-        specs = load_model_specs(self.models_file)
-        if self.model_id not in specs:
-            raise PsychinterpError(f"observer lpips: unknown model {self.model_id!r}; known: {sorted(specs)}")
-        self._model = load_model(specs[self.model_id], self.weights_file)
-        eligible = {layer.name: layer.channels for layer in eligible_layers(self._model)}
+        self._model, eligible = _registry_model(self.model_id, self.weights_file, self.models_file)
         names = list(eligible)
         if not self.layers:
             picks = np.unique(np.linspace(0, len(names) - 1, min(5, len(names))).round().astype(int))
@@ -187,9 +189,7 @@ class PerceptualFeatures:
 
         from stimuli.registry import capture_outputs, channel_map, forward_until_captured
 
-        size = self._model.input_size
-        batch = torch.stack([torch.from_numpy(np.array(i[..., :3])).permute(2, 0, 1) for i in images])
-        batch = torch.nn.functional.interpolate(batch.float() / 255, size=(size, size), mode="bilinear", antialias=True)
+        batch = _model_batch(self._model, images)
         parts = []
         with capture_outputs(self._model.module, self.layers, stop_early=True) as captured, torch.no_grad():
             forward_until_captured(self._model.module, self._model.normalize(batch.to(self._model.device)), captured)

@@ -905,22 +905,16 @@ def assemble_bundle(config: StudyConfig, out: Path, plan: UnitPlan, dataset: Ima
             synthetic_max_activations=tuple(v.activation for v in synthetic["max"]),
         )
     paradigm = config.trial_paradigm
-    tasks, practice, answers = assemble_tasks(
-        dealt,
-        stimuli,
+    deal = functools.partial(
+        assemble_tasks,
+        stimuli=stimuli,
         max_side=task_cfg.max_side,
         seed=config.seed,
         paradigm=paradigm,
         odd_image=config.odd_one_out.odd_image,
     )
-    machine_tasks, _, machine_answers = assemble_tasks(
-        machine_plan,
-        stimuli,
-        max_side=task_cfg.max_side,
-        seed=config.seed,
-        paradigm=paradigm,
-        odd_image=config.odd_one_out.odd_image,
-    )
+    tasks, practice, answers = deal(dealt)
+    machine_tasks, _, machine_answers = deal(machine_plan)
     answers |= machine_answers
     manifest = Manifest(
         schema_version=bundle_schema.SCHEMA_VERSION,
