@@ -117,21 +117,30 @@ def noise_ceiling(
         statistic = _ceiling_statistic(score.loc[unit_ids].to_numpy(float), human, first, second)
         every = np.arange(len(unit_ids))
         point = statistic(every[None])[:, 0]
-        with np.errstate(invalid="ignore"):
-            interval = stats.bootstrap(
-                (every,),
-                statistic,
-                vectorized=True,
-                n_resamples=n_resamples,
-                batch=100,
-                method="percentile",
-                rng=np.random.default_rng(seed),
-            ).confidence_interval
+        if not np.isfinite(point).all():  # no spread in the machine or in people (all correct): no intervals
+            low = high = np.full(len(NOISE_CEILING_STATISTICS), np.nan)
+        else:
+            low, high = _bootstrap_interval(statistic, len(unit_ids), n_resamples, seed)
         row = {"condition": condition, "n_units": len(unit_ids)}
         for i, name in enumerate(NOISE_CEILING_STATISTICS):
-            row |= {name: float(point[i]), f"{name}_ci_low": interval.low[i], f"{name}_ci_high": interval.high[i]}
+            row |= {name: float(point[i]), f"{name}_ci_low": low[i], f"{name}_ci_high": high[i]}
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def _bootstrap_interval(statistic, n_units: int, n_resamples: int, seed: int):
+    """95 % percentile intervals (low, high) of the statistic's outputs, resampling units."""
+    with np.errstate(invalid="ignore"):
+        interval = stats.bootstrap(
+            (np.arange(n_units),),
+            statistic,
+            vectorized=True,
+            n_resamples=n_resamples,
+            batch=100,
+            method="percentile",
+            rng=np.random.default_rng(seed),
+        ).confidence_interval
+    return interval.low, interval.high
 
 
 def _ceiling_statistic(machine: np.ndarray, human: np.ndarray, first: np.ndarray, second: np.ndarray):

@@ -119,7 +119,7 @@ def ppi_cell(answers: pd.DataFrame, units: pd.DataFrame, weight: float, level: f
     """
     rated = units[units["rated"]]
     n, big_n = len(rated), len(units)
-    c = weight * (1 - n / big_n)
+    c = weight * (1 - n / big_n) + 0.0  # + 0.0: no negative zero in the tables
     score = dict(zip(rated["unit_id"], rated["machine_score"], strict=True))
     codes_u, _ = pd.factorize(answers["unit_id"])
     codes_p, _ = pd.factorize(answers["participant_id"])
@@ -138,14 +138,15 @@ def ppi_cell(answers: pd.DataFrame, units: pd.DataFrame, weight: float, level: f
     t = stats.t.ppf(0.5 + level / 2, df)
     human_se, ppi_se = np.sqrt(human_var), np.sqrt(ppi_var)
     responses = len(answers)
+    # Accuracies lie in [0, 1]: so do the intervals (clipping only ever adds coverage).
     return {
         "human_estimate": human,
-        "human_ci_low": human - t * human_se,
-        "human_ci_high": human + t * human_se,
+        "human_ci_low": max(human - t * human_se, 0.0),
+        "human_ci_high": min(human + t * human_se, 1.0),
         "human_se": human_se,
         "ppi_estimate": estimate,
-        "ppi_ci_low": estimate - t * ppi_se,
-        "ppi_ci_high": estimate + t * ppi_se,
+        "ppi_ci_low": max(estimate - t * ppi_se, 0.0),
+        "ppi_ci_high": min(estimate + t * ppi_se, 1.0),
         "ppi_se": ppi_se,
         "width_ratio": ppi_se / human_se if human_se > 0 else np.nan,
         "weight": weight,
@@ -166,6 +167,9 @@ def _withheld_reason(units: pd.DataFrame, answers: pd.DataFrame) -> str | None:
         return f"{n} rated unit(s), fewer than {MIN_RATED_UNITS}: the residuals' variance is not estimable"
     if answers["participant_id"].nunique() < MIN_PARTICIPANTS:
         return f"{answers['participant_id'].nunique()} participant(s), fewer than {MIN_PARTICIPANTS}"
+    if answers["correct"].nunique() < 2:
+        word = "correct" if answers["correct"].iloc[0] else "wrong"
+        return f"all {len(answers)} answers are {word}: no spread to estimate the variance from"
     return None
 
 

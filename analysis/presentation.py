@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 
+import numpy as np
 import pandas as pd
 
 # The scale predictors, in the order the report prefers them for ordering models.
@@ -102,6 +103,11 @@ def for_page(table: pd.DataFrame, order: list[str], names: Mapping[str, str]) ->
 
 
 def _interval(estimate: float, low: float, high: float, digits: str = ".3f") -> str:
+    """``estimate [low, high]``; "not estimable" without an estimate, the estimate alone without an interval."""
+    if not np.isfinite(estimate):
+        return "not estimable"
+    if not (np.isfinite(low) and np.isfinite(high)):
+        return f"{estimate:{digits}} (no interval)"
     return f"{estimate:{digits}} [{low:{digits}}, {high:{digits}}]"
 
 
@@ -181,8 +187,8 @@ def noise_ceiling_sentences(ceiling: pd.DataFrame, observer: str) -> list[str]:
     """Per condition, in words: the machine-human correlation across the study's units beside the ceiling."""
     return [
         f"{r.condition}: across the study's {r.n_units} units, the machine score ({observer}) correlates "
-        f"r = {r.machine_r:.2f} [{r.machine_r_ci_low:.2f}, {r.machine_r_ci_high:.2f}] with people's unit "
-        f"accuracy; the noise ceiling (split-half) is {r.noise_ceiling:.2f} "
-        f"[{r.noise_ceiling_ci_low:.2f}, {r.noise_ceiling_ci_high:.2f}]."
+        f"r = {_interval(r.machine_r, r.machine_r_ci_low, r.machine_r_ci_high, '.2f')} with people's unit "
+        "accuracy; the noise ceiling (split-half) is "
+        f"{_interval(r.noise_ceiling, r.noise_ceiling_ci_low, r.noise_ceiling_ci_high, '.2f')}."
         for r in ceiling.itertuples()
     ]

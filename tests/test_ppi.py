@@ -164,3 +164,15 @@ def test_the_figure_sets_both_intervals_side_by_side_for_every_model_and_kind():
     labels = [t.get_text() for t in figure.axes[0].get_xticklabels()]
     assert labels[:2] == ["m3 · channel", "m3 · kmeans"] and labels[-1] == "Zero · kmeans"
     assert len(figure.axes[0].containers) == 2  # people only, with the machine
+
+
+def test_a_cell_without_spread_is_withheld_and_an_undefined_ceiling_is_said_in_words():
+    from analysis.presentation import noise_ceiling_sentences
+
+    responses, scores, facts, _ = simulated_study()
+    perfect = responses.assign(correct=np.where(responses["model_id"] == "m1", 1, responses["correct"]))
+    result = ppi_estimates(perfect, scores, facts)
+    assert "m1" not in set(result.cells["model_id"])
+    assert any("m1, natural" in w and "answers are correct: no spread" in w for w in result.withheld)
+    ceiling = noise_ceiling(responses.assign(correct=1), scores, n_resamples=50)
+    assert "the noise ceiling (split-half) is not estimable" in noise_ceiling_sentences(ceiling, "pixel")[0]
