@@ -3,6 +3,8 @@ the prediction-powered analysis averages over them."""
 
 from __future__ import annotations
 
+import re
+
 import pandas as pd
 import pytest
 
@@ -75,5 +77,6 @@ def test_the_analysis_averages_over_machine_only_units(machine_bundle, tmp_path)
     assert result.exit_code == 0, result.output
     text = (report / "index.html").read_text()
     assert "Prediction-powered estimates" in text
+    assert re.search(r"expected accuracy of pixel \(temperature 10, lapse 0\.[12]\)", text)  # the rerun test sets 0.2
     # Three rated units are too few for an interval: the page says which estimate was withheld and why.
     assert "PPI and human-only intervals withheld (3 rated unit(s), fewer than 5" in text
