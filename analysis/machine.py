@@ -7,6 +7,8 @@ proxy for the human measurement; these tables say how far that holds in a study.
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pandas as pd
 from scipy import stats
@@ -117,7 +119,7 @@ def noise_ceiling(
         statistic = _ceiling_statistic(score.loc[unit_ids].to_numpy(float), human, first, second)
         every = np.arange(len(unit_ids))
         point = statistic(every[None])[:, 0]
-        if not np.isfinite(point).all():  # no spread in the machine or in people (all correct): no intervals
+        if not np.isfinite(point[:2]).all():  # no spread in the machine or in people (all correct): no intervals
             low = high = np.full(len(NOISE_CEILING_STATISTICS), np.nan)
         else:
             low, high = _bootstrap_interval(statistic, len(unit_ids), n_resamples, seed)
@@ -128,10 +130,12 @@ def noise_ceiling(
     return pd.DataFrame(rows)
 
 
-def _bootstrap_interval(statistic, n_units: int, n_resamples: int, seed: int):
-    """95 % percentile intervals (low, high) of the statistic's outputs, resampling units."""
-    with np.errstate(invalid="ignore"):
-        interval = stats.bootstrap(
+def _bootstrap_interval(statistic, n_units: int, n_resamples: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """95 % percentile intervals (low, high) of the statistic's outputs, resampling units; a resample whose
+    statistic is undefined (its units all alike) is left out rather than voiding the interval."""
+    with np.errstate(invalid="ignore", divide="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", stats.DegenerateDataWarning)
+        draws = stats.bootstrap(
             (np.arange(n_units),),
             statistic,
             vectorized=True,
@@ -139,20 +143,22 @@ def _bootstrap_interval(statistic, n_units: int, n_resamples: int, seed: int):
             batch=100,
             method="percentile",
             rng=np.random.default_rng(seed),
-        ).confidence_interval
-    return interval.low, interval.high
+        ).bootstrap_distribution
+        return tuple(np.nanpercentile(draws, [2.5, 97.5], axis=-1))
 
 
 def _ceiling_statistic(machine: np.ndarray, human: np.ndarray, first: np.ndarray, second: np.ndarray):
     """The correlation, reliability, ceiling and their ratio on resampled units (resamples x units)."""
 
     def statistic(units: np.ndarray, axis: int = -1) -> np.ndarray:
-        split_r = np.mean([_rows_correlation(a[units], b[units]) for a, b in zip(first, second, strict=True)], 0)
-        reliability = spearman_brown(np.clip(split_r, -0.99, 1))
-        ceiling = np.sqrt(np.clip(reliability, 0, None))
-        r = _rows_correlation(machine[units], human[units])
-        with np.errstate(invalid="ignore", divide="ignore"):
-            return np.stack([r, reliability, ceiling, r / ceiling])
+        with np.errstate(invalid="ignore", divide="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # a split without spread: left out of the mean
+            split_r = np.nanmean([_rows_correlation(a[units], b[units]) for a, b in zip(first, second, strict=True)], 0)
+            reliability = spearman_brown(np.clip(split_r, -0.99, 1))
+            ceiling = np.sqrt(np.clip(reliability, 0, None))
+            r = _rows_correlation(machine[units], human[units])
+            # No reliability above zero: a ceiling of 0, and no share of it.
+            return np.stack([r, reliability, ceiling, np.where(ceiling > 0, r / ceiling, np.nan)])
 
     return statistic
 

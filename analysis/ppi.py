@@ -11,15 +11,17 @@ units scored by a machine (score ``f``), the estimate is
 disjoint sets, ``theta = mean_n(y) - c * mean_n(f) + c * mean_U(f)`` with ``U`` the ``N - n`` units
 only the machine scored and ``c = lambda * (1 - n / N)``, which is PPI++'s power-tuned weight when
 ``lambda`` is the regression slope of ``y`` on ``f``. The slope is pooled within models per condition
-(:func:`tuned_weight`): a useless machine gets a weight near zero and the estimate falls back to the
-human mean; with every scored unit rated, ``c = 0`` and it *is* the human mean (the machine narrows
+(:func:`tuned_weight`) and cross-fitted: a model's weight comes from the other models' rated units, so
+its own answers decide nothing about it. A useless machine gets a weight near zero and the estimate
+falls back to the human mean; with every scored unit rated, ``c = 0`` and it *is* the human mean (the machine narrows
 an interval only through units that people did not rate).
 
 Variance: the rated part is a weighted mean of single answers, ``x = correct - c * f`` with weight
 ``1 / (n * answers on the unit)``, whose variance is the two-way cluster-robust one (units and
 participants; Cameron, Gelbach & Miller 2011, statsmodels' ``cov_type="cluster"`` with two group
-columns); the machine-only part adds ``c^2 var(f) / (N - n)``. The weight is plugged in: its estimation
-error enters at second order (PPI++, Theorem 1), so no cross-fitting; the bootstrap is not used because
+columns); the machine-only part adds ``c^2 var(f) / (N - n)``. With the weight cross-fitted it is fixed
+given the model's own data, so this variance is the estimate's (PPI++'s plug-in weight would be right to
+second order only); the bootstrap is not used because
 the two-way (pigeonhole) bootstrap counts answer noise two to three times, which no machine can explain,
 and would hide the gain. The human-only interval is the same computation with ``c = 0``, so the two are
 compared like for like. ``benchmarks/bench_ppi.py`` measures coverage and widths.
@@ -193,6 +195,10 @@ def ppi_estimates(
         weights.append({"condition": condition, "weight": weight, "n_rated_units": int(cond_units["rated"].sum())})
         # Per unit kind too: the scored units must be the population the rated ones were sampled from.
         for (model_id, kind), cell_units in cond_units.groupby(["model_id", "unit_kind"], sort=True):
+            # Cross-fitted: a model's weight is tuned on the other models' rated units, so that its own
+            # answers decide nothing about it (one model alone: its own).
+            others = cond_units[cond_units["model_id"] != model_id]
+            own_weight = tuned_weight(others) if others["rated"].sum() >= MIN_RATED_UNITS else weight
             answers = main[
                 (main["model_id"] == model_id) & (main["condition"] == condition) & (main["unit_kind"] == kind)
             ]
@@ -201,7 +207,7 @@ def ppi_estimates(
                 named = f"{model_id}, {condition}" + (f", {kind}" if kind != CHANNEL_KIND else "")
                 withheld.append(f"{named}: PPI and human-only intervals withheld ({reason})")
                 continue
-            rows.append({**label, **ppi_cell(answers, cell_units, weight, level)})
+            rows.append({**label, **ppi_cell(answers, cell_units, own_weight, level)})
     cells = pd.DataFrame(rows)
     slopes = ppi_slopes(cells, facts, level) if facts is not None and not cells.empty else pd.DataFrame()
     return PPIResults(cells, pd.DataFrame(weights), slopes, withheld, level)

@@ -3,7 +3,8 @@
 1. generate shapes-world images and train ShapesNet XS-L on them (cached);
 2. build a bundle with natural and synthetic conditions from the exemplar pool;
 3. start the real server (waitress), and let machine observers take the study through its HTTP API;
-4. score each unit offline with a second observer (the machine score) and write the report;
+4. score each unit offline with a second observer (the machine score), and 28 natural-only units per model
+   that no participant sees, and write the report (noise ceiling, prediction-powered intervals);
 5. the unit-kind study: channels against k-means directions of the same layers of two family
    members, in 2AFC and in odd-one-out, taken by observers in-process, with its own report
    (the unit-kind comparison, and the two paradigms' per-unit agreement);
@@ -77,6 +78,15 @@ def prepare_demo_inputs(
         },
         "conditions": ["natural", "synthetic"],
         "tasks": {"trials_per_task": 6, "catch_trials_per_task": 1, "repetitions": 3, "practice_trials": 2},
+        # Natural-only channels that only the machine scores (a scan, no visualisations): the report's
+        # prediction-powered natural intervals average over them. No lapses: the score describes the
+        # feature space, not a person's attention.
+        "machine_scoring": {
+            "observer": MACHINE_OBSERVER,
+            "machine_only_units_per_model": 28,
+            "conditions": ["natural"],
+            "lapse": 0.0,
+        },
         "seed": 0,
     }
     path = workdir / "study.yaml"
@@ -232,8 +242,8 @@ def _build_bundle(
         (workdir / ".bundle-started").write_text(fingerprint)
     build_study(load_study_config(study_path), bundle_dir)
     (bundle_dir / ".built-from").write_text(fingerprint)
-    # Responses and scores of an older bundle would not match its trials.
-    for stale in ("demo.db", ".observers-done", "machine_scores.csv"):
+    # Responses of an older bundle would not match its trials.
+    for stale in ("demo.db", ".observers-done"):
         (workdir / stale).unlink(missing_ok=True)
 
 
@@ -393,8 +403,9 @@ def run_demo(
     from experiment_server import create_app
     from experiment_server.admin import set_admin_password
     from experiment_server.migrate import LegacyDatabaseError
-    from psychinterp.observers import machine_scores, make_observer
     from psychinterp.serving import create_server, start_in_thread, stop
+    from psychinterp.workflows import MACHINE_SCORES_FILE, score_bundle
+    from stimuli.study import load_study_config
 
     started = time.perf_counter()
 
@@ -434,12 +445,11 @@ def run_demo(
             log(f"{observers} simulated participants ({PARTICIPANT_OBSERVER} observers) take the study")
             run_observers(base_url, observers)
             marker.write_text(fingerprint)
-        scores = workdir / "machine_scores.csv"
+        config = load_study_config(study_path)
+        scores = bundle_dir / MACHINE_SCORES_FILE
         if not scores.exists():
-            log(f"machine score of every unit ({MACHINE_OBSERVER} observer, offline)")
-            # No lapses: the score describes the feature space, not a person's attention.
-            observer = make_observer(MACHINE_OBSERVER, lapse=0.0, models_file=models_file)
-            machine_scores(load_bundle(bundle_dir), bundle_dir, observer).to_csv(scores, index=False)
+            log(f"machine score of every unit, the machine-only ones too ({MACHINE_OBSERVER} observer, offline)")
+        score_bundle(load_bundle(bundle_dir), config.machine_scoring, config.models_file)  # kept when current
         _export_and_report(app, workdir, scores, log)
         summary = workdir / ".precision-summary"
         if _stale(workdir / ".precision-done", fingerprint) or not summary.exists():

@@ -126,6 +126,11 @@ class UnitPlan:
     dictionaries: list[Dictionary] = field(default_factory=list)
     machine_only: frozenset[str] = frozenset()  # planned unit ids that only a machine scores
 
+    def without_visualisations(self, config: StudyConfig) -> frozenset[str]:
+        """Planned units that need no feature visualisations: the machine-only ones, when the machine scores
+        no synthetic trials."""
+        return self.machine_only if "synthetic" not in config.machine_conditions else frozenset()
+
     def dictionary_table(self, out: Path, model_id: str) -> DictionaryTable:
         """The model's dictionaries with their vectors, keyed by (layer, name), for :func:`bind`."""
         return {(d.layer, d.name): load_dictionary(out, d) for d in self.dictionaries if d.model_id == model_id}
@@ -562,10 +567,11 @@ def _fv_attempt(work: WorkDir, config: StudyConfig, unit_id: str) -> int:
     return max(((image.get("fv_retry") or {}).get("attempt", 0) for image in images), default=0)
 
 
-def unit_problems(config: StudyConfig, work: WorkDir, unit: SampledUnit) -> list[str]:
-    """Why ``unit`` may not be shown (:mod:`stimuli.acceptance`), from its records; empty when it may."""
+def unit_problems(config: StudyConfig, work: WorkDir, unit: SampledUnit, visualised: bool = True) -> list[str]:
+    """Why ``unit`` may not be shown (:mod:`stimuli.acceptance`), from its records; empty when it may.
+    ``visualised``: False for a unit built without visualisations (a natural-only machine unit)."""
     problems = _natural_problems(work, unit)
-    if problems or "synthetic" not in config.conditions:
+    if problems or "synthetic" not in config.conditions or not visualised:
         return problems
     images = work.read_fv(unit.unit_id, config.feature_visualization.made)
     for image in images:
@@ -597,6 +603,7 @@ class _Places:
     work: WorkDir
     planned: list[SampledUnit]  # all the model's planned units (reserves are drawn around them)
     rows: Callable[[SampledUnit], Sequence[int]]  # every row of a unit's layer and kind
+    not_visualised: frozenset[str] = frozenset()  # planned places whose units need no visualisations
 
     def reserves(self, planned_unit: SampledUnit) -> list[SampledUnit]:
         rules = self.config.acceptance
@@ -669,15 +676,16 @@ def _fill_places(
                 _visualise, config, model, [unit], out=work.out, work=work, dictionaries=dictionaries
             )
             visualise = functools.partial(visualise, dataset=dataset, layer_order=layer_order)
-            visualisable = synthetic and not _natural_problems(work, unit)
+            wanted = synthetic and planned_unit.unit_id not in places.not_visualised
+            visualisable = wanted and not _natural_problems(work, unit)
             if visualisable and not work.fv_path(unit.unit_id).exists():
                 visualise(_retry_seed(config, unit, 0))
-            problems = unit_problems(config, work, unit)
+            problems = unit_problems(config, work, unit, visualised=wanted)
             attempt = _fv_attempt(work, config, unit.unit_id) if visualisable else 0
             while problems and visualisable and attempt < rules.retries and retry_can_help(problems):
                 attempt += 1
                 visualise(_retry_seed(config, unit, attempt), attempt=attempt)
-                problems = unit_problems(config, work, unit)
+                problems = unit_problems(config, work, unit, visualised=wanted)
             places.decide(planned_unit, unit, problems)
     raise AssertionError("every place is decided within replacements + 2 rounds")  # pragma: no cover
 
@@ -731,7 +739,8 @@ def run_work_items(
     for model_id, model_items in tqdm(by_model.items(), desc="models", unit="model"):
         need_scan = [u for item in model_items for u in item.units if not work.exemplar_path(u.unit_id).exists()]
         pending = {id(i) for i in model_items if set(i.units) & set(need_scan)}
-        pending |= {id(i) for i in model_items if synthetic and _to_visualise(work, i.units)}
+        skip = plan.without_visualisations(config)
+        pending |= {id(i) for i in model_items if synthetic and _to_visualise(work, i.units, skip)}
         mine = [u for item in model_items for u in item.units]
         undecided = [u for u in mine if _undecided(work, u)]
         n_pending += len(pending)
@@ -747,7 +756,7 @@ def run_work_items(
             )
         model = load_model(specs[model_id], weights.get(model_id), device=device)
         dictionaries = plan.dictionary_table(out, model_id)
-        places = _Places(config, work, plan.units[model_id], _layer_rows(plan, model))
+        places = _Places(config, work, plan.units[model_id], _layer_rows(plan, model), skip)
         if need_scan:
             # The reserves' exemplars come in the same pass (the forward passes are the cost, not the units):
             # a refused unit's place is then filled without another pass over the dataset.
@@ -767,7 +776,7 @@ def run_work_items(
             )
         layer_order = [layer.name for layer in eligible_layers(model)]
         # A batch leaves out the units its exemplars already refuse: no visualisation can help them.
-        batches = [(i, _to_visualise(work, i.units)) for i in model_items] if synthetic else []
+        batches = [(i, _to_visualise(work, i.units, skip)) for i in model_items] if synthetic else []
         for item, units in tqdm([b for b in batches if b[1]], desc=f"visualise {model_id}", unit="batch", leave=False):
             _visualise(config, model, units, config.seed + item.first, out, work, dictionaries, dataset, layer_order)
         _fill_places(
@@ -787,10 +796,10 @@ def run_work_items(
     return n_pending
 
 
-def _to_visualise(work: WorkDir, units: Sequence[SampledUnit]) -> list[SampledUnit]:
+def _to_visualise(work: WorkDir, units: Sequence[SampledUnit], skip: frozenset[str] = frozenset()) -> list[SampledUnit]:
     """The units of a work item to visualise together: those its exemplars do not refuse (no visualisation
-    can help them); none once they all have their visualisations."""
-    live = [u for u in units if not (_scanned(work, u) and _natural_problems(work, u))]
+    can help them) and that need visualisations (not in ``skip``); none once they all have them."""
+    live = [u for u in units if u.unit_id not in skip and not (_scanned(work, u) and _natural_problems(work, u))]
     return [] if all(work.fv_path(u.unit_id).exists() for u in live) else live
 
 
@@ -956,7 +965,7 @@ def _machine_plan(config: StudyConfig, machine: Mapping[str, list[SampledUnit]])
     units = {m: [u.unit_id for u in group] for m, group in machine.items() if group}
     if not units:
         return StudyPlan(tasks=())
-    conditions = [c for c in config.conditions if c != "none"]
+    conditions = config.machine_conditions
     dealt = plan_study(
         units,
         conditions,

@@ -153,6 +153,11 @@ class MachineScoringConfig(Strict):
     machine_only_units_per_model: int = Field(
         0, ge=0, description="channel units per model that only the machine scores (sampled, scanned, never shown)"
     )
+    conditions: list[Condition] | None = Field(
+        None,
+        description="the conditions the machine-only units are built and scored in (default: the study's with "
+        "images); without synthetic they need no feature visualisations, only the scan",
+    )
     temperature: float = Field(10.0, gt=0, description="the observer's, unless a calibration gives it")
     lapse: float = Field(0.05, ge=0, lt=1)
     calibration: Path | None = Field(None, description="a calibration file (psychinterp observers calibrate)")
@@ -243,9 +248,21 @@ class StudyConfig(Strict):
             )
         if self.paradigm == "odd_one_out":
             self._check_odd_one_out(problems)
+        scoring = self.machine_scoring
+        if scoring is not None and scoring.conditions is not None:
+            if unknown := sorted(set(scoring.conditions) - set(self.conditions)):
+                problems.append(f"machine_scoring.conditions: {unknown} not among the study's conditions")
+            if "none" in scoring.conditions:
+                problems.append("machine_scoring.conditions: condition 'none' has no images for a machine to score")
         if problems := list(dict.fromkeys(problems)):
             raise ValueError("\n  - ".join([f"{len(problems)} setting(s) that do not go together:", *problems]))
         return self
+
+    @property
+    def machine_conditions(self) -> list[str]:
+        """The conditions the machine-only units are built and scored in."""
+        chosen = self.machine_scoring.conditions if self.machine_scoring else None
+        return [c for c in (chosen or self.conditions) if c != "none"]
 
     def _check_odd_one_out(self, problems: list[str]) -> None:
         n_max = self.odd_one_out.images - 1

@@ -80,3 +80,36 @@ def test_the_analysis_averages_over_machine_only_units(machine_bundle, tmp_path)
     assert re.search(r"expected accuracy of pixel \(temperature 10, lapse 0\.[12]\)", text)  # the rerun test sets 0.2
     # Three rated units are too few for an interval: the page says which estimate was withheld and why.
     assert "PPI and human-only intervals withheld (3 rated unit(s), fewer than 5" in text
+
+
+def test_natural_only_machine_units_need_no_visualisations(tmp_path):
+    from psychinterp.workflows import build_bundle
+    from stimuli.workdir import WorkDir
+
+    scoring = {"observer": "pixel", "machine_only_units_per_model": 3, "conditions": ["natural"]}
+    bundle = build_bundle(write_tiny_study(tmp_path, units=3, machine_scoring=scoring), tmp_path / "bundle")
+    machine = {u.unit_id for u in bundle.manifest.machine_only_units}
+    assert len(machine) == 3
+    work = WorkDir(bundle.root)
+    assert not any(work.fv_path(u).exists() for u in machine)  # only the scan: no optimisation was run
+    assert all(work.fv_path(u.unit_id).exists() for u in bundle.manifest.units)
+    assert {t.condition for t in bundle.manifest.machine_trials} == {"natural"}
+    scores = pd.read_csv(bundle.root / "machine_scores.csv")
+    assert set(scores.loc[scores["shown_to_people"] == "no", "condition"]) == {"natural"}
+
+
+def test_machine_scoring_conditions_are_checked():
+    from pydantic import ValidationError
+
+    from stimuli.study import StudyConfig
+
+    config = {"study_id": "s", "models": ["m"], "units_per_model": 2, "dataset": {"path": "x"}}
+    config["tasks"] = {"trials_per_task": 2}
+    with pytest.raises(ValidationError, match="machine_scoring.conditions: condition 'none' has no images"):
+        StudyConfig.model_validate(
+            {**config, "conditions": ["natural", "none"], "machine_scoring": {"conditions": ["none"]}}
+        )
+    with pytest.raises(ValidationError, match=r"machine_scoring.conditions: \['synthetic'\] not among"):
+        StudyConfig.model_validate(
+            {**config, "conditions": ["natural"], "machine_scoring": {"conditions": ["synthetic"]}}
+        )
