@@ -3,7 +3,7 @@
 1. generate shapes-world images and train ShapesNet XS-L on them (cached);
 2. build a bundle with natural and synthetic conditions from the exemplar pool;
 3. start the real server (waitress), and let machine observers take the study through its HTTP API;
-4. score each unit offline with a second observer (the machine score), and 28 natural-only units per model
+4. score each unit offline with a second observer (the machine score), and 12 natural-only units per model
    that no participant sees, and write the report (noise ceiling, prediction-powered intervals);
 5. the unit-kind study: channels against k-means directions of the same layers of two family
    members, in 2AFC and in odd-one-out, taken by observers in-process, with its own report
@@ -83,7 +83,7 @@ def prepare_demo_inputs(
         # feature space, not a person's attention.
         "machine_scoring": {
             "observer": MACHINE_OBSERVER,
-            "machine_only_units_per_model": 28,
+            "machine_only_units_per_model": 12,
             "conditions": ["natural"],
             "lapse": 0.0,
         },

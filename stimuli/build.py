@@ -41,6 +41,7 @@ from contracts.bundle import (
 )
 from contracts.criteria import DEFAULT_CRITERIA, unmeetable
 from contracts.errors import ConfigError, PsychinterpError
+from contracts.units import CHANNEL_KIND
 from stimuli.acceptance import exemplar_problems, pixel_sd, retry_can_help, visualisation_problems
 from stimuli.dictionaries import DictionaryTable, bind, load_dictionary, prepare_dictionaries
 from stimuli.exemplars import (
@@ -154,19 +155,21 @@ def _shared_units(
     config: StudyConfig, model_id: str, layers: list[Layer], sampled: Mapping[str, list[SampledUnit]]
 ) -> list[SampledUnit]:
     """Sample channel units, or reuse those of an earlier model of the same ``shared_units`` group."""
-    n_units = config.units_per_model + machine_only_units(config)
-    if n_units == 0:
+    if config.units_per_model + machine_only_units(config) == 0:
         return []
     group = next((g for g in config.unit_sampling.shared_units if model_id in g), [model_id])
     donor = next((m for m in group if m in sampled), None)
     if donor is None:
-        return sample_units(
+        draw = functools.partial(
+            sample_units,
             group[0],
             [(layer.name, layer.channels) for layer in layers],
-            n_units,
-            config.seed,
+            seed=config.seed,
             weight_by_layer_size=config.unit_sampling.weight_by_layer_size,
         )
+        people = draw(config.units_per_model) if config.units_per_model else []
+        # The machine's units are a second draw: the people's are the same with or without them.
+        return people + draw(machine_only_units(config), taken=people, stream="machine-only")
     channels = {layer.name: layer.channels for layer in layers}
     donor_layers = {(u.layer, u.n_layers) for u in sampled[donor]}
     for unit in sampled[donor]:
@@ -604,10 +607,26 @@ class _Places:
     planned: list[SampledUnit]  # all the model's planned units (reserves are drawn around them)
     rows: Callable[[SampledUnit], Sequence[int]]  # every row of a unit's layer and kind
     not_visualised: frozenset[str] = frozenset()  # planned places whose units need no visualisations
+    machine_only: frozenset[str] = frozenset()  # planned places only a machine scores
 
     def reserves(self, planned_unit: SampledUnit) -> list[SampledUnit]:
+        """A place's reserves. The people's places draw theirs from the rows no planned unit uses; the
+        machine-only places theirs from what is left after those, so that no unit can be both."""
         rules = self.config.acceptance
-        return reserve_units(self.planned, planned_unit, self.rows(planned_unit), self.config.seed, rules.replacements)
+        people = [u for u in self.planned if u.unit_id not in self.machine_only]
+        machine = [u for u in self.planned if u.unit_id in self.machine_only]
+        rows = self.rows(planned_unit)
+        # Machine-only units are channels: they take rows from channel places only.
+        same_rows = planned_unit.selector.unit_kind == CHANNEL_KIND
+        taken = {u.selector.row for u in machine if u.layer == planned_unit.layer and same_rows}
+        if planned_unit.unit_id not in self.machine_only:
+            spare = [r for r in rows if r not in taken]
+            return reserve_units(people, planned_unit, spare, self.config.seed, rules.replacements)
+        same_layer = [u for u in people if (u.layer, u.selector.unit_kind) == (planned_unit.layer, CHANNEL_KIND)]
+        for unit in same_layer:  # the people's places' reserves stay theirs
+            taken |= {r.selector.row for r in self.reserves(unit)} | {unit.selector.row}
+        spare = [r for r in rows if r not in taken or r == planned_unit.selector.row]
+        return reserve_units(machine, planned_unit, spare, self.config.seed, rules.replacements)
 
     def decide(self, planned_unit: SampledUnit, unit: SampledUnit, problems: list[str]) -> SampledUnit | None:
         """Record the verdict on ``unit`` (in ``planned_unit``'s place); returns the reserve that takes over."""
@@ -756,7 +775,7 @@ def run_work_items(
             )
         model = load_model(specs[model_id], weights.get(model_id), device=device)
         dictionaries = plan.dictionary_table(out, model_id)
-        places = _Places(config, work, plan.units[model_id], _layer_rows(plan, model), skip)
+        places = _Places(config, work, plan.units[model_id], _layer_rows(plan, model), skip, plan.machine_only)
         if need_scan:
             # The reserves' exemplars come in the same pass (the forward passes are the cost, not the units):
             # a refused unit's place is then filled without another pass over the dataset.
@@ -860,7 +879,8 @@ def assemble_bundle(config: StudyConfig, out: Path, plan: UnitPlan, dataset: Ima
         if len(units) < max(config.tasks.trials_per_task, 2 if config.tasks.catch_trials_per_task else 1):
             refused = [r for r in replaced if r.model_id == model_id]
             raise PsychinterpError(
-                f"model {model_id}: {len(units)} of its {len(plan.units[model_id])} planned units passed the "
+                f"model {model_id}: {len(units)} of its "
+                f"{sum(u.unit_id not in plan.machine_only for u in plan.units[model_id])} planned units passed the "
                 f"acceptance rules ({len(refused)} refused, {sum(r.replaced_by is None for r in refused)} places left "
                 f"without a reserve: see {work.root / 'verdicts'}), too few for tasks of "
                 f"{config.tasks.trials_per_task} trials; raise units_per_model or acceptance.replacements, lower "

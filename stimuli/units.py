@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import Any
 
 import numpy as np
@@ -45,15 +45,21 @@ class SampledUnit(BaseModel):
         return self.model_copy(update={"model_id": model_id})
 
 
-def _draw(sizes: Sequence[int], n: int, rng: np.random.Generator, weighted: bool) -> list[tuple[int, int]]:
-    """``n`` distinct (layer, row) pairs: a layer uniformly (or by size), then a row uniformly; repeats redrawn."""
+def _draw(
+    sizes: Sequence[int], n: int, rng: np.random.Generator, weighted: bool, taken: Collection[tuple[int, int]] = ()
+) -> list[tuple[int, int]]:
+    """``n`` distinct (layer, row) pairs, none of them ``taken``: a layer uniformly (or by size), then a row
+    uniformly; repeats redrawn."""
     p = np.asarray(sizes, dtype=float) / sum(sizes) if weighted else None
+    full = {li for li, size in enumerate(sizes) if sum(1 for t in taken if t[0] == li) >= size}
     chosen: dict[tuple[int, int], None] = {}
     while len(chosen) < n:
         li = int(rng.choice(len(sizes), p=p))
-        if sizes[li] == 0:
+        if sizes[li] == 0 or li in full:
             continue
-        chosen.setdefault((li, int(rng.integers(sizes[li]))))
+        pair = (li, int(rng.integers(sizes[li])))
+        if pair not in taken:
+            chosen.setdefault(pair)
     return sorted(chosen)
 
 
@@ -63,20 +69,26 @@ def sample_units(
     n_units: int,
     seed: int,
     weight_by_layer_size: bool = False,
+    taken: Sequence[SampledUnit] = (),
+    stream: str = "",
 ) -> list[SampledUnit]:
-    """Sample ``n_units`` distinct (layer, channel) pairs, as the 2023 study did.
+    """Sample ``n_units`` distinct (layer, channel) pairs, as the 2023 study did; none of the ``taken``
+    units (a second draw, e.g. machine-only units beside the people's, with its own random ``stream``).
 
     A layer is drawn uniformly (or in proportion to its channel count), then a
     channel uniformly; repeats are drawn again. ``layers`` are (name, channel
     count) in forward order.
     """
-    capacity = sum(c for _, c in layers)
+    capacity = sum(c for _, c in layers) - len(taken)
     if n_units > capacity:
-        raise PsychinterpError(f"model {model_id!r}: asked for {n_units} units but it has {capacity}")
-    rng = np.random.default_rng([seed, *model_id.encode()])
+        more = " more" if taken else ""
+        raise PsychinterpError(f"model {model_id!r}: asked for {n_units}{more} units but it has {capacity}{more}")
+    rng = np.random.default_rng([seed, *model_id.encode(), *stream.encode()])
+    index = {name: li for li, (name, _) in enumerate(layers)}
+    taken_pairs = {(index[u.layer], u.selector.row) for u in taken if u.layer in index}
     return [
         SampledUnit(model_id=model_id, layer=layers[li][0], selector=channel(ch), layer_index=li, n_layers=len(layers))
-        for li, ch in _draw([c for _, c in layers], n_units, rng, weight_by_layer_size)
+        for li, ch in _draw([c for _, c in layers], n_units, rng, weight_by_layer_size, taken_pairs)
     ]
 
 

@@ -113,3 +113,30 @@ def test_machine_scoring_conditions_are_checked():
         StudyConfig.model_validate(
             {**config, "conditions": ["natural"], "machine_scoring": {"conditions": ["synthetic"]}}
         )
+
+
+def test_people_and_machine_places_never_share_a_reserve_and_the_peoples_units_do_not_move():
+    from types import SimpleNamespace
+
+    from stimuli.build import _Places
+    from stimuli.units import sample_units
+
+    layers = [("a", 12), ("b", 20)]
+    people = sample_units("m", layers, 6, seed=0)
+    machine = sample_units("m", layers, 8, seed=0, taken=people, stream="machine-only")
+    assert people == sample_units("m", layers, 6, seed=0)  # the machine's draw leaves the people's alone
+    assert not {(u.layer, u.selector.row) for u in people} & {(u.layer, u.selector.row) for u in machine}
+    config = SimpleNamespace(seed=0, acceptance=SimpleNamespace(replacements=3))
+    sizes = dict(layers)
+    places = _Places(
+        config,
+        None,
+        people + machine,
+        lambda unit: list(range(sizes[unit.layer])),
+        machine_only=frozenset(u.unit_id for u in machine),
+    )
+    people_reserves = {(r.layer, r.selector.row) for u in people for r in places.reserves(u)}
+    machine_reserves = {(r.layer, r.selector.row) for u in machine for r in places.reserves(u)}
+    planned = {(u.layer, u.selector.row) for u in people + machine}
+    assert people_reserves and machine_reserves
+    assert not people_reserves & machine_reserves and not (people_reserves | machine_reserves) & planned
