@@ -140,15 +140,16 @@ def ppi_cell(answers: pd.DataFrame, units: pd.DataFrame, weight: float, level: f
     t = stats.t.ppf(0.5 + level / 2, df)
     human_se, ppi_se = np.sqrt(human_var), np.sqrt(ppi_var)
     responses = len(answers)
-    # Accuracies lie in [0, 1]: so do the intervals (clipping only ever adds coverage).
+    human_low, human_high = _bounded(human, t * human_se)
+    ppi_low, ppi_high = _bounded(estimate, t * ppi_se)
     return {
         "human_estimate": human,
-        "human_ci_low": max(human - t * human_se, 0.0),
-        "human_ci_high": min(human + t * human_se, 1.0),
+        "human_ci_low": human_low,
+        "human_ci_high": human_high,
         "human_se": human_se,
         "ppi_estimate": estimate,
-        "ppi_ci_low": max(estimate - t * ppi_se, 0.0),
-        "ppi_ci_high": min(estimate + t * ppi_se, 1.0),
+        "ppi_ci_low": ppi_low,
+        "ppi_ci_high": ppi_high,
         "ppi_se": ppi_se,
         "width_ratio": ppi_se / human_se if human_se > 0 else np.nan,
         "weight": weight,
@@ -161,6 +162,14 @@ def ppi_cell(answers: pd.DataFrame, units: pd.DataFrame, weight: float, level: f
         # Human answers that would give the human-only estimate the PPI variance, to first order.
         "effective_responses": responses * human_var / ppi_var if ppi_var > 0 else np.nan,
     }
+
+
+def _bounded(estimate: float, half_width: float) -> tuple[float, float]:
+    """The interval within [0, 1], where accuracies lie (clipping only adds coverage), and around the estimate
+    (an unbiased PPI estimate may itself stray just past a bound)."""
+    low = min(max(estimate - half_width, 0.0), estimate)
+    high = max(min(estimate + half_width, 1.0), estimate)
+    return low, high
 
 
 def _withheld_reason(units: pd.DataFrame, answers: pd.DataFrame) -> str | None:

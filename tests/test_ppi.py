@@ -179,3 +179,11 @@ def test_a_cell_without_spread_is_withheld_and_an_undefined_ceiling_is_said_in_w
     assert any("m1, natural" in w and "answers are correct: no spread" in w for w in result.withheld)
     ceiling = noise_ceiling(responses.assign(correct=1), scores, n_resamples=50)
     assert "the noise ceiling (split-half) is not estimable" in noise_ceiling_sentences(ceiling, "pixel")[0]
+
+
+def test_intervals_stay_in_zero_one_and_around_the_estimate():
+    from analysis.ppi import _bounded
+
+    assert _bounded(0.98, 0.05) == (0.93, 1.0)
+    assert _bounded(1.01, 0.05) == (0.96, 1.01)  # an unbiased estimate past the bound keeps its own point
+    assert _bounded(0.02, 0.05) == (0.0, pytest.approx(0.07))
