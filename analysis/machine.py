@@ -135,6 +135,7 @@ def _bootstrap_interval(statistic, n_units: int, n_resamples: int, seed: int) ->
     statistic is undefined (its units all alike) is left out rather than voiding the interval."""
     with np.errstate(invalid="ignore", divide="ignore"), warnings.catch_warnings():
         warnings.simplefilter("ignore", stats.DegenerateDataWarning)
+        warnings.simplefilter("ignore", RuntimeWarning)  # a statistic undefined in every resample: no interval
         draws = stats.bootstrap(
             (np.arange(n_units),),
             statistic,
