@@ -185,5 +185,6 @@ def test_intervals_stay_in_zero_one_and_around_the_estimate():
     from analysis.ppi import _bounded
 
     assert _bounded(0.98, 0.05) == (pytest.approx(0.93), 1.0)
-    assert _bounded(1.01, 0.05) == (pytest.approx(0.96), 1.01)  # an unbiased estimate past the bound keeps its own point
+    # An unbiased estimate past the bound keeps its own point.
+    assert _bounded(1.01, 0.05) == (pytest.approx(0.96), 1.01)
     assert _bounded(0.02, 0.05) == (0.0, pytest.approx(0.07))
