@@ -120,11 +120,16 @@ def _columns(table: pd.DataFrame, prefix: str, digits: str = ".3f") -> list[str]
     ]
 
 
+def _kind_column(table: pd.DataFrame) -> dict[str, pd.Series]:
+    """A unit-kind column for the page, only when the table holds more than one kind."""
+    return {"unit kind": table["unit_kind"]} if table["unit_kind"].nunique() > 1 else {}
+
+
 def ppi_view(cells: pd.DataFrame) -> pd.DataFrame:
     """analysis.ppi's per-model table as a reader compares it: the two intervals side by side."""
     if cells.empty:
         return cells
-    kinds = {"unit kind": cells["unit_kind"]} if cells["unit_kind"].nunique() > 1 else {}
+    kinds = _kind_column(cells)
     return pd.DataFrame(
         {
             "model_id": cells["model_id"],
@@ -154,7 +159,7 @@ def _slopes(slopes: pd.DataFrame, prefix: str) -> list[str]:
 def ppi_slopes_view(slopes: pd.DataFrame) -> pd.DataFrame:
     if slopes.empty:
         return slopes
-    kinds = {"unit kind": slopes["unit_kind"]} if slopes["unit_kind"].nunique() > 1 else {}
+    kinds = _kind_column(slopes)
     return pd.DataFrame(
         {
             "condition": slopes["condition"],

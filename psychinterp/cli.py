@@ -65,6 +65,12 @@ ObserverOption = Annotated[
         "on a registry backbone) or python:MODULE:FUNCTION"
     ),
 ]
+ObserverModelsOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--models", help="models file for model:ID and lpips:ID observers (default: models.yaml)", resolve_path=True
+    ),
+]
 LayerWeightsOption = Annotated[
     Path | None,
     typer.Option(
@@ -569,10 +575,7 @@ def simulate(
     scores: Annotated[
         Path | None, typer.Option(help="write per-unit machine scores (CSV) here, offline", resolve_path=True)
     ] = None,
-    models: Annotated[
-        Path | None,
-        typer.Option("--models", help="models file for model:ID observers (default: models.yaml)", resolve_path=True),
-    ] = None,
+    models: ObserverModelsOption = None,
     temperature: float = 10.0,
     lapse: float = 0.05,
     calibration: Annotated[
@@ -629,10 +632,7 @@ def observers_calibrate(
     bundle: Annotated[Path, typer.Option(help="the study's bundle", resolve_path=True)],
     out: Annotated[Path, typer.Option("--out", help="write the calibration (JSON) here", resolve_path=True)],
     observer: ObserverOption = "pixel",
-    models: Annotated[
-        Path | None,
-        typer.Option("--models", help="models file for model:ID and lpips:ID observers", resolve_path=True),
-    ] = None,
+    models: ObserverModelsOption = None,
     lpips_weights: LayerWeightsOption = None,
 ) -> None:
     """Fit an observer's temperature and lapse to people's answers in one study; apply it to another with
